@@ -1,0 +1,353 @@
+//! 2-d convolution without bias (3x3 pad 1 or 1x1 pad 0; stride 1 or 2), as im2col + GEMM.
+//!
+//! For one image with `cin` channels, im2col lays every receptive field out as a column:
+//! `col[(ci*k + ky)*k + kx, oy*wo + ox] = x[ci, oy*s + ky - p, ox*s + kx - p]` (0 outside).
+//! Then, with `W` as a `cout x (cin*k*k)` matrix:
+//!   forward          y_i  = W @ col_i
+//!   backward data    dx_i = col2im(W^T @ dy_i)
+//!   backward weight  dW  += sum_i dy_i @ col_i^T
+//! Images run in parallel; the weight gradient sums fixed chunks of images in order.
+
+use crate::gemm::{gemm, Mat};
+use crate::{chunk_ranges, Tensor};
+use rayon::prelude::*;
+
+/// The geometry of one convolution, derived from the input and weight shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub n: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl ConvGeom {
+    /// `x`: `[n, cin, h, w]`, `weight`: `[cout, cin, k, k]` with k odd; padding keeps "same"
+    /// size at stride 1 (`k / 2`), as every ResNet convolution does.
+    pub fn new(x_shape: &[usize], w_shape: &[usize], stride: usize) -> Self {
+        let [n, cin, h, w] = x_shape[..] else {
+            panic!("conv input must be NCHW, got {x_shape:?}")
+        };
+        let [cout, wcin, k, k2] = w_shape[..] else {
+            panic!("conv weight must be 4-d, got {w_shape:?}")
+        };
+        assert!(
+            cin == wcin && k == k2 && k % 2 == 1,
+            "conv weight {w_shape:?} does not fit input {x_shape:?}"
+        );
+        assert!(stride >= 1, "conv stride must be at least 1");
+        let pad = k / 2;
+        let ho = (h + 2 * pad - k) / stride + 1;
+        let wo = (w + 2 * pad - k) / stride + 1;
+        ConvGeom {
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            k,
+            stride,
+            pad,
+            ho,
+            wo,
+        }
+    }
+
+    /// Rows of the im2col matrix (the GEMM's inner dimension).
+    pub fn col_rows(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+
+    /// Output pixels per channel (the GEMM's column count).
+    pub fn out_pixels(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// A 1x1 stride-1 convolution needs no im2col: the image already is the column matrix.
+    fn is_pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1
+    }
+
+    /// Multiply-accumulates of the forward pass (each backward pass costs the same).
+    pub fn macs(&self) -> usize {
+        self.n * self.cout * self.col_rows() * self.out_pixels()
+    }
+}
+
+/// Lay one image `[cin, h, w]` out as columns `[cin*k*k, ho*wo]`.
+fn im2col(g: &ConvGeom, img: &[f32], col: &mut [f32]) {
+    let p = g.out_pixels();
+    for ci in 0..g.cin {
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = &mut col[((ci * g.k + ky) * g.k + kx) * p..][..p];
+                for oy in 0..g.ho {
+                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                    let out = &mut row[oy * g.wo..][..g.wo];
+                    if iy < 0 || iy >= g.h as isize {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let src = &img[(ci * g.h + iy as usize) * g.w..][..g.w];
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                        *o = if ix < 0 || ix >= g.w as isize {
+                            0.0
+                        } else {
+                            src[ix as usize]
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2col`: add every column entry back onto the pixel it came from.
+fn col2im(g: &ConvGeom, col: &[f32], img: &mut [f32]) {
+    img.fill(0.0);
+    let p = g.out_pixels();
+    for ci in 0..g.cin {
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = &col[((ci * g.k + ky) * g.k + kx) * p..][..p];
+                for oy in 0..g.ho {
+                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let dst = &mut img[(ci * g.h + iy as usize) * g.w..][..g.w];
+                    for (ox, &v) in row[oy * g.wo..][..g.wo].iter().enumerate() {
+                        let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                        if ix >= 0 && ix < g.w as isize {
+                            dst[ix as usize] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv(x, weight)` with the given stride.
+pub fn conv2d_forward(x: &Tensor, weight: &Tensor, stride: usize) -> Tensor {
+    let g = ConvGeom::new(x.shape(), weight.shape(), stride);
+    let (img_len, out_len) = (g.cin * g.h * g.w, g.cout * g.out_pixels());
+    let wmat = Mat::rm(weight.data(), g.cout, g.col_rows());
+    let mut y = Tensor::zeros(&[g.n, g.cout, g.ho, g.wo]);
+    y.data_mut()
+        .par_chunks_mut(out_len)
+        .zip(x.data().par_chunks(img_len))
+        .for_each_init(
+            || {
+                vec![
+                    0.0f32;
+                    if g.is_pointwise() {
+                        0
+                    } else {
+                        g.col_rows() * g.out_pixels()
+                    }
+                ]
+            },
+            |col, (yi, xi)| {
+                let cols = if g.is_pointwise() {
+                    xi
+                } else {
+                    im2col(&g, xi, col);
+                    &col[..]
+                };
+                gemm(
+                    1.0,
+                    wmat,
+                    Mat::rm(cols, g.col_rows(), g.out_pixels()),
+                    0.0,
+                    yi,
+                );
+            },
+        );
+    y
+}
+
+/// The input gradient `dx` of `y = conv(x, weight)`, given `dy`.
+pub fn conv2d_backward_data(
+    dy: &Tensor,
+    weight: &Tensor,
+    x_shape: &[usize],
+    stride: usize,
+) -> Tensor {
+    let g = ConvGeom::new(x_shape, weight.shape(), stride);
+    assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
+    let (img_len, out_len) = (g.cin * g.h * g.w, g.cout * g.out_pixels());
+    let wt = Mat::rm(weight.data(), g.cout, g.col_rows()).t();
+    let mut dx = Tensor::zeros(x_shape);
+    dx.data_mut()
+        .par_chunks_mut(img_len)
+        .zip(dy.data().par_chunks(out_len))
+        .for_each_init(
+            || {
+                vec![
+                    0.0f32;
+                    if g.is_pointwise() {
+                        0
+                    } else {
+                        g.col_rows() * g.out_pixels()
+                    }
+                ]
+            },
+            |dcol, (dxi, dyi)| {
+                let dyi = Mat::rm(dyi, g.cout, g.out_pixels());
+                if g.is_pointwise() {
+                    gemm(1.0, wt, dyi, 0.0, dxi);
+                } else {
+                    gemm(1.0, wt, dyi, 0.0, dcol);
+                    col2im(&g, dcol, dxi);
+                }
+            },
+        );
+    dx
+}
+
+/// Accumulate the weight gradient of `y = conv(x, weight)` into `dweight`: `dW += dy ⋆ x`.
+pub fn conv2d_backward_weight(x: &Tensor, dy: &Tensor, stride: usize, dweight: &mut Tensor) {
+    let g = ConvGeom::new(x.shape(), dweight.shape(), stride);
+    assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
+    let (img_len, out_len, wlen) = (g.cin * g.h * g.w, g.cout * g.out_pixels(), dweight.len());
+    let partials: Vec<Vec<f32>> = chunk_ranges(g.n)
+        .into_par_iter()
+        .map(|images| {
+            let mut part = vec![0.0f32; wlen];
+            let mut col = vec![
+                0.0f32;
+                if g.is_pointwise() {
+                    0
+                } else {
+                    g.col_rows() * g.out_pixels()
+                }
+            ];
+            for i in images {
+                let xi = &x.data()[i * img_len..][..img_len];
+                let cols = if g.is_pointwise() {
+                    xi
+                } else {
+                    im2col(&g, xi, &mut col);
+                    &col[..]
+                };
+                let dyi = Mat::rm(&dy.data()[i * out_len..][..out_len], g.cout, g.out_pixels());
+                gemm(
+                    1.0,
+                    dyi,
+                    Mat::rm(cols, g.col_rows(), g.out_pixels()).t(),
+                    1.0,
+                    &mut part,
+                );
+            }
+            part
+        })
+        .collect();
+    for part in partials {
+        for (d, p) in dweight.data_mut().iter_mut().zip(part) {
+            *d += p;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_close, check_grad, rand_tensor, rng};
+
+    /// The definition, six loops deep: the reference the im2col path must equal.
+    fn conv_naive(x: &Tensor, w: &Tensor, stride: usize) -> Tensor {
+        let g = ConvGeom::new(x.shape(), w.shape(), stride);
+        let mut y = Tensor::zeros(&[g.n, g.cout, g.ho, g.wo]);
+        for n in 0..g.n {
+            for co in 0..g.cout {
+                for oy in 0..g.ho {
+                    for ox in 0..g.wo {
+                        let mut acc = 0.0f64;
+                        for ci in 0..g.cin {
+                            for ky in 0..g.k {
+                                for kx in 0..g.k {
+                                    let iy = (oy * stride + ky) as isize - g.pad as isize;
+                                    let ix = (ox * stride + kx) as isize - g.pad as isize;
+                                    if iy >= 0
+                                        && ix >= 0
+                                        && (iy as usize) < g.h
+                                        && (ix as usize) < g.w
+                                    {
+                                        let xv = x.data()[((n * g.cin + ci) * g.h + iy as usize)
+                                            * g.w
+                                            + ix as usize];
+                                        let wv =
+                                            w.data()[((co * g.cin + ci) * g.k + ky) * g.k + kx];
+                                        acc += xv as f64 * wv as f64;
+                                    }
+                                }
+                            }
+                        }
+                        y.data_mut()[((n * g.cout + co) * g.ho + oy) * g.wo + ox] = acc as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    // Awkward shapes: batch 1 and 3, odd sizes, both kernel sizes, both strides.
+    const CASES: [([usize; 4], [usize; 4], usize); 6] = [
+        ([1, 3, 5, 7], [4, 3, 3, 3], 1),
+        ([3, 2, 7, 5], [5, 2, 3, 3], 2),
+        ([3, 5, 6, 6], [3, 5, 3, 3], 2),
+        ([1, 4, 5, 5], [6, 4, 1, 1], 1),
+        ([3, 3, 7, 6], [5, 3, 1, 1], 2),
+        ([2, 16, 8, 8], [32, 16, 3, 3], 2),
+    ];
+
+    #[test]
+    fn forward_matches_the_definition() {
+        let mut r = rng(1);
+        for (xs, ws, s) in CASES {
+            let x = rand_tensor(&mut r, &xs);
+            let w = rand_tensor(&mut r, &ws);
+            // f32 sums of at most 144 products of O(1) values: 1e-5 relative is ample.
+            assert_close(&conv2d_forward(&x, &w, s), &conv_naive(&x, &w, s), 1e-5);
+        }
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let mut r = rng(2);
+        for (xs, ws, s) in CASES {
+            let x = rand_tensor(&mut r, &xs);
+            let w = rand_tensor(&mut r, &ws);
+            let y_shape = conv2d_forward(&x, &w, s).shape().to_vec();
+            let probe = rand_tensor(&mut r, &y_shape);
+            let dx = conv2d_backward_data(&probe, &w, &xs, s);
+            let mut dw = Tensor::zeros(&ws);
+            conv2d_backward_weight(&x, &probe, s, &mut dw);
+            let loss =
+                |x: &Tensor, w: &Tensor| crate::testutil::dot(&conv2d_forward(x, w, s), &probe);
+            check_grad("conv dx", &x, &dx, |x| loss(x, &w));
+            check_grad("conv dw", &w, &dw, |w| loss(&x, w));
+        }
+    }
+
+    #[test]
+    fn weight_gradient_accumulates() {
+        let mut r = rng(3);
+        let x = rand_tensor(&mut r, &[3, 2, 5, 5]);
+        let dy = rand_tensor(&mut r, &[3, 4, 5, 5]);
+        let mut once = Tensor::zeros(&[4, 2, 3, 3]);
+        conv2d_backward_weight(&x, &dy, 1, &mut once);
+        let mut twice = once.clone();
+        conv2d_backward_weight(&x, &dy, 1, &mut twice);
+        let doubled = Tensor::from_vec(once.shape(), once.data().iter().map(|v| 2.0 * v).collect());
+        assert_close(&twice, &doubled, 1e-6);
+    }
+}

@@ -1,0 +1,80 @@
+//! ReLU and the residual add: element by element, in parallel chunks.
+
+use crate::Tensor;
+use rayon::prelude::*;
+
+const CHUNK: usize = 1 << 14;
+
+fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor {
+    assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
+    let mut out = Tensor::zeros(a.shape());
+    out.data_mut()
+        .par_chunks_mut(CHUNK)
+        .zip(a.data().par_chunks(CHUNK).zip(b.data().par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            o.iter_mut()
+                .zip(a.iter().zip(b))
+                .for_each(|(o, (&a, &b))| *o = f(a, b))
+        });
+    out
+}
+
+/// `max(x, 0)`.
+pub fn relu_forward(x: &Tensor) -> Tensor {
+    let mut y = x.clone();
+    y.data_mut()
+        .par_chunks_mut(CHUNK)
+        .for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+    y
+}
+
+/// `dx = dy · [y > 0]`, from the forward *output* (the same mask as `x > 0`). At exactly
+/// 0 the gradient is 0, as in PyTorch.
+pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
+    zip_map(dy, y, |g, y| if y > 0.0 { g } else { 0.0 })
+}
+
+/// `a + b` (the residual connection; its backward passes `dy` to both inputs).
+pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
+    zip_map(a, b, |a, b| a + b)
+}
+
+/// `a += b`, for summing gradients that meet at a fork.
+pub fn add_assign(a: &mut Tensor, b: &Tensor) {
+    assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
+    a.data_mut()
+        .par_chunks_mut(CHUNK)
+        .zip(b.data().par_chunks(CHUNK))
+        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{check_grad, dot, rand_tensor, rng};
+
+    #[test]
+    fn relu_values_and_gradient() {
+        let x = Tensor::from_vec(&[1, 1, 1, 4], vec![-2.0, 0.0, 0.5, 3.0]);
+        let y = relu_forward(&x);
+        assert_eq!(y.data(), &[0.0, 0.0, 0.5, 3.0]);
+        let dy = Tensor::from_vec(&[1, 1, 1, 4], vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(relu_backward(&dy, &y).data(), &[0.0, 0.0, 3.0, 4.0]);
+        // Finite differences away from the kink (rand_tensor keeps |x| ≥ 0.1 > h).
+        let mut r = rng(7);
+        let x = rand_tensor(&mut r, &[3, 2, 5, 7]);
+        let probe = rand_tensor(&mut r, &[3, 2, 5, 7]);
+        let dx = relu_backward(&probe, &relu_forward(&x));
+        check_grad("relu dx", &x, &dx, |x| dot(&relu_forward(x), &probe));
+    }
+
+    #[test]
+    fn add_and_accumulate() {
+        let a = Tensor::from_vec(&[2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        let b = Tensor::from_vec(&[2, 2], vec![0.5, -2.0, 1.0, 0.0]);
+        assert_eq!(add(&a, &b).data(), &[1.5, 0.0, 4.0, 4.0]);
+        let mut c = a.clone();
+        add_assign(&mut c, &b);
+        assert_eq!(c, add(&a, &b));
+    }
+}

@@ -1,0 +1,86 @@
+//! The option-A shortcut of He et al. (the seed's `IdentityPadding`): subsample by the
+//! stride (`x[:, :, ::s, ::s]`) and zero-pad the new channels at the end. No parameters.
+
+use crate::Tensor;
+use rayon::prelude::*;
+
+/// `[n, cin, h, w] -> [n, cout, ceil(h/s), ceil(w/s)]`, `cout >= cin`.
+pub fn pad_shortcut_forward(x: &Tensor, cout: usize, stride: usize) -> Tensor {
+    let (n, cin, h, w) = x.dims4();
+    assert!(
+        cout >= cin && stride >= 1,
+        "pad shortcut: {cin} -> {cout} channels, stride {stride}"
+    );
+    let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
+    let mut y = Tensor::zeros(&[n, cout, ho, wo]);
+    y.data_mut()
+        .par_chunks_mut(ho * wo)
+        .enumerate()
+        .for_each(|(plane, out)| {
+            let (img, c) = (plane / cout, plane % cout);
+            if c < cin {
+                let src = &x.data()[(img * cin + c) * h * w..][..h * w];
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        out[oy * wo + ox] = src[oy * stride * w + ox * stride];
+                    }
+                }
+            }
+        });
+    y
+}
+
+/// The adjoint: route `dy` of the kept channels back to the sampled pixels; the rest of `dx`
+/// is zero.
+pub fn pad_shortcut_backward(dy: &Tensor, x_shape: &[usize], stride: usize) -> Tensor {
+    let [_, cin, h, w] = x_shape[..] else {
+        panic!("pad shortcut input must be NCHW")
+    };
+    let (_, cout, ho, wo) = dy.dims4();
+    let mut dx = Tensor::zeros(x_shape);
+    dx.data_mut()
+        .par_chunks_mut(h * w)
+        .enumerate()
+        .for_each(|(plane, out)| {
+            let (img, c) = (plane / cin, plane % cin);
+            let src = &dy.data()[(img * cout + c) * ho * wo..][..ho * wo];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    out[oy * stride * w + ox * stride] = src[oy * wo + ox];
+                }
+            }
+        });
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{check_grad, dot, rand_tensor, rng};
+
+    #[test]
+    fn subsamples_and_pads_like_pytorch() {
+        // One image, one channel, 3x3 -> stride 2 keeps (0,0), (0,2), (2,0), (2,2); channel 2 is zero.
+        let x = Tensor::from_vec(&[1, 1, 3, 3], (1..=9).map(|v| v as f32).collect());
+        let y = pad_shortcut_forward(&x, 2, 2);
+        assert_eq!(y.shape(), &[1, 2, 2, 2]);
+        assert_eq!(y.data(), &[1.0, 3.0, 7.0, 9.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let mut r = rng(8);
+        for (shape, cout, s) in [
+            ([3, 3, 5, 7], 6, 2),
+            ([1, 4, 4, 4], 8, 2),
+            ([3, 2, 3, 3], 2, 1),
+        ] {
+            let x = rand_tensor(&mut r, &shape);
+            let probe = rand_tensor(&mut r, pad_shortcut_forward(&x, cout, s).shape());
+            let dx = pad_shortcut_backward(&probe, &shape, s);
+            check_grad("pad shortcut dx", &x, &dx, |x| {
+                dot(&pad_shortcut_forward(x, cout, s), &probe)
+            });
+        }
+    }
+}
