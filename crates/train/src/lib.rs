@@ -1,0 +1,4 @@
+//! Library side of the `train` command line: everything that touches files on disk
+//! (checkpoints, metrics, plots) lives here so it can be unit-tested without running training.
+
+pub mod atomic;
