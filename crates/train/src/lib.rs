@@ -2,3 +2,4 @@
 //! (checkpoints, metrics, plots) lives here so it can be unit-tested without running training.
 
 pub mod atomic;
+pub mod metrics;
