@@ -1,0 +1,121 @@
+//! Streaming mini-batches over a split: the order and augmentations come from
+//! [`crate::sampling`], pixel conversion runs in parallel per batch, and only one batch
+//! of `f32` is materialised at a time.
+
+use rayon::prelude::*;
+
+use crate::augment::{write_sample, SampleAug, SAMPLE_LEN};
+use crate::format::Split;
+use crate::normalize::Normalization;
+use crate::sampling::{epoch_order, sample_aug};
+
+/// One mini-batch, ready for the network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// `len() * 3 * 32 * 32` floats, NCHW, normalised (and augmented if enabled).
+    pub images: Vec<f32>,
+    /// Class label of each sample.
+    pub labels: Vec<usize>,
+    /// Index of each sample in the split (for debugging and per-sample metrics).
+    pub indices: Vec<usize>,
+}
+
+impl Batch {
+    /// Number of samples in the batch.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True for a batch without samples (never yielded by [`Loader`]).
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// Batches over a borrowed [`Split`]. Cheap to create; holds no per-epoch state, so
+/// `epoch(e)` can be called for any `e` in any order with the same result.
+#[derive(Clone, Debug)]
+pub struct Loader<'a> {
+    split: &'a Split,
+    batch_size: usize,
+    shuffle: bool,
+    augment: bool,
+    norm: Normalization,
+    seed: u64,
+}
+
+impl<'a> Loader<'a> {
+    /// `shuffle` draws a new order per epoch; `augment` applies random crop + flip
+    /// (use both for training, neither for evaluation).
+    ///
+    /// # Panics
+    /// If `batch_size == 0`.
+    pub fn new(
+        split: &'a Split,
+        batch_size: usize,
+        shuffle: bool,
+        augment: bool,
+        norm: Normalization,
+        seed: u64,
+    ) -> Self {
+        assert!(batch_size > 0, "batch_size must be positive");
+        Loader {
+            split,
+            batch_size,
+            shuffle,
+            augment,
+            norm,
+            seed,
+        }
+    }
+
+    /// Batches per epoch, counting the last partial batch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.split.len().div_ceil(self.batch_size)
+    }
+
+    /// Number of samples per epoch.
+    pub fn len(&self) -> usize {
+        self.split.len()
+    }
+
+    /// True when the split is empty (an epoch then yields no batch).
+    pub fn is_empty(&self) -> bool {
+        self.split.is_empty()
+    }
+
+    /// The batches of `epoch`, built lazily one at a time; the last may be smaller.
+    pub fn epoch(&self, epoch: usize) -> impl Iterator<Item = Batch> + '_ {
+        let order = epoch_order(self.split.len(), self.shuffle, self.seed, epoch);
+        let bs = self.batch_size;
+        (0..self.batches_per_epoch()).map(move |b| {
+            let start = b * bs;
+            let end = (start + bs).min(order.len());
+            self.make_batch(epoch, start, &order[start..end])
+        })
+    }
+
+    fn make_batch(&self, epoch: usize, start: usize, indices: &[usize]) -> Batch {
+        let mut images = vec![0f32; indices.len() * SAMPLE_LEN];
+        images
+            .par_chunks_mut(SAMPLE_LEN)
+            .zip(indices.par_iter())
+            .enumerate()
+            .for_each(|(j, (out, &idx))| {
+                let aug = if self.augment {
+                    sample_aug(self.seed, epoch, start + j)
+                } else {
+                    SampleAug::IDENTITY
+                };
+                write_sample(self.split.image(idx), aug, &self.norm, out);
+            });
+        Batch {
+            images,
+            labels: indices
+                .iter()
+                .map(|&i| self.split.labels[i] as usize)
+                .collect(),
+            indices: indices.to_vec(),
+        }
+    }
+}
