@@ -1,0 +1,200 @@
+//! The layers with parameters. Each keeps, during a training forward pass, exactly what its
+//! backward pass needs, and accumulates its parameters' gradients in `backward`.
+
+use crate::{Mode, Param};
+use rand::Rng;
+use rand_distr::{Distribution, Normal, Uniform};
+use tensor::batchnorm::{self, BnSaved};
+use tensor::{conv, linear, Tensor};
+
+/// A bias-free convolution (3x3 pad 1, or 1x1), stride 1 or 2.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    pub weight: Param,
+    pub stride: usize,
+    input: Option<Tensor>,
+}
+
+impl Conv2d {
+    /// Kaiming normal, fan_out, ReLU gain: `std = sqrt(2 / (cout·k·k))`, as the peer's init.
+    pub fn new(
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        rng: &mut impl Rng,
+    ) -> Self {
+        let std = (2.0 / (cout * k * k) as f64).sqrt() as f32;
+        let normal = Normal::new(0.0, std).expect("finite std");
+        let data = (0..cout * cin * k * k)
+            .map(|_| normal.sample(rng))
+            .collect();
+        let weight = Param::new(
+            format!("{name}.weight"),
+            Tensor::from_vec(&[cout, cin, k, k], data),
+            true,
+        );
+        Conv2d {
+            weight,
+            stride,
+            input: None,
+        }
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.weight.value.shape()[0]
+    }
+
+    pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+        let y = conv::conv2d_forward(x, &self.weight.value, self.stride);
+        self.input = (mode == Mode::Train).then(|| x.clone());
+        y
+    }
+
+    /// Accumulates the weight gradient; returns `dx` unless the caller does not need it
+    /// (the stem, whose input is the image).
+    pub fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Option<Tensor> {
+        let x = self
+            .input
+            .take()
+            .expect("Conv2d::backward without a training forward pass");
+        conv::conv2d_backward_weight(&x, dy, self.stride, &mut self.weight.grad);
+        need_dx.then(|| conv::conv2d_backward_data(dy, &self.weight.value, x.shape(), self.stride))
+    }
+}
+
+/// `BatchNorm2d` with learnable γ (init 1) and β (init 0), running statistics (init 0 and 1),
+/// momentum 0.1, eps 1e-5.
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    pub gamma: Param,
+    pub beta: Param,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    /// Training forward passes seen (PyTorch's `num_batches_tracked`).
+    pub num_batches_tracked: i64,
+    pub name: String,
+    saved: Option<(Tensor, BnSaved)>,
+}
+
+impl BatchNorm2d {
+    pub fn new(name: &str, c: usize) -> Self {
+        BatchNorm2d {
+            gamma: Param::new(format!("{name}.weight"), Tensor::full(&[c], 1.0), false),
+            beta: Param::new(format!("{name}.bias"), Tensor::zeros(&[c]), false),
+            running_mean: Tensor::zeros(&[c]),
+            running_var: Tensor::full(&[c], 1.0),
+            num_batches_tracked: 0,
+            name: name.to_string(),
+            saved: None,
+        }
+    }
+
+    pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+        let (g, b) = (self.gamma.value.data(), self.beta.value.data());
+        match mode {
+            Mode::Train => {
+                let (y, saved) = batchnorm::batchnorm_train_forward(
+                    x,
+                    g,
+                    b,
+                    self.running_mean.data_mut(),
+                    self.running_var.data_mut(),
+                    batchnorm::BN_MOMENTUM,
+                    batchnorm::BN_EPS,
+                );
+                self.num_batches_tracked += 1;
+                self.saved = Some((x.clone(), saved));
+                y
+            }
+            Mode::Eval => batchnorm::batchnorm_eval_forward(
+                x,
+                g,
+                b,
+                self.running_mean.data(),
+                self.running_var.data(),
+                batchnorm::BN_EPS,
+            ),
+        }
+    }
+
+    pub fn backward(&mut self, dy: &Tensor) -> Tensor {
+        let (x, saved) = self
+            .saved
+            .take()
+            .expect("BatchNorm2d::backward without a training forward pass");
+        batchnorm::batchnorm_backward(
+            &x,
+            dy,
+            self.gamma.value.data(),
+            &saved,
+            self.gamma.grad.data_mut(),
+            self.beta.grad.data_mut(),
+        )
+    }
+
+    /// The running statistics, named as in PyTorch's `state_dict`.
+    pub fn buffers(&self) -> [(String, &Tensor); 2] {
+        [
+            (format!("{}.running_mean", self.name), &self.running_mean),
+            (format!("{}.running_var", self.name), &self.running_var),
+        ]
+    }
+
+    pub fn buffers_mut(&mut self) -> [(String, &mut Tensor); 2] {
+        [
+            (
+                format!("{}.running_mean", self.name),
+                &mut self.running_mean,
+            ),
+            (format!("{}.running_var", self.name), &mut self.running_var),
+        ]
+    }
+}
+
+/// The classifier: `y = x Wᵀ + b`, PyTorch's default init `U(±1/sqrt(in))` for both.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: Param,
+    pub bias: Param,
+    input: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(name: &str, fin: usize, fout: usize, rng: &mut impl Rng) -> Self {
+        let bound = 1.0 / (fin as f32).sqrt();
+        let uniform = Uniform::new_inclusive(-bound, bound);
+        let w = (0..fout * fin).map(|_| uniform.sample(rng)).collect();
+        let b = (0..fout).map(|_| uniform.sample(rng)).collect();
+        Linear {
+            weight: Param::new(
+                format!("{name}.weight"),
+                Tensor::from_vec(&[fout, fin], w),
+                true,
+            ),
+            bias: Param::new(format!("{name}.bias"), Tensor::from_vec(&[fout], b), false),
+            input: None,
+        }
+    }
+
+    pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+        let y = linear::linear_forward(x, &self.weight.value, &self.bias.value);
+        self.input = (mode == Mode::Train).then(|| x.clone());
+        y
+    }
+
+    pub fn backward(&mut self, dy: &Tensor) -> Tensor {
+        let x = self
+            .input
+            .take()
+            .expect("Linear::backward without a training forward pass");
+        linear::linear_backward(
+            dy,
+            &x,
+            &self.weight.value,
+            &mut self.weight.grad,
+            &mut self.bias.grad,
+        )
+    }
+}

@@ -1,0 +1,28 @@
+//! A trainable tensor with its gradient and SGD momentum buffer.
+
+use tensor::Tensor;
+
+#[derive(Clone, Debug)]
+pub struct Param {
+    /// The name in PyTorch's `state_dict` of the equivalent model, e.g. `layers.3.c1.weight`.
+    pub name: String,
+    pub value: Tensor,
+    pub grad: Tensor,
+    pub momentum: Tensor,
+    /// Conv and fc weights are decayed; BN's γ, β and biases may be exempt (see `Sgd`).
+    pub is_weight: bool,
+}
+
+impl Param {
+    pub fn new(name: String, value: Tensor, is_weight: bool) -> Self {
+        let grad = Tensor::zeros(value.shape());
+        let momentum = Tensor::zeros(value.shape());
+        Param {
+            name,
+            value,
+            grad,
+            momentum,
+            is_weight,
+        }
+    }
+}
