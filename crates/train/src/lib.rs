@@ -2,5 +2,6 @@
 //! (checkpoints, metrics, plots) lives here so it can be unit-tested without running training.
 
 pub mod atomic;
-pub mod metrics;
 pub mod checkpoint;
+pub mod metrics;
+pub mod plot;
