@@ -1,0 +1,41 @@
+// sgd.cu — one fused SGD-with-momentum step over every parameter of the model.
+//
+// Semantics (torch.optim.SGD, dampening = 0 / the CPU twin in crates/train's optimiser):
+//   g'  = g + wd * p                 (wd is per tensor: 0 for BN gamma/beta and biases)
+//   buf = mu * buf + g'              (buf starts at zero, which equals torch's buf = g' on step 1)
+//   p  -= lr * (nesterov ? g' + mu * buf : buf)
+//
+// Parameters, gradients and momentum buffers each live in one flat f32 buffer of `total`
+// elements. Tensors are contiguous segments: segment s covers [seg_offsets[s], seg_offsets[s+1])
+// and has weight decay seg_wd[s]. Each thread finds its segment by binary search over the
+// (small, ~60 entry) offset table, so the whole update is a single launch. 1-D grid-stride loop.
+//
+// lr is a plain argument for now; for CUDA-graph capture it will move to device memory.
+
+__device__ __forceinline__ int find_segment(const int* seg_offsets, int num_segs, int i)
+{
+    // Largest s with seg_offsets[s] <= i (seg_offsets[0] == 0, seg_offsets[num_segs] == total).
+    int lo = 0, hi = num_segs - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (seg_offsets[mid] <= i) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+extern "C" __global__ void sgd_step(float* __restrict__ params, const float* __restrict__ grads,
+                                    float* __restrict__ bufs,
+                                    const int* __restrict__ seg_offsets,
+                                    const float* __restrict__ seg_wd, int num_segs, int total,
+                                    float lr, float momentum, int nesterov)
+{
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        const float wd = seg_wd[find_segment(seg_offsets, num_segs, i)];
+        const float p = params[i];
+        const float g = grads[i] + wd * p;
+        const float b = momentum * bufs[i] + g;
+        bufs[i] = b;
+        const float step = nesterov ? (g + momentum * b) : b;
+        params[i] = p - lr * step;
+    }
+}

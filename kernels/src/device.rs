@@ -1,0 +1,180 @@
+//! [`Gpu`]: a CUDA context + stream with every kernel module compiled and loaded.
+//!
+//! **Compiled, not yet proven on a GPU.** This code type-checks and its host-side pieces are
+//! unit-tested, but it has not been run against a real device yet (see `kernels/README.md`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, DeviceRepr,
+    ValidAsZeroBits,
+};
+
+use crate::error::{guard, KernelError, Result};
+use crate::nvrtc::{arch_for_capability, compile_all, CompiledModule};
+use crate::KERNELS;
+
+/// PTX per architecture, compiled once per process and shared by every [`Gpu`] of that arch
+/// (nvrtc takes a noticeable fraction of a second per file; modules themselves are per context).
+fn ptx_cache() -> &'static Mutex<HashMap<String, Arc<Vec<CompiledModule>>>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Vec<CompiledModule>>>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Compiles (or fetches from the process cache) every source for `arch`.
+pub fn cached_modules(arch: &str) -> Result<Arc<Vec<CompiledModule>>> {
+    // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
+    let mut cache = ptx_cache().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = cache.get(arch) {
+        return Ok(Arc::clone(m));
+    }
+    let modules = Arc::new(compile_all(arch)?);
+    cache.insert(arch.to_string(), Arc::clone(&modules));
+    Ok(modules)
+}
+
+/// One device: context, one stream, and every kernel of [`KERNELS`] loaded and looked up.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    capability: (i32, i32),
+    arch: String,
+    functions: HashMap<&'static str, CudaFunction>,
+    // Keeps the modules alive for as long as the functions are (CudaFunction also holds an Arc).
+    _modules: Vec<Arc<CudaModule>>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("ordinal", &self.ctx.ordinal())
+            .field("capability", &self.capability)
+            .field("arch", &self.arch)
+            .field("kernels", &self.functions.len())
+            .finish()
+    }
+}
+
+impl Gpu {
+    /// Opens device `ordinal`: probes the driver and nvrtc (clean `Err` when absent, never a
+    /// panic), creates the context and a stream, compiles every module for the device's compute
+    /// capability (once per process) and loads them.
+    pub fn new(ordinal: usize) -> Result<Gpu> {
+        let info = crate::probe::driver()?;
+        crate::probe::nvrtc()?;
+        if ordinal >= info.device_count as usize {
+            return Err(KernelError::NoDriver(format!(
+                "device ordinal {ordinal} requested but only {} CUDA device(s) present",
+                info.device_count
+            )));
+        }
+        guard("opening the CUDA device", || Self::open(ordinal))
+    }
+
+    fn open(ordinal: usize) -> Result<Gpu> {
+        let ctx = CudaContext::new(ordinal).map_err(|e| {
+            KernelError::driver(format!("creating a context on device {ordinal}"), e)
+        })?;
+        let capability = ctx
+            .compute_capability()
+            .map_err(|e| KernelError::driver("querying the compute capability", e))?;
+        let arch = arch_for_capability(capability.0, capability.1);
+        // A non-default stream: required for CUDA-graph capture later, and avoids the legacy
+        // default stream's implicit synchronisation.
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| KernelError::driver("creating a stream", e))?;
+
+        let compiled = cached_modules(&arch)?;
+        let mut functions = HashMap::new();
+        let mut modules = Vec::with_capacity(compiled.len());
+        for m in compiled.iter() {
+            let module = ctx.load_module(m.ptx.clone()).map_err(|e| {
+                KernelError::driver(
+                    format!(
+                        "loading module {} ({arch}); CUDA_ERROR_UNSUPPORTED_PTX_VERSION means the \
+                         driver is older than nvrtc 13 (needs driver >= 580)",
+                        m.file
+                    ),
+                    e,
+                )
+            })?;
+            let names = KERNELS
+                .iter()
+                .find(|(module, _)| *module == m.name)
+                .map(|(_, names)| *names)
+                .unwrap_or(&[]);
+            for &name in names {
+                let f = module.load_function(name).map_err(|e| {
+                    KernelError::driver(format!("looking up kernel {name} in {}", m.file), e)
+                })?;
+                functions.insert(name, f);
+            }
+            modules.push(module);
+        }
+        Ok(Gpu {
+            ctx,
+            stream,
+            capability,
+            arch,
+            functions,
+            _modules: modules,
+        })
+    }
+
+    /// The CUDA context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every launcher in [`crate::launch`] enqueues on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// `(major, minor)` compute capability.
+    pub fn capability(&self) -> (i32, i32) {
+        self.capability
+    }
+
+    /// The architecture the modules were compiled for, e.g. `compute_90`.
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    /// A loaded kernel by its `extern "C"` name.
+    pub fn function(&self, name: &str) -> Result<&CudaFunction> {
+        self.functions
+            .get(name)
+            .ok_or_else(|| KernelError::UnknownKernel(name.to_string()))
+    }
+
+    /// Blocks until all work queued on the stream has finished (surfaces asynchronous errors).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| KernelError::driver("synchronising the stream", e))
+    }
+
+    /// Copies a host slice to a new device buffer.
+    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
+        self.stream
+            .clone_htod(host)
+            .map_err(|e| KernelError::driver("copying host to device", e))
+    }
+
+    /// A new zero-filled device buffer of `len` elements.
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros(len)
+            .map_err(|e| KernelError::driver(format!("allocating {len} elements"), e))
+    }
+
+    /// Copies a device buffer or view back to the host (synchronises with the stream).
+    pub fn download<T: DeviceRepr>(&self, dev: &CudaView<'_, T>) -> Result<Vec<T>> {
+        self.stream
+            .clone_dtoh(dev)
+            .map_err(|e| KernelError::driver("copying device to host", e))
+    }
+}
