@@ -3,8 +3,9 @@
 // Semantics (the CPU twin in crates/data's batch builder):
 //   for sample b with dataset index idx, crop offsets (ox, oy) in -4..=4 and flip flag f:
 //     x' = f ? (W-1-x) : x
-//     v  = pix(idx, c, y + oy, x' + ox) / 255, or 0 if that pixel lies outside the image
-//     out[b,c,y,x] = (v - mean[c]) / std[c]
+//     v  = pix(idx, c, y + oy, x' + ox), or 0 if that pixel lies outside the image
+//     out[b,c,y,x] = (v / 255 - mean[c]) / std[c]
+//                  computed as v * (1 / (255 std[c])) + (-mean[c] / std[c]), like the CPU twin
 //     out_labels[b] = labels[idx]
 //   (random crop with 4-pixel zero padding + horizontal flip, then per-channel normalisation.
 //   The flip is applied to the output coordinate before the offset, exactly as written above.)
@@ -34,13 +35,19 @@ extern "C" __global__ void augment_batch(const unsigned char* __restrict__ image
         const int flip = params[4 * b + 3];
         const int xs = (flip ? (W - 1 - x) : x) + ox;
         const int ys = y + oy;
-        float v = 0.0f;
-        if (xs >= 0 && xs < W && ys >= 0 && ys < H) {
-            v = (float)images[(((size_t)idx * 3 + c) * H + ys) * W + xs] / 255.0f;
-        }
         const float m = (c == 0) ? mean0 : (c == 1) ? mean1 : mean2;
         const float s = (c == 0) ? std0 : (c == 1) ? std1 : std2;
-        out[i] = (v - m) / s;
+        // Same arithmetic as the CPU twin (crates/data write_sample), in the same order, so the
+        // two agree bit for bit: scale = 1/(255 std), pad = -mean/std, out = pix*scale + pad.
+        // __fmul_rn stops nvrtc contracting the multiply-add into an fma (different rounding).
+        const float scale = 1.0f / (255.0f * s);
+        const float pad = -m / s;
+        float v = pad;
+        if (xs >= 0 && xs < W && ys >= 0 && ys < H) {
+            const float pix = (float)images[(((size_t)idx * 3 + c) * H + ys) * W + xs];
+            v = __fmul_rn(pix, scale) + pad;
+        }
+        out[i] = v;
         if (c == 0 && y == 0 && x == 0) out_labels[b] = (int)labels[idx];
     }
 }

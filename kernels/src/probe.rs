@@ -111,7 +111,11 @@ fn find_library(lib_names: &[&str], symbols: &[&str]) -> std::result::Result<Str
                 };
             }
             Err(e) => {
-                first_error.get_or_insert_with(|| e.to_string());
+                // libloading's Display is just "dlopen failed"; the dlerror text is the source.
+                first_error.get_or_insert_with(|| match std::error::Error::source(&e) {
+                    Some(src) => format!("{e}: {src}"),
+                    None => e.to_string(),
+                });
             }
         }
     }
