@@ -20,33 +20,49 @@ pub struct BnSaved {
     pub invstd: Vec<f32>,
 }
 
-/// Per-channel `(Σ a(v), Σ b(v))` over one channel's `n` planes of `hw` values.
-fn channel_sums(
-    c: usize,
-    n: usize,
-    hw: usize,
-    data: &[f32],
-    f: impl Fn(usize, usize, f32) -> (f64, f64) + Sync,
+/// `Σ f(i)` for `i in 0..n` in f64, over 8 independent lanes so the loop vectorises; the
+/// lane order is fixed, so the result is deterministic.
+#[inline]
+fn sum8(n: usize, f: impl Fn(usize) -> f64) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let full = n / 8 * 8;
+    for base in (0..full).step_by(8) {
+        for (l, acc) in lanes.iter_mut().enumerate() {
+            *acc += f(base + l);
+        }
+    }
+    let tail: f64 = (full..n).map(&f).sum();
+    lanes.iter().sum::<f64>() + tail
+}
+
+/// Per channel, the sum over its `n` planes of `plane_sum(channel, x_plane, dy_plane)`.
+fn per_channel(
+    x: &Tensor,
+    dy: Option<&Tensor>,
+    plane_sum: impl Fn(usize, &[f32], &[f32]) -> (f64, f64) + Sync,
 ) -> Vec<(f64, f64)> {
+    let (n, c, h, w) = x.dims4();
+    let hw = h * w;
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut acc = (0.0, 0.0);
-            for img in 0..n {
-                let plane = (img * c + ch) * hw;
-                for (j, &v) in data[plane..plane + hw].iter().enumerate() {
-                    let (a, b) = f(ch, plane + j, v);
-                    acc.0 += a;
-                    acc.1 += b;
-                }
-            }
-            acc
+            (0..n).fold((0.0, 0.0), |acc, img| {
+                let at = (img * c + ch) * hw;
+                let g = dy.map_or(&[][..], |d| &d.data()[at..at + hw]);
+                let (a, b) = plane_sum(ch, &x.data()[at..at + hw], g);
+                (acc.0 + a, acc.1 + b)
+            })
         })
         .collect()
 }
 
-/// `out[i] = f(channel, i, x[i])` over an NCHW tensor, plane by plane in parallel.
-fn map_planes(x: &Tensor, f: impl Fn(usize, usize, f32) -> f32 + Sync) -> Tensor {
+/// `out = scale[ch]·x + shift[ch]` (+ `dscale[ch]·dy` when given), plane by plane in parallel.
+fn affine_planes(
+    x: &Tensor,
+    scale: &[f32],
+    shift: &[f32],
+    dy: Option<(&Tensor, &[f32])>,
+) -> Tensor {
     let (_, c, h, w) = x.dims4();
     let hw = h * w;
     let mut y = Tensor::zeros(x.shape());
@@ -54,9 +70,17 @@ fn map_planes(x: &Tensor, f: impl Fn(usize, usize, f32) -> f32 + Sync) -> Tensor
         .par_chunks_mut(hw)
         .enumerate()
         .for_each(|(plane, out)| {
+            let ch = plane % c;
             let src = &x.data()[plane * hw..][..hw];
-            for (j, (o, &v)) in out.iter_mut().zip(src).enumerate() {
-                *o = f(plane % c, plane * hw + j, v);
+            let (a, b) = (scale[ch], shift[ch]);
+            match dy {
+                None => out.iter_mut().zip(src).for_each(|(o, &v)| *o = a * v + b),
+                Some((dy, k)) => {
+                    let (k, g) = (k[ch], &dy.data()[plane * hw..][..hw]);
+                    out.iter_mut()
+                        .zip(src.iter().zip(g))
+                        .for_each(|(o, (&v, &g))| *o = k * g + a * v + b)
+                }
             }
         });
     y
@@ -82,12 +106,13 @@ pub fn batchnorm_train_forward(
     assert!(
         gamma.len() == c && beta.len() == c && running_mean.len() == c && running_var.len() == c
     );
-    let means: Vec<f64> = channel_sums(c, n, h * w, x.data(), |_, _, v| (v as f64, 0.0))
+    let means: Vec<f64> = per_channel(x, None, |_, p, _| (sum8(p.len(), |i| p[i] as f64), 0.0))
         .into_iter()
         .map(|(s, _)| s / count)
         .collect();
-    let sq = channel_sums(c, n, h * w, x.data(), |ch, _, v| {
-        ((v as f64 - means[ch]).powi(2), 0.0)
+    // Two passes (mean, then squared deviations): exact enough even when |mean| >> std.
+    let sq = per_channel(x, None, |ch, p, _| {
+        (sum8(p.len(), |i| (p[i] as f64 - means[ch]).powi(2)), 0.0)
     });
     let mut saved = BnSaved {
         mean: vec![0.0; c],
@@ -101,10 +126,12 @@ pub fn batchnorm_train_forward(
         running_mean[ch] = ((1.0 - momentum) * running_mean[ch]) + momentum * means[ch] as f32;
         running_var[ch] = ((1.0 - momentum) * running_var[ch]) + momentum * unbiased as f32;
     }
-    let y = map_planes(x, |ch, _, v| {
-        gamma[ch] * (v - saved.mean[ch]) * saved.invstd[ch] + beta[ch]
-    });
-    (y, saved)
+    // y = γ·(x − mean)·invstd + β = scale·x + shift
+    let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * saved.invstd[ch]).collect();
+    let shift: Vec<f32> = (0..c)
+        .map(|ch| beta[ch] - scale[ch] * saved.mean[ch])
+        .collect();
+    (affine_planes(x, &scale, &shift, None), saved)
 }
 
 /// Evaluation-mode forward: a per-channel affine map from the running statistics.
@@ -116,13 +143,14 @@ pub fn batchnorm_eval_forward(
     running_var: &[f32],
     eps: f32,
 ) -> Tensor {
-    let invstd: Vec<f32> = running_var
-        .iter()
-        .map(|&v| 1.0 / (v + eps).sqrt())
+    let c = gamma.len();
+    let scale: Vec<f32> = (0..c)
+        .map(|ch| gamma[ch] / (running_var[ch] + eps).sqrt())
         .collect();
-    map_planes(x, |ch, _, v| {
-        gamma[ch] * (v - running_mean[ch]) * invstd[ch] + beta[ch]
-    })
+    let shift: Vec<f32> = (0..c)
+        .map(|ch| beta[ch] - scale[ch] * running_mean[ch])
+        .collect();
+    affine_planes(x, &scale, &shift, None)
 }
 
 /// Backward of the training-mode forward: returns `dx`, accumulates `dgamma`, `dbeta`.
@@ -139,22 +167,31 @@ pub fn batchnorm_backward(
     let (n, c, h, w) = x.dims4();
     assert_eq!(x.shape(), dy.shape(), "batchnorm dy shape");
     let count = (n * h * w) as f64;
-    let xhat = |ch: usize, v: f32| (v - saved.mean[ch]) * saved.invstd[ch];
-    let sums = channel_sums(c, n, h * w, x.data(), |ch, i, v| {
-        let g = dy.data()[i] as f64;
-        (g, g * xhat(ch, v) as f64)
+    let sums = per_channel(x, Some(dy), |ch, p, g| {
+        let (m, k) = (saved.mean[ch] as f64, saved.invstd[ch] as f64);
+        (
+            sum8(p.len(), |i| g[i] as f64),
+            sum8(p.len(), |i| g[i] as f64 * (p[i] as f64 - m) * k),
+        )
     });
-    let mut mean_dy = vec![0.0f32; c];
-    let mut mean_dy_xhat = vec![0.0f32; c];
+    // dx = γ·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)) = k·dy + a·x + b per channel, with
+    // k = γ·invstd, a = −k·invstd·mean(dy·x̂), b = −k·mean(dy) − a·mean.
+    let (mut k, mut a, mut b) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
     for ch in 0..c {
         dbeta[ch] += sums[ch].0 as f32;
         dgamma[ch] += sums[ch].1 as f32;
-        mean_dy[ch] = (sums[ch].0 / count) as f32;
-        mean_dy_xhat[ch] = (sums[ch].1 / count) as f32;
+        let (mean_dy, mean_dy_xhat) = (sums[ch].0 / count, sums[ch].1 / count);
+        let (kk, inv, m) = (
+            gamma[ch] as f64 * saved.invstd[ch] as f64,
+            saved.invstd[ch] as f64,
+            saved.mean[ch] as f64,
+        );
+        let aa = -kk * inv * mean_dy_xhat;
+        k[ch] = kk as f32;
+        a[ch] = aa as f32;
+        b[ch] = (-kk * mean_dy - aa * m) as f32;
     }
-    map_planes(x, |ch, i, v| {
-        gamma[ch] * saved.invstd[ch] * (dy.data()[i] - mean_dy[ch] - xhat(ch, v) * mean_dy_xhat[ch])
-    })
+    affine_planes(x, &a, &b, Some((dy, &k)))
 }
 
 #[cfg(test)]

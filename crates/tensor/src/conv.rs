@@ -80,6 +80,25 @@ impl ConvGeom {
     }
 }
 
+impl ConvGeom {
+    /// For kernel offset `k_off`, the output columns `lo..hi` whose input column
+    /// `ox·s + k_off − pad` lies inside the image; the rest read zero padding.
+    fn valid_cols(&self, k_off: usize) -> (usize, usize) {
+        let first = (self.pad.saturating_sub(k_off)).div_ceil(self.stride);
+        let last = (self.w + self.pad)
+            .checked_sub(k_off + 1)
+            .map_or(0, |v| v / self.stride + 1);
+        (first.min(self.wo), last.clamp(first.min(self.wo), self.wo))
+    }
+
+    /// The input row read by output row `oy` at kernel row `ky`, if inside the image.
+    fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.stride + ky)
+            .checked_sub(self.pad)
+            .filter(|&iy| iy < self.h)
+    }
+}
+
 /// Lay one image `[cin, h, w]` out as columns `[cin*k*k, ho*wo]`.
 fn im2col(g: &ConvGeom, img: &[f32], col: &mut [f32]) {
     let p = g.out_pixels();
@@ -87,21 +106,25 @@ fn im2col(g: &ConvGeom, img: &[f32], col: &mut [f32]) {
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let row = &mut col[((ci * g.k + ky) * g.k + kx) * p..][..p];
-                for oy in 0..g.ho {
-                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                    let out = &mut row[oy * g.wo..][..g.wo];
-                    if iy < 0 || iy >= g.h as isize {
+                let (lo, hi) = g.valid_cols(kx);
+                for (oy, out) in row.chunks_exact_mut(g.wo).enumerate() {
+                    let Some(iy) = g.input_row(oy, ky) else {
                         out.fill(0.0);
                         continue;
-                    }
-                    let src = &img[(ci * g.h + iy as usize) * g.w..][..g.w];
-                    for (ox, o) in out.iter_mut().enumerate() {
-                        let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                        *o = if ix < 0 || ix >= g.w as isize {
-                            0.0
-                        } else {
-                            src[ix as usize]
-                        };
+                    };
+                    let src = &img[(ci * g.h + iy) * g.w..][..g.w];
+                    out[..lo].fill(0.0);
+                    out[hi..].fill(0.0);
+                    let start = lo * g.stride + kx - g.pad;
+                    if g.stride == 1 {
+                        out[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                    } else {
+                        for (o, &v) in out[lo..hi]
+                            .iter_mut()
+                            .zip(src[start..].iter().step_by(g.stride))
+                        {
+                            *o = v;
+                        }
                     }
                 }
             }
@@ -117,16 +140,20 @@ fn col2im(g: &ConvGeom, col: &[f32], img: &mut [f32]) {
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let row = &col[((ci * g.k + ky) * g.k + kx) * p..][..p];
-                for oy in 0..g.ho {
-                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                    if iy < 0 || iy >= g.h as isize {
+                let (lo, hi) = g.valid_cols(kx);
+                for (oy, src) in row.chunks_exact(g.wo).enumerate() {
+                    let Some(iy) = g.input_row(oy, ky) else {
                         continue;
-                    }
-                    let dst = &mut img[(ci * g.h + iy as usize) * g.w..][..g.w];
-                    for (ox, &v) in row[oy * g.wo..][..g.wo].iter().enumerate() {
-                        let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            dst[ix as usize] += v;
+                    };
+                    let dst = &mut img[(ci * g.h + iy) * g.w..][..g.w];
+                    let start = lo * g.stride + kx - g.pad;
+                    if g.stride == 1 {
+                        for (d, &v) in dst[start..start + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                            *d += v;
+                        }
+                    } else {
+                        for (d, &v) in dst[start..].iter_mut().step_by(g.stride).zip(&src[lo..hi]) {
+                            *d += v;
                         }
                     }
                 }

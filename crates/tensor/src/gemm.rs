@@ -1,5 +1,5 @@
-//! Single-threaded f32 GEMM on strided matrices (the `matrixmultiply` crate). Ops thread
-//! over images or chunks around it, which keeps results deterministic.
+//! Single-threaded f32 GEMM on strided matrices (the `gemm` crate). Ops thread over images
+//! or chunks around it, which keeps results deterministic.
 
 /// A read-only strided matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -52,23 +52,29 @@ pub(crate) fn gemm(alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
         return;
     }
     // SAFETY: the asserts above keep every strided access inside the three slices, and `c`
-    // is an exclusive borrow that cannot alias `a` or `b`.
+    // is an exclusive borrow that cannot alias `a` or `b`. The crate computes
+    // `dst = alpha·dst + beta·lhs·rhs`: our beta is its alpha and vice versa.
     unsafe {
-        matrixmultiply::sgemm(
+        gemm::gemm(
             m,
-            k,
             n,
-            alpha,
-            a.data.as_ptr(),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr(),
-            b.rs as isize,
-            b.cs as isize,
-            beta,
+            k,
             c.as_mut_ptr(),
-            n as isize,
             1,
+            n as isize,
+            beta != 0.0,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         );
     }
 }
