@@ -171,6 +171,41 @@ impl Gpu {
             .map_err(|e| KernelError::driver(format!("allocating {len} elements"), e))
     }
 
+    /// A new device buffer with the same contents as `src` (device-to-device copy, queued on
+    /// the stream).
+    pub fn clone_buffer<T: DeviceRepr>(&self, src: &CudaSlice<T>) -> Result<CudaSlice<T>> {
+        self.stream.clone_dtod(src).map_err(|e| {
+            KernelError::driver(format!("copying {} elements on the device", src.len()), e)
+        })
+    }
+
+    /// Sets every element of `dst` to zero bits (queued on the stream).
+    pub fn memset_zeros<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        dst: &mut CudaSlice<T>,
+    ) -> Result<()> {
+        self.stream
+            .memset_zeros(dst)
+            .map_err(|e| KernelError::driver("zero-filling a device buffer", e))
+    }
+
+    /// Copies `src` into the existing device buffer `dst` (same length).
+    pub fn copy_to_device<T: DeviceRepr>(&self, src: &[T], dst: &mut CudaSlice<T>) -> Result<()> {
+        if src.len() != dst.len() {
+            return Err(KernelError::invalid(
+                "copy_to_device",
+                format!(
+                    "host has {} elements, device buffer {}",
+                    src.len(),
+                    dst.len()
+                ),
+            ));
+        }
+        self.stream
+            .memcpy_htod(src, dst)
+            .map_err(|e| KernelError::driver("copying host to device", e))
+    }
+
     /// Copies a device buffer or view back to the host (synchronises with the stream).
     pub fn download<T: DeviceRepr>(&self, dev: &CudaView<'_, T>) -> Result<Vec<T>> {
         self.stream

@@ -20,6 +20,9 @@ pub mod nvrtc;
 pub mod probe;
 pub mod signature;
 
+/// The cudarc buffer types the launchers take, re-exported so that callers (the `tensor` crate)
+/// need no direct cudarc dependency.
+pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 pub use device::Gpu;
 pub use error::{KernelError, Result};
 

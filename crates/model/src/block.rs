@@ -7,7 +7,7 @@ use crate::{Mode, Param};
 use rand::Rng;
 use tensor::elementwise::{add, add_assign, relu_backward, relu_forward};
 use tensor::shortcut::{pad_shortcut_backward, pad_shortcut_forward};
-use tensor::Tensor;
+use tensor::{Device, Tensor};
 
 /// Conv + BN + (optionally) ReLU: the unit every block is made of.
 #[derive(Clone, Debug)]
@@ -62,6 +62,13 @@ impl ConvBn {
         self.conv.backward(&self.bn.backward(&d), need_dx)
     }
 
+    /// Moves the conv and BN state to `device`; drops what was saved for backward.
+    pub fn to_device(&mut self, device: &Device) -> tensor::Result<()> {
+        self.out = None;
+        self.conv.to_device(device)?;
+        self.bn.to_device(device)
+    }
+
     pub fn params_mut(&mut self) -> [&mut Param; 3] {
         [&mut self.conv.weight, &mut self.bn.gamma, &mut self.bn.beta]
     }
@@ -69,6 +76,7 @@ impl ConvBn {
 
 /// The path a block's input takes to its output.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per block; boxing would change the public type
 pub enum Shortcut {
     Identity,
     /// Option A (zero-padded channels, subsampled): `x_shape` kept for backward.
@@ -107,6 +115,13 @@ impl Shortcut {
                 false,
                 rng,
             )),
+        }
+    }
+
+    fn move_to(&mut self, device: &Device) -> tensor::Result<()> {
+        match self {
+            Shortcut::Conv(cb) => cb.to_device(device),
+            Shortcut::Identity | Shortcut::Pad { .. } => Ok(()),
         }
     }
 
@@ -188,6 +203,15 @@ impl Block {
             out_channels: cout,
             out: None,
         }
+    }
+
+    /// Moves every unit and the shortcut to `device`; drops what was saved for backward.
+    pub fn to_device(&mut self, device: &Device) -> tensor::Result<()> {
+        self.out = None;
+        for u in &mut self.units {
+            u.to_device(device)?;
+        }
+        self.shortcut.move_to(device)
     }
 
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {

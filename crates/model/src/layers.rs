@@ -4,8 +4,8 @@
 use crate::{Mode, Param};
 use rand::Rng;
 use rand_distr::{Distribution, Normal, Uniform};
-use tensor::batchnorm::{self, BnSaved};
-use tensor::{conv, linear, Tensor};
+use tensor::batchnorm::{self, BnStats};
+use tensor::{conv, linear, Device, Tensor};
 
 /// A bias-free convolution (3x3 pad 1, or 1x1), stride 1 or 2.
 #[derive(Clone, Debug)]
@@ -46,6 +46,12 @@ impl Conv2d {
         self.weight.value.shape()[0]
     }
 
+    /// Moves the weight (value, gradient, momentum) to `device`; drops any saved input.
+    pub fn to_device(&mut self, device: &Device) -> tensor::Result<()> {
+        self.input = None;
+        self.weight.to_device(device)
+    }
+
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
         let y = conv::conv2d_forward(x, &self.weight.value, self.stride);
         self.input = (mode == Mode::Train).then(|| x.clone());
@@ -75,7 +81,7 @@ pub struct BatchNorm2d {
     /// Training forward passes seen (PyTorch's `num_batches_tracked`).
     pub num_batches_tracked: i64,
     pub name: String,
-    saved: Option<(Tensor, BnSaved)>,
+    saved: Option<(Tensor, BnStats)>,
 }
 
 impl BatchNorm2d {
@@ -91,16 +97,26 @@ impl BatchNorm2d {
         }
     }
 
+    /// Moves γ, β (values, gradients, momenta) and the running statistics to `device`;
+    /// drops anything saved for backward.
+    pub fn to_device(&mut self, device: &Device) -> tensor::Result<()> {
+        self.saved = None;
+        self.gamma.to_device(device)?;
+        self.beta.to_device(device)?;
+        self.running_mean.move_to(device)?;
+        self.running_var.move_to(device)
+    }
+
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
-        let (g, b) = (self.gamma.value.data(), self.beta.value.data());
+        let (g, b) = (&self.gamma.value, &self.beta.value);
         match mode {
             Mode::Train => {
-                let (y, saved) = batchnorm::batchnorm_train_forward(
+                let (y, saved) = batchnorm::train_forward(
                     x,
                     g,
                     b,
-                    self.running_mean.data_mut(),
-                    self.running_var.data_mut(),
+                    &mut self.running_mean,
+                    &mut self.running_var,
                     batchnorm::BN_MOMENTUM,
                     batchnorm::BN_EPS,
                 );
@@ -108,12 +124,12 @@ impl BatchNorm2d {
                 self.saved = Some((x.clone(), saved));
                 y
             }
-            Mode::Eval => batchnorm::batchnorm_eval_forward(
+            Mode::Eval => batchnorm::eval_forward(
                 x,
                 g,
                 b,
-                self.running_mean.data(),
-                self.running_var.data(),
+                &self.running_mean,
+                &self.running_var,
                 batchnorm::BN_EPS,
             ),
         }
@@ -124,13 +140,13 @@ impl BatchNorm2d {
             .saved
             .take()
             .expect("BatchNorm2d::backward without a training forward pass");
-        batchnorm::batchnorm_backward(
+        batchnorm::backward(
             &x,
             dy,
-            self.gamma.value.data(),
+            &self.gamma.value,
             &saved,
-            self.gamma.grad.data_mut(),
-            self.beta.grad.data_mut(),
+            &mut self.gamma.grad,
+            &mut self.beta.grad,
         )
     }
 
@@ -176,6 +192,13 @@ impl Linear {
             bias: Param::new(format!("{name}.bias"), Tensor::from_vec(&[fout], b), false),
             input: None,
         }
+    }
+
+    /// Moves weight and bias (values, gradients, momenta) to `device`; drops any saved input.
+    pub fn to_device(&mut self, device: &Device) -> tensor::Result<()> {
+        self.input = None;
+        self.weight.to_device(device)?;
+        self.bias.to_device(device)
     }
 
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {

@@ -1,7 +1,7 @@
 //! SGD over all of a model's parameters (the update itself is `tensor::sgd`).
 
 use crate::Param;
-use tensor::sgd::{sgd_update, SgdConfig};
+use tensor::sgd::{self, SgdConfig};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sgd {
@@ -28,12 +28,8 @@ impl Sgd {
                 weight_decay,
                 nesterov: self.nesterov,
             };
-            sgd_update(
-                p.value.data_mut(),
-                p.grad.data(),
-                p.momentum.data_mut(),
-                cfg,
-            );
+            // On the parameters' device (the CPU path is `sgd_update` on the host slices).
+            sgd::update(&mut p.value, &p.grad, &mut p.momentum, cfg);
         }
     }
 }

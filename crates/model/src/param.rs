@@ -1,6 +1,6 @@
 //! A trainable tensor with its gradient and SGD momentum buffer.
 
-use tensor::Tensor;
+use tensor::{Device, Tensor};
 
 #[derive(Clone, Debug)]
 pub struct Param {
@@ -24,5 +24,12 @@ impl Param {
             momentum,
             is_weight,
         }
+    }
+
+    /// Moves value, gradient and momentum to `device` (free for those already there).
+    pub fn to_device(&mut self, device: &Device) -> tensor::Result<()> {
+        self.value.move_to(device)?;
+        self.grad.move_to(device)?;
+        self.momentum.move_to(device)
     }
 }

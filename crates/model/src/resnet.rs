@@ -8,7 +8,7 @@ use crate::{Mode, Param};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tensor::pool::{global_avg_pool_backward, global_avg_pool_forward};
-use tensor::Tensor;
+use tensor::{Device, Tensor};
 
 #[derive(Clone, Debug)]
 pub struct ResNet {
@@ -62,6 +62,24 @@ impl ResNet {
             fc,
             pooled_from: vec![],
         }
+    }
+
+    /// Moves every parameter (value, gradient, momentum) and BN running statistic to
+    /// `device`, and drops activations saved for backward (so call it between steps).
+    /// `forward` then expects its input on that device and returns logits there. `Err` when a
+    /// copy or allocation fails (e.g. out of GPU memory); the model may then be split across
+    /// devices, so move it again (e.g. back to `Device::Cpu`) before using it.
+    pub fn to_device(&mut self, device: &Device) -> tensor::Result<()> {
+        self.stem.to_device(device)?;
+        for b in &mut self.blocks {
+            b.to_device(device)?;
+        }
+        self.fc.to_device(device)
+    }
+
+    /// Where the parameters are (those of the stem's convolution; `to_device` moves all).
+    pub fn device(&self) -> Device {
+        self.stem.conv.weight.value.device()
     }
 
     /// `x` `[n, 3, h, w]` -> logits `[n, classes]`.

@@ -5,8 +5,15 @@
 //! Evaluation: normalise with the running statistics.
 //! Per-channel sums run in f64, one channel per task, so they are exact enough and
 //! deterministic.
+//!
+//! Two APIs: the slice functions (`batchnorm_train_forward`, `batchnorm_eval_forward`,
+//! `batchnorm_backward`: host-only, the CPU reference) and the tensor functions
+//! ([`train_forward`], [`eval_forward`], [`backward`]) whose parameters and statistics are
+//! tensors on the input's device. On the CPU the latter call the former (same bits); on a GPU
+//! they launch `batchnorm.cu` (one block per channel, f32 block reductions).
 
-use crate::Tensor;
+use crate::{check, cuda_of, Tensor};
+use kernels::launch as kl;
 use rayon::prelude::*;
 
 pub const BN_EPS: f32 = 1e-5;
@@ -18,6 +25,15 @@ pub struct BnSaved {
     pub mean: Vec<f32>,
     /// `1 / sqrt(var + eps)`, with the biased batch variance.
     pub invstd: Vec<f32>,
+}
+
+/// What the backward pass needs from a training-mode forward pass, as tensors `[c]` on the
+/// input's device (the device-agnostic form of [`BnSaved`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BnStats {
+    pub mean: Tensor,
+    /// `1 / sqrt(var + eps)`, with the biased batch variance.
+    pub invstd: Tensor,
 }
 
 /// `Σ f(i)` for `i in 0..n` in f64, over 8 independent lanes so the loop vectorises; the
@@ -164,11 +180,24 @@ pub fn batchnorm_backward(
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) -> Tensor {
+    backward_cpu(x, dy, gamma, &saved.mean, &saved.invstd, dgamma, dbeta)
+}
+
+/// The CPU body of both backward functions.
+fn backward_cpu(
+    x: &Tensor,
+    dy: &Tensor,
+    gamma: &[f32],
+    save_mean: &[f32],
+    save_invstd: &[f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) -> Tensor {
     let (n, c, h, w) = x.dims4();
     assert_eq!(x.shape(), dy.shape(), "batchnorm dy shape");
     let count = (n * h * w) as f64;
     let sums = per_channel(x, Some(dy), |ch, p, g| {
-        let (m, k) = (saved.mean[ch] as f64, saved.invstd[ch] as f64);
+        let (m, k) = (save_mean[ch] as f64, save_invstd[ch] as f64);
         (
             sum8(p.len(), |i| g[i] as f64),
             sum8(p.len(), |i| g[i] as f64 * (p[i] as f64 - m) * k),
@@ -182,9 +211,9 @@ pub fn batchnorm_backward(
         dgamma[ch] += sums[ch].1 as f32;
         let (mean_dy, mean_dy_xhat) = (sums[ch].0 / count, sums[ch].1 / count);
         let (kk, inv, m) = (
-            gamma[ch] as f64 * saved.invstd[ch] as f64,
-            saved.invstd[ch] as f64,
-            saved.mean[ch] as f64,
+            gamma[ch] as f64 * save_invstd[ch] as f64,
+            save_invstd[ch] as f64,
+            save_mean[ch] as f64,
         );
         let aa = -kk * inv * mean_dy_xhat;
         k[ch] = kk as f32;
@@ -192,6 +221,155 @@ pub fn batchnorm_backward(
         b[ch] = (-kk * mean_dy - aa * m) as f32;
     }
     affine_planes(x, &a, &b, Some((dy, &k)))
+}
+
+fn bn_shape(x: &Tensor) -> kl::BnShape {
+    let (n, c, h, w) = x.dims4();
+    kl::BnShape { n, c, hw: h * w }
+}
+
+/// Training-mode forward on the input's device; updates `running_mean` / `running_var` in
+/// place. `gamma`, `beta` and the running statistics are `[c]` tensors on the same device.
+pub fn train_forward(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &mut Tensor,
+    running_var: &mut Tensor,
+    momentum: f32,
+    eps: f32,
+) -> (Tensor, BnStats) {
+    const OP: &str = "batchnorm train_forward";
+    let Some(gpu) = cuda_of(OP, &[x, gamma, beta, &*running_mean, &*running_var]) else {
+        let (y, saved) = batchnorm_train_forward(
+            x,
+            gamma.data(),
+            beta.data(),
+            running_mean.data_mut(),
+            running_var.data_mut(),
+            momentum,
+            eps,
+        );
+        let c = saved.mean.len();
+        let stats = BnStats {
+            mean: Tensor::from_vec(&[c], saved.mean),
+            invstd: Tensor::from_vec(&[c], saved.invstd),
+        };
+        return (y, stats);
+    };
+    let (n, c, h, w) = x.dims4();
+    assert!(
+        n * h * w > 1,
+        "batchnorm needs more than one value per channel, got shape {:?}",
+        x.shape()
+    );
+    let mut y = Tensor::cuda_zeros(OP, &gpu, x.shape());
+    let mut mean = Tensor::cuda_zeros(OP, &gpu, &[c]);
+    let mut invstd = Tensor::cuda_zeros(OP, &gpu, &[c]);
+    let r = kl::batchnorm_forward_train(
+        &gpu,
+        &bn_shape(x),
+        &x.cu().as_view(),
+        &mut y.cu_mut().as_view_mut(),
+        &kl::BnParams {
+            gamma: &gamma.cu().as_view(),
+            beta: &beta.cu().as_view(),
+        },
+        &mut running_mean.cu_mut().as_view_mut(),
+        &mut running_var.cu_mut().as_view_mut(),
+        &mut mean.cu_mut().as_view_mut(),
+        &mut invstd.cu_mut().as_view_mut(),
+        momentum,
+        eps,
+    );
+    check(OP, r);
+    (y, BnStats { mean, invstd })
+}
+
+/// Evaluation-mode forward on the input's device, from the running statistics.
+pub fn eval_forward(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f32,
+) -> Tensor {
+    const OP: &str = "batchnorm eval_forward";
+    let Some(gpu) = cuda_of(OP, &[x, gamma, beta, running_mean, running_var]) else {
+        return batchnorm_eval_forward(
+            x,
+            gamma.data(),
+            beta.data(),
+            running_mean.data(),
+            running_var.data(),
+            eps,
+        );
+    };
+    let mut y = Tensor::cuda_zeros(OP, &gpu, x.shape());
+    let r = kl::batchnorm_forward_eval(
+        &gpu,
+        &bn_shape(x),
+        &x.cu().as_view(),
+        &mut y.cu_mut().as_view_mut(),
+        &kl::BnParams {
+            gamma: &gamma.cu().as_view(),
+            beta: &beta.cu().as_view(),
+        },
+        &running_mean.cu().as_view(),
+        &running_var.cu().as_view(),
+        eps,
+    );
+    check(OP, r);
+    y
+}
+
+/// Backward of [`train_forward`] on the input's device: returns `dx`, accumulates `dgamma`
+/// and `dbeta` (on a GPU the kernel overwrites two temporaries, then adds them in).
+pub fn backward(
+    x: &Tensor,
+    dy: &Tensor,
+    gamma: &Tensor,
+    saved: &BnStats,
+    dgamma: &mut Tensor,
+    dbeta: &mut Tensor,
+) -> Tensor {
+    const OP: &str = "batchnorm backward";
+    let all = [x, dy, gamma, &saved.mean, &saved.invstd, &*dgamma, &*dbeta];
+    let Some(gpu) = cuda_of(OP, &all) else {
+        return backward_cpu(
+            x,
+            dy,
+            gamma.data(),
+            saved.mean.data(),
+            saved.invstd.data(),
+            dgamma.data_mut(),
+            dbeta.data_mut(),
+        );
+    };
+    assert_eq!(x.shape(), dy.shape(), "batchnorm dy shape");
+    let c = gamma.len();
+    let mut dx = Tensor::cuda_zeros(OP, &gpu, x.shape());
+    let mut dg = Tensor::cuda_zeros(OP, &gpu, &[c]);
+    let mut db = Tensor::cuda_zeros(OP, &gpu, &[c]);
+    let r = kl::batchnorm_backward(
+        &gpu,
+        &bn_shape(x),
+        &dy.cu().as_view(),
+        &x.cu().as_view(),
+        &gamma.cu().as_view(),
+        &saved.mean.cu().as_view(),
+        &saved.invstd.cu().as_view(),
+        &mut dx.cu_mut().as_view_mut(),
+        &mut dg.cu_mut().as_view_mut(),
+        &mut db.cu_mut().as_view_mut(),
+    );
+    check(OP, r);
+    let r = kl::accumulate(&gpu, &mut dgamma.cu_mut().as_view_mut(), &dg.cu().as_view());
+    check(OP, r);
+    let r = kl::accumulate(&gpu, &mut dbeta.cu_mut().as_view_mut(), &db.cu().as_view());
+    check(OP, r);
+    dx
 }
 
 #[cfg(test)]

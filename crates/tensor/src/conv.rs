@@ -7,9 +7,13 @@
 //!   backward data    dx_i = col2im(W^T @ dy_i)
 //!   backward weight  dW  += sum_i dy_i @ col_i^T
 //! Images run in parallel; the weight gradient sums fixed chunks of images in order.
+//!
+//! On a GPU each function launches the implicit-GEMM kernels of `conv.cu` instead (k in {1, 3},
+//! stride in {1, 2}: every ResNet convolution).
 
 use crate::gemm::{gemm, Mat};
-use crate::{chunk_ranges, Tensor};
+use crate::{check, chunk_ranges, cuda_of, Tensor};
+use kernels::launch as kl;
 use rayon::prelude::*;
 
 /// The geometry of one convolution, derived from the input and weight shapes.
@@ -67,6 +71,19 @@ impl ConvGeom {
     /// Output pixels per channel (the GEMM's column count).
     pub fn out_pixels(&self) -> usize {
         self.ho * self.wo
+    }
+
+    /// The same geometry for the CUDA launchers.
+    pub fn cuda_shape(&self) -> kl::ConvShape {
+        kl::ConvShape {
+            n: self.n,
+            c_in: self.cin,
+            h: self.h,
+            w: self.w,
+            c_out: self.cout,
+            k: self.k,
+            stride: self.stride,
+        }
     }
 
     /// A 1x1 stride-1 convolution needs no im2col: the image already is the column matrix.
@@ -165,6 +182,19 @@ fn col2im(g: &ConvGeom, col: &[f32], img: &mut [f32]) {
 /// `y = conv(x, weight)` with the given stride.
 pub fn conv2d_forward(x: &Tensor, weight: &Tensor, stride: usize) -> Tensor {
     let g = ConvGeom::new(x.shape(), weight.shape(), stride);
+    if let Some(gpu) = cuda_of("conv2d_forward", &[x, weight]) {
+        let mut y = Tensor::cuda_zeros("conv2d_forward", &gpu, &[g.n, g.cout, g.ho, g.wo]);
+        let r = kl::conv2d_forward(
+            &gpu,
+            &g.cuda_shape(),
+            &x.cu().as_view(),
+            &weight.cu().as_view(),
+            &mut y.cu_mut().as_view_mut(),
+            0.0,
+        );
+        check("conv2d_forward", r);
+        return y;
+    }
     let (img_len, out_len) = (g.cin * g.h * g.w, g.cout * g.out_pixels());
     let wmat = Mat::rm(weight.data(), g.cout, g.col_rows());
     let mut y = Tensor::zeros(&[g.n, g.cout, g.ho, g.wo]);
@@ -210,6 +240,19 @@ pub fn conv2d_backward_data(
 ) -> Tensor {
     let g = ConvGeom::new(x_shape, weight.shape(), stride);
     assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
+    if let Some(gpu) = cuda_of("conv2d_backward_data", &[dy, weight]) {
+        let mut dx = Tensor::cuda_zeros("conv2d_backward_data", &gpu, x_shape);
+        let r = kl::conv2d_backward_data(
+            &gpu,
+            &g.cuda_shape(),
+            &dy.cu().as_view(),
+            &weight.cu().as_view(),
+            &mut dx.cu_mut().as_view_mut(),
+            0.0,
+        );
+        check("conv2d_backward_data", r);
+        return dx;
+    }
     let (img_len, out_len) = (g.cin * g.h * g.w, g.cout * g.out_pixels());
     let wt = Mat::rm(weight.data(), g.cout, g.col_rows()).t();
     let mut dx = Tensor::zeros(x_shape);
@@ -244,6 +287,24 @@ pub fn conv2d_backward_data(
 pub fn conv2d_backward_weight(x: &Tensor, dy: &Tensor, stride: usize, dweight: &mut Tensor) {
     let g = ConvGeom::new(x.shape(), dweight.shape(), stride);
     assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
+    if let Some(gpu) = cuda_of("conv2d_backward_weight", &[x, dy, &*dweight]) {
+        const OP: &str = "conv2d_backward_weight";
+        let shape = g.cuda_shape();
+        // Split-K partials; allocated per call for now (the plan-once work will keep it).
+        let mut workspace = check(OP, gpu.zeros::<f32>(shape.weight_grad_workspace_len()));
+        // beta = 1: accumulate into dW, like the CPU body.
+        let r = kl::conv2d_backward_weight(
+            &gpu,
+            &shape,
+            &dy.cu().as_view(),
+            &x.cu().as_view(),
+            &mut dweight.cu_mut().as_view_mut(),
+            &mut workspace.as_view_mut(),
+            1.0,
+        );
+        check(OP, r);
+        return;
+    }
     let (img_len, out_len, wlen) = (g.cin * g.h * g.w, g.cout * g.out_pixels(), dweight.len());
     let partials: Vec<Vec<f32>> = chunk_ranges(g.n)
         .into_par_iter()

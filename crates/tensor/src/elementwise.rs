@@ -1,6 +1,8 @@
-//! ReLU and the residual add: element by element, in parallel chunks.
+//! ReLU and the residual add: element by element, in parallel chunks (CPU), or one
+//! grid-stride kernel launch (CUDA, `elementwise.cu`).
 
-use crate::Tensor;
+use crate::{check, cuda_of, Tensor};
+use kernels::launch as kl;
 use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
@@ -21,6 +23,12 @@ fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor
 
 /// `max(x, 0)`.
 pub fn relu_forward(x: &Tensor) -> Tensor {
+    if let Some(gpu) = cuda_of("relu_forward", &[x]) {
+        let mut y = Tensor::cuda_zeros("relu_forward", &gpu, x.shape());
+        let r = kl::relu_forward(&gpu, &x.cu().as_view(), &mut y.cu_mut().as_view_mut());
+        check("relu_forward", r);
+        return y;
+    }
     let mut y = x.clone();
     y.data_mut()
         .par_chunks_mut(CHUNK)
@@ -31,17 +39,46 @@ pub fn relu_forward(x: &Tensor) -> Tensor {
 /// `dx = dy · [y > 0]`, from the forward *output* (the same mask as `x > 0`). At exactly
 /// 0 the gradient is 0, as in PyTorch.
 pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
+    if let Some(gpu) = cuda_of("relu_backward", &[dy, y]) {
+        assert_eq!(dy.shape(), y.shape(), "elementwise shapes differ");
+        let mut dx = Tensor::cuda_zeros("relu_backward", &gpu, y.shape());
+        let r = kl::relu_backward(
+            &gpu,
+            &dy.cu().as_view(),
+            &y.cu().as_view(),
+            &mut dx.cu_mut().as_view_mut(),
+        );
+        check("relu_backward", r);
+        return dx;
+    }
     zip_map(dy, y, |g, y| if y > 0.0 { g } else { 0.0 })
 }
 
 /// `a + b` (the residual connection; its backward passes `dy` to both inputs).
 pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
+    if let Some(gpu) = cuda_of("add", &[a, b]) {
+        assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
+        let mut out = Tensor::cuda_zeros("add", &gpu, a.shape());
+        let r = kl::add_forward(
+            &gpu,
+            &a.cu().as_view(),
+            &b.cu().as_view(),
+            &mut out.cu_mut().as_view_mut(),
+        );
+        check("add", r);
+        return out;
+    }
     zip_map(a, b, |a, b| a + b)
 }
 
 /// `a += b`, for summing gradients that meet at a fork.
 pub fn add_assign(a: &mut Tensor, b: &Tensor) {
     assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
+    if let Some(gpu) = cuda_of("add_assign", &[&*a, b]) {
+        let r = kl::accumulate(&gpu, &mut a.cu_mut().as_view_mut(), &b.cu().as_view());
+        check("add_assign", r);
+        return;
+    }
     a.data_mut()
         .par_chunks_mut(CHUNK)
         .zip(b.data().par_chunks(CHUNK))

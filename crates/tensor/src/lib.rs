@@ -1,13 +1,25 @@
 //! A minimal f32 tensor and every op a ResNet needs, each with a forward and a hand-written
-//! backward pass. This is the CPU engine: plain, threaded where it matters, and the oracle
-//! that the CUDA kernels (crate `kernels`) are proven against.
+//! backward pass. The CPU engine is plain, threaded where it matters, and the oracle that the
+//! CUDA kernels (crate `kernels`) are proven against.
+//!
+//! A [`Tensor`] knows where it lives ([`Device`]): host memory or one CUDA device. Every op
+//! dispatches on its inputs' device — the CPU body and the CUDA launch sit side by side in the
+//! op's module — and returns its result on the same device, so the same model code runs on
+//! either. Inputs of one op must share a device (mixing is a programming error: a panic that
+//! names both). Moving data is explicit and fallible: [`Tensor::to_device`], [`Tensor::to_host`],
+//! [`Tensor::to_vec`]. Ops keep their infallible signatures; a GPU failure inside one (out of
+//! memory, a failed launch) panics with the op's name and the driver's message.
+//!
+//! GPU status: the CUDA branches are compiled, not yet run on a GPU (see
+//! `tests/gpu_parity.rs` at the workspace root for the checks that will prove them).
 //!
 //! Layout is NCHW, contiguous, row-major, as in PyTorch, so results compare one to one.
-//! Every op is deterministic: parallel reductions split work into a fixed number of chunks
+//! Every CPU op is deterministic: parallel reductions split work into a fixed number of chunks
 //! that does not depend on the thread count, and sum the partial results in order.
 
 pub mod batchnorm;
 pub mod conv;
+pub mod device;
 pub mod elementwise;
 mod gemm;
 pub mod linear;
@@ -18,25 +30,66 @@ pub mod shortcut;
 #[cfg(test)]
 mod testutil;
 
-/// A dense f32 tensor in host memory.
-#[derive(Clone, Debug, PartialEq)]
+use std::fmt;
+use std::sync::Arc;
+
+pub use device::{Device, Error, Result};
+use kernels::{CudaSlice, Gpu};
+
+/// Where a tensor's values are.
+enum Storage {
+    Host(Vec<f32>),
+    Cuda { gpu: Arc<Gpu>, buf: CudaSlice<f32> },
+}
+
+/// A dense f32 tensor, in host memory or on a CUDA device.
 pub struct Tensor {
     shape: Vec<usize>,
-    data: Vec<f32>,
+    storage: Storage,
+}
+
+/// Panics with the op's name when a GPU call inside an infallible op fails.
+#[track_caller]
+pub(crate) fn check<T>(op: &str, r: kernels::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{op} on the GPU failed: {e}"))
+}
+
+/// The GPU shared by all of `ts`, or `None` when all are on the host. Panics when they are on
+/// different devices (a programming error).
+#[track_caller]
+pub(crate) fn cuda_of(op: &str, ts: &[&Tensor]) -> Option<Arc<Gpu>> {
+    let first = match &ts[0].storage {
+        Storage::Host(_) => None,
+        Storage::Cuda { gpu, .. } => Some(gpu),
+    };
+    for t in &ts[1..] {
+        let same = match (&t.storage, first) {
+            (Storage::Host(_), None) => true,
+            (Storage::Cuda { gpu, .. }, Some(f)) => Arc::ptr_eq(gpu, f),
+            _ => false,
+        };
+        assert!(
+            same,
+            "{op}: inputs on different devices ({} and {}); move them with to_device first",
+            ts[0].device(),
+            t.device()
+        );
+    }
+    first.cloned()
 }
 
 impl Tensor {
     pub fn zeros(shape: &[usize]) -> Self {
         Tensor {
             shape: shape.to_vec(),
-            data: vec![0.0; shape.iter().product()],
+            storage: Storage::Host(vec![0.0; shape.iter().product()]),
         }
     }
 
     pub fn full(shape: &[usize], value: f32) -> Self {
         Tensor {
             shape: shape.to_vec(),
-            data: vec![value; shape.iter().product()],
+            storage: Storage::Host(vec![value; shape.iter().product()]),
         }
     }
 
@@ -51,7 +104,51 @@ impl Tensor {
         );
         Tensor {
             shape: shape.to_vec(),
-            data,
+            storage: Storage::Host(data),
+        }
+    }
+
+    /// Zeros on `device` (`Err` when the GPU allocation fails, e.g. out of memory).
+    pub fn zeros_on(shape: &[usize], device: &Device) -> Result<Self> {
+        match device {
+            Device::Cpu => Ok(Tensor::zeros(shape)),
+            Device::Cuda(gpu) => Ok(Tensor {
+                shape: shape.to_vec(),
+                storage: Storage::Cuda {
+                    gpu: Arc::clone(gpu),
+                    buf: gpu.zeros(shape.iter().product())?,
+                },
+            }),
+        }
+    }
+
+    /// Zeros on `gpu`, for op outputs: panics (naming `op`) when the allocation fails.
+    #[track_caller]
+    pub(crate) fn cuda_zeros(op: &str, gpu: &Arc<Gpu>, shape: &[usize]) -> Tensor {
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::Cuda {
+                gpu: Arc::clone(gpu),
+                buf: check(op, gpu.zeros(shape.iter().product())),
+            },
+        }
+    }
+
+    /// The device buffer of a tensor known to be on the GPU (internal: ops call this only
+    /// after [`cuda_of`] said so).
+    #[track_caller]
+    pub(crate) fn cu(&self) -> &CudaSlice<f32> {
+        match &self.storage {
+            Storage::Cuda { buf, .. } => buf,
+            Storage::Host(_) => panic!("internal: expected a CUDA tensor"),
+        }
+    }
+
+    #[track_caller]
+    pub(crate) fn cu_mut(&mut self) -> &mut CudaSlice<f32> {
+        match &mut self.storage {
+            Storage::Cuda { buf, .. } => buf,
+            Storage::Host(_) => panic!("internal: expected a CUDA tensor"),
         }
     }
 
@@ -60,23 +157,126 @@ impl Tensor {
     }
 
     pub fn len(&self) -> usize {
-        self.data.len()
+        match &self.storage {
+            Storage::Host(v) => v.len(),
+            Storage::Cuda { buf, .. } => buf.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
 
+    /// Where the values are.
+    pub fn device(&self) -> Device {
+        match &self.storage {
+            Storage::Host(_) => Device::Cpu,
+            Storage::Cuda { gpu, .. } => Device::Cuda(Arc::clone(gpu)),
+        }
+    }
+
+    pub fn is_cuda(&self) -> bool {
+        matches!(self.storage, Storage::Cuda { .. })
+    }
+
+    /// The values of a host tensor; `None` on a GPU.
+    pub fn host_data(&self) -> Option<&[f32]> {
+        match &self.storage {
+            Storage::Host(v) => Some(v),
+            Storage::Cuda { .. } => None,
+        }
+    }
+
+    #[track_caller]
+    fn on_gpu_panic(&self, what: &str) -> ! {
+        panic!(
+            "Tensor::{what} on a tensor of shape {:?} on {}: its values are in GPU memory; \
+             use to_host() / to_vec() to copy them out",
+            self.shape,
+            self.device()
+        )
+    }
+
+    /// The values of a host tensor. Panics on a GPU tensor (a programming error: copy it out
+    /// with [`Tensor::to_host`] or [`Tensor::to_vec`]).
+    #[track_caller]
     pub fn data(&self) -> &[f32] {
-        &self.data
+        match &self.storage {
+            Storage::Host(v) => v,
+            Storage::Cuda { .. } => self.on_gpu_panic("data()"),
+        }
     }
 
+    /// Mutable values of a host tensor. Panics on a GPU tensor, like [`Tensor::data`].
+    #[track_caller]
     pub fn data_mut(&mut self) -> &mut [f32] {
-        &mut self.data
+        if self.is_cuda() {
+            self.on_gpu_panic("data_mut()")
+        }
+        match &mut self.storage {
+            Storage::Host(v) => v,
+            Storage::Cuda { .. } => unreachable!(),
+        }
     }
 
+    /// The values of a host tensor. Panics on a GPU tensor, like [`Tensor::data`].
+    #[track_caller]
     pub fn into_vec(self) -> Vec<f32> {
-        self.data
+        match self.storage {
+            Storage::Host(v) => v,
+            Storage::Cuda { .. } => self.on_gpu_panic("into_vec()"),
+        }
+    }
+
+    /// A copy of the values on the host, from either device (waits for queued GPU work).
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        match &self.storage {
+            Storage::Host(v) => Ok(v.clone()),
+            Storage::Cuda { gpu, buf } => Ok(gpu.download(&buf.as_view())?),
+        }
+    }
+
+    /// A copy on `device` (a plain clone when it is already there).
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        let storage = match (&self.storage, device) {
+            (Storage::Host(v), Device::Cpu) => Storage::Host(v.clone()),
+            (Storage::Cuda { .. }, Device::Cpu) => Storage::Host(self.to_vec()?),
+            (Storage::Host(v), Device::Cuda(gpu)) => Storage::Cuda {
+                gpu: Arc::clone(gpu),
+                buf: gpu.upload(v)?,
+            },
+            (Storage::Cuda { gpu: from, buf }, Device::Cuda(gpu)) => {
+                if Arc::ptr_eq(from, gpu) {
+                    Storage::Cuda {
+                        gpu: Arc::clone(gpu),
+                        buf: gpu.clone_buffer(buf)?,
+                    }
+                } else {
+                    // Different opened devices: go through the host (simple and rare).
+                    Storage::Cuda {
+                        gpu: Arc::clone(gpu),
+                        buf: gpu.upload(&self.to_vec()?)?,
+                    }
+                }
+            }
+        };
+        Ok(Tensor {
+            shape: self.shape.clone(),
+            storage,
+        })
+    }
+
+    /// A copy in host memory.
+    pub fn to_host(&self) -> Result<Tensor> {
+        self.to_device(&Device::Cpu)
+    }
+
+    /// Moves the tensor to `device` in place; free when it is already there.
+    pub fn move_to(&mut self, device: &Device) -> Result<()> {
+        if self.device() != *device {
+            *self = self.to_device(device)?;
+        }
+        Ok(())
     }
 
     /// The four dimensions of an NCHW tensor.
@@ -99,7 +299,7 @@ impl Tensor {
     pub fn reshape(mut self, shape: &[usize]) -> Self {
         assert_eq!(
             shape.iter().product::<usize>(),
-            self.data.len(),
+            self.len(),
             "reshape {:?} -> {shape:?}",
             self.shape
         );
@@ -107,13 +307,92 @@ impl Tensor {
         self
     }
 
+    /// Sets every value (on the GPU: a memset for 0, else a copy from the host; a driver
+    /// failure panics).
     pub fn fill(&mut self, value: f32) {
-        self.data.fill(value);
+        match &mut self.storage {
+            Storage::Host(v) => v.fill(value),
+            Storage::Cuda { gpu, buf } => {
+                let r = if value.to_bits() == 0 {
+                    gpu.memset_zeros(buf)
+                } else {
+                    gpu.copy_to_device(&vec![value; buf.len()], buf)
+                };
+                check("fill", r)
+            }
+        }
     }
 
-    /// Sum of squares, accumulated in f64 (for norms in tests and diagnostics).
+    /// Sum of squares, accumulated in f64 (for norms in tests and diagnostics). A GPU tensor
+    /// is copied to the host first (a driver failure panics).
     pub fn sum_sq(&self) -> f64 {
-        self.data.iter().map(|&v| v as f64 * v as f64).sum()
+        match &self.storage {
+            Storage::Host(v) => v.iter().map(|&v| v as f64 * v as f64).sum(),
+            Storage::Cuda { .. } => check("sum_sq", self.to_vec().map_err(unwrap_cuda))
+                .iter()
+                .map(|&v| v as f64 * v as f64)
+                .sum(),
+        }
+    }
+}
+
+/// This crate's errors from GPU calls are always `Error::Cuda`; unwrap for [`check`].
+fn unwrap_cuda(e: Error) -> kernels::KernelError {
+    match e {
+        Error::Cuda(k) => k,
+        other => kernels::KernelError::invalid("tensor", other.to_string()),
+    }
+}
+
+impl Clone for Tensor {
+    /// A copy on the same device (on the GPU: a device-to-device copy; a driver failure such
+    /// as out of memory panics).
+    fn clone(&self) -> Self {
+        let storage = match &self.storage {
+            Storage::Host(v) => Storage::Host(v.clone()),
+            Storage::Cuda { gpu, buf } => Storage::Cuda {
+                gpu: Arc::clone(gpu),
+                buf: check("clone", gpu.clone_buffer(buf)),
+            },
+        };
+        Tensor {
+            shape: self.shape.clone(),
+            storage,
+        }
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.storage {
+            Storage::Host(v) => f
+                .debug_struct("Tensor")
+                .field("shape", &self.shape)
+                .field("data", v)
+                .finish(),
+            Storage::Cuda { .. } => f
+                .debug_struct("Tensor")
+                .field("shape", &self.shape)
+                .field("device", &self.device())
+                .finish(),
+        }
+    }
+}
+
+impl PartialEq for Tensor {
+    /// Same shape and same values, wherever they live (GPU values are copied to the host to
+    /// compare; a driver failure panics).
+    fn eq(&self, other: &Self) -> bool {
+        if self.shape != other.shape {
+            return false;
+        }
+        match (&self.storage, &other.storage) {
+            (Storage::Host(a), Storage::Host(b)) => a == b,
+            _ => {
+                let get = |t: &Tensor| check("eq", t.to_vec().map_err(unwrap_cuda));
+                get(self) == get(other)
+            }
+        }
     }
 }
 
@@ -128,4 +407,39 @@ pub(crate) fn chunk_ranges(n: usize) -> Vec<std::ops::Range<usize>> {
         .map(|i| (i * n / chunks)..((i + 1) * n / chunks))
         .filter(|r| !r.is_empty())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn tensors_and_devices_are_send_and_sync() {
+        assert_send_sync::<Tensor>();
+        assert_send_sync::<Device>();
+    }
+
+    #[test]
+    fn host_tensors_move_between_host_copies() {
+        let t = Tensor::from_vec(&[2, 2], vec![1.0, -2.0, 3.5, 0.0]);
+        assert_eq!(t.device(), Device::Cpu);
+        assert!(!t.is_cuda());
+        assert_eq!(t.to_host().unwrap(), t);
+        assert_eq!(t.to_device(&Device::Cpu).unwrap(), t);
+        assert_eq!(t.to_vec().unwrap(), t.data());
+        assert_eq!(t.host_data(), Some(t.data()));
+        let mut u = t.clone();
+        u.move_to(&Device::Cpu).unwrap();
+        assert_eq!(u, t);
+        assert_eq!(
+            Tensor::zeros_on(&[3], &Device::Cpu).unwrap(),
+            Tensor::zeros(&[3])
+        );
+        assert_eq!(
+            format!("{t:?}"),
+            "Tensor { shape: [2, 2], data: [1.0, -2.0, 3.5, 0.0] }"
+        );
+    }
 }

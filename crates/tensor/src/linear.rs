@@ -1,7 +1,8 @@
 //! The fully connected layer `y = x Wᵀ + b`, with `W` `[out, in]` as in PyTorch.
 
 use crate::gemm::{gemm, Mat};
-use crate::Tensor;
+use crate::{check, cuda_of, Tensor};
+use kernels::launch as kl;
 
 pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
     let (n, fin) = x.dims2();
@@ -13,6 +14,24 @@ pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
         weight.shape(),
         bias.shape()
     );
+    if let Some(gpu) = cuda_of("linear_forward", &[x, weight, bias]) {
+        let shape = kl::LinearShape {
+            n,
+            in_features: fin,
+            out_features: fout,
+        };
+        let mut y = Tensor::cuda_zeros("linear_forward", &gpu, &[n, fout]);
+        let r = kl::linear_forward(
+            &gpu,
+            &shape,
+            &x.cu().as_view(),
+            &weight.cu().as_view(),
+            &bias.cu().as_view(),
+            &mut y.cu_mut().as_view_mut(),
+        );
+        check("linear_forward", r);
+        return y;
+    }
     let mut y = Tensor::from_vec(&[n, fout], bias.data().repeat(n));
     gemm(
         1.0,
@@ -35,6 +54,38 @@ pub fn linear_backward(
     let (n, fin) = x.dims2();
     let (fout, _) = weight.dims2();
     assert_eq!(dy.shape(), [n, fout], "linear dy shape");
+    if let Some(gpu) = cuda_of("linear_backward", &[dy, x, weight, &*dweight, &*dbias]) {
+        assert!(
+            dweight.shape() == weight.shape() && dbias.len() == fout,
+            "linear gradient shapes"
+        );
+        let shape = kl::LinearShape {
+            n,
+            in_features: fin,
+            out_features: fout,
+        };
+        let mut dx = Tensor::cuda_zeros("linear_backward", &gpu, &[n, fin]);
+        let r = kl::linear_backward_data(
+            &gpu,
+            &shape,
+            &dy.cu().as_view(),
+            &weight.cu().as_view(),
+            &mut dx.cu_mut().as_view_mut(),
+        );
+        check("linear_backward", r);
+        // beta = 1: accumulate into dW and db, like the CPU body.
+        let r = kl::linear_backward_weight(
+            &gpu,
+            &shape,
+            &dy.cu().as_view(),
+            &x.cu().as_view(),
+            &mut dweight.cu_mut().as_view_mut(),
+            &mut dbias.cu_mut().as_view_mut(),
+            1.0,
+        );
+        check("linear_backward", r);
+        return dx;
+    }
     let dy_m = Mat::rm(dy.data(), n, fout);
     let mut dx = Tensor::zeros(&[n, fin]);
     gemm(

@@ -1,11 +1,24 @@
 //! Global average pooling: `[n, c, h, w] -> [n, c]` (the seed's `AvgPool2d(8)` only fits an
 //! 8x8 map; this fits any).
 
-use crate::Tensor;
+use crate::{check, cuda_of, Tensor};
+use kernels::launch as kl;
 
 pub fn global_avg_pool_forward(x: &Tensor) -> Tensor {
     let (n, c, h, w) = x.dims4();
     let hw = h * w;
+    if let Some(gpu) = cuda_of("global_avg_pool_forward", &[x]) {
+        let mut y = Tensor::cuda_zeros("global_avg_pool_forward", &gpu, &[n, c]);
+        let r = kl::avgpool_forward(
+            &gpu,
+            n * c,
+            hw,
+            &x.cu().as_view(),
+            &mut y.cu_mut().as_view_mut(),
+        );
+        check("global_avg_pool_forward", r);
+        return y;
+    }
     let data = x
         .data()
         .chunks(hw)
@@ -20,6 +33,18 @@ pub fn global_avg_pool_backward(dy: &Tensor, x_shape: &[usize]) -> Tensor {
         panic!("pool input must be NCHW")
     };
     assert_eq!(dy.shape(), [n, c], "pool dy shape");
+    if let Some(gpu) = cuda_of("global_avg_pool_backward", &[dy]) {
+        let mut dx = Tensor::cuda_zeros("global_avg_pool_backward", &gpu, x_shape);
+        let r = kl::avgpool_backward(
+            &gpu,
+            n * c,
+            h * w,
+            &dy.cu().as_view(),
+            &mut dx.cu_mut().as_view_mut(),
+        );
+        check("global_avg_pool_backward", r);
+        return dx;
+    }
     let scale = 1.0 / (h * w) as f32;
     let data = dy
         .data()

@@ -2,6 +2,20 @@
 //! (dampening 0). With `g' = g + wd·p` and `buf = μ·buf + g'` (buf starts at 0, which equals
 //! PyTorch's first-step copy), the step is `p -= lr·buf`, or `p -= lr·(g' + μ·buf)` with Nesterov.
 
+//!
+//! [`sgd_update`] works on host slices (the CPU reference); [`update`] takes tensors and
+//! dispatches on their device. On a GPU it launches `sgd.cu`'s `sgd_step` once per parameter
+//! tensor, with a one-segment table (cached per length and weight decay, so nothing is
+//! uploaded in steady state). The fused all-parameter launch needs the parameters in one flat
+//! device buffer, which is the plan-once work's job.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::{check, cuda_of, Tensor};
+use kernels::launch::{self as kl, SgdSegments, SgdTable};
+use kernels::Gpu;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdConfig {
     pub lr: f32,
@@ -26,6 +40,53 @@ pub fn sgd_update(param: &mut [f32], grad: &[f32], momentum_buf: &mut [f32], cfg
         };
         *p -= cfg.lr * step;
     }
+}
+
+/// Segment tables `[0, len]` with one weight decay, per (GPU, len, decay bits). Each entry
+/// holds its `Arc<Gpu>`, so a cached pointer can never be reused by another device.
+type TableCache = HashMap<(usize, usize, u32), (Arc<Gpu>, Arc<SgdTable>)>;
+
+fn one_segment_table(op: &str, gpu: &Arc<Gpu>, len: usize, weight_decay: f32) -> Arc<SgdTable> {
+    static CACHE: OnceLock<Mutex<TableCache>> = OnceLock::new();
+    let key = (Arc::as_ptr(gpu) as usize, len, weight_decay.to_bits());
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some((_, t)) = cache.get(&key) {
+        return Arc::clone(t);
+    }
+    let segments = check(op, SgdSegments::new(&[(len, weight_decay)]));
+    let table = Arc::new(check(op, SgdTable::new(gpu, &segments)));
+    cache.insert(key, (Arc::clone(gpu), Arc::clone(&table)));
+    table
+}
+
+/// [`sgd_update`] on tensors of one device: `param`, `grad` and `momentum_buf` alike.
+pub fn update(param: &mut Tensor, grad: &Tensor, momentum_buf: &mut Tensor, cfg: SgdConfig) {
+    const OP: &str = "sgd update";
+    let Some(gpu) = cuda_of(OP, &[&*param, grad, &*momentum_buf]) else {
+        return sgd_update(param.data_mut(), grad.data(), momentum_buf.data_mut(), cfg);
+    };
+    assert!(
+        param.len() == grad.len() && param.len() == momentum_buf.len(),
+        "sgd: lengths differ"
+    );
+    if param.is_empty() {
+        return;
+    }
+    let table = one_segment_table(OP, &gpu, param.len(), cfg.weight_decay);
+    let r = kl::sgd_step(
+        &gpu,
+        &table,
+        &mut param.cu_mut().as_view_mut(),
+        &grad.cu().as_view(),
+        &mut momentum_buf.cu_mut().as_view_mut(),
+        cfg.lr,
+        cfg.momentum,
+        cfg.nesterov,
+    );
+    check(OP, r);
 }
 
 #[cfg(test)]

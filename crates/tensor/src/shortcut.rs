@@ -1,7 +1,8 @@
 //! The option-A shortcut of He et al. (the seed's `IdentityPadding`): subsample by the
 //! stride (`x[:, :, ::s, ::s]`) and zero-pad the new channels at the end. No parameters.
 
-use crate::Tensor;
+use crate::{check, cuda_of, Tensor};
+use kernels::launch as kl;
 use rayon::prelude::*;
 
 /// `[n, cin, h, w] -> [n, cout, ceil(h/s), ceil(w/s)]`, `cout >= cin`.
@@ -12,6 +13,25 @@ pub fn pad_shortcut_forward(x: &Tensor, cout: usize, stride: usize) -> Tensor {
         "pad shortcut: {cin} -> {cout} channels, stride {stride}"
     );
     let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
+    if let Some(gpu) = cuda_of("pad_shortcut_forward", &[x]) {
+        let shape = kl::ShortcutShape {
+            n,
+            c_in: cin,
+            h,
+            w,
+            c_out: cout,
+            stride,
+        };
+        let mut y = Tensor::cuda_zeros("pad_shortcut_forward", &gpu, &[n, cout, ho, wo]);
+        let r = kl::shortcut_forward(
+            &gpu,
+            &shape,
+            &x.cu().as_view(),
+            &mut y.cu_mut().as_view_mut(),
+        );
+        check("pad_shortcut_forward", r);
+        return y;
+    }
     let mut y = Tensor::zeros(&[n, cout, ho, wo]);
     y.data_mut()
         .par_chunks_mut(ho * wo)
@@ -37,6 +57,27 @@ pub fn pad_shortcut_backward(dy: &Tensor, x_shape: &[usize], stride: usize) -> T
         panic!("pad shortcut input must be NCHW")
     };
     let (_, cout, ho, wo) = dy.dims4();
+    if let Some(gpu) = cuda_of("pad_shortcut_backward", &[dy]) {
+        let shape = kl::ShortcutShape {
+            n: x_shape[0],
+            c_in: cin,
+            h,
+            w,
+            c_out: cout,
+            stride,
+        };
+        assert_eq!((shape.oh(), shape.ow()), (ho, wo), "pad shortcut dy shape");
+        let mut dx = Tensor::cuda_zeros("pad_shortcut_backward", &gpu, x_shape);
+        let r = kl::shortcut_backward(
+            &gpu,
+            &shape,
+            &dy.cu().as_view(),
+            &mut dx.cu_mut().as_view_mut(),
+            0.0,
+        );
+        check("pad_shortcut_backward", r);
+        return dx;
+    }
     let mut dx = Tensor::zeros(x_shape);
     dx.data_mut()
         .par_chunks_mut(h * w)

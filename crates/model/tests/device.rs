@@ -1,0 +1,60 @@
+//! Device plumbing that runs without a GPU: moving a model to the CPU changes nothing, and
+//! asking for a GPU on a machine without one is a clean error.
+
+use model::step::train_step;
+use model::{ResNet, ResNetConfig, Sgd};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tensor::{Device, Tensor};
+
+#[test]
+fn moving_to_the_cpu_is_a_no_op_and_keeps_every_bit() {
+    let config = ResNetConfig::from_depth(20, Some(4), None, 10).unwrap();
+    let mut a = ResNet::new(&config, 5);
+    let mut b = a.clone();
+    b.to_device(&Device::Cpu).unwrap();
+    assert_eq!(b.device(), Device::Cpu);
+    let mut r = ChaCha8Rng::seed_from_u64(1);
+    let x = Tensor::from_vec(
+        &[4, 3, 32, 32],
+        (0..4 * 3072).map(|_| r.gen_range(-2.0f32..2.0)).collect(),
+    );
+    let labels = [1, 0, 9, 3];
+    let sgd = Sgd {
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+        decay_weights_only: false,
+    };
+    for _ in 0..2 {
+        let ra = train_step(&mut a, &sgd, &x, &labels, 0.1);
+        let rb = train_step(&mut b, &sgd, &x, &labels, 0.1);
+        assert_eq!(ra.loss.to_bits(), rb.loss.to_bits());
+        // Moving between steps (saved activations are dropped) changes nothing either.
+        b.to_device(&Device::Cpu).unwrap();
+    }
+    for (pa, pb) in a.params_mut().into_iter().zip(b.params_mut()) {
+        assert_eq!(pa.value, pb.value, "{}", pa.name);
+        assert_eq!(pa.momentum, pb.momentum, "{}", pa.name);
+    }
+}
+
+#[test]
+fn asking_for_a_missing_gpu_is_an_error_not_a_panic() {
+    let config = ResNetConfig::from_depth(20, Some(4), None, 10).unwrap();
+    let mut m = ResNet::new(&config, 5);
+    // Ordinal 4096 exists nowhere: an Err here (no driver) and on a GPU machine alike.
+    let r = std::panic::catch_unwind(|| Device::parse("cuda:4096"));
+    let e = r.expect("no panic").expect_err("no such device");
+    assert!(e.to_string().contains("CUDA"), "{e}");
+    // Ordinal 0: opens on a GPU machine; on this project's CPU machines a readable Err.
+    if let Err(e) = std::panic::catch_unwind(|| Device::cuda(0)).expect("no panic") {
+        assert!(
+            e.to_string().contains("CUDA") || e.to_string().contains("nvrtc"),
+            "{e}"
+        );
+    }
+    // The model is untouched and still on the CPU.
+    assert_eq!(m.device(), Device::Cpu);
+    assert!(m.num_params() > 0);
+}
