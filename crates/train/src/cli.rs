@@ -54,7 +54,7 @@ pub enum ShortcutArg {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ScheduleArg {
-    /// lr/10 at each milestone (default: 50% and 75% of the epochs, the paper's 32k/48k of 64k)
+    /// lr/10 at each milestone (default: 50% and 75% of the iterations, the paper's 32k/48k of 64k)
     Step,
     /// Cosine decay from lr to 0 over all steps
     Cosine,
@@ -121,7 +121,7 @@ pub struct TrainArgs {
     /// Learning-rate schedule
     #[arg(long, value_enum, default_value_t = ScheduleArg::Step)]
     pub schedule: ScheduleArg,
-    /// Epochs at which the step schedule divides lr by 10 [default: 50% and 75% of --epochs]
+    /// Epochs at which the step schedule divides lr by 10 [default: at 50% and 75% of all iterations]
     #[arg(long, value_delimiter = ',', value_name = "E1,E2,...")]
     pub milestones: Option<Vec<usize>>,
     /// Train at lr/10 for the first N iterations (the paper's ResNet-110 used 400)

@@ -121,10 +121,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         base_lr: args.lr,
         schedule: match args.schedule {
             ScheduleArg::Step => Schedule::Step {
-                milestones: args
-                    .milestones
-                    .clone()
-                    .unwrap_or_else(|| LrSchedule::default_milestones(args.epochs)),
+                milestones: LrSchedule::milestones(
+                    args.milestones.as_deref(),
+                    args.epochs,
+                    steps_per_epoch,
+                ),
             },
             ScheduleArg::Cosine => Schedule::Cosine,
         },
@@ -208,6 +209,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             bar.inc(1);
         }
         bar.finish_and_clear();
+        let train_secs = started.elapsed().as_secs_f64();
         let test = evaluate(&mut model, &cifar.test, norm, args.batch_size, interactive);
         let record = EpochRecord {
             epoch: epoch + 1,
@@ -219,7 +221,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             seconds: started.elapsed().as_secs_f64(),
         };
         println!(
-            "epoch {:>3}/{}  lr {:.4}  train loss {:.4} acc {:6.2}%  test loss {:.4} acc {:6.2}%  {:.1}s",
+            "epoch {:>3}/{}  lr {:.4}  train loss {:.4} acc {:6.2}%  test loss {:.4} acc {:6.2}%  {:.1}s ({:.0} img/s training)",
             record.epoch,
             args.epochs,
             record.lr,
@@ -227,7 +229,8 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             100.0 * record.train_acc,
             record.test_loss,
             100.0 * record.test_acc,
-            record.seconds
+            record.seconds,
+            seen as f64 / train_secs.max(1e-9)
         );
         records.push(record);
         if let Some(path) = &args.metrics {

@@ -3,7 +3,7 @@
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Schedule {
-    /// Divide by 10 at each milestone epoch.
+    /// Divide by 10 at each milestone, counted in iterations.
     Step { milestones: Vec<usize> },
     /// `lr·(1 + cos(π·t/T))/2` over all iterations.
     Cosine,
@@ -20,9 +20,20 @@ pub struct LrSchedule {
 }
 
 impl LrSchedule {
-    /// The default milestones: 50% and 75% of training (82 and 123 of 164 epochs).
-    pub fn default_milestones(epochs: usize) -> Vec<usize> {
-        vec![epochs / 2, epochs * 3 / 4]
+    /// Milestones in iterations: the given epochs, or by default 50% and 75% of all
+    /// iterations (the paper's 32k and 48k of 64k; exactly epochs 82 and 123 of 164).
+    pub fn milestones(
+        epochs: Option<&[usize]>,
+        total_epochs: usize,
+        steps_per_epoch: usize,
+    ) -> Vec<usize> {
+        match epochs {
+            Some(e) => e.iter().map(|&e| e * steps_per_epoch).collect(),
+            None => {
+                let total = total_epochs * steps_per_epoch;
+                vec![total / 2, total * 3 / 4]
+            }
+        }
     }
 
     /// The learning rate of iteration `step` (counted from 0 over the whole run).
@@ -32,8 +43,7 @@ impl LrSchedule {
         }
         match &self.schedule {
             Schedule::Step { milestones } => {
-                let epoch = step / self.steps_per_epoch.max(1);
-                let drops = milestones.iter().filter(|&&m| epoch >= m).count();
+                let drops = milestones.iter().filter(|&&m| step >= m).count();
                 self.base_lr * 0.1f32.powi(drops as i32)
             }
             Schedule::Cosine => {
@@ -54,20 +64,25 @@ mod tests {
         let s = LrSchedule {
             base_lr: 0.1,
             schedule: Schedule::Step {
-                milestones: LrSchedule::default_milestones(164),
+                milestones: LrSchedule::milestones(None, 164, 391),
             },
             epochs: 164,
             steps_per_epoch: 391,
             warmup_iters: 400,
         };
-        assert_eq!(LrSchedule::default_milestones(164), vec![82, 123]);
+        assert_eq!(
+            LrSchedule::milestones(None, 164, 391),
+            vec![82 * 391, 123 * 391]
+        );
         assert_eq!(s.lr(0), 0.1 * 0.1);
         assert_eq!(s.lr(399), 0.1 * 0.1);
         assert_eq!(s.lr(400), 0.1);
         assert_eq!(s.lr(82 * 391 - 1), 0.1);
         assert!((s.lr(82 * 391) - 0.01).abs() < 1e-9);
         assert!((s.lr(123 * 391) - 0.001).abs() < 1e-9);
-        assert_eq!(LrSchedule::default_milestones(30), vec![15, 22]);
+        // One short epoch still gets both drops, mid-epoch; explicit epochs are honoured.
+        assert_eq!(LrSchedule::milestones(None, 1, 40), vec![20, 30]);
+        assert_eq!(LrSchedule::milestones(Some(&[1, 2]), 3, 4), vec![4, 8]);
     }
 
     #[test]
