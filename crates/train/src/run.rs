@@ -243,6 +243,20 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             save(path, &mut model, args, dataset, norm, &records)?;
         }
     }
+    if let Some(best) = records
+        .iter()
+        .max_by(|a, b| a.test_acc.total_cmp(&b.test_acc))
+    {
+        let total: f64 = records.iter().map(|r| r.seconds).sum();
+        println!(
+            "done: {} epochs in {:.1}s; best test accuracy {:.2}% at epoch {}, last {:.2}%",
+            records.len(),
+            total,
+            100.0 * best.test_acc,
+            best.epoch,
+            100.0 * records.last().map_or(0.0, |r| r.test_acc)
+        );
+    }
     Ok(())
 }
 

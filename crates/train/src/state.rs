@@ -202,7 +202,10 @@ mod tests {
         let err = load_model_tensors(&mut ResNet::new(&c32, 0), &tensors, false)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("layers.3.c1.weight") && err.contains("[16, 16, 3, 3]"), "{err}");
+        assert!(
+            err.contains("layers.3.c1.weight") && err.contains("[16, 16, 3, 3]"),
+            "{err}"
+        );
         let err = ensure_same_model(std::path::Path::new("x.safetensors"), &c20, &c32)
             .unwrap_err()
             .to_string();
