@@ -3,5 +3,11 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod cli;
+pub mod device;
+pub mod evaluate;
 pub mod metrics;
 pub mod plot;
+pub mod run;
+pub mod schedule;
+pub mod state;

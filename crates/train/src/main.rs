@@ -1,1 +1,22 @@
-fn main() {}
+//! `train`: train a ResNet on CIFAR (default), or `train eval --checkpoint FILE`.
+//! Errors print as `error: ...` with their causes and exit 1 (2 for an unusable --device).
+
+use clap::Parser;
+use std::process::ExitCode;
+use train::cli::{Cli, Command};
+use train::device::ExitWith;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Eval(args)) => train::evaluate::run_eval(args),
+        None => train::run::train(&cli.train),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(e.downcast_ref::<ExitWith>().map_or(1, |x| x.code))
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The command line: `train [OPTIONS]` trains; `train eval --checkpoint FILE` evaluates.
+//! Every default is the paper's recipe (He et al. 2016, §4.2) and shows in `--help`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "train",
+    version,
+    about = "Train ResNets on CIFAR-10/100 with a hand-written engine (CPU, CUDA)",
+    long_about = "Train ResNets on CIFAR-10/100 with a hand-written engine.\n\n\
+        Defaults reproduce the paper's CIFAR recipe: SGD lr 0.1, momentum 0.9, weight decay 1e-4, \
+        batch 128, 164 epochs with lr/10 at 50% and 75% of training, 4-pixel pad + random crop + \
+        horizontal flip, per-channel normalisation.\n\n\
+        Get the data first: cargo xtask fetch-cifar",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Report test loss, accuracy and per-class accuracy of a checkpoint.
+    Eval(EvalArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DatasetArg {
+    Cifar10,
+    Cifar100,
+}
+
+impl From<DatasetArg> for data::Dataset {
+    fn from(d: DatasetArg) -> Self {
+        match d {
+            DatasetArg::Cifar10 => data::Dataset::Cifar10,
+            DatasetArg::Cifar100 => data::Dataset::Cifar100,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ShortcutArg {
+    /// Option A: subsample + zero-pad new channels (no parameters)
+    Pad,
+    /// Option B: 1x1 convolution + BatchNorm
+    Conv,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// lr/10 at each milestone (default: 50% and 75% of the iterations, the paper's 32k/48k of 64k)
+    Step,
+    /// Cosine decay from lr to 0 over all steps
+    Cosine,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The GPU when one is usable, else the CPU (with a notice)
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Which dataset to use [default: cifar10; for `eval`, the checkpoint's]
+    #[arg(long, value_enum)]
+    pub dataset: Option<DatasetArg>,
+    /// Directory holding cifar-10-batches-bin/ or cifar-100-binary/ (from `cargo xtask fetch-cifar`)
+    #[arg(long, env = "CIFAR_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Use only the first N test images
+    #[arg(long, value_name = "N")]
+    pub limit_test: Option<usize>,
+    /// Where to run
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// ResNet depth: 20, 32, 44, 56, 110, 1202 (the paper's CIFAR family) or 18, 34, 50, 101, 152
+    #[arg(long, default_value_t = 20)]
+    pub depth: usize,
+    /// Width of the first stage [default: 16 for 6n+2 depths, 64 for 18..152]
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Shortcut where the shape changes [default: pad for basic blocks, conv for bottlenecks]
+    #[arg(long, value_enum)]
+    pub shortcut: Option<ShortcutArg>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Number of epochs
+    #[arg(long, default_value_t = 164)]
+    pub epochs: usize,
+    /// Mini-batch size
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Peak learning rate
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f32,
+    /// SGD momentum
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// Use Nesterov momentum
+    #[arg(long)]
+    pub nesterov: bool,
+    /// L2 weight decay
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f32,
+    /// Do not decay BatchNorm parameters and biases (the PyTorch peer's recipe)
+    #[arg(long)]
+    pub no_decay_bn_bias: bool,
+    /// Learning-rate schedule
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Step)]
+    pub schedule: ScheduleArg,
+    /// Epochs at which the step schedule divides lr by 10 [default: at 50% and 75% of all iterations]
+    #[arg(long, value_delimiter = ',', value_name = "E1,E2,...")]
+    pub milestones: Option<Vec<usize>>,
+    /// Train at lr/10 for the first N iterations (the paper's ResNet-110 used 400)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub warmup_iters: usize,
+    /// Turn off random crop + flip (the seed's first experiment, which overfits)
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Seed for weights, shuffling and augmentation
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use only the first N training images
+    #[arg(long, value_name = "N")]
+    pub limit_train: Option<usize>,
+    /// Write one CSV row per epoch (epoch, lr, train/test loss and accuracy, seconds)
+    #[arg(long, value_name = "FILE.csv")]
+    pub metrics: Option<PathBuf>,
+    /// Draw accuracy and loss curves into a PNG, updated every epoch
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+    /// Save a checkpoint (safetensors) after every epoch, atomically
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// Continue from a checkpoint written by --save
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
+    /// Print the model summary and parameter count, then exit
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// A checkpoint written by `train --save`
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Mini-batch size for evaluation
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+}

@@ -1,0 +1,315 @@
+//! The training run: data, model, the epoch loop with progress, evaluation, metrics, plot
+//! and checkpoints. One training step itself is `model::step::train_step`.
+//!
+//! Resuming is exact on the CPU: weights, BN buffers, momentum and the metrics history come
+//! from the checkpoint, and every random choice of epoch `e` (order, crops, flips) is drawn
+//! from streams seeded by `(seed, e)`, so there is no generator state to carry over.
+
+use crate::checkpoint::{self, NamedTensor};
+use crate::cli::{ScheduleArg, ShortcutArg, TrainArgs};
+use crate::device;
+use crate::evaluate::evaluate;
+use crate::metrics::{self, EpochRecord};
+use crate::plot;
+use crate::schedule::{LrSchedule, Schedule};
+use crate::state;
+use anyhow::{bail, ensure, Context, Result};
+use data::{Loader, Normalization};
+use indicatif::{ProgressBar, ProgressStyle};
+use model::step::train_step;
+use model::{ResNet, ResNetConfig, Sgd, ShortcutKind};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Instant;
+use tensor::Tensor;
+
+/// Checkpoint format tag (metadata `format`).
+pub const FORMAT: &str = "resnet-cifar-checkpoint/1";
+
+pub fn model_config(args: &TrainArgs) -> Result<ResNetConfig> {
+    let dataset: data::Dataset = args.data.dataset.map_or(data::Dataset::Cifar10, Into::into);
+    let shortcut = args.shortcut.map(|s| match s {
+        ShortcutArg::Pad => ShortcutKind::Pad,
+        ShortcutArg::Conv => ShortcutKind::Conv,
+    });
+    Ok(ResNetConfig::from_depth(
+        args.depth,
+        args.width,
+        shortcut,
+        dataset.num_classes(),
+    )?)
+}
+
+fn check_args(args: &TrainArgs) -> Result<()> {
+    ensure!(args.epochs > 0, "--epochs must be at least 1");
+    ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    ensure!(
+        args.lr.is_finite() && args.lr > 0.0,
+        "--lr must be a positive number, got {}",
+        args.lr
+    );
+    ensure!(
+        args.momentum.is_finite() && (0.0..1.0).contains(&args.momentum),
+        "--momentum must be in [0, 1), got {}",
+        args.momentum
+    );
+    ensure!(
+        args.weight_decay.is_finite() && args.weight_decay >= 0.0,
+        "--weight-decay must be >= 0, got {}",
+        args.weight_decay
+    );
+    ensure!(
+        args.limit_train != Some(0),
+        "--limit-train must be at least 1"
+    );
+    Ok(())
+}
+
+fn norm_to_string(n: &Normalization) -> String {
+    // `{:?}` prints the shortest text that parses back to the same f32.
+    format!(
+        "{:?};{:?};{:?};{:?};{:?};{:?}",
+        n.mean[0], n.mean[1], n.mean[2], n.std[0], n.std[1], n.std[2]
+    )
+}
+
+pub fn norm_from_string(s: &str) -> Result<Normalization> {
+    let v: Vec<f32> = s
+        .split(';')
+        .map(|x| x.parse::<f32>())
+        .collect::<Result<_, _>>()
+        .context("bad `normalization` in checkpoint metadata")?;
+    ensure!(
+        v.len() == 6,
+        "bad `normalization` in checkpoint metadata: {s}"
+    );
+    Ok(Normalization {
+        mean: [v[0], v[1], v[2]],
+        std: [v[3], v[4], v[5]],
+    })
+}
+
+pub fn train(args: &TrainArgs) -> Result<()> {
+    let config = model_config(args)?;
+    let mut model = ResNet::new(&config, args.seed);
+    if args.dry_run {
+        print!("{}", model.summary_text());
+        return Ok(());
+    }
+    check_args(args)?;
+    let engine = device::select(args.data.device)?;
+    let dataset: data::Dataset = args.data.dataset.map_or(data::Dataset::Cifar10, Into::into);
+    let mut cifar = data::load(&args.data.data_dir, dataset)?;
+    if let Some(n) = args.limit_train {
+        cifar.train.truncate(n);
+    }
+    if let Some(n) = args.data.limit_test {
+        cifar.test.truncate(n);
+    }
+    let norm = Normalization::from_split(&cifar.train);
+    let loader = Loader::new(
+        &cifar.train,
+        args.batch_size,
+        true,
+        !args.no_augment,
+        norm,
+        args.seed,
+    );
+    let steps_per_epoch = loader.batches_per_epoch();
+    let schedule = LrSchedule {
+        base_lr: args.lr,
+        schedule: match args.schedule {
+            ScheduleArg::Step => Schedule::Step {
+                milestones: LrSchedule::milestones(
+                    args.milestones.as_deref(),
+                    args.epochs,
+                    steps_per_epoch,
+                ),
+            },
+            ScheduleArg::Cosine => Schedule::Cosine,
+        },
+        epochs: args.epochs,
+        steps_per_epoch,
+        warmup_iters: args.warmup_iters,
+    };
+    let sgd = Sgd {
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+        nesterov: args.nesterov,
+        decay_weights_only: args.no_decay_bn_bias,
+    };
+
+    let mut records: Vec<EpochRecord> = Vec::new();
+    if let Some(path) = &args.resume {
+        records = resume(path, &mut model, dataset)?;
+        println!(
+            "resumed from {} after epoch {}",
+            path.display(),
+            records.len()
+        );
+    }
+    let start_epoch = records.len();
+    if start_epoch >= args.epochs {
+        println!(
+            "nothing to do: the checkpoint has {start_epoch} epochs, --epochs is {}",
+            args.epochs
+        );
+        return Ok(());
+    }
+    println!(
+        "training {} ({} parameters) on {dataset}: {} train / {} test images, {engine}, epochs {}..{} of {steps_per_epoch} steps, batch {}",
+        config.name(),
+        model.num_params(),
+        cifar.train.len(),
+        cifar.test.len(),
+        start_epoch + 1,
+        args.epochs,
+        args.batch_size
+    );
+    let interactive = std::io::stderr().is_terminal();
+    let title = format!("{} on {dataset}", config.name());
+    for epoch in start_epoch..args.epochs {
+        let started = Instant::now();
+        let bar = if interactive {
+            ProgressBar::new(steps_per_epoch as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, args.epochs));
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut lr = schedule.lr(epoch * steps_per_epoch);
+        for (i, batch) in loader.epoch(epoch).enumerate() {
+            lr = schedule.lr(epoch * steps_per_epoch + i);
+            let n = batch.len();
+            let x = Tensor::from_vec(&[n, 3, 32, 32], batch.images);
+            let r = train_step(&mut model, &sgd, &x, &batch.labels, lr);
+            if !r.loss.is_finite() {
+                bar.abandon();
+                let kept = args.save.as_ref().map_or(String::new(), |p| {
+                    format!("; the last good checkpoint, {}, is unchanged", p.display())
+                });
+                bail!("the training loss became {} at epoch {}, step {} (lr {lr}): training diverged; try a lower --lr or --warmup-iters{kept}", r.loss, epoch + 1, i + 1);
+            }
+            loss_sum += r.loss as f64 * n as f64;
+            correct += r.correct;
+            seen += n;
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "loss {:.4} acc {:5.2}% {:.0} img/s",
+                loss_sum / seen as f64,
+                100.0 * correct as f64 / seen as f64,
+                seen as f64 / secs
+            ));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let train_secs = started.elapsed().as_secs_f64();
+        let test = evaluate(&mut model, &cifar.test, norm, args.batch_size, interactive);
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            lr: lr as f64,
+            train_loss: loss_sum / seen as f64,
+            train_acc: correct as f64 / seen as f64,
+            test_loss: test.loss,
+            test_acc: test.accuracy,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        println!(
+            "epoch {:>3}/{}  lr {:.4}  train loss {:.4} acc {:6.2}%  test loss {:.4} acc {:6.2}%  {:.1}s ({:.0} img/s training)",
+            record.epoch,
+            args.epochs,
+            record.lr,
+            record.train_loss,
+            100.0 * record.train_acc,
+            record.test_loss,
+            100.0 * record.test_acc,
+            record.seconds,
+            seen as f64 / train_secs.max(1e-9)
+        );
+        records.push(record);
+        if let Some(path) = &args.metrics {
+            metrics::write_csv(path, &records)?;
+        }
+        if let Some(path) = &args.plot {
+            plot::write_plot(path, &records, &title)?;
+        }
+        if let Some(path) = &args.save {
+            save(path, &mut model, args, dataset, norm, &records)?;
+        }
+    }
+    if let Some(best) = records
+        .iter()
+        .max_by(|a, b| a.test_acc.total_cmp(&b.test_acc))
+    {
+        let total: f64 = records.iter().map(|r| r.seconds).sum();
+        println!(
+            "done: {} epochs in {:.1}s; best test accuracy {:.2}% at epoch {}, last {:.2}%",
+            records.len(),
+            total,
+            100.0 * best.test_acc,
+            best.epoch,
+            100.0 * records.last().map_or(0.0, |r| r.test_acc)
+        );
+    }
+    Ok(())
+}
+
+fn save(
+    path: &Path,
+    model: &mut ResNet,
+    args: &TrainArgs,
+    dataset: data::Dataset,
+    norm: Normalization,
+    records: &[EpochRecord],
+) -> Result<()> {
+    let mut meta: BTreeMap<String, String> = state::config_metadata(&model.config);
+    meta.insert("format".into(), FORMAT.into());
+    meta.insert("dataset".into(), dataset.to_string());
+    meta.insert("epoch".into(), records.len().to_string());
+    meta.insert("seed".into(), args.seed.to_string());
+    meta.insert("normalization".into(), norm_to_string(&norm));
+    meta.insert("metrics_csv".into(), metrics::to_csv_string(records));
+    meta.insert("rng".into(), "none to save: epoch e draws order, crops and flips from ChaCha8 streams seeded by (seed, e)".into());
+    meta.insert("args".into(), format!("{args:?}"));
+    meta.insert("build".into(), resnet_cifar::BUILD_INFO.into());
+    let tensors: Vec<NamedTensor> = state::model_tensors(model, true);
+    checkpoint::save(path, &tensors, &meta)
+}
+
+/// Load a checkpoint into `model` (which was built from the requested flags) and return the
+/// metrics history it carries.
+fn resume(path: &Path, model: &mut ResNet, dataset: data::Dataset) -> Result<Vec<EpochRecord>> {
+    let (tensors, meta) = checkpoint::load(path)?;
+    let found = state::config_from_metadata(&meta)
+        .with_context(|| format!("reading {}", path.display()))?;
+    state::ensure_same_model(path, &found, &model.config)?;
+    if let Some(d) = meta.get("dataset") {
+        ensure!(
+            *d == dataset.to_string(),
+            "checkpoint {} was trained on {d}, but --dataset is {dataset}",
+            path.display()
+        );
+    }
+    state::load_model_tensors(model, &tensors, true)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let records = metrics::parse_csv(meta.get("metrics_csv").map_or("", String::as_str))
+        .with_context(|| format!("metrics history in {}", path.display()))?;
+    let epoch: usize = meta
+        .get("epoch")
+        .context("checkpoint metadata lacks `epoch`")?
+        .parse()
+        .context("bad `epoch` in checkpoint metadata")?;
+    ensure!(
+        records.len() == epoch,
+        "checkpoint {} says epoch {epoch} but holds {} metrics rows",
+        path.display(),
+        records.len()
+    );
+    Ok(records)
+}

@@ -1,0 +1,368 @@
+//! The `train` binary end to end on small generated CIFAR-format files: metrics, plot,
+//! checkpoints, exact resume, CIFAR-100, `train eval`, and the errors a user can hit.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use train::checkpoint;
+
+/// Records whose pixels carry a faint class signal, so a model can learn something.
+fn records(r: &mut ChaCha8Rng, n: usize, label_bytes: usize, classes: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let label = r.gen_range(0..classes);
+        if label_bytes == 2 {
+            out.push(label / 5); // coarse label
+        }
+        out.push(label);
+        out.extend((0..3072).map(|i| {
+            (r.gen_range(0..200u32) + if i % 7 == label as usize % 7 { 55 } else { 0 }) as u8
+        }));
+    }
+    out
+}
+
+fn cifar10_dir(root: &Path) -> PathBuf {
+    let d = root.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut r = ChaCha8Rng::seed_from_u64(1);
+    for i in 1..=5 {
+        std::fs::write(
+            d.join(format!("data_batch_{i}.bin")),
+            records(&mut r, 24, 1, 10),
+        )
+        .unwrap();
+    }
+    std::fs::write(d.join("test_batch.bin"), records(&mut r, 40, 1, 10)).unwrap();
+    root.to_path_buf()
+}
+
+fn cifar100_dir(root: &Path) -> PathBuf {
+    let d = root.join("cifar-100-binary");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut r = ChaCha8Rng::seed_from_u64(2);
+    std::fs::write(d.join("train.bin"), records(&mut r, 150, 2, 100)).unwrap();
+    std::fs::write(d.join("test.bin"), records(&mut r, 60, 2, 100)).unwrap();
+    let fine: String = (0..100).map(|i| format!("class_{i}\n")).collect();
+    let coarse: String = (0..20).map(|i| format!("super_{i}\n")).collect();
+    std::fs::write(d.join("fine_label_names.txt"), fine).unwrap();
+    std::fs::write(d.join("coarse_label_names.txt"), coarse).unwrap();
+    root.to_path_buf()
+}
+
+fn train(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(args)
+        .env_remove("CIFAR_DIR")
+        .output()
+        .expect("run train");
+    eprintln!(
+        "$ train {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = train(args);
+    assert!(out.status.success(), "train {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A small, fast model and recipe: depth 20 at width 4.
+const SMALL: [&str; 10] = [
+    "--depth",
+    "20",
+    "--width",
+    "4",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--seed",
+    "3",
+];
+
+#[test]
+fn two_epochs_then_resume_for_a_third_matches_a_straight_three_epoch_run_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cifar10_dir(&tmp.path().join("data"));
+    let file = |n: &str| tmp.path().join(n);
+    // Explicit milestones: the lr of every epoch is then the same whether the run is told
+    // --epochs 2 or --epochs 3 (the defaults scale with --epochs).
+    let mut args = SMALL.to_vec();
+    args.extend([
+        "--data-dir",
+        p(&data),
+        "--limit-train",
+        "120",
+        "--milestones",
+        "1,2",
+    ]);
+
+    // Two epochs: metrics with two rows, a PNG, a checkpoint.
+    let (csv, png, ck) = (file("m.csv"), file("p.png"), file("ck.safetensors"));
+    ok(&[
+        &args[..],
+        &[
+            "--epochs",
+            "2",
+            "--metrics",
+            p(&csv),
+            "--plot",
+            p(&png),
+            "--save",
+            p(&ck),
+        ],
+    ]
+    .concat());
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(rows.lines().count(), 1 + 2, "{rows}");
+    assert!(rows.starts_with("epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds"));
+    assert!(std::fs::read(&png)
+        .unwrap()
+        .starts_with(b"\x89PNG\r\n\x1a\n"));
+
+    // Resume for a third epoch, appending to the same metrics and checkpoint.
+    let out = ok(&[
+        &args[..],
+        &[
+            "--epochs",
+            "3",
+            "--resume",
+            p(&ck),
+            "--save",
+            p(&ck),
+            "--metrics",
+            p(&csv),
+        ],
+    ]
+    .concat());
+    assert!(
+        out.contains("resumed") && out.contains("epoch   3/3") && !out.contains("epoch   1/3"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap().lines().count(),
+        1 + 3
+    );
+
+    // The uninterrupted run.
+    let straight = file("straight.safetensors");
+    ok(&[&args[..], &["--epochs", "3", "--save", p(&straight)]].concat());
+
+    // Bit-identical weights, BN buffers and momentum; identical metrics but for seconds.
+    let (t_resumed, m_resumed) = checkpoint::load(&ck).unwrap();
+    let (t_straight, m_straight) = checkpoint::load(&straight).unwrap();
+    assert_eq!(t_resumed.len(), t_straight.len());
+    assert!(
+        t_resumed == t_straight,
+        "the resumed run's tensors differ from the uninterrupted run's"
+    );
+    let strip = |csv: &str| {
+        csv.lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        strip(&m_resumed["metrics_csv"]),
+        strip(&m_straight["metrics_csv"])
+    );
+    assert_eq!(m_resumed["epoch"], "3");
+}
+
+#[test]
+fn two_epochs_write_two_metric_rows_a_png_and_a_checkpoint_that_eval_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cifar10_dir(&tmp.path().join("data"));
+    let (csv, png, ck) = (
+        tmp.path().join("out/m.csv"),
+        tmp.path().join("out/p.png"),
+        tmp.path().join("out/c.safetensors"),
+    );
+    let mut args = SMALL.to_vec();
+    args.extend([
+        "--data-dir",
+        p(&data),
+        "--epochs",
+        "2",
+        "--metrics",
+        p(&csv),
+        "--plot",
+        p(&png),
+        "--save",
+        p(&ck),
+    ]);
+    ok(&args);
+    assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 3);
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let (tensors, meta) = checkpoint::load(&ck).unwrap();
+    assert_eq!(meta["model"], "resnet20-w4");
+    assert!(tensors.iter().any(|t| t.name == "layers.8.b2.running_mean"));
+    let out = ok(&[
+        "eval",
+        "--checkpoint",
+        p(&ck),
+        "--data-dir",
+        p(&data),
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.contains("test loss") && out.contains("airplane") && out.contains("truck"),
+        "{out}"
+    );
+}
+
+#[test]
+fn cifar100_trains_on_fine_labels_and_evaluates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cifar100_dir(&tmp.path().join("data"));
+    let ck = tmp.path().join("c100.safetensors");
+    let mut args = SMALL.to_vec();
+    args.extend([
+        "--dataset",
+        "cifar100",
+        "--data-dir",
+        p(&data),
+        "--epochs",
+        "1",
+        "--save",
+        p(&ck),
+    ]);
+    let out = ok(&args);
+    assert!(out.contains("cifar100"), "{out}");
+    let (tensors, _) = checkpoint::load(&ck).unwrap();
+    let fc = tensors.iter().find(|t| t.name == "fc.weight").unwrap();
+    assert_eq!(fc.shape, vec![100, 16]);
+    let out = ok(&[
+        "eval",
+        "--checkpoint",
+        p(&ck),
+        "--data-dir",
+        p(&data),
+        "--device",
+        "cpu",
+    ]);
+    assert!(out.contains("class_99"), "{out}");
+}
+
+#[test]
+fn user_errors_are_clear_and_never_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cifar10_dir(&tmp.path().join("data"));
+    let check = |args: &[&str], code: i32, needles: &[&str]| {
+        let out = train(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: expected `{n}` in: {err}");
+        }
+    };
+    let missing = tmp.path().join("nowhere");
+    check(
+        &[
+            "--data-dir",
+            p(&missing),
+            "--device",
+            "cpu",
+            "--epochs",
+            "1",
+        ],
+        1,
+        &["data_batch_1.bin", "cargo xtask fetch-cifar", "--data-dir"],
+    );
+    check(
+        &["--depth", "21", "--dry-run"],
+        1,
+        &["unsupported depth 21", "110", "152"],
+    );
+    check(
+        &["--data-dir", p(&data), "--batch-size", "0"],
+        1,
+        &["--batch-size"],
+    );
+    check(&["--shortcut", "diagonal"], 2, &["diagonal"]);
+
+    // A checkpoint of another model.
+    let ck = tmp.path().join("c.safetensors");
+    let mut args = SMALL.to_vec();
+    args.extend([
+        "--data-dir",
+        p(&data),
+        "--epochs",
+        "1",
+        "--save",
+        p(&ck),
+        "--limit-train",
+        "40",
+    ]);
+    ok(&args);
+    check(
+        &[
+            "--depth",
+            "32",
+            "--data-dir",
+            p(&data),
+            "--resume",
+            p(&ck),
+            "--device",
+            "cpu",
+        ],
+        1,
+        &["resnet20-w4", "resnet32", "c.safetensors"],
+    );
+    check(
+        &[
+            "--data-dir",
+            p(&data),
+            "--resume",
+            p(&tmp.path().join("none.st")),
+            "--device",
+            "cpu",
+        ],
+        1,
+        &["none.st"],
+    );
+
+    // A diverging run stops with a clear message and leaves the last good checkpoint intact.
+    let before = std::fs::read(&ck).unwrap();
+    let mut args = SMALL.to_vec();
+    args.extend([
+        "--data-dir",
+        p(&data),
+        "--epochs",
+        "3",
+        "--resume",
+        p(&ck),
+        "--save",
+        p(&ck),
+        "--lr",
+        "1e30",
+        "--limit-train",
+        "40",
+    ]);
+    check(&args, 1, &["diverged", "c.safetensors"]);
+    assert_eq!(
+        std::fs::read(&ck).unwrap(),
+        before,
+        "the last good checkpoint changed"
+    );
+}
+
+#[test]
+fn dry_run_prints_the_summary_and_parameter_count() {
+    let out = ok(&["--depth", "34", "--width", "16", "--dry-run"]);
+    assert!(out.trim_end().ends_with("parameters: 1323418"), "{out}");
+    assert!(out.contains("layers.15"));
+    let out = ok(&["--depth", "110", "--dry-run"]);
+    assert!(out.trim_end().ends_with("parameters: 1727962"), "{out}");
+}
