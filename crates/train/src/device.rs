@@ -1,8 +1,10 @@
-//! Which engine runs the step. The CUDA engine's kernels exist (crate `kernels`) but are not
-//! yet wired into training: `--device cuda` says so and exits with status 2, and `auto`
-//! uses the CPU with a one-line notice saying why.
+//! `--device`: which engine runs the step. `cuda` opens GPU 0 (and exits with status 2 and
+//! the reason when it cannot); `auto` takes the GPU when one is usable and otherwise the CPU,
+//! with a one-line notice either way. Opening the GPU probes for the driver first, so a
+//! machine without CUDA gets a message, never a panic.
 
 use crate::cli::DeviceArg;
+use tensor::Device;
 
 /// An error that should end the process with this exit status (2: a usage problem that the
 /// user can fix by changing flags or the machine).
@@ -20,43 +22,26 @@ impl std::fmt::Display for ExitWith {
 
 impl std::error::Error for ExitWith {}
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Engine {
-    Cpu,
-}
-
-impl std::fmt::Display for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Engine::Cpu => "cpu",
-        })
-    }
-}
-
-/// Resolve `--device`. Never panics: the CUDA probe reports a missing driver as an error.
-pub fn select(arg: DeviceArg) -> Result<Engine, ExitWith> {
-    let why_not_cuda = || match kernels::probe::driver() {
-        Ok(info) => format!(
-            "found {} CUDA device(s) (driver {}), but the CUDA training engine is not wired in yet",
-            info.device_count, info.version
-        ),
-        Err(e) => e.to_string(),
-    };
+/// Resolve `--device`.
+pub fn select(arg: DeviceArg) -> Result<Device, ExitWith> {
     match arg {
-        DeviceArg::Cpu => Ok(Engine::Cpu),
-        DeviceArg::Auto => {
-            // The probe's full message lists every library name it tried: keep the notice short.
-            let why = why_not_cuda();
-            let short = why.split(": none of").next().unwrap_or(&why);
-            eprintln!("note: using the CPU ({short}; --device cuda says more)");
-            Ok(Engine::Cpu)
-        }
-        DeviceArg::Cuda => Err(ExitWith {
+        DeviceArg::Cpu => Ok(Device::Cpu),
+        DeviceArg::Cuda => Device::cuda(0).map_err(|e| ExitWith {
             code: 2,
-            message: format!(
-                "--device cuda is not usable: {}; use --device cpu (or auto)",
-                why_not_cuda()
-            ),
+            message: format!("--device cuda is not usable: {e}; use --device cpu (or auto)"),
         }),
+        DeviceArg::Auto => match Device::cuda(0) {
+            Ok(dev) => {
+                eprintln!("note: using {dev} (--device cpu to use the CPU engine)");
+                Ok(dev)
+            }
+            Err(e) => {
+                // The probe's message lists every library name it tried: keep the notice short.
+                let why = e.to_string();
+                let short = why.split(": none of").next().unwrap_or(&why);
+                eprintln!("note: using the CPU ({short}; --device cuda says more)");
+                Ok(Device::Cpu)
+            }
+        },
     }
 }

@@ -14,14 +14,16 @@ pub struct EvalResult {
     pub per_class_total: Vec<usize>,
 }
 
-/// Evaluate `model` on every image of `split`, in order, without augmentation.
+/// Evaluate `model` on every image of `split`, in order, without augmentation, on the
+/// model's device.
 pub fn evaluate(
     model: &mut ResNet,
     split: &Split,
     norm: Normalization,
     batch_size: usize,
     progress: bool,
-) -> EvalResult {
+) -> anyhow::Result<EvalResult> {
+    let device = model.device();
     let classes = model.config.num_classes;
     let loader = Loader::new(split, batch_size, false, false, norm, 0);
     let bar = if progress {
@@ -38,12 +40,12 @@ pub fn evaluate(
     let (mut per_class_correct, mut per_class_total) = (vec![0; classes], vec![0; classes]);
     for batch in loader.epoch(0) {
         let n = batch.len();
-        let x = Tensor::from_vec(&[n, 3, 32, 32], batch.images);
+        let x = Tensor::from_vec(&[n, 3, 32, 32], batch.images).to_device(&device)?;
         let logits = model.forward(&x, Mode::Eval);
         let out = softmax_cross_entropy(&logits, &batch.labels);
         loss_sum += out.loss as f64 * n as f64;
         correct += out.correct;
-        for (row, &label) in logits.data().chunks(classes).zip(&batch.labels) {
+        for (row, &label) in logits.to_vec()?.chunks(classes).zip(&batch.labels) {
             // The same argmax as the loss (lowest index on ties).
             let pred = row
                 .iter()
@@ -56,12 +58,12 @@ pub fn evaluate(
     }
     bar.finish_and_clear();
     let n = split.len().max(1) as f64;
-    EvalResult {
+    Ok(EvalResult {
         loss: loss_sum / n,
         accuracy: correct as f64 / n,
         per_class_correct,
         per_class_total,
-    }
+    })
 }
 
 /// `train eval --checkpoint FILE`: test loss, accuracy and per-class accuracy.
@@ -89,10 +91,11 @@ pub fn run_eval(args: &crate::cli::EvalArgs) -> anyhow::Result<()> {
         meta.get("normalization")
             .context("checkpoint metadata lacks `normalization`")?,
     )?;
-    crate::device::select(args.data.device)?;
+    let device = crate::device::select(args.data.device)?;
     let mut model = ResNet::new(&config, 0);
     crate::state::load_model_tensors(&mut model, &tensors, false)
         .with_context(|| format!("loading {}", args.checkpoint.display()))?;
+    model.to_device(&device)?;
     let mut cifar = data::load(&args.data.data_dir, dataset)?;
     if let Some(n) = args.data.limit_test {
         cifar.test.truncate(n);
@@ -109,7 +112,7 @@ pub fn run_eval(args: &crate::cli::EvalArgs) -> anyhow::Result<()> {
         norm,
         args.batch_size,
         std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    );
+    )?;
     println!(
         "test loss {:.4}  accuracy {:.2}%",
         r.loss,

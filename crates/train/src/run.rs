@@ -98,7 +98,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         return Ok(());
     }
     check_args(args)?;
-    let engine = device::select(args.data.device)?;
+    let device = device::select(args.data.device)?;
     let dataset: data::Dataset = args.data.dataset.map_or(data::Dataset::Cifar10, Into::into);
     let mut cifar = data::load(&args.data.data_dir, dataset)?;
     if let Some(n) = args.limit_train {
@@ -149,6 +149,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             records.len()
         );
     }
+    model
+        .to_device(&device)
+        .context("moving the model to the GPU")?;
     let start_epoch = records.len();
     if start_epoch >= args.epochs {
         println!(
@@ -158,7 +161,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "training {} ({} parameters) on {dataset}: {} train / {} test images, {engine}, epochs {}..{} of {steps_per_epoch} steps, batch {}",
+        "training {} ({} parameters) on {dataset}: {} train / {} test images, {device}, epochs {}..{} of {steps_per_epoch} steps, batch {}",
         config.name(),
         model.num_params(),
         cifar.train.len(),
@@ -187,7 +190,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         for (i, batch) in loader.epoch(epoch).enumerate() {
             lr = schedule.lr(epoch * steps_per_epoch + i);
             let n = batch.len();
-            let x = Tensor::from_vec(&[n, 3, 32, 32], batch.images);
+            let x = Tensor::from_vec(&[n, 3, 32, 32], batch.images).to_device(&device)?;
             let r = train_step(&mut model, &sgd, &x, &batch.labels, lr);
             if !r.loss.is_finite() {
                 bar.abandon();
@@ -210,7 +213,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         }
         bar.finish_and_clear();
         let train_secs = started.elapsed().as_secs_f64();
-        let test = evaluate(&mut model, &cifar.test, norm, args.batch_size, interactive);
+        let test = evaluate(&mut model, &cifar.test, norm, args.batch_size, interactive)?;
         let record = EpochRecord {
             epoch: epoch + 1,
             lr: lr as f64,
@@ -278,7 +281,7 @@ fn save(
     meta.insert("rng".into(), "none to save: epoch e draws order, crops and flips from ChaCha8 streams seeded by (seed, e)".into());
     meta.insert("args".into(), format!("{args:?}"));
     meta.insert("build".into(), resnet_cifar::BUILD_INFO.into());
-    let tensors: Vec<NamedTensor> = state::model_tensors(model, true);
+    let tensors: Vec<NamedTensor> = state::model_tensors(model, true)?;
     checkpoint::save(path, &tensors, &meta)
 }
 

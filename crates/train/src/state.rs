@@ -5,27 +5,29 @@
 //! checkpoint that does not match the requested model is an error that says how.
 
 use crate::checkpoint::NamedTensor;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use model::{BlockKind, ResNet, ResNetConfig, ShortcutKind};
 use std::collections::BTreeMap;
 use tensor::Tensor;
 
 const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
 
-/// Every parameter, BN buffer and (optionally) momentum buffer of `model`.
-pub fn model_tensors(model: &mut ResNet, with_optimizer: bool) -> Vec<NamedTensor> {
-    let t =
-        |name: String, v: &Tensor| NamedTensor::f32(name, v.shape().to_vec(), v.data().to_vec());
+/// Every parameter, BN buffer and (optionally) momentum buffer of `model` (copied to the host
+/// if the model lives on the GPU).
+pub fn model_tensors(model: &mut ResNet, with_optimizer: bool) -> Result<Vec<NamedTensor>> {
+    let t = |name: String, v: &Tensor| -> Result<NamedTensor> {
+        Ok(NamedTensor::f32(name, v.shape().to_vec(), v.to_vec()?))
+    };
     let mut out = Vec::new();
     for p in model.params_mut() {
-        out.push(t(p.name.clone(), &p.value));
+        out.push(t(p.name.clone(), &p.value)?);
         if with_optimizer {
-            out.push(t(format!("{MOMENTUM_PREFIX}{}", p.name), &p.momentum));
+            out.push(t(format!("{MOMENTUM_PREFIX}{}", p.name), &p.momentum)?);
         }
     }
     for bn in model.bns_mut() {
         for (name, v) in bn.buffers() {
-            out.push(t(name, v));
+            out.push(t(name, v)?);
         }
         out.push(NamedTensor::i64(
             format!("{}.num_batches_tracked", bn.name),
@@ -33,16 +35,21 @@ pub fn model_tensors(model: &mut ResNet, with_optimizer: bool) -> Vec<NamedTenso
             vec![bn.num_batches_tracked],
         ));
     }
-    out
+    Ok(out)
 }
 
-/// Copy checkpoint tensors into `model`. Every model tensor must be present with its exact
-/// shape; momentum buffers are loaded when `with_optimizer`.
+/// Copy checkpoint tensors into `model`, which must be on the CPU (load, then move it). Every
+/// model tensor must be present with its exact shape; momentum buffers are loaded when
+/// `with_optimizer`.
 pub fn load_model_tensors(
     model: &mut ResNet,
     tensors: &[NamedTensor],
     with_optimizer: bool,
 ) -> Result<()> {
+    ensure!(
+        model.device().is_cpu(),
+        "load a checkpoint into a CPU model, then move it to the GPU"
+    );
     let by_name: BTreeMap<&str, &NamedTensor> =
         tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     let fetch = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
@@ -180,14 +187,14 @@ mod tests {
         }
         a.bns_mut()[3].running_mean.fill(0.5);
         a.bns_mut()[3].num_batches_tracked = 7;
-        let tensors = model_tensors(&mut a, true);
+        let tensors = model_tensors(&mut a, true).unwrap();
         assert!(tensors.iter().any(|t| t.name == "layers.0.b1.running_var"));
         assert!(tensors
             .iter()
             .any(|t| t.name == "optimizer.momentum.fc.weight"));
         let mut b = ResNet::new(&config, 2);
         load_model_tensors(&mut b, &tensors, true).unwrap();
-        assert_eq!(model_tensors(&mut b, true), tensors);
+        assert_eq!(model_tensors(&mut b, true).unwrap(), tensors);
         assert_eq!(
             config_from_metadata(&config_metadata(&config)).unwrap(),
             config
@@ -198,7 +205,7 @@ mod tests {
     fn mismatched_model_is_a_clear_error() {
         let c20 = ResNetConfig::from_depth(20, None, None, 10).unwrap();
         let c32 = ResNetConfig::from_depth(32, None, None, 10).unwrap();
-        let tensors = model_tensors(&mut ResNet::new(&c20, 0), false);
+        let tensors = model_tensors(&mut ResNet::new(&c20, 0), false).unwrap();
         let err = load_model_tensors(&mut ResNet::new(&c32, 0), &tensors, false)
             .unwrap_err()
             .to_string();
