@@ -18,7 +18,11 @@ fn split(n: usize) -> Split {
     };
     let images = (0..n * 3072).map(|_| next() as u8).collect();
     let labels = (0..n).map(|_| (next() % 10) as u8).collect();
-    Split { images, labels, coarse_labels: None }
+    Split {
+        images,
+        labels,
+        coarse_labels: None,
+    }
 }
 
 fn run(seed: u64, data: &Split) -> (Vec<f32>, Vec<Vec<f32>>) {
@@ -26,7 +30,12 @@ fn run(seed: u64, data: &Split) -> (Vec<f32>, Vec<Vec<f32>>) {
     let mut model = ResNet::new(&config, seed);
     let norm = Normalization::from_split(data);
     let loader = Loader::new(data, 16, true, true, norm, seed);
-    let sgd = Sgd { momentum: 0.9, weight_decay: 1e-4, nesterov: false, decay_weights_only: false };
+    let sgd = Sgd {
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+        decay_weights_only: false,
+    };
     let mut losses = Vec::new();
     for epoch in 0..2 {
         for batch in loader.epoch(epoch) {
@@ -34,7 +43,11 @@ fn run(seed: u64, data: &Split) -> (Vec<f32>, Vec<Vec<f32>>) {
             losses.push(train_step(&mut model, &sgd, &x, &batch.labels, 0.1).loss);
         }
     }
-    let weights = model.params_mut().iter().map(|p| p.value.data().to_vec()).collect();
+    let weights = model
+        .params_mut()
+        .iter()
+        .map(|p| p.value.data().to_vec())
+        .collect();
     (losses, weights)
 }
 

@@ -380,9 +380,15 @@ fn device_cuda_is_a_clean_exit_2_without_a_gpu_and_trains_with_one() {
     match tensor::Device::cuda(0) {
         Err(_) => {
             assert_eq!(out.status.code(), Some(2), "{err}");
-            assert!(err.contains("--device cuda is not usable") && err.contains("--device cpu"), "{err}");
+            assert!(
+                err.contains("--device cuda is not usable") && err.contains("--device cpu"),
+                "{err}"
+            );
         }
-        Ok(_) => assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("cuda:0"), "{err}"),
+        Ok(_) => assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("cuda:0"),
+            "{err}"
+        ),
     }
 }
 
@@ -396,11 +402,47 @@ fn trains_and_evaluates_on_the_gpu() {
     let ck = tmp.path().join("gpu.safetensors");
     let mut args = SMALL.to_vec();
     args.retain(|a| *a != "--device" && *a != "cpu");
-    args.extend(["--data-dir", p(&data), "--epochs", "2", "--device", "cuda", "--save", p(&ck)]);
+    args.extend([
+        "--data-dir",
+        p(&data),
+        "--epochs",
+        "2",
+        "--device",
+        "cuda",
+        "--save",
+        p(&ck),
+    ]);
     let out = ok(&args);
-    assert!(out.contains("cuda:0") && out.contains("epoch   2/2"), "{out}");
-    let accuracy = |out: &str| out.lines().find(|l| l.starts_with("test loss")).unwrap().to_string();
-    let gpu = ok(&["eval", "--checkpoint", p(&ck), "--data-dir", p(&data), "--device", "cuda"]);
-    let cpu = ok(&["eval", "--checkpoint", p(&ck), "--data-dir", p(&data), "--device", "cpu"]);
-    assert_eq!(accuracy(&gpu).split("accuracy").nth(1), accuracy(&cpu).split("accuracy").nth(1));
+    assert!(
+        out.contains("cuda:0") && out.contains("epoch   2/2"),
+        "{out}"
+    );
+    let accuracy = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("test loss"))
+            .unwrap()
+            .to_string()
+    };
+    let gpu = ok(&[
+        "eval",
+        "--checkpoint",
+        p(&ck),
+        "--data-dir",
+        p(&data),
+        "--device",
+        "cuda",
+    ]);
+    let cpu = ok(&[
+        "eval",
+        "--checkpoint",
+        p(&ck),
+        "--data-dir",
+        p(&data),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(
+        accuracy(&gpu).split("accuracy").nth(1),
+        accuracy(&cpu).split("accuracy").nth(1)
+    );
 }
