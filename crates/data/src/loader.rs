@@ -86,36 +86,51 @@ impl<'a> Loader<'a> {
 
     /// The batches of `epoch`, built lazily one at a time; the last may be smaller.
     pub fn epoch(&self, epoch: usize) -> impl Iterator<Item = Batch> + '_ {
+        self.plan(epoch).map(move |plan| self.make_batch(&plan))
+    }
+
+    /// What each batch of `epoch` holds: every sample's index in the split and its crop/flip.
+    /// Both engines build their batches from this plan: the CPU in [`Loader::epoch`], the GPU
+    /// with its augment kernel on the resident uint8 images, so both see the same pixels.
+    pub fn plan(&self, epoch: usize) -> impl Iterator<Item = Vec<(usize, SampleAug)>> + '_ {
         let order = epoch_order(self.split.len(), self.shuffle, self.seed, epoch);
         let bs = self.batch_size;
         (0..self.batches_per_epoch()).map(move |b| {
             let start = b * bs;
             let end = (start + bs).min(order.len());
-            self.make_batch(epoch, start, &order[start..end])
+            (start..end)
+                .map(|pos| {
+                    let aug = if self.augment {
+                        sample_aug(self.seed, epoch, pos)
+                    } else {
+                        SampleAug::IDENTITY
+                    };
+                    (order[pos], aug)
+                })
+                .collect()
         })
     }
 
-    fn make_batch(&self, epoch: usize, start: usize, indices: &[usize]) -> Batch {
-        let mut images = vec![0f32; indices.len() * SAMPLE_LEN];
+    /// The normalisation applied to every sample.
+    pub fn normalization(&self) -> Normalization {
+        self.norm
+    }
+
+    fn make_batch(&self, plan: &[(usize, SampleAug)]) -> Batch {
+        let mut images = vec![0f32; plan.len() * SAMPLE_LEN];
         images
             .par_chunks_mut(SAMPLE_LEN)
-            .zip(indices.par_iter())
-            .enumerate()
-            .for_each(|(j, (out, &idx))| {
-                let aug = if self.augment {
-                    sample_aug(self.seed, epoch, start + j)
-                } else {
-                    SampleAug::IDENTITY
-                };
-                write_sample(self.split.image(idx), aug, &self.norm, out);
+            .zip(plan.par_iter())
+            .for_each(|(out, &(idx, aug))| {
+                write_sample(self.split.image(idx), aug, &self.norm, out)
             });
         Batch {
             images,
-            labels: indices
+            labels: plan
                 .iter()
-                .map(|&i| self.split.labels[i] as usize)
+                .map(|&(i, _)| self.split.labels[i] as usize)
                 .collect(),
-            indices: indices.to_vec(),
+            indices: plan.iter().map(|&(i, _)| i).collect(),
         }
     }
 }
