@@ -122,6 +122,25 @@ impl Tensor {
         }
     }
 
+    /// Adopt a device buffer filled by a kernel outside this crate (the GPU batch maker).
+    /// Panics if the buffer does not hold exactly `shape`'s elements (a programming error).
+    pub fn from_cuda(shape: &[usize], gpu: &Arc<Gpu>, buf: CudaSlice<f32>) -> Self {
+        let n: usize = shape.iter().product();
+        assert_eq!(
+            n,
+            buf.len(),
+            "shape {shape:?} needs {n} values, the buffer has {}",
+            buf.len()
+        );
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::Cuda {
+                gpu: Arc::clone(gpu),
+                buf,
+            },
+        }
+    }
+
     /// Zeros on `gpu`, for op outputs: panics (naming `op`) when the allocation fails.
     #[track_caller]
     pub(crate) fn cuda_zeros(op: &str, gpu: &Arc<Gpu>, shape: &[usize]) -> Tensor {

@@ -2,6 +2,7 @@
 //! (checkpoints, metrics, plots) lives here so it can be unit-tested without running training.
 
 pub mod atomic;
+pub mod batches;
 pub mod checkpoint;
 pub mod cli;
 pub mod device;

@@ -5,6 +5,7 @@
 //! from the checkpoint, and every random choice of epoch `e` (order, crops, flips) is drawn
 //! from streams seeded by `(seed, e)`, so there is no generator state to carry over.
 
+use crate::batches::TrainBatches;
 use crate::checkpoint::{self, NamedTensor};
 use crate::cli::{ScheduleArg, ShortcutArg, TrainArgs};
 use crate::device;
@@ -22,7 +23,6 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
-use tensor::Tensor;
 
 /// Checkpoint format tag (metadata `format`).
 pub const FORMAT: &str = "resnet-cifar-checkpoint/1";
@@ -116,7 +116,8 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         norm,
         args.seed,
     );
-    let steps_per_epoch = loader.batches_per_epoch();
+    let batches = TrainBatches::new(loader, &cifar.train, &device)?;
+    let steps_per_epoch = batches.batches_per_epoch();
     let schedule = LrSchedule {
         base_lr: args.lr,
         schedule: match args.schedule {
@@ -187,11 +188,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         bar.set_prefix(format!("{}/{}", epoch + 1, args.epochs));
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut lr = schedule.lr(epoch * steps_per_epoch);
-        for (i, batch) in loader.epoch(epoch).enumerate() {
+        for (i, batch) in batches.epoch(epoch).enumerate() {
+            let (x, labels) = batch?;
             lr = schedule.lr(epoch * steps_per_epoch + i);
-            let n = batch.len();
-            let x = Tensor::from_vec(&[n, 3, 32, 32], batch.images).to_device(&device)?;
-            let r = train_step(&mut model, &sgd, &x, &batch.labels, lr);
+            let n = labels.len();
+            let r = train_step(&mut model, &sgd, &x, &labels, lr);
             if !r.loss.is_finite() {
                 bar.abandon();
                 let kept = args.save.as_ref().map_or(String::new(), |p| {

@@ -51,8 +51,27 @@ fn cifar100_dir(root: &Path) -> PathBuf {
     root.to_path_buf()
 }
 
+/// The `train` binary: `$TRAIN_BIN`, else cargo's build of it, else `../bin/train` beside this
+/// test executable (the layout `gpu-bundle.sh` stages on the GPU machine, where the path cargo
+/// baked in does not exist).
+fn train_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TRAIN_BIN") {
+        return PathBuf::from(p);
+    }
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_train"));
+    if built.exists() {
+        return built;
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("bin/train"))
+        .filter(|p| p.exists())
+        .unwrap_or(built)
+}
+
 fn train(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_train"))
+    let out = Command::new(train_bin())
         .args(args)
         .env_remove("CIFAR_DIR")
         .output()
