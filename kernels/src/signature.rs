@@ -144,7 +144,7 @@ pub fn all_kernels() -> Result<Vec<(&'static str, KernelSignature)>, String> {
     Ok(all)
 }
 
-/// Maps a `launch!` tag (see `launch.rs`) to the parameter kind it must meet.
+/// Maps a `launch!` tag (see `launch/mod.rs`) to the parameter kind it must meet.
 pub fn tag_param(tag: &str) -> Option<Param> {
     Some(match tag {
         "f32_in" => Param::In(Elem::F32),
@@ -159,7 +159,7 @@ pub fn tag_param(tag: &str) -> Option<Param> {
     })
 }
 
-/// Parses the `launch!(gpu, "name", cfg, [tag arg, ...])` invocations from launch.rs's text:
+/// Parses the `launch!(gpu, "name", cfg, [tag arg, ...])` invocations from a launcher file's text:
 /// `(kernel name, tags)`.
 pub fn parse_launches(launch_rs: &str) -> Result<Vec<(String, Vec<String>)>, String> {
     let src = strip_comments(launch_rs);
@@ -245,12 +245,41 @@ mod tests {
         assert_eq!(modules, listed_modules);
     }
 
+    /// The launcher sources, one file per op family (plus `mod.rs`, which holds the macro).
+    const LAUNCH_FILES: &[(&str, &str)] = &[
+        ("mod.rs", include_str!("launch/mod.rs")),
+        ("conv.rs", include_str!("launch/conv.rs")),
+        ("batchnorm.rs", include_str!("launch/batchnorm.rs")),
+        ("elementwise.rs", include_str!("launch/elementwise.rs")),
+        ("shortcut.rs", include_str!("launch/shortcut.rs")),
+        ("pool_fc.rs", include_str!("launch/pool_fc.rs")),
+        ("loss.rs", include_str!("launch/loss.rs")),
+        ("sgd.rs", include_str!("launch/sgd.rs")),
+        ("augment.rs", include_str!("launch/augment.rs")),
+    ];
+
+    /// Every file in `src/launch/` is in [`LAUNCH_FILES`], so no launcher escapes the check below.
+    #[test]
+    fn launch_file_list_is_complete() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/launch");
+        let on_disk: BTreeSet<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|f| f.ends_with(".rs"))
+            .collect();
+        let listed: BTreeSet<String> = LAUNCH_FILES.iter().map(|(f, _)| f.to_string()).collect();
+        assert_eq!(on_disk, listed);
+    }
+
     /// Each launcher's `launch!` tag list equals the kernel's C parameter list, and every kernel
     /// has at least one launcher.
     #[test]
     fn launchers_match_kernel_signatures() {
         let sigs = all_kernels().unwrap();
-        let launches = parse_launches(include_str!("launch.rs")).unwrap();
+        let mut launches = Vec::new();
+        for (file, text) in LAUNCH_FILES {
+            launches.extend(parse_launches(text).unwrap_or_else(|e| panic!("{file}: {e}")));
+        }
         assert!(
             launches.len() >= sigs.len(),
             "found only {} launch! calls",

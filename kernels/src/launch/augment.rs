@@ -1,0 +1,66 @@
+//! Data-augmentation launcher (`augment.cu`).
+
+use cudarc::driver::{CudaView, CudaViewMut, PushKernelArg};
+
+use super::{
+    check_len, check_positive, f32_out, f32_val, grid_1d, i32_in, i32_out, i32_val, to_i32, u8_in,
+};
+use crate::error::{KernelError, Result};
+use crate::Gpu;
+
+/// Per-channel normalisation constants.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalize {
+    /// Mean per channel (of pixel/255).
+    pub mean: [f32; 3],
+    /// Standard deviation per channel.
+    pub std: [f32; 3],
+}
+
+/// Builds an augmented, normalised batch on the device. `images`: u8 [Ndata, 3, h, w];
+/// `labels`: u8 [Ndata]; `params`: i32 [batch, 4] = (index, ox, oy, flip) per sample — the host
+/// must keep index < Ndata (not checked on the device). Writes `out` f32 [batch, 3, h, w] and
+/// `out_labels` i32 [batch]. CPU twin: the data crate's batch builder (crop + flip + normalise).
+#[allow(clippy::too_many_arguments)]
+pub fn augment_batch(
+    gpu: &Gpu,
+    images: &CudaView<'_, u8>,
+    labels: &CudaView<'_, u8>,
+    params: &CudaView<'_, i32>,
+    out: &mut CudaViewMut<'_, f32>,
+    out_labels: &mut CudaViewMut<'_, i32>,
+    (batch, h, w): (usize, usize, usize),
+    norm: &Normalize,
+) -> Result<()> {
+    const K: &str = "augment_batch";
+    check_positive(K, &[("batch", batch), ("h", h), ("w", w)])?;
+    let img = 3 * h * w;
+    if images.len() % img != 0 || images.is_empty() {
+        return Err(KernelError::invalid(
+            K,
+            format!(
+                "images has {} bytes, not a positive multiple of 3*{h}*{w}",
+                images.len()
+            ),
+        ));
+    }
+    check_len(K, "labels", labels.len(), images.len() / img)?;
+    check_len(K, "params", params.len(), 4 * batch)?;
+    check_len(K, "out", out.len(), batch * img)?;
+    check_len(K, "out_labels", out_labels.len(), batch)?;
+    let total = batch * img;
+    to_i32(K, "batch*3*h*w", total)?;
+    let (b, hh, ww) = (
+        to_i32(K, "batch", batch)?,
+        to_i32(K, "h", h)?,
+        to_i32(K, "w", w)?,
+    );
+    if norm.std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
+        return Err(KernelError::invalid(K, "std must be finite and non-zero"));
+    }
+    let [m0, m1, m2] = norm.mean;
+    let [s0, s1, s2] = norm.std;
+    launch!(gpu, "augment_batch", grid_1d(total),
+        [u8_in images, u8_in labels, i32_in params, f32_out out, i32_out out_labels, i32 b,
+         i32 hh, i32 ww, f32 m0, f32 m1, f32 m2, f32 s0, f32 s1, f32 s2])
+}

@@ -1,0 +1,367 @@
+//! Convolution launchers (`conv.cu`): implicit-GEMM forward, backward-data and split-K
+//! backward-weight.
+
+use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+
+use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_i32};
+use crate::error::{KernelError, Result};
+use crate::Gpu;
+
+/// Tile sizes of the implicit-GEMM convolution (must equal conv.cu's TILE_M/TILE_N/TILE_K).
+pub const CONV_TILE_M: usize = 64;
+/// See [`CONV_TILE_M`].
+pub const CONV_TILE_N: usize = 64;
+/// See [`CONV_TILE_M`].
+pub const CONV_TILE_K: usize = 16;
+/// Threads per conv block (conv.cu's THREADS).
+pub const CONV_THREADS: u32 = 256;
+
+/// Shape of a bias-free 2-D convolution, NCHW, square kernel `k` in {1, 3}, padding (k-1)/2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Kernel size (1 or 3).
+    pub k: usize,
+    /// Stride (1 or 2).
+    pub stride: usize,
+}
+
+impl ConvShape {
+    /// Zero padding on each side: (k - 1) / 2.
+    pub fn pad(&self) -> usize {
+        (self.k - 1) / 2
+    }
+    /// Output height: (H + 2p - k) / s + 1.
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.pad() - self.k) / self.stride + 1
+    }
+    /// Output width.
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pad() - self.k) / self.stride + 1
+    }
+    /// Elements of x: N*C*H*W.
+    pub fn x_len(&self) -> usize {
+        self.n * self.c_in * self.h * self.w
+    }
+    /// Elements of w: Cout*Cin*k*k.
+    pub fn w_len(&self) -> usize {
+        self.c_out * self.c_in * self.k * self.k
+    }
+    /// Elements of y: N*Cout*OH*OW.
+    pub fn y_len(&self) -> usize {
+        self.n * self.c_out * self.oh() * self.ow()
+    }
+
+    /// Checks k, stride and sizes are supported and every count fits the kernels' `int`s.
+    pub fn validate(&self, kernel: &'static str) -> Result<()> {
+        if !(self.k == 1 || self.k == 3) {
+            return Err(KernelError::invalid(
+                kernel,
+                format!("k = {} (need 1 or 3)", self.k),
+            ));
+        }
+        if !(self.stride == 1 || self.stride == 2) {
+            return Err(KernelError::invalid(
+                kernel,
+                format!("stride = {}", self.stride),
+            ));
+        }
+        check_positive(
+            kernel,
+            &[
+                ("n", self.n),
+                ("c_in", self.c_in),
+                ("h", self.h),
+                ("w", self.w),
+                ("c_out", self.c_out),
+            ],
+        )?;
+        to_i32(kernel, "x length", self.x_len())?;
+        to_i32(kernel, "y length", self.y_len())?;
+        to_i32(kernel, "w length", self.w_len())?;
+        Ok(())
+    }
+
+    /// Split-K plan for the weight gradient: `(splits, k_chunk)`. The reduction axis
+    /// K = N*OH*OW is cut into `splits` chunks of `k_chunk` (a multiple of 16) so that the
+    /// grid has at least ~512 blocks even when the weight tensor is a single 64x64 tile.
+    pub fn weight_grad_plan(&self) -> (usize, usize) {
+        const TARGET_BLOCKS: usize = 512;
+        const MIN_CHUNK: usize = 256; // keep each split's GEMM long enough to be worth a block
+        let k_total = self.n * self.oh() * self.ow();
+        let tiles =
+            self.c_out.div_ceil(CONV_TILE_M) * (self.c_in * self.k * self.k).div_ceil(CONV_TILE_N);
+        let want = TARGET_BLOCKS.div_ceil(tiles).max(1);
+        let chunk = k_total.div_ceil(want).max(MIN_CHUNK);
+        let chunk = chunk.div_ceil(CONV_TILE_K) * CONV_TILE_K;
+        let splits = k_total.div_ceil(chunk).max(1);
+        (splits, chunk)
+    }
+
+    /// Workspace elements [`conv2d_backward_weight`] needs: splits * w_len.
+    pub fn weight_grad_workspace_len(&self) -> usize {
+        self.weight_grad_plan().0 * self.w_len()
+    }
+}
+
+struct ConvArgs {
+    n: i32,
+    c: i32,
+    h: i32,
+    w: i32,
+    co: i32,
+    oh: i32,
+    ow: i32,
+    ks: i32,
+    s: i32,
+    p: i32,
+}
+
+impl ConvArgs {
+    fn new(kernel: &'static str, s: &ConvShape) -> Result<Self> {
+        s.validate(kernel)?;
+        Ok(ConvArgs {
+            n: to_i32(kernel, "n", s.n)?,
+            c: to_i32(kernel, "c_in", s.c_in)?,
+            h: to_i32(kernel, "h", s.h)?,
+            w: to_i32(kernel, "w", s.w)?,
+            co: to_i32(kernel, "c_out", s.c_out)?,
+            oh: to_i32(kernel, "oh", s.oh())?,
+            ow: to_i32(kernel, "ow", s.ow())?,
+            ks: to_i32(kernel, "k", s.k)?,
+            s: to_i32(kernel, "stride", s.stride)?,
+            p: to_i32(kernel, "pad", s.pad())?,
+        })
+    }
+}
+
+fn gemm_grid(m: usize, ncols: usize, z: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (
+            ncols.div_ceil(CONV_TILE_N) as u32,
+            m.div_ceil(CONV_TILE_M) as u32,
+            z as u32,
+        ),
+        block_dim: (CONV_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Launch configuration of `conv2d_forward` (pure; exposed for tests).
+pub fn conv2d_forward_config(s: &ConvShape) -> LaunchConfig {
+    gemm_grid(s.c_out, s.n * s.oh() * s.ow(), 1)
+}
+
+/// Launch configuration of `conv2d_backward_data` (pure; exposed for tests).
+pub fn conv2d_backward_data_config(s: &ConvShape) -> LaunchConfig {
+    gemm_grid(s.c_in, s.n * s.h * s.w, 1)
+}
+
+/// Launch configuration of `conv2d_backward_weight_partial` (pure; exposed for tests).
+pub fn conv2d_backward_weight_config(s: &ConvShape) -> LaunchConfig {
+    gemm_grid(s.c_out, s.c_in * s.k * s.k, s.weight_grad_plan().0)
+}
+
+/// y = conv2d(x, w) + beta * y. CPU twin: tensor's conv2d forward.
+pub fn conv2d_forward(
+    gpu: &Gpu,
+    shape: &ConvShape,
+    x: &CudaView<'_, f32>,
+    w: &CudaView<'_, f32>,
+    y: &mut CudaViewMut<'_, f32>,
+    beta: f32,
+) -> Result<()> {
+    const K: &str = "conv2d_forward";
+    let a = ConvArgs::new(K, shape)?;
+    check_len(K, "x", x.len(), shape.x_len())?;
+    check_len(K, "w", w.len(), shape.w_len())?;
+    check_len(K, "y", y.len(), shape.y_len())?;
+    let ConvArgs {
+        n,
+        c,
+        h,
+        w: wd,
+        co,
+        oh,
+        ow,
+        ks,
+        s,
+        p,
+    } = a;
+    launch!(gpu, "conv2d_forward", conv2d_forward_config(shape),
+        [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
+         i32 ks, i32 s, i32 p, f32 beta])
+}
+
+/// dx = conv2d_backward_data(dy, w) + beta * dx. CPU twin: tensor's conv2d backward (input grad).
+pub fn conv2d_backward_data(
+    gpu: &Gpu,
+    shape: &ConvShape,
+    dy: &CudaView<'_, f32>,
+    w: &CudaView<'_, f32>,
+    dx: &mut CudaViewMut<'_, f32>,
+    beta: f32,
+) -> Result<()> {
+    const K: &str = "conv2d_backward_data";
+    let a = ConvArgs::new(K, shape)?;
+    check_len(K, "dy", dy.len(), shape.y_len())?;
+    check_len(K, "w", w.len(), shape.w_len())?;
+    check_len(K, "dx", dx.len(), shape.x_len())?;
+    let ConvArgs {
+        n,
+        c,
+        h,
+        w: wd,
+        co,
+        oh,
+        ow,
+        ks,
+        s,
+        p,
+    } = a;
+    launch!(gpu, "conv2d_backward_data", conv2d_backward_data_config(shape),
+        [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
+         i32 ks, i32 s, i32 p, f32 beta])
+}
+
+/// dw = beta * dw + sum_{n,oy,ox} dy * x (deterministic split-K: partials into `workspace`,
+/// then a fixed-order reduction). `workspace` needs
+/// [`ConvShape::weight_grad_workspace_len`] elements. CPU twin: tensor's conv2d backward
+/// (weight grad).
+pub fn conv2d_backward_weight(
+    gpu: &Gpu,
+    shape: &ConvShape,
+    dy: &CudaView<'_, f32>,
+    x: &CudaView<'_, f32>,
+    dw: &mut CudaViewMut<'_, f32>,
+    workspace: &mut CudaViewMut<'_, f32>,
+    beta: f32,
+) -> Result<()> {
+    const K: &str = "conv2d_backward_weight_partial";
+    let a = ConvArgs::new(K, shape)?;
+    check_len(K, "dy", dy.len(), shape.y_len())?;
+    check_len(K, "x", x.len(), shape.x_len())?;
+    check_len(K, "dw", dw.len(), shape.w_len())?;
+    let (splits, chunk) = shape.weight_grad_plan();
+    let need = splits * shape.w_len();
+    if workspace.len() < need {
+        return Err(KernelError::invalid(
+            K,
+            format!("workspace has {} elements, needs {need}", workspace.len()),
+        ));
+    }
+    let k_chunk = to_i32(K, "k_chunk", chunk)?;
+    let n_splits = to_i32(K, "splits", splits)?;
+    let wlen = to_i32(K, "w length", shape.w_len())?;
+    to_i32(K, "workspace", need)?;
+    let ConvArgs {
+        n,
+        c,
+        h,
+        w: wd,
+        co,
+        oh,
+        ow,
+        ks,
+        s,
+        p,
+    } = a;
+    {
+        let ws = workspace;
+        launch!(gpu, "conv2d_backward_weight_partial", conv2d_backward_weight_config(shape),
+            [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+             i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?;
+        let part = ws.as_view();
+        let part = &part;
+        launch!(gpu, "conv2d_backward_weight_reduce", grid_1d(shape.w_len()),
+            [f32_in part, f32_out dw, i32 wlen, i32 n_splits, f32 beta])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(n: usize, c_in: usize, hw: usize, c_out: usize, k: usize, stride: usize) -> ConvShape {
+        ConvShape {
+            n,
+            c_in,
+            h: hw,
+            w: hw,
+            c_out,
+            k,
+            stride,
+        }
+    }
+
+    #[test]
+    fn conv_output_sizes_match_pytorch() {
+        assert_eq!(
+            (conv(2, 3, 32, 16, 3, 1).oh(), conv(2, 3, 32, 16, 3, 1).ow()),
+            (32, 32)
+        );
+        assert_eq!(conv(2, 16, 32, 32, 3, 2).oh(), 16);
+        assert_eq!(conv(2, 16, 7, 32, 3, 2).oh(), 4); // (7 + 2 - 3)/2 + 1
+        assert_eq!(conv(2, 16, 32, 32, 1, 2).oh(), 16); // (32 - 1)/2 + 1
+        assert_eq!(conv(2, 16, 7, 32, 1, 2).oh(), 4);
+        let s = conv(4, 16, 8, 32, 3, 2);
+        assert_eq!(s.x_len(), 4 * 16 * 8 * 8);
+        assert_eq!(s.w_len(), 32 * 16 * 9);
+        assert_eq!(s.y_len(), 4 * 32 * 4 * 4);
+    }
+
+    #[test]
+    fn conv_shape_validation() {
+        assert!(conv(1, 1, 4, 1, 5, 1).validate("t").is_err());
+        assert!(conv(1, 1, 4, 1, 3, 3).validate("t").is_err());
+        assert!(conv(0, 1, 4, 1, 3, 1).validate("t").is_err());
+        assert!(conv(1 << 16, 64, 64, 64, 3, 1).validate("t").is_err()); // > i32
+        conv(128, 64, 8, 64, 3, 1).validate("t").unwrap();
+    }
+
+    #[test]
+    fn conv_grids_cover_the_gemms() {
+        let s = conv(128, 16, 32, 32, 3, 2); // CIFAR stage transition
+        let f = conv2d_forward_config(&s);
+        assert_eq!(f.grid_dim, ((128 * 16 * 16usize).div_ceil(64) as u32, 1, 1));
+        assert_eq!(f.block_dim, (CONV_THREADS, 1, 1));
+        let d = conv2d_backward_data_config(&s);
+        assert_eq!(d.grid_dim, ((128 * 32 * 32usize).div_ceil(64) as u32, 1, 1));
+        let w = conv2d_backward_weight_config(&s);
+        assert_eq!(
+            (w.grid_dim.0, w.grid_dim.1),
+            ((16 * 9usize).div_ceil(64) as u32, 1)
+        );
+        assert_eq!(w.grid_dim.2 as usize, s.weight_grad_plan().0);
+    }
+
+    #[test]
+    fn weight_grad_split_covers_k_exactly_once() {
+        for s in [
+            conv(128, 3, 32, 16, 3, 1),
+            conv(128, 16, 32, 16, 3, 1),
+            conv(128, 64, 8, 64, 3, 1),
+            conv(1, 1, 1, 1, 1, 1),
+            conv(3, 5, 7, 9, 3, 2),
+            conv(128, 32, 16, 64, 1, 2),
+        ] {
+            let (splits, chunk) = s.weight_grad_plan();
+            let k = s.n * s.oh() * s.ow();
+            assert!(splits >= 1 && chunk % CONV_TILE_K == 0, "{s:?}");
+            assert!(splits * chunk >= k, "{s:?}: splits do not cover K");
+            assert!((splits - 1) * chunk < k, "{s:?}: a split would be empty");
+            assert_eq!(s.weight_grad_workspace_len(), splits * s.w_len());
+            // The kernel computes split offsets in int.
+            assert!(splits * chunk < i32::MAX as usize);
+        }
+    }
+}

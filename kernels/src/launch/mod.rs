@@ -1,0 +1,155 @@
+//! Typed launchers: one function per kernel family, validating every buffer length against the
+//! shape before anything is queued (an out-of-bounds GPU write is silent corruption, so a wrong
+//! length is an `Err` here, never a launch).
+//!
+//! **Compiled, not yet proven on a GPU.** Grid/block sizing and argument lists follow the comments
+//! in `kernels/cuda/*.cu`; the argument list of every `launch!` in this module is checked against
+//! the kernel's C signature by a host-only test (`signature::tests`), but no launcher has been run
+//! on a device yet.
+//!
+//! Conventions: inputs are `&CudaView<T>`, outputs `&mut CudaViewMut<T>` (call `.as_view()` /
+//! `.as_view_mut()` on a `CudaSlice`, or slice a flat parameter buffer). Everything is enqueued
+//! on [`Gpu::stream`](crate::Gpu::stream); nothing synchronises. `beta` arguments: `0.0`
+//! overwrites the output (which is then never read, so it may be uninitialised), `1.0`
+//! accumulates into it.
+
+use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
+
+use crate::error::{KernelError, Result};
+
+/// Threads per block for the 1-D grid-stride kernels.
+pub const BLOCK_1D: u32 = 256;
+/// Grid cap for 1-D grid-stride kernels (they loop, so any grid size is correct).
+pub const MAX_GRID_1D: u32 = 65_535;
+
+/// Launch configuration for a 1-D grid-stride kernel over `n` elements.
+pub fn grid_1d(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(BLOCK_1D as usize).clamp(1, MAX_GRID_1D as usize) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (BLOCK_1D, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn to_i32(kernel: &'static str, what: &str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| KernelError::invalid(kernel, format!("{what} = {v} exceeds i32")))
+}
+
+fn check_len(kernel: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(KernelError::invalid(
+            kernel,
+            format!("{what} has {got} elements, expected {want}"),
+        ))
+    }
+}
+
+fn check_positive(kernel: &'static str, dims: &[(&str, usize)]) -> Result<()> {
+    match dims.iter().find(|(_, v)| *v == 0) {
+        Some((what, _)) => Err(KernelError::invalid(kernel, format!("{what} must be > 0"))),
+        None => Ok(()),
+    }
+}
+
+// Type witnesses: make the Rust type of each `launch!` argument match its tag, so the tag list
+// (checked against the .cu signature by a test) really describes what is pushed.
+fn f32_in<'a, 'b>(v: &'a CudaView<'b, f32>) -> &'a CudaView<'b, f32> {
+    v
+}
+fn f32_out<'a, 'b>(v: &'a mut CudaViewMut<'b, f32>) -> &'a mut CudaViewMut<'b, f32> {
+    v
+}
+fn f64_out<'a, 'b>(v: &'a mut CudaViewMut<'b, f64>) -> &'a mut CudaViewMut<'b, f64> {
+    v
+}
+fn i32_in<'a, 'b>(v: &'a CudaView<'b, i32>) -> &'a CudaView<'b, i32> {
+    v
+}
+fn i32_out<'a, 'b>(v: &'a mut CudaViewMut<'b, i32>) -> &'a mut CudaViewMut<'b, i32> {
+    v
+}
+fn u8_in<'a, 'b>(v: &'a CudaView<'b, u8>) -> &'a CudaView<'b, u8> {
+    v
+}
+fn i32_val(v: &i32) -> &i32 {
+    v
+}
+fn f32_val(v: &f32) -> &f32 {
+    v
+}
+
+/// `launch!(gpu, "kernel", cfg, [tag arg, ...])` pushes each argument in order and launches.
+/// Tags: `f32_in f32_out f64_out i32_in i32_out u8_in` (device pointers; `_in` = `const T*`,
+/// `_out` = `T*`) and `i32 f32` (scalars, which must be named local variables so they outlive
+/// the builder). The test in `signature.rs` parses these invocations from the text of the
+/// files in `launch/`.
+macro_rules! launch {
+    ($gpu:expr, $name:literal, $cfg:expr, [$($tag:ident $arg:ident),* $(,)?]) => {{
+        let gpu: &Gpu = $gpu;
+        let func = gpu.function($name)?;
+        let mut builder = gpu.stream().launch_builder(func);
+        $( launch!(@push builder, $tag, $arg); )*
+        // SAFETY: the argument list matches the kernel's C signature (tags checked against the
+        // .cu source by `signature::tests::launchers_match_kernel_signatures`), every buffer
+        // length was validated against the shape by the caller, and all buffers belong to this
+        // context.
+        unsafe { builder.launch($cfg) }
+            .map(|_| ())
+            .map_err(|e| KernelError::driver(concat!("launching ", $name), e))
+    }};
+    (@push $b:ident, f32_in, $a:ident) => { $b.arg(f32_in($a)) };
+    (@push $b:ident, f32_out, $a:ident) => { $b.arg(f32_out($a)) };
+    (@push $b:ident, f64_out, $a:ident) => { $b.arg(f64_out($a)) };
+    (@push $b:ident, i32_in, $a:ident) => { $b.arg(i32_in($a)) };
+    (@push $b:ident, i32_out, $a:ident) => { $b.arg(i32_out($a)) };
+    (@push $b:ident, u8_in, $a:ident) => { $b.arg(u8_in($a)) };
+    (@push $b:ident, i32, $a:ident) => { $b.arg(i32_val(&$a)) };
+    (@push $b:ident, f32, $a:ident) => { $b.arg(f32_val(&$a)) };
+}
+
+// One module per op family, mirroring `kernels/cuda/*.cu`; everything public is re-exported
+// here, so callers keep using `kernels::launch::X`. Declared after `launch!` so the macro is in
+// scope in each of them.
+mod augment;
+mod batchnorm;
+mod conv;
+mod elementwise;
+mod loss;
+mod pool_fc;
+mod sgd;
+mod shortcut;
+
+pub use augment::{augment_batch, Normalize};
+pub use batchnorm::{
+    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BnParams, BnShape,
+    BN_THREADS,
+};
+pub use conv::{
+    conv2d_backward_data, conv2d_backward_data_config, conv2d_backward_weight,
+    conv2d_backward_weight_config, conv2d_forward, conv2d_forward_config, ConvShape, CONV_THREADS,
+    CONV_TILE_K, CONV_TILE_M, CONV_TILE_N,
+};
+pub use elementwise::{accumulate, add_forward, add_relu_forward, relu_backward, relu_forward};
+pub use loss::{softmax_xent_forward, softmax_xent_forward_backward, XENT_THREADS};
+pub use pool_fc::{
+    avgpool_backward, avgpool_forward, linear_backward_data, linear_backward_weight,
+    linear_forward, LinearShape,
+};
+pub use sgd::{sgd_step, SgdSegments, SgdTable};
+pub use shortcut::{shortcut_backward, shortcut_forward, ShortcutShape};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_1d_caps_and_covers() {
+        assert_eq!(grid_1d(0).grid_dim.0, 1);
+        assert_eq!(grid_1d(1).grid_dim.0, 1);
+        assert_eq!(grid_1d(257).grid_dim.0, 2);
+        assert_eq!(grid_1d(usize::MAX / 2).grid_dim.0, MAX_GRID_1D);
+    }
+}

@@ -1,0 +1,121 @@
+//! SGD launcher and its parameter-segment table (`sgd.cu`).
+
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, PushKernelArg};
+
+use super::{check_len, f32_in, f32_out, f32_val, grid_1d, i32_in, i32_val, to_i32};
+use crate::error::{KernelError, Result};
+use crate::Gpu;
+
+/// Host description of the flat parameter buffer: consecutive segments (one per tensor) with
+/// their weight decay. Validated on construction; [`SgdTable`] is its device copy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SgdSegments {
+    /// `offsets[s]..offsets[s+1]` is segment s; offsets[0] = 0, last = total.
+    pub offsets: Vec<i32>,
+    /// Weight decay per segment (0 for BN parameters and biases).
+    pub weight_decay: Vec<f32>,
+}
+
+impl SgdSegments {
+    /// Builds the table from `(len, weight_decay)` per tensor, in buffer order.
+    pub fn new(segments: &[(usize, f32)]) -> Result<Self> {
+        const K: &str = "sgd_step";
+        if segments.is_empty() {
+            return Err(KernelError::invalid(K, "no parameter segments"));
+        }
+        let mut offsets = Vec::with_capacity(segments.len() + 1);
+        let mut total = 0usize;
+        offsets.push(0);
+        for (i, &(len, wd)) in segments.iter().enumerate() {
+            if len == 0 {
+                return Err(KernelError::invalid(K, format!("segment {i} is empty")));
+            }
+            if !wd.is_finite() || wd < 0.0 {
+                return Err(KernelError::invalid(
+                    K,
+                    format!("segment {i} weight decay {wd}"),
+                ));
+            }
+            total += len;
+            offsets.push(to_i32(K, "total parameters", total)?);
+        }
+        Ok(SgdSegments {
+            offsets,
+            weight_decay: segments.iter().map(|&(_, wd)| wd).collect(),
+        })
+    }
+
+    /// Total number of parameters.
+    pub fn total(&self) -> usize {
+        *self.offsets.last().unwrap_or(&0) as usize
+    }
+}
+
+/// The segment table on the device, uploaded once and reused every step.
+pub struct SgdTable {
+    offsets: CudaSlice<i32>,
+    weight_decay: CudaSlice<f32>,
+    total: usize,
+}
+
+impl SgdTable {
+    /// Uploads a validated segment table.
+    pub fn new(gpu: &Gpu, segments: &SgdSegments) -> Result<Self> {
+        Ok(SgdTable {
+            offsets: gpu.upload(&segments.offsets)?,
+            weight_decay: gpu.upload(&segments.weight_decay)?,
+            total: segments.total(),
+        })
+    }
+
+    /// Total number of parameters the table covers.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+/// One SGD step over the whole flat parameter buffer (torch.optim.SGD semantics, see sgd.cu).
+/// CPU twin: the training crate's SGD optimiser step.
+#[allow(clippy::too_many_arguments)]
+pub fn sgd_step(
+    gpu: &Gpu,
+    table: &SgdTable,
+    params: &mut CudaViewMut<'_, f32>,
+    grads: &CudaView<'_, f32>,
+    bufs: &mut CudaViewMut<'_, f32>,
+    lr: f32,
+    momentum: f32,
+    nesterov: bool,
+) -> Result<()> {
+    const K: &str = "sgd_step";
+    check_len(K, "params", params.len(), table.total)?;
+    check_len(K, "grads", grads.len(), table.total)?;
+    check_len(K, "bufs", bufs.len(), table.total)?;
+    let total = to_i32(K, "total", table.total)?;
+    let num_segs = to_i32(K, "segments", table.weight_decay.len())?;
+    let nesterov = i32::from(nesterov);
+    let seg_offsets = table.offsets.as_view();
+    let seg_offsets = &seg_offsets;
+    let seg_wd = table.weight_decay.as_view();
+    let seg_wd = &seg_wd;
+    launch!(gpu, "sgd_step", grid_1d(table.total),
+        [f32_out params, f32_in grads, f32_out bufs, i32_in seg_offsets, f32_in seg_wd,
+         i32 num_segs, i32 total, f32 lr, f32 momentum, i32 nesterov])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sgd_segments_table() {
+        let t =
+            SgdSegments::new(&[(432, 5e-4), (16, 0.0), (16, 0.0), (640, 5e-4), (10, 0.0)]).unwrap();
+        assert_eq!(t.offsets, vec![0, 432, 448, 464, 1104, 1114]);
+        assert_eq!(t.total(), 1114);
+        assert_eq!(t.weight_decay.len(), 5);
+        assert!(SgdSegments::new(&[]).is_err());
+        assert!(SgdSegments::new(&[(3, 0.0), (0, 0.0)]).is_err());
+        assert!(SgdSegments::new(&[(3, f32::NAN)]).is_err());
+    }
+}
