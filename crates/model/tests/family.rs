@@ -17,10 +17,13 @@ fn params(
     .num_params()
 }
 
+/// depth, width, shortcut, classes, parameters (REFERENCE.md's table).
+type Row = (usize, Option<usize>, Option<ShortcutKind>, usize, usize);
+
 #[test]
 fn parameter_counts_match_the_reference_table() {
     use ShortcutKind::{Conv, Pad};
-    let table: [(usize, Option<usize>, Option<ShortcutKind>, usize, usize); 15] = [
+    let table: [Row; 15] = [
         (20, None, None, 10, 269_722),
         (32, None, None, 10, 464_154),
         (44, None, None, 10, 658_586),
