@@ -35,7 +35,9 @@ _ci_nvrtc_test() (
     log="$(mktemp)"
     trap 'rm -f "$log"' EXIT
     cd "$root"
-    cargo test -p kernels --test nvrtc -- --ignored every_kernel_compiles 2>&1 | tee "$log"
+    # --workspace (not -p kernels): the same feature set as `cargo test --workspace`, so CI
+    # reuses that build instead of recompiling the dependencies.
+    cargo test --workspace --test nvrtc -- --ignored every_kernel_compiles 2>&1 | tee "$log"
     # Guard against a renamed test silently matching nothing ("0 passed").
     if ! grep -Eq '^test result: ok\. [1-9][0-9]* passed' "$log"; then
         echo "ci-nvrtc: no nvrtc test ran" >&2
