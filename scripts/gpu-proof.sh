@@ -7,6 +7,7 @@
 #   bash scripts/gpu-proof.sh sanitize     # compute-sanitizer memcheck + racecheck on a short training run
 #   bash scripts/gpu-proof.sh bench        # cargo bench -p kernels (criterion, device time per kernel)
 #   bash scripts/gpu-proof.sh accuracy     # depth 20, 30 epochs, the peer's recipe: ours, then the PyTorch peer
+#   bash scripts/gpu-proof.sh speed        # train bench vs torch_peer.py speed, one table (scripts/speed-vs-peer.sh)
 #   bash scripts/gpu-proof.sh all          # tests, sanitize, bench (accuracy takes minutes: run it alone)
 # Logs go to $OUT (they come back with the call). Each stage prints its wall time.
 set -uo pipefail
@@ -44,10 +45,11 @@ case ${1:-all} in
   sanitize) stage sanitize sanitizer ;;
   bench) stage bench bash "$g/remote.sh" bench ;;
   accuracy) stage accuracy accuracy ;;
+  speed) stage speed bash "$root/scripts/speed-vs-peer.sh" ;;
   all)
     stage tests bash "$g/remote.sh" tests
     stage sanitize sanitizer
     stage bench bash "$g/remote.sh" bench ;;
-  *) echo "unknown stage $1 (tests|sanitize|bench|accuracy|all)" >&2; exit 2 ;;
+  *) echo "unknown stage $1 (tests|sanitize|bench|accuracy|speed|all)" >&2; exit 2 ;;
 esac
 exit $status

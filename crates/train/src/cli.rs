@@ -27,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Report test loss, accuracy and per-class accuracy of a checkpoint.
     Eval(EvalArgs),
+    /// Time training steps on synthetic data (ms/step, images/s, peak memory), like the
+    /// PyTorch peer's `speed`.
+    Bench(BenchArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -163,4 +166,35 @@ pub struct EvalArgs {
     /// Mini-batch size for evaluation
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// ResNet depth (as for training)
+    #[arg(long, default_value_t = 20)]
+    pub depth: usize,
+    /// Width of the first stage [default: 16 for 6n+2 depths, 64 for 18..152]
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Shortcut where the shape changes [default: pad for basic blocks, conv for bottlenecks]
+    #[arg(long, value_enum)]
+    pub shortcut: Option<ShortcutArg>,
+    /// Number of classes
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+    /// Mini-batch size
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Timed steps
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Untimed steps first
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Where to run
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// Also print the result as one JSON line (the PyTorch peer's format)
+    #[arg(long)]
+    pub json: bool,
 }

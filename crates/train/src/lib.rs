@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod batches;
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod device;

@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Some(Command::Eval(args)) => train::evaluate::run_eval(args),
+        Some(Command::Bench(args)) => train::bench::run_bench(args),
         None => train::run::train(&cli.train),
     };
     match result {

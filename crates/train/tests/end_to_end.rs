@@ -465,3 +465,35 @@ fn trains_and_evaluates_on_the_gpu() {
         accuracy(&cpu).split("accuracy").nth(1)
     );
 }
+
+#[test]
+fn bench_reports_ms_per_step_in_the_peers_json_format() {
+    let out = ok(&[
+        "bench",
+        "--depth",
+        "20",
+        "--width",
+        "4",
+        "--batch-size",
+        "8",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    let json = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON line");
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["model"], "resnet20-w4-pad");
+    assert_eq!(v["batch"], 8);
+    assert!(
+        v["ms_per_step"].as_f64().unwrap() > 0.0 && v["img_per_s"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    assert!(out.contains("ms/step"), "{out}");
+}
