@@ -1,0 +1,908 @@
+//! Every CUDA kernel, executed on the CPU by the emulator (`cuda_emu.h`) with the grid/block the
+//! real launcher in `kernels/src/launch` computes, against its Rust CPU twin.
+//!
+//! Shapes are small and awkward on purpose (batch 1 and 3, odd channel counts, stride 2, 1x1 and
+//! 4x4 maps, more than one 64-wide conv tile, more rows than threads): the emulator runs one OS
+//! thread per CUDA thread, so big shapes would only cost time without covering more index paths.
+//!
+//! Error measure: `‖emu − cpu‖₂ / ‖cpu‖₂` over the whole output. Where the kernel and the twin
+//! do the same f32 operations in the same order it must be exactly 0 (bitwise-equal outputs);
+//! where they sum in a different order or precision (GEMM tiling, f64 statistics on the CPU) the
+//! bound is 1e-5: f32 rounding over the reduction lengths used here (≤ 603 terms) gives ~1e-7 ..
+//! 1e-6, so 1e-5 leaves margin while an index bug (a wrong, missing or doubled term) gives
+//! errors of order 1e-2 .. 1.
+//!
+//! `beta = 0` outputs are pre-filled with NaN: a kernel that reads them leaks NaN into the result
+//! and fails. `beta = 1` outputs start from random values and must equal `old + twin`.
+
+use kernels::launch as kl;
+use kernels_emu::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tensor::Tensor;
+
+/// The bound for outputs summed in a different order/precision than the twin (see the header).
+const TOL: f64 = 1e-5;
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// Uniform in ±[0.1, 1): random sign, never zero.
+fn rand_vec(r: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let v: f32 = r.gen_range(0.1..1.0);
+            if r.gen::<bool>() {
+                v
+            } else {
+                -v
+            }
+        })
+        .collect()
+}
+
+fn nan_vec(n: usize) -> Vec<f32> {
+    vec![f32::NAN; n]
+}
+
+/// Launch configuration of a 1-D grid-stride kernel, from the real launcher's `grid_1d`.
+fn cfg_1d(n: usize) -> (Dim3, Dim3) {
+    let c = kl::grid_1d(n);
+    (c.grid_dim.into(), c.block_dim.into())
+}
+
+fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length");
+    let (mut d, mut w) = (0.0f64, 0.0f64);
+    for (&g, &r) in got.iter().zip(want) {
+        if !g.is_finite() {
+            return f64::INFINITY;
+        }
+        d += (g as f64 - r as f64).powi(2);
+        w += (r as f64).powi(2);
+    }
+    if w == 0.0 {
+        d.sqrt()
+    } else {
+        (d / w).sqrt()
+    }
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    let e = rel_err(got, want);
+    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.0e}");
+}
+
+fn assert_bitwise(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            g.to_bits() == w.to_bits(),
+            "{what}: element {i}: emulated {g} != cpu {w}"
+        );
+    }
+}
+
+fn add_vec(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(a, b)| a + b).collect()
+}
+
+// ---- elementwise.cu ------------------------------------------------------------------------------
+
+/// Exact: one f32 compare or add per element on both sides.
+#[test]
+fn elementwise_kernels_match_cpu_exactly() {
+    let mut r = rng(1);
+    // 1 element, < 1 block, several blocks with a ragged last one.
+    for shape in [[1usize, 1, 1, 1], [1, 3, 5, 7], [3, 7, 4, 4], [3, 5, 9, 9]] {
+        let n: usize = shape.iter().product();
+        let (g, b) = cfg_1d(n);
+        let ni = n as i32;
+        let (x, x2, dy) = (
+            rand_vec(&mut r, n),
+            rand_vec(&mut r, n),
+            rand_vec(&mut r, n),
+        );
+        let (tx, tx2, tdy) = (
+            Tensor::from_vec(&shape, x.clone()),
+            Tensor::from_vec(&shape, x2.clone()),
+            Tensor::from_vec(&shape, dy.clone()),
+        );
+
+        let mut y = nan_vec(n);
+        unsafe { emu_relu_forward(g, b, x.as_ptr(), y.as_mut_ptr(), ni) };
+        let ty = tensor::elementwise::relu_forward(&tx);
+        assert_bitwise("relu_forward", &y, ty.data());
+
+        // In place (y aliases x), which elementwise.cu documents as allowed.
+        let mut inplace = x.clone();
+        let p = inplace.as_mut_ptr();
+        unsafe { emu_relu_forward(g, b, p, p, ni) };
+        assert_bitwise("relu_forward in place", &inplace, ty.data());
+
+        let mut dx = nan_vec(n);
+        unsafe { emu_relu_backward(g, b, dy.as_ptr(), y.as_ptr(), dx.as_mut_ptr(), ni) };
+        let tdx = tensor::elementwise::relu_backward(&tdy, &ty);
+        assert_bitwise("relu_backward", &dx, tdx.data());
+
+        let mut s = nan_vec(n);
+        unsafe { emu_add_forward(g, b, x.as_ptr(), x2.as_ptr(), s.as_mut_ptr(), ni) };
+        let ts = tensor::elementwise::add(&tx, &tx2);
+        assert_bitwise("add_forward", &s, ts.data());
+
+        let mut sr = nan_vec(n);
+        unsafe { emu_add_relu_forward(g, b, x.as_ptr(), x2.as_ptr(), sr.as_mut_ptr(), ni) };
+        let tsr = tensor::elementwise::relu_forward(&ts);
+        assert_bitwise("add_relu_forward", &sr, tsr.data());
+
+        let mut acc = x.clone();
+        unsafe { emu_accumulate(g, b, acc.as_mut_ptr(), x2.as_ptr(), ni) };
+        let mut tacc = tx.clone();
+        tensor::elementwise::add_assign(&mut tacc, &tx2);
+        assert_bitwise("accumulate", &acc, tacc.data());
+    }
+}
+
+// ---- shortcut.cu ---------------------------------------------------------------------------------
+
+/// Exact: pure gathers; beta = 1 is fmaf(1, old, v) = old + v rounded once, as the CPU add.
+#[test]
+fn shortcut_kernels_match_cpu_exactly() {
+    let mut r = rng(2);
+    // (n, cin, h, w, cout, stride): odd sizes with stride 2, equal channels, 1x1 map.
+    for (n, cin, h, w, cout, s) in [
+        (1, 3, 4, 4, 5, 2),
+        (3, 5, 7, 7, 7, 2),
+        (3, 3, 5, 3, 3, 1),
+        (1, 7, 1, 1, 9, 2),
+    ] {
+        let shape = kl::ShortcutShape {
+            n,
+            c_in: cin,
+            h,
+            w,
+            c_out: cout,
+            stride: s,
+        };
+        let (oh, ow) = (shape.oh(), shape.ow());
+        let x = rand_vec(&mut r, shape.x_len());
+        let tx = Tensor::from_vec(&[n, cin, h, w], x.clone());
+        let ints = [n, cin, h, w, cout, oh, ow, s].map(|v| v as i32);
+
+        let (g, b) = cfg_1d(shape.y_len());
+        let mut y = nan_vec(shape.y_len());
+        unsafe {
+            emu_shortcut_forward(
+                g,
+                b,
+                x.as_ptr(),
+                y.as_mut_ptr(),
+                ints[0],
+                ints[1],
+                ints[2],
+                ints[3],
+                ints[4],
+                ints[5],
+                ints[6],
+                ints[7],
+            )
+        };
+        let ty = tensor::shortcut::pad_shortcut_forward(&tx, cout, s);
+        assert_eq!(ty.shape(), [n, cout, oh, ow]);
+        assert_bitwise("shortcut_forward", &y, ty.data());
+
+        let dy = rand_vec(&mut r, shape.y_len());
+        let tdy = Tensor::from_vec(&[n, cout, oh, ow], dy.clone());
+        let tdx = tensor::shortcut::pad_shortcut_backward(&tdy, &[n, cin, h, w], s);
+        let (g, b) = cfg_1d(shape.x_len());
+        for beta in [0.0f32, 1.0] {
+            let old = if beta == 0.0 {
+                nan_vec(shape.x_len())
+            } else {
+                rand_vec(&mut r, shape.x_len())
+            };
+            let mut dx = old.clone();
+            unsafe {
+                emu_shortcut_backward(
+                    g,
+                    b,
+                    dy.as_ptr(),
+                    dx.as_mut_ptr(),
+                    ints[0],
+                    ints[1],
+                    ints[2],
+                    ints[3],
+                    ints[4],
+                    ints[5],
+                    ints[6],
+                    ints[7],
+                    beta,
+                )
+            };
+            let want = if beta == 0.0 {
+                tdx.data().to_vec()
+            } else {
+                add_vec(&old, tdx.data())
+            };
+            assert_bitwise(&format!("shortcut_backward beta={beta}"), &dx, &want);
+        }
+    }
+}
+
+// ---- pool_fc.cu ----------------------------------------------------------------------------------
+
+/// avgpool: the kernel sums in f32, the twin in f64 (≤ HW·ε ≈ 3e-6 here); backward divides by
+/// HW where the twin multiplies by 1/HW (≤ 1 ulp). Linear: serial fmaf chains vs the twin's
+/// blocked GEMM (different order).
+#[test]
+fn pool_and_linear_kernels_match_cpu() {
+    let mut r = rng(3);
+    for (n, c, h, w) in [(1, 3, 4, 4), (3, 5, 7, 7), (3, 7, 1, 1), (3, 64, 8, 8)] {
+        let (nc, hw) = (n * c, h * w);
+        let x = rand_vec(&mut r, nc * hw);
+        let tx = Tensor::from_vec(&[n, c, h, w], x.clone());
+        let (g, b) = cfg_1d(nc);
+        let mut y = nan_vec(nc);
+        unsafe { emu_avgpool_forward(g, b, x.as_ptr(), y.as_mut_ptr(), nc as i32, hw as i32) };
+        let ty = tensor::pool::global_avg_pool_forward(&tx);
+        assert_close("avgpool_forward", &y, ty.data(), TOL);
+
+        let dy = rand_vec(&mut r, nc);
+        let tdx = tensor::pool::global_avg_pool_backward(
+            &Tensor::from_vec(&[n, c], dy.clone()),
+            &[n, c, h, w],
+        );
+        let (g, b) = cfg_1d(nc * hw);
+        let mut dx = nan_vec(nc * hw);
+        unsafe { emu_avgpool_backward(g, b, dy.as_ptr(), dx.as_mut_ptr(), nc as i32, hw as i32) };
+        assert_close("avgpool_backward", &dx, tdx.data(), TOL);
+    }
+
+    // (n, in, out): 1 row, odd sizes, the real head (64 -> 10 / 100) at batch 3.
+    for (n, fin, fout) in [(1, 3, 5), (3, 7, 10), (3, 64, 10), (1, 64, 100)] {
+        let shape = kl::LinearShape {
+            n,
+            in_features: fin,
+            out_features: fout,
+        };
+        let [ni, fi, fo] = [n, fin, fout].map(|v| v as i32);
+        let x = rand_vec(&mut r, n * fin);
+        let w = rand_vec(&mut r, fout * fin);
+        let bias = rand_vec(&mut r, fout);
+        let dy = rand_vec(&mut r, n * fout);
+        let (tx, tw, tb, tdy) = (
+            Tensor::from_vec(&[n, fin], x.clone()),
+            Tensor::from_vec(&[fout, fin], w.clone()),
+            Tensor::from_vec(&[fout], bias.clone()),
+            Tensor::from_vec(&[n, fout], dy.clone()),
+        );
+
+        let (g, b) = cfg_1d(shape.n * shape.out_features);
+        let mut y = nan_vec(n * fout);
+        unsafe {
+            emu_linear_forward(
+                g,
+                b,
+                x.as_ptr(),
+                w.as_ptr(),
+                bias.as_ptr(),
+                y.as_mut_ptr(),
+                ni,
+                fi,
+                fo,
+            )
+        };
+        let ty = tensor::linear::linear_forward(&tx, &tw, &tb);
+        assert_close("linear_forward", &y, ty.data(), TOL);
+
+        for beta in [0.0f32, 1.0] {
+            let (dw0, db0) = if beta == 0.0 {
+                (vec![0.0; fout * fin], vec![0.0; fout])
+            } else {
+                (rand_vec(&mut r, fout * fin), rand_vec(&mut r, fout))
+            };
+            // The twin accumulates (dW += ...): start it from dw0 (0 stands for "overwrite").
+            let mut tdw = Tensor::from_vec(&[fout, fin], dw0.clone());
+            let mut tdb = Tensor::from_vec(&[fout], db0.clone());
+            let tdx = tensor::linear::linear_backward(&tdy, &tx, &tw, &mut tdw, &mut tdb);
+
+            let (g, b) = cfg_1d(shape.n * shape.in_features);
+            let mut dx = nan_vec(n * fin);
+            unsafe {
+                emu_linear_backward_data(g, b, dy.as_ptr(), w.as_ptr(), dx.as_mut_ptr(), ni, fi, fo)
+            };
+            assert_close("linear_backward_data", &dx, tdx.data(), TOL);
+
+            let (mut dw, mut db) = if beta == 0.0 {
+                (nan_vec(fout * fin), nan_vec(fout))
+            } else {
+                (dw0.clone(), db0.clone())
+            };
+            let (g, b) = cfg_1d(shape.out_features * (shape.in_features + 1));
+            unsafe {
+                emu_linear_backward_weight(
+                    g,
+                    b,
+                    dy.as_ptr(),
+                    x.as_ptr(),
+                    dw.as_mut_ptr(),
+                    db.as_mut_ptr(),
+                    ni,
+                    fi,
+                    fo,
+                    beta,
+                )
+            };
+            assert_close(&format!("linear dW beta={beta}"), &dw, tdw.data(), TOL);
+            assert_close(&format!("linear db beta={beta}"), &db, tdb.data(), TOL);
+        }
+    }
+}
+
+// ---- conv.cu -------------------------------------------------------------------------------------
+
+struct ConvCase {
+    s: kl::ConvShape,
+}
+
+impl ConvCase {
+    fn ints(&self) -> [i32; 10] {
+        let s = &self.s;
+        [
+            s.n,
+            s.c_in,
+            s.h,
+            s.w,
+            s.c_out,
+            s.oh(),
+            s.ow(),
+            s.k,
+            s.stride,
+            s.pad(),
+        ]
+        .map(|v| v as i32)
+    }
+
+    /// Backward weight as `kl::conv2d_backward_weight` issues it: the partial launch with grid
+    /// `conv2d_backward_weight_config` (z = splits), then the reduce with `grid_1d(w_len)`.
+    /// `plan` = (splits, k_chunk); the launcher's own is `weight_grad_plan()`.
+    fn backward_weight(
+        &self,
+        dy: &[f32],
+        x: &[f32],
+        dw: &mut [f32],
+        plan: (usize, usize),
+        beta: f32,
+    ) {
+        let (splits, chunk) = plan;
+        let wlen = self.s.w_len();
+        let cfg = kl::conv2d_backward_weight_config(&self.s);
+        let grid = Dim3 {
+            x: cfg.grid_dim.0,
+            y: cfg.grid_dim.1,
+            z: splits as u32,
+        };
+        let mut part = nan_vec(splits * wlen); // fresh workspace: every slot must be written
+        let [n, c, h, w, co, oh, ow, ks, s, p] = self.ints();
+        unsafe {
+            emu_conv2d_backward_weight_partial(
+                grid,
+                cfg.block_dim.into(),
+                dy.as_ptr(),
+                x.as_ptr(),
+                part.as_mut_ptr(),
+                n,
+                c,
+                h,
+                w,
+                co,
+                oh,
+                ow,
+                ks,
+                s,
+                p,
+                chunk as i32,
+            );
+            let (g, b) = cfg_1d(wlen);
+            emu_conv2d_backward_weight_reduce(
+                g,
+                b,
+                part.as_ptr(),
+                dw.as_mut_ptr(),
+                wlen as i32,
+                splits as i32,
+                beta,
+            );
+        }
+    }
+}
+
+/// Implicit-GEMM tiles (fmaf chains in tile order) vs the twin's im2col + blocked GEMM: same
+/// terms, different order; reduction lengths ≤ 603.
+#[test]
+fn conv_kernels_match_cpu() {
+    let mut r = rng(4);
+    // (n, c_in, hw, c_out, k, stride): 3x3 and 1x1, stride 1 and 2, odd maps, batch 1 and 3,
+    // c_out > 64 (two M tiles forward / weight), c_in > 64 (two M tiles backward-data, 38 K tiles).
+    for (n, c_in, hw, c_out, k, stride) in [
+        (1, 3, 4, 5, 3, 1),
+        (3, 5, 4, 7, 3, 2),
+        (3, 7, 5, 3, 1, 2),
+        (1, 5, 7, 7, 1, 1),
+        (3, 3, 4, 67, 3, 1),
+        (1, 67, 4, 3, 3, 2),
+    ] {
+        let case = ConvCase {
+            s: kl::ConvShape {
+                n,
+                c_in,
+                h: hw,
+                w: hw,
+                c_out,
+                k,
+                stride,
+            },
+        };
+        let s = case.s;
+        let tag = format!("{s:?}");
+        let [ni, c, h, w, co, oh, ow, ks, st, p] = case.ints();
+        let x = rand_vec(&mut r, s.x_len());
+        let wt = rand_vec(&mut r, s.w_len());
+        let dy = rand_vec(&mut r, s.y_len());
+        let tx = Tensor::from_vec(&[n, c_in, hw, hw], x.clone());
+        let tw = Tensor::from_vec(&[c_out, c_in, k, k], wt.clone());
+        let tdy = Tensor::from_vec(&[n, c_out, s.oh(), s.ow()], dy.clone());
+
+        let ty = tensor::conv::conv2d_forward(&tx, &tw, stride);
+        let tdx = tensor::conv::conv2d_backward_data(&tdy, &tw, &[n, c_in, hw, hw], stride);
+        let mut tdw = Tensor::zeros(&[c_out, c_in, k, k]);
+        tensor::conv::conv2d_backward_weight(&tx, &tdy, stride, &mut tdw);
+
+        for beta in [0.0f32, 1.0] {
+            let fresh = |r: &mut ChaCha8Rng, len| {
+                if beta == 0.0 {
+                    nan_vec(len)
+                } else {
+                    rand_vec(r, len)
+                }
+            };
+            let expect = |old: &[f32], twin: &[f32]| {
+                if beta == 0.0 {
+                    twin.to_vec()
+                } else {
+                    add_vec(old, twin)
+                }
+            };
+
+            let cfg = kl::conv2d_forward_config(&s);
+            let old = fresh(&mut r, s.y_len());
+            let mut y = old.clone();
+            unsafe {
+                emu_conv2d_forward(
+                    cfg.grid_dim.into(),
+                    cfg.block_dim.into(),
+                    x.as_ptr(),
+                    wt.as_ptr(),
+                    y.as_mut_ptr(),
+                    ni,
+                    c,
+                    h,
+                    w,
+                    co,
+                    oh,
+                    ow,
+                    ks,
+                    st,
+                    p,
+                    beta,
+                )
+            };
+            assert_close(
+                &format!("conv fwd beta={beta} {tag}"),
+                &y,
+                &expect(&old, ty.data()),
+                TOL,
+            );
+
+            let cfg = kl::conv2d_backward_data_config(&s);
+            let old = fresh(&mut r, s.x_len());
+            let mut dx = old.clone();
+            unsafe {
+                emu_conv2d_backward_data(
+                    cfg.grid_dim.into(),
+                    cfg.block_dim.into(),
+                    dy.as_ptr(),
+                    wt.as_ptr(),
+                    dx.as_mut_ptr(),
+                    ni,
+                    c,
+                    h,
+                    w,
+                    co,
+                    oh,
+                    ow,
+                    ks,
+                    st,
+                    p,
+                    beta,
+                )
+            };
+            assert_close(
+                &format!("conv bwd-data beta={beta} {tag}"),
+                &dx,
+                &expect(&old, tdx.data()),
+                TOL,
+            );
+
+            // The launcher's split-K plan (a single split at these sizes), and a forced
+            // 16-wide split so the multi-split partial + reduce path runs too.
+            let k_total = s.n * s.oh() * s.ow();
+            let forced = (k_total.div_ceil(16), 16);
+            for plan in [s.weight_grad_plan(), forced] {
+                let old = fresh(&mut r, s.w_len());
+                let mut dw = old.clone();
+                case.backward_weight(&dy, &x, &mut dw, plan, beta);
+                assert_close(
+                    &format!("conv bwd-weight beta={beta} plan={plan:?} {tag}"),
+                    &dw,
+                    &expect(&old, tdw.data()),
+                    TOL,
+                );
+            }
+        }
+    }
+}
+
+// ---- batchnorm.cu --------------------------------------------------------------------------------
+
+/// The kernel reduces in f32 (two-pass, fixed block tree), the twin in f64; outputs agree to
+/// ~1e-6. x has a non-zero mean (1.5) so the mean/running-mean vectors are not cancellation noise.
+#[test]
+fn batchnorm_kernels_match_cpu() {
+    let mut r = rng(5);
+    let (momentum, eps) = (tensor::batchnorm::BN_MOMENTUM, 1e-5f32);
+    // (n, c, h, w): batch 1 and 3, odd channels, 1x1 and 4x4 maps, a channel of 512 > 256 values.
+    for (n, c, h, w) in [
+        (1, 3, 4, 4),
+        (3, 5, 4, 4),
+        (3, 7, 1, 1),
+        (3, 7, 7, 7),
+        (2, 3, 16, 16),
+    ] {
+        let shape = kl::BnShape { n, c, hw: h * w };
+        let tag = format!("{shape:?}");
+        let len = shape.len();
+        let [ni, ci, hwi] = [n, c, h * w].map(|v| v as i32);
+        let x: Vec<f32> = rand_vec(&mut r, len)
+            .iter()
+            .map(|v| 2.0 * v + 1.5)
+            .collect();
+        let gamma = rand_vec(&mut r, c);
+        let beta = rand_vec(&mut r, c);
+        let rm0 = rand_vec(&mut r, c);
+        let rv0: Vec<f32> = rand_vec(&mut r, c).iter().map(|v| v.abs()).collect();
+        let dy = rand_vec(&mut r, len);
+        let tx = Tensor::from_vec(&[n, c, h, w], x.clone());
+
+        let (mut trm, mut trv) = (rm0.clone(), rv0.clone());
+        let (ty, saved) = tensor::batchnorm::batchnorm_train_forward(
+            &tx, &gamma, &beta, &mut trm, &mut trv, momentum, eps,
+        );
+        let cfg = shape.per_channel_config();
+        let (mut y, mut rm, mut rv, mut sm, mut si) = (
+            nan_vec(len),
+            rm0.clone(),
+            rv0.clone(),
+            nan_vec(c),
+            nan_vec(c),
+        );
+        unsafe {
+            emu_batchnorm_forward_train(
+                cfg.grid_dim.into(),
+                cfg.block_dim.into(),
+                x.as_ptr(),
+                y.as_mut_ptr(),
+                gamma.as_ptr(),
+                beta.as_ptr(),
+                rm.as_mut_ptr(),
+                rv.as_mut_ptr(),
+                sm.as_mut_ptr(),
+                si.as_mut_ptr(),
+                ni,
+                ci,
+                hwi,
+                momentum,
+                eps,
+            )
+        };
+        assert_close(&format!("bn train y {tag}"), &y, ty.data(), TOL);
+        assert_close(&format!("bn save_mean {tag}"), &sm, &saved.mean, TOL);
+        assert_close(&format!("bn save_invstd {tag}"), &si, &saved.invstd, TOL);
+        assert_close(&format!("bn running_mean {tag}"), &rm, &trm, TOL);
+        assert_close(&format!("bn running_var {tag}"), &rv, &trv, TOL);
+
+        let tye = tensor::batchnorm::batchnorm_eval_forward(&tx, &gamma, &beta, &rm0, &rv0, eps);
+        let (g, b) = cfg_1d(len);
+        let mut ye = nan_vec(len);
+        unsafe {
+            emu_batchnorm_forward_eval(
+                g,
+                b,
+                x.as_ptr(),
+                ye.as_mut_ptr(),
+                gamma.as_ptr(),
+                beta.as_ptr(),
+                rm0.as_ptr(),
+                rv0.as_ptr(),
+                ni,
+                ci,
+                hwi,
+                eps,
+            )
+        };
+        assert_close(&format!("bn eval y {tag}"), &ye, tye.data(), TOL);
+
+        // Backward from the twin's saved statistics, so both sides see identical inputs.
+        let (mut tdg, mut tdb) = (vec![0.0f32; c], vec![0.0f32; c]);
+        let tdx = tensor::batchnorm::batchnorm_backward(
+            &tx,
+            &Tensor::from_vec(&[n, c, h, w], dy.clone()),
+            &gamma,
+            &saved,
+            &mut tdg,
+            &mut tdb,
+        );
+        let (mut dx, mut dg, mut db) = (nan_vec(len), nan_vec(c), nan_vec(c));
+        unsafe {
+            emu_batchnorm_backward(
+                cfg.grid_dim.into(),
+                cfg.block_dim.into(),
+                dy.as_ptr(),
+                x.as_ptr(),
+                gamma.as_ptr(),
+                saved.mean.as_ptr(),
+                saved.invstd.as_ptr(),
+                dx.as_mut_ptr(),
+                dg.as_mut_ptr(),
+                db.as_mut_ptr(),
+                ni,
+                ci,
+                hwi,
+            )
+        };
+        assert_close(&format!("bn dx {tag}"), &dx, tdx.data(), TOL);
+        assert_close(&format!("bn dgamma {tag}"), &dg, &tdg, TOL);
+        assert_close(&format!("bn dbeta {tag}"), &db, &tdb, TOL);
+    }
+}
+
+// ---- loss.cu -------------------------------------------------------------------------------------
+
+/// The kernel sums exp in f32, the twin in f64: loss and dlogits within 1e-5 relative; the
+/// correct count is exact (same strict-greater argmax, ties to the lowest index).
+#[test]
+fn softmax_xent_kernels_match_cpu() {
+    let mut r = rng(6);
+    let (grid, block) = (
+        Dim3 { x: 1, y: 1, z: 1 }, // launch/loss.rs xent_config(): one block of XENT_THREADS
+        Dim3 {
+            x: kl::XENT_THREADS,
+            y: 1,
+            z: 1,
+        },
+    );
+    // (n, classes, offset): 1 row, 3 classes, CIFAR-100 width, more rows (300) than threads,
+    // and logits around 1000 (the max shift must keep it finite).
+    for (n, k, offset) in [
+        (1, 10, 0.0f32),
+        (3, 3, 0.0),
+        (5, 100, 0.0),
+        (300, 10, 0.0),
+        (7, 10, 1000.0),
+    ] {
+        let mut z: Vec<f32> = rand_vec(&mut r, n * k)
+            .iter()
+            .map(|v| 4.0 * v + offset)
+            .collect();
+        let labels: Vec<usize> = (0..n).map(|_| r.gen_range(0..k)).collect();
+        // Row 0: an exact tie between the label and the class before it (argmax -> lower index).
+        if labels[0] > 0 {
+            z[labels[0]] = offset + 5.0;
+            z[labels[0] - 1] = offset + 5.0;
+        }
+        let lab_i32: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
+        let twin =
+            tensor::loss::softmax_cross_entropy(&Tensor::from_vec(&[n, k], z.clone()), &labels);
+        let want_sum = twin.loss as f64 * n as f64;
+
+        // Accumulators start non-zero: the kernel must add, not overwrite.
+        let (mut loss_acc, mut correct_acc) = (0.25f64, 3i32);
+        let mut dz = nan_vec(n * k);
+        unsafe {
+            emu_softmax_xent_forward_backward(
+                grid,
+                block,
+                z.as_ptr(),
+                lab_i32.as_ptr(),
+                dz.as_mut_ptr(),
+                &mut loss_acc,
+                &mut correct_acc,
+                n as i32,
+                k as i32,
+            )
+        };
+        let tag = format!("n={n} k={k} offset={offset}");
+        let e = ((loss_acc - 0.25) - want_sum).abs() / want_sum.abs();
+        assert!(
+            e <= TOL,
+            "xent loss {tag}: {} vs {want_sum}, rel {e:.3e}",
+            loss_acc - 0.25
+        );
+        assert_eq!(correct_acc - 3, twin.correct as i32, "xent correct {tag}");
+        assert_close(
+            &format!("xent dlogits {tag}"),
+            &dz,
+            twin.dlogits.data(),
+            TOL,
+        );
+
+        let (mut loss_acc, mut correct_acc) = (0.25f64, 3i32);
+        unsafe {
+            emu_softmax_xent_forward(
+                grid,
+                block,
+                z.as_ptr(),
+                lab_i32.as_ptr(),
+                &mut loss_acc,
+                &mut correct_acc,
+                n as i32,
+                k as i32,
+            )
+        };
+        let e = ((loss_acc - 0.25) - want_sum).abs() / want_sum.abs();
+        assert!(e <= TOL, "xent eval loss {tag}: rel {e:.3e}");
+        assert_eq!(
+            correct_acc - 3,
+            twin.correct as i32,
+            "xent eval correct {tag}"
+        );
+    }
+}
+
+// ---- sgd.cu --------------------------------------------------------------------------------------
+
+/// Exact: the same f32 expression in the same order (no contraction under the emulator).
+#[test]
+fn sgd_step_matches_cpu_exactly() {
+    let mut r = rng(7);
+    // Uneven segments, including 1-element ones, across two blocks.
+    let segs = [
+        (7usize, 5e-4f32),
+        (1, 0.0),
+        (300, 1e-3),
+        (3, 0.0),
+        (1, 5e-4),
+    ];
+    let table = kl::SgdSegments::new(&segs).unwrap();
+    let total = table.total();
+    let (g, b) = cfg_1d(total);
+    for nesterov in [false, true] {
+        let mut p = rand_vec(&mut r, total);
+        let mut buf = vec![0.0f32; total];
+        let (mut tp, mut tbuf) = (p.clone(), buf.clone());
+        for step in 0..3 {
+            let grad = rand_vec(&mut r, total);
+            let (lr, momentum) = (0.1f32, 0.9f32);
+            unsafe {
+                emu_sgd_step(
+                    g,
+                    b,
+                    p.as_mut_ptr(),
+                    grad.as_ptr(),
+                    buf.as_mut_ptr(),
+                    table.offsets.as_ptr(),
+                    table.weight_decay.as_ptr(),
+                    segs.len() as i32,
+                    total as i32,
+                    lr,
+                    momentum,
+                    i32::from(nesterov),
+                )
+            };
+            let mut at = 0;
+            for &(len, wd) in &segs {
+                let cfg = tensor::sgd::SgdConfig {
+                    lr,
+                    momentum,
+                    weight_decay: wd,
+                    nesterov,
+                };
+                let sl = at..at + len;
+                tensor::sgd::sgd_update(&mut tp[sl.clone()], &grad[sl.clone()], &mut tbuf[sl], cfg);
+                at += len;
+            }
+            assert_bitwise(
+                &format!("sgd params nesterov={nesterov} step {step}"),
+                &p,
+                &tp,
+            );
+            assert_bitwise(
+                &format!("sgd bufs nesterov={nesterov} step {step}"),
+                &buf,
+                &tbuf,
+            );
+        }
+    }
+}
+
+// ---- augment.cu ----------------------------------------------------------------------------------
+
+/// Exact: augment.cu documents bit-for-bit agreement with `data::write_sample` (same scale/pad
+/// formula, __fmul_rn against contraction).
+#[test]
+fn augment_batch_matches_write_sample_exactly() {
+    let mut r = rng(8);
+    let (side, plane) = (data::IMAGE_SIDE, 3 * data::IMAGE_SIDE * data::IMAGE_SIDE);
+    let ndata = 4;
+    let images: Vec<u8> = (0..ndata * plane).map(|_| r.gen()).collect();
+    let labels: Vec<u8> = (0..ndata).map(|_| r.gen_range(0..100)).collect();
+    let norm = data::Normalization {
+        mean: [0.4914, 0.4822, 0.4465],
+        std: [0.247, 0.2435, 0.2616],
+    };
+    // (idx, ox, oy, flip): extreme shifts both ways with and without flip, identity, random.
+    let mut params = vec![[1, 4, -4, 1], [3, -4, 4, 0], [0, 0, 0, 0]];
+    params.push([
+        r.gen_range(0..ndata as i32),
+        r.gen_range(-4..=4),
+        r.gen_range(-4..=4),
+        r.gen_range(0..2),
+    ]);
+    let batch = params.len();
+    let flat: Vec<i32> = params.iter().flatten().copied().collect();
+    let mut out = nan_vec(batch * plane);
+    let mut out_labels = vec![-1i32; batch];
+    let (g, b) = cfg_1d(batch * plane);
+    unsafe {
+        emu_augment_batch(
+            g,
+            b,
+            images.as_ptr(),
+            labels.as_ptr(),
+            flat.as_ptr(),
+            out.as_mut_ptr(),
+            out_labels.as_mut_ptr(),
+            batch as i32,
+            side as i32,
+            side as i32,
+            norm.mean[0],
+            norm.mean[1],
+            norm.mean[2],
+            norm.std[0],
+            norm.std[1],
+            norm.std[2],
+        )
+    };
+    for (s, &[idx, ox, oy, flip]) in params.iter().enumerate() {
+        let mut want = vec![0.0f32; plane];
+        let aug = data::SampleAug {
+            dx: ox,
+            dy: oy,
+            flip: flip != 0,
+        };
+        let idx = idx as usize;
+        data::write_sample(
+            &images[idx * plane..(idx + 1) * plane],
+            aug,
+            &norm,
+            &mut want,
+        );
+        assert_bitwise(
+            &format!("augment sample {s} {aug:?}"),
+            &out[s * plane..(s + 1) * plane],
+            &want,
+        );
+        assert_eq!(out_labels[s], labels[idx] as i32, "augment label {s}");
+    }
+}
