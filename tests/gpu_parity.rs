@@ -76,7 +76,7 @@ fn rel_err(gpu: &Tensor, cpu: &Tensor) -> f64 {
 #[track_caller]
 fn assert_rel(what: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) {
     let e = rel_err(gpu, cpu);
-    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.0e}");
+    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.2e}");
 }
 
 #[track_caller]
@@ -142,10 +142,13 @@ fn conv_forward_backward_data_and_weight() {
 fn batchnorm_train_eval_backward_and_running_stats() {
     let dev = gpu();
     let mut r = rng(2);
+    // 1x1 maps with N = 4, not 2: with two values per channel x̂ = ±√(var/(var+eps)) ≈ ±1,
+    // so dx ∝ eps/(var+eps) (~1e-4 of dy) is a difference of O(1) terms, rounding noise on
+    // both devices (an f32 emulation disagrees by up to 7e-3, failing 1e-4 for most seeds).
     for shape in [
         [1, 3, 3, 5],
         [3, 5, 4, 4],
-        [2, 7, 1, 1],
+        [4, 7, 1, 1],
         [1, 64, 4, 4],
         [8, 16, 32, 32],
     ] {
@@ -497,6 +500,7 @@ fn tensors_on_the_gpu_behave() {
     assert_eq!(g.len(), t.len());
     assert_exact("round trip", &g, &t);
     assert_exact("clone", &g.clone(), &t);
+    assert_exact("to_device, same GPU", &g.to_device(&dev).unwrap(), &t);
     assert_eq!(g, t, "PartialEq compares values across devices");
     assert_eq!(g.to_vec().unwrap(), t.data());
     assert!((g.sum_sq() - t.sum_sq()).abs() <= 1e-12 * t.sum_sq());
@@ -597,8 +601,12 @@ fn whole_model_step(config: &ResNetConfig, batch: usize, loss_tol: f32) {
         let (uc, ug) = (upd(&pc.value), upd(&pg.value));
         let ug = ug.to_device(&dev).unwrap();
         assert_rel(&format!("update {name}"), &ug, &uc, 1e-3);
-        // The new weights (dominated by w_old): 1e-5.
-        assert_rel(&format!("weight {name}"), &pg.value, &pc.value, 1e-5);
+        // The new weights, w_old (the same bits on both) + update: their error is the
+        // update's (≤ 1e-3·‖update‖, checked above) plus fp32 rounding. Relative to ‖w_new‖
+        // that is small where w_old dominates, but not for BN's β, which starts at 0 (there
+        // w_new = update): so the bound scales with ‖update‖ / ‖w_new‖.
+        let tol = 1e-6 + 1e-3 * (uc.sum_sq() / pc.value.sum_sq()).sqrt();
+        assert_rel(&format!("weight {name}"), &pg.value, &pc.value, tol);
         assert_rel(
             &format!("momentum {name}"),
             &pg.momentum,

@@ -103,3 +103,52 @@ impl ResidentSet<'_> {
         Ok((Tensor::from_cuda(&[n, 3, 32, 32], g, out), labels))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The resident batches (the augment kernel fed by `make`'s (index, dx, dy, flip) plan)
+    /// equal the host loader's, batch for batch over two shuffled, augmented epochs with a
+    /// partial last batch: same shapes and labels, pixels within 1 ulp (the kernel repeats
+    /// `write_sample`'s arithmetic, so bit-exact is expected). Fails, never skips, without a
+    /// GPU: `cargo test -p train --lib -- --include-ignored` on the GPU machine.
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn resident_batches_match_the_host_loader() {
+        let dev = Device::cuda(0).unwrap_or_else(|e| panic!("this test needs a CUDA GPU: {e}"));
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let n = 20;
+        let split = Split {
+            images: (0..n * data::IMAGE_BYTES).map(|_| r.gen()).collect(),
+            labels: (0..n).map(|_| r.gen_range(0..10)).collect(),
+            coarse_labels: None,
+        };
+        let norm = Normalization::from_split(&split);
+        let loader = || Loader::new(&split, 7, true, true, norm, 11);
+        let host = TrainBatches::new(loader(), &split, &Device::Cpu).unwrap();
+        let gpu = TrainBatches::new(loader(), &split, &dev).unwrap();
+        assert!(matches!(host, TrainBatches::Host(_)));
+        assert!(matches!(gpu, TrainBatches::Resident(_)));
+        assert_eq!(gpu.batches_per_epoch(), 3);
+        for epoch in 0..2 {
+            let hs: Vec<_> = host.epoch(epoch).map(|b| b.unwrap()).collect();
+            let gs: Vec<_> = gpu.epoch(epoch).map(|b| b.unwrap()).collect();
+            assert_eq!(hs.len(), gs.len(), "batches in epoch {epoch}");
+            for (b, ((hx, hl), (gx, gl))) in hs.iter().zip(&gs).enumerate() {
+                assert!(gx.is_cuda(), "epoch {epoch} batch {b} is not on the GPU");
+                assert_eq!(gl, hl, "labels, epoch {epoch} batch {b}");
+                assert_eq!(gx.shape(), hx.shape(), "shape, epoch {epoch} batch {b}");
+                let g = gx.to_vec().unwrap();
+                for (i, (&a, &c)) in g.iter().zip(hx.data()).enumerate() {
+                    let ulps = (a.to_bits() as i64 - c.to_bits() as i64).abs();
+                    assert!(
+                        ulps <= 1,
+                        "epoch {epoch} batch {b} element {i}: gpu {a} vs cpu {c} ({ulps} ulp)"
+                    );
+                }
+            }
+        }
+    }
+}
