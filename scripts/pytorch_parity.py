@@ -85,6 +85,8 @@ def main():
     p.add_argument("--peer", default=os.path.join(here, "..", "..", "shared", "tools", "torch_peer.py"))
     p.add_argument("--depth", type=int, default=20, choices=[20, 32, 44, 56, 110])
     a = p.parse_args()
+    if not os.path.isfile(a.peer):
+        sys.exit(f"error: the PyTorch peer {a.peer} is missing: pass --peer PATH/TO/torch_peer.py (it is in shared/tools)")
     sys.path.insert(0, os.path.dirname(os.path.abspath(a.peer)))
     import torch_peer
 
