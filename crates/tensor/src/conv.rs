@@ -91,6 +91,15 @@ impl ConvGeom {
         self.k == 1 && self.stride == 1
     }
 
+    /// Floats of per-image im2col scratch (none for a pointwise convolution).
+    fn scratch_len(&self) -> usize {
+        if self.is_pointwise() {
+            0
+        } else {
+            self.col_rows() * self.out_pixels()
+        }
+    }
+
     /// Multiply-accumulates of the forward pass (each backward pass costs the same).
     pub fn macs(&self) -> usize {
         self.n * self.cout * self.col_rows() * self.out_pixels()
@@ -202,16 +211,7 @@ pub fn conv2d_forward(x: &Tensor, weight: &Tensor, stride: usize) -> Tensor {
         .par_chunks_mut(out_len)
         .zip(x.data().par_chunks(img_len))
         .for_each_init(
-            || {
-                vec![
-                    0.0f32;
-                    if g.is_pointwise() {
-                        0
-                    } else {
-                        g.col_rows() * g.out_pixels()
-                    }
-                ]
-            },
+            || vec![0.0f32; g.scratch_len()],
             |col, (yi, xi)| {
                 let cols = if g.is_pointwise() {
                     xi
@@ -260,16 +260,7 @@ pub fn conv2d_backward_data(
         .par_chunks_mut(img_len)
         .zip(dy.data().par_chunks(out_len))
         .for_each_init(
-            || {
-                vec![
-                    0.0f32;
-                    if g.is_pointwise() {
-                        0
-                    } else {
-                        g.col_rows() * g.out_pixels()
-                    }
-                ]
-            },
+            || vec![0.0f32; g.scratch_len()],
             |dcol, (dxi, dyi)| {
                 let dyi = Mat::rm(dyi, g.cout, g.out_pixels());
                 if g.is_pointwise() {
@@ -310,14 +301,7 @@ pub fn conv2d_backward_weight(x: &Tensor, dy: &Tensor, stride: usize, dweight: &
         .into_par_iter()
         .map(|images| {
             let mut part = vec![0.0f32; wlen];
-            let mut col = vec![
-                0.0f32;
-                if g.is_pointwise() {
-                    0
-                } else {
-                    g.col_rows() * g.out_pixels()
-                }
-            ];
+            let mut col = vec![0.0f32; g.scratch_len()];
             for i in images {
                 let xi = &x.data()[i * img_len..][..img_len];
                 let cols = if g.is_pointwise() {
