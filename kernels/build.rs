@@ -1,6 +1,11 @@
 //! Embeds every `cuda/*.cu` file into the crate: generates `$OUT_DIR/sources.rs` holding a
-//! `SOURCES` table (name, file, source via `include_str!`, FNV-1a content hash) so the kernels
-//! ship inside the binary and nvrtc compiles them at run time. Needs no CUDA toolkit.
+//! `SOURCES` table (name, file, source text, FNV-1a content hash) so the kernels ship inside
+//! the binary and nvrtc compiles them at run time. Needs no CUDA toolkit.
+//!
+//! A `.cu` file may `#include "x.cuh"` a header of `cuda/` (shared index maps, the bf16/mma
+//! helpers): the header is inlined here, between `#line` markers so nvrtc's errors still name
+//! the right file and line. Headers carry include guards, so the emulator (which compiles the
+//! same files with g++) can include them as ordinary headers.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -35,16 +40,14 @@ fn main() {
     let mut combined: u64 = 0xcbf2_9ce4_8422_2325;
     for path in &files {
         println!("cargo:rerun-if-changed={}", path.display());
-        let text = fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        assert!(!text.contains(&0), "{} contains a NUL byte", path.display());
-        let hash = fnv1a(&text);
         let file = file_name(path);
+        let text = inline_headers(&cuda_dir, &file, 0);
+        let hash = fnv1a(text.as_bytes());
         let name = file.trim_end_matches(".cu").to_string();
         combined = fnv1a(&[combined.to_le_bytes(), hash.to_le_bytes()].concat());
         writeln!(
             out,
-            "    KernelSource {{ name: {name:?}, file: {file:?}, source: include_str!({path:?}), hash: 0x{hash:016x} }},",
-            path = path.display().to_string(),
+            "    KernelSource {{ name: {name:?}, file: {file:?}, source: {text:?}, hash: 0x{hash:016x} }},",
         )
         .expect("write to String");
     }
@@ -57,6 +60,44 @@ fn main() {
 
     let dest = Path::new(&env::var("OUT_DIR").expect("OUT_DIR")).join("sources.rs");
     fs::write(&dest, out).unwrap_or_else(|e| panic!("cannot write {}: {e}", dest.display()));
+}
+
+/// The text of `cuda_dir/file` with every `#include "name.cuh"` line replaced by that header's
+/// own (recursively inlined) text, framed by `#line` directives.
+fn inline_headers(cuda_dir: &Path, file: &str, depth: usize) -> String {
+    assert!(
+        depth < 8,
+        "{file}: headers nested too deep (an include cycle?)"
+    );
+    let path = cuda_dir.join(file);
+    println!("cargo:rerun-if-changed={}", path.display());
+    let text =
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert!(
+        !text.contains('\0'),
+        "{} contains a NUL byte",
+        path.display()
+    );
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.lines().enumerate() {
+        let header = line
+            .trim()
+            .strip_prefix("#include \"")
+            .and_then(|rest| rest.strip_suffix('"'))
+            .filter(|h| h.ends_with(".cuh"));
+        match header {
+            Some(h) => {
+                writeln!(out, "#line 1 \"{h}\"").expect("write to String");
+                out.push_str(&inline_headers(cuda_dir, h, depth + 1));
+                writeln!(out, "#line {} \"{file}\"", i + 2).expect("write to String");
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 fn file_name(path: &Path) -> String {

@@ -4,7 +4,8 @@
 //!
 //! IDs are `<kernel>/<model>_<what>_<C>x<H>x<W>` with the kernel's *input* shape, e.g.
 //! `conv3x3_fwd/r20_s1_16x32x32`: `stem` = 3 -> width, `s1` = C -> C, `s2` = C -> 2C with
-//! stride 2 (the first conv of a stage, and the 1x1 option-B projection). Times are device
+//! stride 2 (the first conv of a stage, and the 1x1 option-B projection); `conv*_bf16` groups are
+//! the tensor-core kernels (`--precision bf16`) on the same shapes. Times are device
 //! times from CUDA events around a batch of launches; see `harness` for the throughput columns.
 
 mod harness;
@@ -12,7 +13,7 @@ mod harness;
 use criterion::Criterion;
 use harness::{Bench, Fill, Work};
 use kernels::launch::{self as kl, BnParams, BnShape, ConvShape, LinearShape, ShortcutShape};
-use kernels::Gpu;
+use kernels::{Gpu, Precision};
 
 const BATCH: usize = 128;
 const CLASSES: usize = 10;
@@ -143,30 +144,35 @@ fn bench_convs(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
             let mut dx = gpu.zeros::<f32>(s.x_len())?;
             let mut dw = gpu.zeros::<f32>(s.w_len())?;
             let mut ws = gpu.zeros::<f32>(s.weight_grad_workspace_len())?;
-            let g = |dir: &str| format!("conv{k}x{k}_{dir}");
-            b.run(&g("fwd"), &id, &shape, flops, || {
-                kl::conv2d_forward(
-                    gpu,
-                    &s,
-                    &x.as_view(),
-                    &w.as_view(),
-                    &mut y.as_view_mut(),
-                    0.0,
-                )
-            });
-            if what != "stem" {
-                // The image's gradient is never needed.
-                b.run(&g("bwd_data"), &id, &shape, flops, || {
-                    let (dy, w) = (dy.as_view(), w.as_view());
-                    kl::conv2d_backward_data(gpu, &s, &dy, &w, &mut dx.as_view_mut(), 0.0)
+            for p in [Precision::Fp32, Precision::Bf16] {
+                // fp32 keeps its historical group names; bf16 gets a suffix.
+                let suffix = if p == Precision::Bf16 { "_bf16" } else { "" };
+                let g = |dir: &str| format!("conv{k}x{k}_{dir}{suffix}");
+                b.run(&g("fwd"), &id, &shape, flops, || {
+                    kl::conv2d_forward(
+                        gpu,
+                        p,
+                        &s,
+                        &x.as_view(),
+                        &w.as_view(),
+                        &mut y.as_view_mut(),
+                        0.0,
+                    )
+                });
+                if what != "stem" {
+                    // The image's gradient is never needed.
+                    b.run(&g("bwd_data"), &id, &shape, flops, || {
+                        let (dy, w) = (dy.as_view(), w.as_view());
+                        kl::conv2d_backward_data(gpu, p, &s, &dy, &w, &mut dx.as_view_mut(), 0.0)
+                    });
+                }
+                // beta = 1 like the training step (dW accumulates).
+                b.run(&g("bwd_weight"), &id, &shape, flops, || {
+                    let (dy, x) = (dy.as_view(), x.as_view());
+                    let (mut dw, mut ws) = (dw.as_view_mut(), ws.as_view_mut());
+                    kl::conv2d_backward_weight(gpu, p, &s, &dy, &x, &mut dw, &mut ws, 1.0)
                 });
             }
-            // beta = 1 like the training step (dW accumulates).
-            b.run(&g("bwd_weight"), &id, &shape, flops, || {
-                let (dy, x) = (dy.as_view(), x.as_view());
-                let (mut dw, mut ws) = (dw.as_view_mut(), ws.as_view_mut());
-                kl::conv2d_backward_weight(gpu, &s, &dy, &x, &mut dw, &mut ws, 1.0)
-            });
         }
     }
     Ok(())

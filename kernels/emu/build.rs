@@ -8,7 +8,7 @@ fn main() {
     println!("cargo:rerun-if-changed=../cuda");
     for entry in std::fs::read_dir(cuda_dir).expect("kernels/cuda") {
         let path = entry.expect("kernels/cuda entry").path();
-        if path.extension().is_some_and(|e| e == "cu") {
+        if path.extension().is_some_and(|e| e == "cu" || e == "cuh") {
             println!("cargo:rerun-if-changed={}", path.display());
         }
     }

@@ -8,6 +8,10 @@
 // written, with real concurrency between the threads of a block (a missing __syncthreads shows
 // up as a wrong result or a race, not as a silently sequential "pass").
 //
+// Tensor cores: `mma.sync.m16n8k16` (bf16 in, fp32 out) is implemented from the PTX ISA's
+// fragment tables as a warp-collective exchange (mma_bf16_16x8x16 below); the sources call it
+// through mma_bf16.cuh, whose only `#ifdef CUDA_EMU` swaps the inline PTX for this function.
+//
 // What it cannot model (a GPU run is still needed for these):
 //  * the memory model: every barrier here is a mutex + condition variable, i.e. a full fence,
 //    and ordinary loads/stores between threads are x86-TSO, stronger than CUDA's; a kernel that
@@ -24,6 +28,9 @@
 //  * timing, occupancy, register/shared-memory limits (__launch_bounds__ is ignored).
 #pragma once
 
+// Lets a source swap an inline-PTX instruction for its emulation (only mma_bf16.cuh does).
+#define CUDA_EMU 1
+
 #include <math.h>
 
 #include <chrono>
@@ -32,6 +39,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <array>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -78,6 +86,18 @@ __device__ inline float __fsqrt_rn(float a) { return sqrtf(a); }
 // rsqrtf is ≤2 ulp on the device; 1/sqrtf is within that.
 __device__ inline float rsqrtf(float a) { return 1.0f / sqrtf(a); }
 // fmaf, expf, logf, sqrtf, fmaxf, fminf, fabsf: <math.h> (fmaf is a true fused multiply-add).
+__device__ inline unsigned __float_as_uint(float f)
+{
+    unsigned u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+}
+__device__ inline float __uint_as_float(unsigned u)
+{
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 namespace emu {
 
@@ -137,6 +157,7 @@ struct Block {
     Barrier block;                                  // __syncthreads
     std::vector<std::unique_ptr<Barrier>> warps;    // one per warp, for the shuffles
     std::vector<std::uint64_t> xchg;                // shuffle exchange slot per thread
+    std::vector<std::array<unsigned, 6>> mma_xchg;  // mma operand registers (a[4], b[2]) per thread
 };
 inline Block* g_block = nullptr;
 // One launch at a time, process-wide (a non-template variable: a function-local static in the
@@ -185,6 +206,51 @@ T shfl(unsigned mask, T v, int width, Src src)
     return r;
 }
 
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 for the calling lane: d += A * B, where
+// A (16x16) and B (16x8) are spread over the warp's registers as the PTX ISA's fragment tables
+// say (see mma_bf16.cuh). Every lane publishes its a[4], b[2]; after a warp barrier each lane
+// rebuilds the rows and columns it needs and computes its own four d entries. bf16 x bf16
+// products are exact in fp32; the sum is taken in fp32 in k order (the hardware's order and
+// internal rounding are unspecified, which is why parity tests compare with a tolerance).
+inline float bf16_value(unsigned bits16) { return __uint_as_float(bits16 << 16); }
+inline void mma_bf16_16x8x16(float d[4], const unsigned a[4], const unsigned b[2])
+{
+    const int tid = linear_tid(), warp = tid / 32, lane = tid % 32;
+    Barrier& wb = *g_block->warps[warp];
+    if (warp_size_of(warp) != 32 || wb.expected() != 32) {
+        std::fprintf(stderr, "cuda_emu: mma.sync in warp %d with %d live lanes (all 32 must execute it)\n",
+                     warp, wb.expected());
+        std::abort();
+    }
+    auto& mine = g_block->mma_xchg[tid];
+    for (int i = 0; i < 4; ++i) mine[i] = a[i];
+    mine[4] = b[0];
+    mine[5] = b[1];
+    wb.sync("mma.sync");
+    const auto* regs = &g_block->mma_xchg[(size_t)warp * 32];
+    // A[row][col]: lane (row % 8) * 4 + (col % 8) / 2, register (row >= 8) + 2 * (col >= 8),
+    // low half for even col.
+    auto A = [&](int row, int col) {
+        const unsigned w = regs[(row % 8) * 4 + (col % 8) / 2][(row >= 8 ? 1 : 0) + (col >= 8 ? 2 : 0)];
+        return bf16_value((col & 1) ? (w >> 16) : (w & 0xffffu));
+    };
+    // B[row][col]: lane col * 4 + (row % 8) / 2, register b[row >= 8], low half for even row.
+    auto B = [&](int row, int col) {
+        const unsigned w = regs[col * 4 + (row % 8) / 2][4 + (row >= 8 ? 1 : 0)];
+        return bf16_value((row & 1) ? (w >> 16) : (w & 0xffffu));
+    };
+    const int g = lane / 4, t = lane % 4;
+    float out[4];
+    for (int i = 0; i < 4; ++i) {
+        const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+        float s = d[i];
+        for (int k = 0; k < 16; ++k) s += A(row, k) * B(k, col);
+        out[i] = s;
+    }
+    wb.sync("mma.sync");  // nobody republishes before every lane has read
+    for (int i = 0; i < 4; ++i) d[i] = out[i];
+}
+
 // Runs `body` (the kernel call) over `grid` with `block` threads per block. Launches are
 // serialised process-wide (tests run in parallel threads; there is one static __shared__ set).
 template <class F>
@@ -195,6 +261,7 @@ void launch(dim3 grid, dim3 block, F body)
     Block b;
     b.nthreads = n;
     b.xchg.assign((size_t)n, 0);
+    b.mma_xchg.assign((size_t)n, {});
     const int nwarps = (n + 31) / 32;
     for (int w = 0; w < nwarps; ++w) b.warps.emplace_back(new Barrier());
     auto reset = [&] {

@@ -26,6 +26,27 @@ pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 pub use device::Gpu;
 pub use error::{KernelError, Result};
 
+/// The arithmetic of the convolutions, which hold nearly all of a ResNet's FLOPs. Everything
+/// else (batch norm, loss, SGD, the stored activations and weights) is fp32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// fp32 FMA tiles (`conv.cu`): the exact reference.
+    #[default]
+    Fp32,
+    /// Operands rounded to bf16 as they enter shared memory, multiplied on the tensor cores
+    /// with fp32 accumulation (`conv_bf16.cu`, `mma.sync`, sm_80 and newer).
+    Bf16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
 /// One embedded CUDA source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelSource {
@@ -60,6 +81,14 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "conv2d_backward_data",
             "conv2d_backward_weight_partial",
             "conv2d_backward_weight_reduce",
+        ],
+    ),
+    (
+        "conv_bf16",
+        &[
+            "conv2d_forward_bf16",
+            "conv2d_backward_data_bf16",
+            "conv2d_backward_weight_partial_bf16",
         ],
     ),
     (

@@ -45,6 +45,14 @@ fn every_kernel_compiles_with_nvrtc() {
                     m.file
                 );
             }
+            // The bf16 convolutions really run on the tensor cores: the inline PTX made it
+            // through (and not the emulator's stand-in), 16 mma per k16 step in each kernel.
+            if m.name == "conv_bf16" {
+                let mmas = ptx
+                    .matches("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32")
+                    .count();
+                assert!(mmas >= 3 * 8, "{} for {arch}: {mmas} mma.sync", m.file);
+            }
             // No kernel may spill to local memory by accident: no `.local` arrays (a spill
             // would be a perf bug, and a local array indexed dynamically usually a logic one).
             assert!(

@@ -245,6 +245,15 @@ impl Block {
         ps
     }
 
+    /// Every convolution of the block (units, then the shortcut's).
+    pub fn convs_mut(&mut self) -> Vec<&mut Conv2d> {
+        let mut convs: Vec<&mut Conv2d> = self.units.iter_mut().map(|u| &mut u.conv).collect();
+        if let Shortcut::Conv(cb) = &mut self.shortcut {
+            convs.push(&mut cb.conv);
+        }
+        convs
+    }
+
     pub fn bns_mut(&mut self) -> Vec<&mut BatchNorm2d> {
         let mut bns: Vec<&mut BatchNorm2d> = self.units.iter_mut().map(|u| &mut u.bn).collect();
         if let Shortcut::Conv(cb) = &mut self.shortcut {

@@ -5,13 +5,15 @@ use crate::{Mode, Param};
 use rand::Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 use tensor::batchnorm::{self, BnStats};
-use tensor::{conv, linear, Device, Tensor};
+use tensor::{conv, linear, Device, Precision, Tensor};
 
 /// A bias-free convolution (3x3 pad 1, or 1x1), stride 1 or 2.
 #[derive(Clone, Debug)]
 pub struct Conv2d {
     pub weight: Param,
     pub stride: usize,
+    /// The arithmetic of its three GEMMs (the weight itself stays f32).
+    pub precision: Precision,
     input: Option<Tensor>,
 }
 
@@ -38,6 +40,7 @@ impl Conv2d {
         Conv2d {
             weight,
             stride,
+            precision: Precision::Fp32,
             input: None,
         }
     }
@@ -53,7 +56,7 @@ impl Conv2d {
     }
 
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
-        let y = conv::conv2d_forward(x, &self.weight.value, self.stride);
+        let y = conv::conv2d_forward_with(x, &self.weight.value, self.stride, self.precision);
         self.input = (mode == Mode::Train).then(|| x.clone());
         y
     }
@@ -65,8 +68,10 @@ impl Conv2d {
             .input
             .take()
             .expect("Conv2d::backward without a training forward pass");
-        conv::conv2d_backward_weight(&x, dy, self.stride, &mut self.weight.grad);
-        need_dx.then(|| conv::conv2d_backward_data(dy, &self.weight.value, x.shape(), self.stride))
+        let (stride, p) = (self.stride, self.precision);
+        conv::conv2d_backward_weight_with(&x, dy, stride, &mut self.weight.grad, p);
+        need_dx
+            .then(|| conv::conv2d_backward_data_with(dy, &self.weight.value, x.shape(), stride, p))
     }
 }
 

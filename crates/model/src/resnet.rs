@@ -8,7 +8,7 @@ use crate::{Mode, Param};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tensor::pool::{global_avg_pool_backward, global_avg_pool_forward};
-use tensor::{Device, Tensor};
+use tensor::{Device, Precision, Tensor};
 
 #[derive(Clone, Debug)]
 pub struct ResNet {
@@ -75,6 +75,23 @@ impl ResNet {
             b.to_device(device)?;
         }
         self.fc.to_device(device)
+    }
+
+    /// Sets the arithmetic of every convolution: [`Precision::Bf16`] for bf16 operands on the
+    /// tensor cores (and their CPU twin), [`Precision::Fp32`] (the default) for the reference.
+    /// Weights, BN, the classifier and the optimizer stay f32 either way.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.stem.conv.precision = precision;
+        for b in &mut self.blocks {
+            for c in b.convs_mut() {
+                c.precision = precision;
+            }
+        }
+    }
+
+    /// The arithmetic of the convolutions (see [`ResNet::set_precision`]).
+    pub fn precision(&self) -> Precision {
+        self.stem.conv.precision
     }
 
     /// Where the parameters are (those of the stem's convolution; `to_device` moves all).

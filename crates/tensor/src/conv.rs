@@ -10,9 +10,14 @@
 //!
 //! On a GPU each function launches the implicit-GEMM kernels of `conv.cu` instead (k in {1, 3},
 //! stride in {1, 2}: every ResNet convolution).
+//!
+//! The `_with` variants take a [`Precision`]. `Bf16` runs `conv_bf16.cu` on the tensor cores; on
+//! the CPU it rounds both operands to bf16 ([`crate::bf16`]) and runs the f32 code, which is
+//! exactly what the kernel computes up to the order of its additions (its CPU twin).
 
+use crate::bf16::round_tensor;
 use crate::gemm::{gemm, Mat};
-use crate::{check, chunk_ranges, cuda_of, Tensor};
+use crate::{check, chunk_ranges, cuda_of, Precision, Tensor};
 use kernels::launch as kl;
 use rayon::prelude::*;
 
@@ -188,13 +193,24 @@ fn col2im(g: &ConvGeom, col: &[f32], img: &mut [f32]) {
     }
 }
 
-/// `y = conv(x, weight)` with the given stride.
+/// `y = conv(x, weight)` with the given stride, in fp32.
 pub fn conv2d_forward(x: &Tensor, weight: &Tensor, stride: usize) -> Tensor {
+    conv2d_forward_with(x, weight, stride, Precision::Fp32)
+}
+
+/// `y = conv(x, weight)` with the given stride and arithmetic.
+pub fn conv2d_forward_with(
+    x: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    precision: Precision,
+) -> Tensor {
     let g = ConvGeom::new(x.shape(), weight.shape(), stride);
     if let Some(gpu) = cuda_of("conv2d_forward", &[x, weight]) {
         let mut y = Tensor::cuda_zeros("conv2d_forward", &gpu, &[g.n, g.cout, g.ho, g.wo]);
         let r = kl::conv2d_forward(
             &gpu,
+            precision,
             &g.cuda_shape(),
             &x.cu().as_view(),
             &weight.cu().as_view(),
@@ -203,6 +219,9 @@ pub fn conv2d_forward(x: &Tensor, weight: &Tensor, stride: usize) -> Tensor {
         );
         check("conv2d_forward", r);
         return y;
+    }
+    if precision == Precision::Bf16 {
+        return conv2d_forward(&round_tensor(x), &round_tensor(weight), stride);
     }
     let (img_len, out_len) = (g.cin * g.h * g.w, g.cout * g.out_pixels());
     let wmat = Mat::rm(weight.data(), g.cout, g.col_rows());
@@ -231,12 +250,23 @@ pub fn conv2d_forward(x: &Tensor, weight: &Tensor, stride: usize) -> Tensor {
     y
 }
 
-/// The input gradient `dx` of `y = conv(x, weight)`, given `dy`.
+/// The input gradient `dx` of `y = conv(x, weight)`, given `dy`, in fp32.
 pub fn conv2d_backward_data(
     dy: &Tensor,
     weight: &Tensor,
     x_shape: &[usize],
     stride: usize,
+) -> Tensor {
+    conv2d_backward_data_with(dy, weight, x_shape, stride, Precision::Fp32)
+}
+
+/// The input gradient `dx` of `y = conv(x, weight)`, given `dy`, with the given arithmetic.
+pub fn conv2d_backward_data_with(
+    dy: &Tensor,
+    weight: &Tensor,
+    x_shape: &[usize],
+    stride: usize,
+    precision: Precision,
 ) -> Tensor {
     let g = ConvGeom::new(x_shape, weight.shape(), stride);
     assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
@@ -244,6 +274,7 @@ pub fn conv2d_backward_data(
         let mut dx = Tensor::cuda_zeros("conv2d_backward_data", &gpu, x_shape);
         let r = kl::conv2d_backward_data(
             &gpu,
+            precision,
             &g.cuda_shape(),
             &dy.cu().as_view(),
             &weight.cu().as_view(),
@@ -252,6 +283,9 @@ pub fn conv2d_backward_data(
         );
         check("conv2d_backward_data", r);
         return dx;
+    }
+    if precision == Precision::Bf16 {
+        return conv2d_backward_data(&round_tensor(dy), &round_tensor(weight), x_shape, stride);
     }
     let (img_len, out_len) = (g.cin * g.h * g.w, g.cout * g.out_pixels());
     let wt = Mat::rm(weight.data(), g.cout, g.col_rows()).t();
@@ -274,8 +308,21 @@ pub fn conv2d_backward_data(
     dx
 }
 
-/// Accumulate the weight gradient of `y = conv(x, weight)` into `dweight`: `dW += dy ⋆ x`.
+/// Accumulate the weight gradient of `y = conv(x, weight)` into `dweight`: `dW += dy ⋆ x`, in
+/// fp32.
 pub fn conv2d_backward_weight(x: &Tensor, dy: &Tensor, stride: usize, dweight: &mut Tensor) {
+    conv2d_backward_weight_with(x, dy, stride, dweight, Precision::Fp32)
+}
+
+/// Accumulate the weight gradient of `y = conv(x, weight)` into `dweight` with the given
+/// arithmetic (the accumulation into `dweight` itself is f32 either way).
+pub fn conv2d_backward_weight_with(
+    x: &Tensor,
+    dy: &Tensor,
+    stride: usize,
+    dweight: &mut Tensor,
+    precision: Precision,
+) {
     let g = ConvGeom::new(x.shape(), dweight.shape(), stride);
     assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
     if let Some(gpu) = cuda_of("conv2d_backward_weight", &[x, dy, &*dweight]) {
@@ -286,6 +333,7 @@ pub fn conv2d_backward_weight(x: &Tensor, dy: &Tensor, stride: usize, dweight: &
         // beta = 1: accumulate into dW, like the CPU body.
         let r = kl::conv2d_backward_weight(
             &gpu,
+            precision,
             &shape,
             &dy.cu().as_view(),
             &x.cu().as_view(),
@@ -295,6 +343,9 @@ pub fn conv2d_backward_weight(x: &Tensor, dy: &Tensor, stride: usize, dweight: &
         );
         check(OP, r);
         return;
+    }
+    if precision == Precision::Bf16 {
+        return conv2d_backward_weight(&round_tensor(x), &round_tensor(dy), stride, dweight);
     }
     let (img_len, out_len, wlen) = (g.cin * g.h * g.w, g.cout * g.out_pixels(), dweight.len());
     let partials: Vec<Vec<f32>> = chunk_ranges(g.n)

@@ -18,6 +18,7 @@
 //! that does not depend on the thread count, and sum the partial results in order.
 
 pub mod batchnorm;
+pub mod bf16;
 pub mod conv;
 pub mod device;
 pub mod elementwise;
@@ -34,6 +35,8 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use device::{Device, Error, Result};
+/// The convolutions' arithmetic: exact fp32, or bf16 operands with fp32 accumulation.
+pub use kernels::Precision;
 use kernels::{CudaSlice, Gpu};
 
 /// Where a tensor's values are.

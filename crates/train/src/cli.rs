@@ -71,6 +71,24 @@ pub enum DeviceArg {
     Cuda,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// Exact fp32 convolutions: the reference
+    Fp32,
+    /// Convolutions with bf16 operands on the tensor cores (sm_80+), fp32 accumulation; weights,
+    /// BN, loss and SGD stay fp32. On the CPU: its exact twin (operands rounded to bf16)
+    Bf16,
+}
+
+impl From<PrecisionArg> for tensor::Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Fp32 => tensor::Precision::Fp32,
+            PrecisionArg::Bf16 => tensor::Precision::Bf16,
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
     /// Which dataset to use [default: cifar10; for `eval`, the checkpoint's]
@@ -85,6 +103,9 @@ pub struct DataArgs {
     /// Where to run
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
+    /// Arithmetic of the convolutions
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    pub precision: PrecisionArg,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -194,6 +215,9 @@ pub struct BenchArgs {
     /// Where to run
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
+    /// Arithmetic of the convolutions
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    pub precision: PrecisionArg,
     /// Also print the result as one JSON line (the PyTorch peer's format)
     #[arg(long)]
     pub json: bool,

@@ -222,6 +222,62 @@ extern "C" {
         beta: f32,
     );
 
+    // conv_bf16.cu (the reduce is conv.cu's)
+    pub fn emu_conv2d_forward_bf16(
+        g: Dim3,
+        b: Dim3,
+        x: *const f32,
+        w: *const f32,
+        y: *mut f32,
+        n: i32,
+        c: i32,
+        h: i32,
+        wd: i32,
+        co: i32,
+        oh: i32,
+        ow: i32,
+        ks: i32,
+        s: i32,
+        p: i32,
+        beta: f32,
+    );
+    pub fn emu_conv2d_backward_data_bf16(
+        g: Dim3,
+        b: Dim3,
+        dy: *const f32,
+        w: *const f32,
+        dx: *mut f32,
+        n: i32,
+        c: i32,
+        h: i32,
+        wd: i32,
+        co: i32,
+        oh: i32,
+        ow: i32,
+        ks: i32,
+        s: i32,
+        p: i32,
+        beta: f32,
+    );
+    pub fn emu_conv2d_backward_weight_partial_bf16(
+        g: Dim3,
+        b: Dim3,
+        dy: *const f32,
+        x: *const f32,
+        part: *mut f32,
+        n: i32,
+        c: i32,
+        h: i32,
+        wd: i32,
+        co: i32,
+        oh: i32,
+        ow: i32,
+        ks: i32,
+        s: i32,
+        p: i32,
+        k_chunk: i32,
+    );
+
     // loss.cu
     pub fn emu_softmax_xent_forward_backward(
         g: Dim3,

@@ -16,6 +16,7 @@
 //! and fails. `beta = 1` outputs start from random values and must equal `old + twin`.
 
 use kernels::launch as kl;
+use kernels::Precision;
 use kernels_emu::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -340,7 +341,73 @@ fn pool_and_linear_kernels_match_cpu() {
     }
 }
 
-// ---- conv.cu -------------------------------------------------------------------------------------
+// ---- conv.cu and conv_bf16.cu ------------------------------------------------------------------
+
+/// The emulated entry points of one precision's conv kernels (same C signatures).
+type ConvFn = unsafe extern "C" fn(
+    Dim3,
+    Dim3,
+    *const f32,
+    *const f32,
+    *mut f32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    f32,
+);
+type PartialFn = unsafe extern "C" fn(
+    Dim3,
+    Dim3,
+    *const f32,
+    *const f32,
+    *mut f32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+);
+
+struct ConvKernels {
+    precision: Precision,
+    forward: ConvFn,
+    backward_data: ConvFn,
+    weight_partial: PartialFn,
+}
+
+const FP32_CONV: ConvKernels = ConvKernels {
+    precision: Precision::Fp32,
+    forward: emu_conv2d_forward,
+    backward_data: emu_conv2d_backward_data,
+    weight_partial: emu_conv2d_backward_weight_partial,
+};
+const BF16_CONV: ConvKernels = ConvKernels {
+    precision: Precision::Bf16,
+    forward: emu_conv2d_forward_bf16,
+    backward_data: emu_conv2d_backward_data_bf16,
+    weight_partial: emu_conv2d_backward_weight_partial_bf16,
+};
+
+/// (grid, block) of a launcher's `LaunchConfig`.
+macro_rules! cfg_of {
+    ($c:expr) => {{
+        let c = $c;
+        (Dim3::from(c.grid_dim), Dim3::from(c.block_dim))
+    }};
+}
 
 struct ConvCase {
     s: kl::ConvShape,
@@ -364,11 +431,45 @@ impl ConvCase {
         .map(|v| v as i32)
     }
 
+    /// `kernel(a, b, out)` with the launcher's grid and block, as forward / backward-data do.
+    fn gemm(
+        &self,
+        kernel: ConvFn,
+        cfg: (Dim3, Dim3),
+        a: &[f32],
+        b: &[f32],
+        out: &mut [f32],
+        beta: f32,
+    ) {
+        let [n, c, h, w, co, oh, ow, ks, s, p] = self.ints();
+        unsafe {
+            kernel(
+                cfg.0,
+                cfg.1,
+                a.as_ptr(),
+                b.as_ptr(),
+                out.as_mut_ptr(),
+                n,
+                c,
+                h,
+                w,
+                co,
+                oh,
+                ow,
+                ks,
+                s,
+                p,
+                beta,
+            )
+        }
+    }
+
     /// Backward weight as `kl::conv2d_backward_weight` issues it: the partial launch with grid
     /// `conv2d_backward_weight_config` (z = splits), then the reduce with `grid_1d(w_len)`.
     /// `plan` = (splits, k_chunk); the launcher's own is `weight_grad_plan()`.
     fn backward_weight(
         &self,
+        k: &ConvKernels,
         dy: &[f32],
         x: &[f32],
         dw: &mut [f32],
@@ -377,7 +478,7 @@ impl ConvCase {
     ) {
         let (splits, chunk) = plan;
         let wlen = self.s.w_len();
-        let cfg = kl::conv2d_backward_weight_config(&self.s);
+        let cfg = kl::conv2d_backward_weight_config(&self.s, k.precision);
         let grid = Dim3 {
             x: cfg.grid_dim.0,
             y: cfg.grid_dim.1,
@@ -386,7 +487,7 @@ impl ConvCase {
         let mut part = nan_vec(splits * wlen); // fresh workspace: every slot must be written
         let [n, c, h, w, co, oh, ow, ks, s, p] = self.ints();
         unsafe {
-            emu_conv2d_backward_weight_partial(
+            (k.weight_partial)(
                 grid,
                 cfg.block_dim.into(),
                 dy.as_ptr(),
@@ -418,14 +519,13 @@ impl ConvCase {
     }
 }
 
-/// Implicit-GEMM tiles (fmaf chains in tile order) vs the twin's im2col + blocked GEMM: same
-/// terms, different order; reduction lengths ≤ 603.
-#[test]
-fn conv_kernels_match_cpu() {
-    let mut r = rng(4);
-    // (n, c_in, hw, c_out, k, stride): 3x3 and 1x1, stride 1 and 2, odd maps, batch 1 and 3,
-    // c_out > 64 (two M tiles forward / weight), c_in > 64 (two M tiles backward-data, 38 K tiles).
-    for (n, c_in, hw, c_out, k, stride) in [
+/// Every conv kernel of one precision against the CPU engine's conv of that precision
+/// (`tensor::conv::*_with`), on shapes that cover: 3x3 and 1x1, stride 1 and 2, odd maps,
+/// batch 1 and 3, c_out > 64 (two M tiles forward / weight), c_in > 64 (two M tiles
+/// backward-data, many K tiles), K not a multiple of the tile's 16 or 32.
+fn check_conv_kernels(k: &ConvKernels, seed: u64) {
+    let mut r = rng(seed);
+    for (n, c_in, hw, c_out, ks, stride) in [
         (1, 3, 4, 5, 3, 1),
         (3, 5, 4, 7, 3, 2),
         (3, 7, 5, 3, 1, 2),
@@ -440,24 +540,24 @@ fn conv_kernels_match_cpu() {
                 h: hw,
                 w: hw,
                 c_out,
-                k,
+                k: ks,
                 stride,
             },
         };
         let s = case.s;
-        let tag = format!("{s:?}");
-        let [ni, c, h, w, co, oh, ow, ks, st, p] = case.ints();
+        let p = k.precision;
+        let tag = format!("{p} {s:?}");
         let x = rand_vec(&mut r, s.x_len());
         let wt = rand_vec(&mut r, s.w_len());
         let dy = rand_vec(&mut r, s.y_len());
         let tx = Tensor::from_vec(&[n, c_in, hw, hw], x.clone());
-        let tw = Tensor::from_vec(&[c_out, c_in, k, k], wt.clone());
+        let tw = Tensor::from_vec(&[c_out, c_in, ks, ks], wt.clone());
         let tdy = Tensor::from_vec(&[n, c_out, s.oh(), s.ow()], dy.clone());
 
-        let ty = tensor::conv::conv2d_forward(&tx, &tw, stride);
-        let tdx = tensor::conv::conv2d_backward_data(&tdy, &tw, &[n, c_in, hw, hw], stride);
-        let mut tdw = Tensor::zeros(&[c_out, c_in, k, k]);
-        tensor::conv::conv2d_backward_weight(&tx, &tdy, stride, &mut tdw);
+        let ty = tensor::conv::conv2d_forward_with(&tx, &tw, stride, p);
+        let tdx = tensor::conv::conv2d_backward_data_with(&tdy, &tw, &[n, c_in, hw, hw], stride, p);
+        let mut tdw = Tensor::zeros(&[c_out, c_in, ks, ks]);
+        tensor::conv::conv2d_backward_weight_with(&tx, &tdy, stride, &mut tdw, p);
 
         for beta in [0.0f32, 1.0] {
             let fresh = |r: &mut ChaCha8Rng, len| {
@@ -475,29 +575,10 @@ fn conv_kernels_match_cpu() {
                 }
             };
 
-            let cfg = kl::conv2d_forward_config(&s);
             let old = fresh(&mut r, s.y_len());
             let mut y = old.clone();
-            unsafe {
-                emu_conv2d_forward(
-                    cfg.grid_dim.into(),
-                    cfg.block_dim.into(),
-                    x.as_ptr(),
-                    wt.as_ptr(),
-                    y.as_mut_ptr(),
-                    ni,
-                    c,
-                    h,
-                    w,
-                    co,
-                    oh,
-                    ow,
-                    ks,
-                    st,
-                    p,
-                    beta,
-                )
-            };
+            let cfg = cfg_of!(kl::conv2d_forward_config(&s, p));
+            case.gemm(k.forward, cfg, &x, &wt, &mut y, beta);
             assert_close(
                 &format!("conv fwd beta={beta} {tag}"),
                 &y,
@@ -505,29 +586,10 @@ fn conv_kernels_match_cpu() {
                 TOL,
             );
 
-            let cfg = kl::conv2d_backward_data_config(&s);
             let old = fresh(&mut r, s.x_len());
             let mut dx = old.clone();
-            unsafe {
-                emu_conv2d_backward_data(
-                    cfg.grid_dim.into(),
-                    cfg.block_dim.into(),
-                    dy.as_ptr(),
-                    wt.as_ptr(),
-                    dx.as_mut_ptr(),
-                    ni,
-                    c,
-                    h,
-                    w,
-                    co,
-                    oh,
-                    ow,
-                    ks,
-                    st,
-                    p,
-                    beta,
-                )
-            };
+            let cfg = cfg_of!(kl::conv2d_backward_data_config(&s, p));
+            case.gemm(k.backward_data, cfg, &dy, &wt, &mut dx, beta);
             assert_close(
                 &format!("conv bwd-data beta={beta} {tag}"),
                 &dx,
@@ -536,13 +598,14 @@ fn conv_kernels_match_cpu() {
             );
 
             // The launcher's split-K plan (a single split at these sizes), and a forced
-            // 16-wide split so the multi-split partial + reduce path runs too.
+            // 16-wide split so the multi-split partial + reduce path runs too (16 is half the
+            // bf16 tile's K: a split then ends inside a tile).
             let k_total = s.n * s.oh() * s.ow();
             let forced = (k_total.div_ceil(16), 16);
             for plan in [s.weight_grad_plan(), forced] {
                 let old = fresh(&mut r, s.w_len());
                 let mut dw = old.clone();
-                case.backward_weight(&dy, &x, &mut dw, plan, beta);
+                case.backward_weight(k, &dy, &x, &mut dw, plan, beta);
                 assert_close(
                     &format!("conv bwd-weight beta={beta} plan={plan:?} {tag}"),
                     &dw,
@@ -552,6 +615,55 @@ fn conv_kernels_match_cpu() {
             }
         }
     }
+}
+
+/// Implicit-GEMM tiles (fmaf chains in tile order) vs the twin's im2col + blocked GEMM: same
+/// terms, different order; reduction lengths ≤ 603.
+#[test]
+fn conv_kernels_match_cpu() {
+    check_conv_kernels(&FP32_CONV, 4);
+}
+
+/// The tensor-core tiles (bf16 operands, emulated `mma.sync` fragments) vs the CPU engine's
+/// bf16 twin (operands rounded to bf16, then the f32 conv): the same exact products, summed in a
+/// different order, so the f32 bound holds. A fragment-layout or packing mistake, or operands
+/// left unrounded (≈ 2e-3 off), fails it.
+#[test]
+fn conv_bf16_kernels_match_cpu_twin() {
+    check_conv_kernels(&BF16_CONV, 5);
+}
+
+/// bf16 against the exact f32 conv: off by the rounding of the operands, ≈ 2^-9 per operand
+/// relative, so between 1e-4 and 1e-2 over a whole output — neither exact (it must round) nor
+/// wrong.
+#[test]
+fn conv_bf16_is_a_bf16_approximation_of_fp32() {
+    let mut r = rng(6);
+    let s = kl::ConvShape {
+        n: 2,
+        c_in: 19,
+        h: 6,
+        w: 6,
+        c_out: 21,
+        k: 3,
+        stride: 1,
+    };
+    let case = ConvCase { s };
+    let x = rand_vec(&mut r, s.x_len());
+    let wt = rand_vec(&mut r, s.w_len());
+    let exact = tensor::conv::conv2d_forward(
+        &Tensor::from_vec(&[2, 19, 6, 6], x.clone()),
+        &Tensor::from_vec(&[21, 19, 3, 3], wt.clone()),
+        1,
+    );
+    let mut y = nan_vec(s.y_len());
+    let cfg = cfg_of!(kl::conv2d_forward_config(&s, Precision::Bf16));
+    case.gemm(emu_conv2d_forward_bf16, cfg, &x, &wt, &mut y, 0.0);
+    let e = rel_err(&y, exact.data());
+    assert!(
+        (1e-4..1e-2).contains(&e),
+        "bf16 vs fp32 relative error {e:.3e}"
+    );
 }
 
 // ---- batchnorm.cu --------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-//! Convolution launchers (`conv.cu`): implicit-GEMM forward, backward-data and split-K
-//! backward-weight.
+//! Convolution launchers: implicit-GEMM forward, backward-data and split-K backward-weight,
+//! in fp32 (`conv.cu`, the reference) or with bf16 operands on the tensor cores
+//! (`conv_bf16.cu`), chosen per call by [`Precision`].
 
 use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 
 use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_i32};
 use crate::error::{KernelError, Result};
-use crate::Gpu;
+use crate::{Gpu, Precision};
 
 /// Tile sizes of the implicit-GEMM convolution (must equal conv.cu's TILE_M/TILE_N/TILE_K).
 pub const CONV_TILE_M: usize = 64;
@@ -15,6 +16,16 @@ pub const CONV_TILE_N: usize = 64;
 pub const CONV_TILE_K: usize = 16;
 /// Threads per conv block (conv.cu's THREADS).
 pub const CONV_THREADS: u32 = 256;
+/// Threads per bf16 conv block (conv_bf16.cu's BF_THREADS: 4 warps). Its tile is 64 x 64 too,
+/// so both precisions share the grids below.
+pub const CONV_BF16_THREADS: u32 = 128;
+
+fn conv_threads(p: Precision) -> u32 {
+    match p {
+        Precision::Fp32 => CONV_THREADS,
+        Precision::Bf16 => CONV_BF16_THREADS,
+    }
+}
 
 /// Shape of a bias-free 2-D convolution, NCHW, square kernel `k` in {1, 3}, padding (k-1)/2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,36 +155,38 @@ impl ConvArgs {
     }
 }
 
-fn gemm_grid(m: usize, ncols: usize, z: usize) -> LaunchConfig {
+fn gemm_grid(m: usize, ncols: usize, z: usize, p: Precision) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (
             ncols.div_ceil(CONV_TILE_N) as u32,
             m.div_ceil(CONV_TILE_M) as u32,
             z as u32,
         ),
-        block_dim: (CONV_THREADS, 1, 1),
+        block_dim: (conv_threads(p), 1, 1),
         shared_mem_bytes: 0,
     }
 }
 
 /// Launch configuration of `conv2d_forward` (pure; exposed for tests).
-pub fn conv2d_forward_config(s: &ConvShape) -> LaunchConfig {
-    gemm_grid(s.c_out, s.n * s.oh() * s.ow(), 1)
+pub fn conv2d_forward_config(s: &ConvShape, p: Precision) -> LaunchConfig {
+    gemm_grid(s.c_out, s.n * s.oh() * s.ow(), 1, p)
 }
 
 /// Launch configuration of `conv2d_backward_data` (pure; exposed for tests).
-pub fn conv2d_backward_data_config(s: &ConvShape) -> LaunchConfig {
-    gemm_grid(s.c_in, s.n * s.h * s.w, 1)
+pub fn conv2d_backward_data_config(s: &ConvShape, p: Precision) -> LaunchConfig {
+    gemm_grid(s.c_in, s.n * s.h * s.w, 1, p)
 }
 
 /// Launch configuration of `conv2d_backward_weight_partial` (pure; exposed for tests).
-pub fn conv2d_backward_weight_config(s: &ConvShape) -> LaunchConfig {
-    gemm_grid(s.c_out, s.c_in * s.k * s.k, s.weight_grad_plan().0)
+pub fn conv2d_backward_weight_config(s: &ConvShape, p: Precision) -> LaunchConfig {
+    gemm_grid(s.c_out, s.c_in * s.k * s.k, s.weight_grad_plan().0, p)
 }
 
-/// y = conv2d(x, w) + beta * y. CPU twin: tensor's conv2d forward.
+/// y = conv2d(x, w) + beta * y. CPU twin: tensor's conv2d forward (with x and w rounded to
+/// bf16 first for [`Precision::Bf16`]).
 pub fn conv2d_forward(
     gpu: &Gpu,
+    precision: Precision,
     shape: &ConvShape,
     x: &CudaView<'_, f32>,
     w: &CudaView<'_, f32>,
@@ -197,14 +210,21 @@ pub fn conv2d_forward(
         s,
         p,
     } = a;
-    launch!(gpu, "conv2d_forward", conv2d_forward_config(shape),
-        [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
-         i32 ks, i32 s, i32 p, f32 beta])
+    let cfg = conv2d_forward_config(shape, precision);
+    match precision {
+        Precision::Fp32 => launch!(gpu, "conv2d_forward", cfg,
+            [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
+             i32 ks, i32 s, i32 p, f32 beta]),
+        Precision::Bf16 => launch!(gpu, "conv2d_forward_bf16", cfg,
+            [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
+             i32 ks, i32 s, i32 p, f32 beta]),
+    }
 }
 
 /// dx = conv2d_backward_data(dy, w) + beta * dx. CPU twin: tensor's conv2d backward (input grad).
 pub fn conv2d_backward_data(
     gpu: &Gpu,
+    precision: Precision,
     shape: &ConvShape,
     dy: &CudaView<'_, f32>,
     w: &CudaView<'_, f32>,
@@ -228,17 +248,26 @@ pub fn conv2d_backward_data(
         s,
         p,
     } = a;
-    launch!(gpu, "conv2d_backward_data", conv2d_backward_data_config(shape),
-        [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
-         i32 ks, i32 s, i32 p, f32 beta])
+    let cfg = conv2d_backward_data_config(shape, precision);
+    match precision {
+        Precision::Fp32 => launch!(gpu, "conv2d_backward_data", cfg,
+            [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+             i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
+        Precision::Bf16 => launch!(gpu, "conv2d_backward_data_bf16", cfg,
+            [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+             i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
+    }
 }
 
 /// dw = beta * dw + sum_{n,oy,ox} dy * x (deterministic split-K: partials into `workspace`,
 /// then a fixed-order reduction). `workspace` needs
 /// [`ConvShape::weight_grad_workspace_len`] elements. CPU twin: tensor's conv2d backward
 /// (weight grad).
+// Four buffers, the shape, the arithmetic and beta: each says which is which at the call site.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_weight(
     gpu: &Gpu,
+    precision: Precision,
     shape: &ConvShape,
     dy: &CudaView<'_, f32>,
     x: &CudaView<'_, f32>,
@@ -277,9 +306,15 @@ pub fn conv2d_backward_weight(
     } = a;
     {
         let ws = workspace;
-        launch!(gpu, "conv2d_backward_weight_partial", conv2d_backward_weight_config(shape),
-            [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
-             i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?;
+        let cfg = conv2d_backward_weight_config(shape, precision);
+        match precision {
+            Precision::Fp32 => launch!(gpu, "conv2d_backward_weight_partial", cfg,
+                [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?,
+            Precision::Bf16 => launch!(gpu, "conv2d_backward_weight_partial_bf16", cfg,
+                [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?,
+        }
         let part = ws.as_view();
         let part = &part;
         launch!(gpu, "conv2d_backward_weight_reduce", grid_1d(shape.w_len()),
@@ -331,12 +366,15 @@ mod tests {
     #[test]
     fn conv_grids_cover_the_gemms() {
         let s = conv(128, 16, 32, 32, 3, 2); // CIFAR stage transition
-        let f = conv2d_forward_config(&s);
+        let f = conv2d_forward_config(&s, Precision::Fp32);
         assert_eq!(f.grid_dim, ((128 * 16 * 16usize).div_ceil(64) as u32, 1, 1));
         assert_eq!(f.block_dim, (CONV_THREADS, 1, 1));
-        let d = conv2d_backward_data_config(&s);
+        let b = conv2d_forward_config(&s, Precision::Bf16);
+        assert_eq!(b.grid_dim, f.grid_dim);
+        assert_eq!(b.block_dim, (CONV_BF16_THREADS, 1, 1));
+        let d = conv2d_backward_data_config(&s, Precision::Fp32);
         assert_eq!(d.grid_dim, ((128 * 32 * 32usize).div_ceil(64) as u32, 1, 1));
-        let w = conv2d_backward_weight_config(&s);
+        let w = conv2d_backward_weight_config(&s, Precision::Fp32);
         assert_eq!(
             (w.grid_dim.0, w.grid_dim.1),
             ((16 * 9usize).div_ceil(64) as u32, 1)

@@ -1,0 +1,205 @@
+//! The bf16 tensor-core convolutions on the GPU (`kernels/cuda/conv_bf16.cu`) against their CPU
+//! twin (operands rounded to bf16, then the f32 conv: `tensor::conv::*_with(.., Bf16)`), and a
+//! whole bf16 training step against the CPU engine doing the same.
+//!
+//! Every test is `#[ignore = "needs a CUDA GPU"]` and FAILS (never skips) without one:
+//! `cargo test -p resnet-cifar --test gpu_bf16 -- --include-ignored` on the GPU machine (sm_80+).
+//!
+//! Error measure: `‖gpu − cpu‖₂ / ‖cpu‖₂` in f64, bound stated at each check.
+
+use model::step::train_step;
+use model::{ResNet, ResNetConfig, Sgd};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tensor::{conv, Device, Precision, Tensor};
+
+const BF16: Precision = Precision::Bf16;
+
+fn gpu() -> Device {
+    Device::cuda(0).unwrap_or_else(|e| panic!("this test needs a CUDA GPU: {e}"))
+}
+
+/// Values with |v| in [0.1, 1] and random sign: non-zero everywhere.
+fn rand_t(r: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    let v = (0..n)
+        .map(|_| {
+            let m: f32 = r.gen_range(0.1..=1.0);
+            if r.gen_bool(0.5) {
+                m
+            } else {
+                -m
+            }
+        })
+        .collect();
+    Tensor::from_vec(shape, v)
+}
+
+fn up(t: &Tensor, dev: &Device) -> Tensor {
+    t.to_device(dev).expect("upload")
+}
+
+fn rel_err(gpu: &Tensor, cpu: &Tensor) -> f64 {
+    assert!(
+        gpu.is_cuda(),
+        "a GPU op returned a tensor on {}",
+        gpu.device()
+    );
+    let g = gpu.to_host().expect("download");
+    assert_eq!(g.shape(), cpu.shape(), "shapes differ");
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (&a, &b) in g.data().iter().zip(cpu.data()) {
+        assert!(a.is_finite(), "non-finite GPU value {a}");
+        num += (a as f64 - b as f64).powi(2);
+        den += (b as f64).powi(2);
+    }
+    assert!(den > 0.0, "the CPU reference is all zeros: a useless check");
+    (num / den).sqrt()
+}
+
+#[track_caller]
+fn assert_rel(what: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) {
+    let e = rel_err(gpu, cpu);
+    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.2e}");
+}
+
+// As in gpu_parity.rs: batch 1, odd channels and sizes, stride 2, 1x1, the 4x4 maps of a
+// four-stage network, one real CIFAR shape, and c_out > 64 (two tiles).
+const CONV_CASES: [([usize; 4], [usize; 4], usize); 9] = [
+    ([1, 3, 5, 7], [4, 3, 3, 3], 1),
+    ([3, 2, 7, 5], [5, 2, 3, 3], 2),
+    ([3, 5, 6, 6], [3, 5, 3, 3], 2),
+    ([1, 4, 5, 5], [6, 4, 1, 1], 1),
+    ([3, 3, 7, 6], [5, 3, 1, 1], 2),
+    ([2, 16, 8, 8], [72, 16, 3, 3], 2),
+    ([1, 7, 4, 4], [7, 7, 3, 3], 1),
+    ([2, 64, 4, 4], [64, 64, 3, 3], 1),
+    ([8, 16, 32, 32], [16, 16, 3, 3], 1),
+];
+
+/// The tensor cores against the twin. Both add the same exact bf16×bf16 products in f32; only
+/// the order differs, and the hardware's internal accumulation is not specified to round each
+/// addition to nearest. Worst case per sum ≈ terms · 2^-24 (≤ 8192 terms for dW here, ~5e-4
+/// for a fully adversarial order; random signs give ~1e-6): bound 1e-4. An operand left
+/// unrounded, a fragment in the wrong place or a missing tile is ≥ 1e-3.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn bf16_conv_matches_its_cpu_twin() {
+    let dev = gpu();
+    let mut r = ChaCha8Rng::seed_from_u64(21);
+    for (xs, ws, s) in CONV_CASES {
+        let case = format!("x {xs:?} w {ws:?} stride {s}");
+        let (x, w) = (rand_t(&mut r, &xs), rand_t(&mut r, &ws));
+        let (gx, gw) = (up(&x, &dev), up(&w, &dev));
+        let y = conv::conv2d_forward_with(&x, &w, s, BF16);
+        let gy = conv::conv2d_forward_with(&gx, &gw, s, BF16);
+        assert_rel(&format!("bf16 conv y, {case}"), &gy, &y, 1e-4);
+        // And it is bf16, not fp32: against the exact conv it is off by the operands' rounding.
+        let exact = conv::conv2d_forward(&x, &w, s);
+        let e = rel_err(&gy, &exact);
+        assert!((1e-4..1e-2).contains(&e), "bf16 vs fp32 y, {case}: {e:.3e}");
+
+        let dy = rand_t(&mut r, y.shape());
+        let gdy = up(&dy, &dev);
+        let dx = conv::conv2d_backward_data_with(&dy, &w, &xs, s, BF16);
+        let gdx = conv::conv2d_backward_data_with(&gdy, &gw, &xs, s, BF16);
+        assert_rel(&format!("bf16 conv dx, {case}"), &gdx, &dx, 1e-4);
+        let mut dw = rand_t(&mut r, &ws);
+        let mut gdw = up(&dw, &dev);
+        conv::conv2d_backward_weight_with(&x, &dy, s, &mut dw, BF16);
+        conv::conv2d_backward_weight_with(&gx, &gdy, s, &mut gdw, BF16);
+        assert_rel(&format!("bf16 conv dw, {case}"), &gdw, &dw, 1e-4);
+    }
+}
+
+/// One ResNet-20 step with bf16 convolutions, GPU vs the CPU engine in bf16 from the same
+/// weights. Tolerances are wider than fp32's (1e-4 loss, 1e-3 gradients) because rounding to
+/// bf16 is discontinuous: an activation that differs by 1 f32 ulp between the engines can round
+/// to neighbouring bf16 values (2^-8 apart), and the step has 19 such roundings in a row. Loss
+/// 1e-3, gradients and updates 1e-2 per tensor. The bf16 loss must also be within 1e-2 of the
+/// fp32 CPU loss: bf16 is an approximation of the same network, not another one.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn bf16_resnet20_step_matches_the_cpu_twin() {
+    let dev = gpu();
+    let config = ResNetConfig::from_depth(20, None, None, 10).unwrap();
+    let mut cpu = ResNet::new(&config, 7);
+    let mut fp32 = cpu.clone();
+    cpu.set_precision(BF16);
+    let mut g = cpu.clone();
+    g.to_device(&dev).expect("model to GPU");
+    assert_eq!(g.precision(), BF16);
+    let mut r = ChaCha8Rng::seed_from_u64(22);
+    let x = rand_t(&mut r, &[8, 3, 32, 32]);
+    let labels: Vec<usize> = (0..8).map(|_| r.gen_range(0..10)).collect();
+    let sgd = Sgd {
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        nesterov: false,
+        decay_weights_only: true,
+    };
+    let a = train_step(&mut cpu, &sgd, &x, &labels, 0.1);
+    let b = train_step(&mut g, &sgd, &up(&x, &dev), &labels, 0.1);
+    let f = train_step(&mut fp32, &sgd, &x, &labels, 0.1);
+    let e = ((b.loss - a.loss) / a.loss).abs();
+    assert!(
+        e <= 1e-3,
+        "loss: gpu {} cpu {} (rel {e:.2e})",
+        b.loss,
+        a.loss
+    );
+    let e = ((b.loss - f.loss) / f.loss).abs();
+    assert!(
+        e <= 1e-2,
+        "bf16 loss {} vs fp32 loss {} (rel {e:.2e})",
+        b.loss,
+        f.loss
+    );
+    for (pc, pg) in cpu.params_mut().into_iter().zip(g.params_mut()) {
+        let name = pc.name.clone();
+        assert_rel(&format!("grad {name}"), &pg.grad, &pc.grad, 1e-2);
+        assert_rel(
+            &format!("momentum {name}"),
+            &pg.momentum,
+            &pc.momentum,
+            1e-2,
+        );
+    }
+}
+
+/// bf16 steps are as deterministic as fp32 ones: two runs give bit-identical weights.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn bf16_training_step_is_deterministic() {
+    let dev = gpu();
+    let config = ResNetConfig::from_depth(20, None, None, 10).unwrap();
+    let make = || {
+        let mut m = ResNet::new(&config, 3);
+        m.set_precision(BF16);
+        m.to_device(&dev).unwrap();
+        m
+    };
+    let (mut a, mut b) = (make(), make());
+    let mut r = ChaCha8Rng::seed_from_u64(23);
+    let x = up(&rand_t(&mut r, &[16, 3, 32, 32]), &dev);
+    let labels: Vec<usize> = (0..16).map(|_| r.gen_range(0..10)).collect();
+    let sgd = Sgd {
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+        decay_weights_only: false,
+    };
+    for _ in 0..2 {
+        let ra = train_step(&mut a, &sgd, &x, &labels, 0.1);
+        let rb = train_step(&mut b, &sgd, &x, &labels, 0.1);
+        assert_eq!(ra.loss.to_bits(), rb.loss.to_bits(), "loss bits");
+    }
+    for (pa, pb) in a.params_mut().into_iter().zip(b.params_mut()) {
+        let (va, vb) = (pa.value.to_vec().unwrap(), pb.value.to_vec().unwrap());
+        assert!(
+            va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{} differs between two identical runs",
+            pa.name
+        );
+    }
+}
