@@ -80,6 +80,13 @@ impl Gpu {
             .compute_capability()
             .map_err(|e| KernelError::driver("querying the compute capability", e))?;
         let arch = arch_for_capability(capability.0, capability.1);
+        // Every buffer is used on the one stream below only, so work is already ordered.
+        // cudarc's event tracking (on once a second stream exists) exists to order work across
+        // streams: two events per allocation, and a wait plus a record per buffer argument of
+        // every launch — driver calls that would only add host time to each of the step's
+        // hundreds of launches. SAFETY: no buffer is ever used on another stream, and a drop's
+        // free is stream-ordered (cuMemFreeAsync on the same stream) after its last use.
+        unsafe { ctx.disable_event_tracking() };
         // A non-default stream: required for CUDA-graph capture later, and avoids the legacy
         // default stream's implicit synchronisation.
         let stream = ctx
