@@ -178,6 +178,19 @@ impl Gpu {
             .map_err(|e| KernelError::driver(format!("allocating {len} elements"), e))
     }
 
+    /// A new device buffer of `len` f32 whose contents are whatever the allocator hands out:
+    /// for op outputs that the op's kernel then writes in full, which saves the zero-fill
+    /// (one memset launch per op output). No NaN or stale value can leak: every kernel's full
+    /// coverage of its outputs is what the emulated parity tests check, by pre-filling every
+    /// output with NaN. Plain `f32`, so any bit pattern is a valid value (no UB), only a
+    /// meaningless one until written.
+    pub fn uninit_f32(&self, len: usize) -> Result<CudaSlice<f32>> {
+        // SAFETY: every bit pattern is a valid f32; the memory is device memory that Rust never
+        // reads before a kernel (or copy) writes it.
+        unsafe { self.stream.alloc::<f32>(len) }
+            .map_err(|e| KernelError::driver(format!("allocating {len} elements"), e))
+    }
+
     /// A new device buffer with the same contents as `src` (device-to-device copy, queued on
     /// the stream).
     pub fn clone_buffer<T: DeviceRepr>(&self, src: &CudaSlice<T>) -> Result<CudaSlice<T>> {

@@ -263,9 +263,9 @@ pub fn train_forward(
         "batchnorm needs more than one value per channel, got shape {:?}",
         x.shape()
     );
-    let mut y = Tensor::cuda_zeros(OP, &gpu, x.shape());
-    let mut mean = Tensor::cuda_zeros(OP, &gpu, &[c]);
-    let mut invstd = Tensor::cuda_zeros(OP, &gpu, &[c]);
+    let mut y = Tensor::cuda_output(OP, &gpu, x.shape());
+    let mut mean = Tensor::cuda_output(OP, &gpu, &[c]);
+    let mut invstd = Tensor::cuda_output(OP, &gpu, &[c]);
     let r = kl::batchnorm_forward_train(
         &gpu,
         &bn_shape(x),
@@ -306,7 +306,7 @@ pub fn eval_forward(
             eps,
         );
     };
-    let mut y = Tensor::cuda_zeros(OP, &gpu, x.shape());
+    let mut y = Tensor::cuda_output(OP, &gpu, x.shape());
     let r = kl::batchnorm_forward_eval(
         &gpu,
         &bn_shape(x),
@@ -349,9 +349,9 @@ pub fn backward(
     };
     assert_eq!(x.shape(), dy.shape(), "batchnorm dy shape");
     let c = gamma.len();
-    let mut dx = Tensor::cuda_zeros(OP, &gpu, x.shape());
-    let mut dg = Tensor::cuda_zeros(OP, &gpu, &[c]);
-    let mut db = Tensor::cuda_zeros(OP, &gpu, &[c]);
+    let mut dx = Tensor::cuda_output(OP, &gpu, x.shape());
+    let mut dg = Tensor::cuda_output(OP, &gpu, &[c]);
+    let mut db = Tensor::cuda_output(OP, &gpu, &[c]);
     let r = kl::batchnorm_backward(
         &gpu,
         &bn_shape(x),

@@ -207,7 +207,7 @@ pub fn conv2d_forward_with(
 ) -> Tensor {
     let g = ConvGeom::new(x.shape(), weight.shape(), stride);
     if let Some(gpu) = cuda_of("conv2d_forward", &[x, weight]) {
-        let mut y = Tensor::cuda_zeros("conv2d_forward", &gpu, &[g.n, g.cout, g.ho, g.wo]);
+        let mut y = Tensor::cuda_output("conv2d_forward", &gpu, &[g.n, g.cout, g.ho, g.wo]);
         let r = kl::conv2d_forward(
             &gpu,
             precision,
@@ -271,7 +271,7 @@ pub fn conv2d_backward_data_with(
     let g = ConvGeom::new(x_shape, weight.shape(), stride);
     assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
     if let Some(gpu) = cuda_of("conv2d_backward_data", &[dy, weight]) {
-        let mut dx = Tensor::cuda_zeros("conv2d_backward_data", &gpu, x_shape);
+        let mut dx = Tensor::cuda_output("conv2d_backward_data", &gpu, x_shape);
         let r = kl::conv2d_backward_data(
             &gpu,
             precision,

@@ -24,7 +24,7 @@ fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor
 /// `max(x, 0)`.
 pub fn relu_forward(x: &Tensor) -> Tensor {
     if let Some(gpu) = cuda_of("relu_forward", &[x]) {
-        let mut y = Tensor::cuda_zeros("relu_forward", &gpu, x.shape());
+        let mut y = Tensor::cuda_output("relu_forward", &gpu, x.shape());
         let r = kl::relu_forward(&gpu, &x.cu().as_view(), &mut y.cu_mut().as_view_mut());
         check("relu_forward", r);
         return y;
@@ -41,7 +41,7 @@ pub fn relu_forward(x: &Tensor) -> Tensor {
 pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
     if let Some(gpu) = cuda_of("relu_backward", &[dy, y]) {
         assert_eq!(dy.shape(), y.shape(), "elementwise shapes differ");
-        let mut dx = Tensor::cuda_zeros("relu_backward", &gpu, y.shape());
+        let mut dx = Tensor::cuda_output("relu_backward", &gpu, y.shape());
         let r = kl::relu_backward(
             &gpu,
             &dy.cu().as_view(),
@@ -58,7 +58,7 @@ pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
 pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
     if let Some(gpu) = cuda_of("add", &[a, b]) {
         assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
-        let mut out = Tensor::cuda_zeros("add", &gpu, a.shape());
+        let mut out = Tensor::cuda_output("add", &gpu, a.shape());
         let r = kl::add_forward(
             &gpu,
             &a.cu().as_view(),

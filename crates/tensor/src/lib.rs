@@ -144,7 +144,7 @@ impl Tensor {
         }
     }
 
-    /// Zeros on `gpu`, for op outputs: panics (naming `op`) when the allocation fails.
+    /// Zeros on `gpu`: panics (naming `op`) when the allocation fails.
     #[track_caller]
     pub(crate) fn cuda_zeros(op: &str, gpu: &Arc<Gpu>, shape: &[usize]) -> Tensor {
         Tensor {
@@ -152,6 +152,19 @@ impl Tensor {
             storage: Storage::Cuda {
                 gpu: Arc::clone(gpu),
                 buf: check(op, gpu.zeros(shape.iter().product())),
+            },
+        }
+    }
+
+    /// An op's output on `gpu`, not zero-filled: the op's kernel writes every element (see
+    /// `kernels::Gpu::uninit_f32`). Panics (naming `op`) when the allocation fails.
+    #[track_caller]
+    pub(crate) fn cuda_output(op: &str, gpu: &Arc<Gpu>, shape: &[usize]) -> Tensor {
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::Cuda {
+                gpu: Arc::clone(gpu),
+                buf: check(op, gpu.uninit_f32(shape.iter().product())),
             },
         }
     }

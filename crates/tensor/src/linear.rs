@@ -20,7 +20,7 @@ pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
             in_features: fin,
             out_features: fout,
         };
-        let mut y = Tensor::cuda_zeros("linear_forward", &gpu, &[n, fout]);
+        let mut y = Tensor::cuda_output("linear_forward", &gpu, &[n, fout]);
         let r = kl::linear_forward(
             &gpu,
             &shape,
@@ -64,7 +64,7 @@ pub fn linear_backward(
             in_features: fin,
             out_features: fout,
         };
-        let mut dx = Tensor::cuda_zeros("linear_backward", &gpu, &[n, fin]);
+        let mut dx = Tensor::cuda_output("linear_backward", &gpu, &[n, fin]);
         let r = kl::linear_backward_data(
             &gpu,
             &shape,

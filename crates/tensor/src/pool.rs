@@ -8,7 +8,7 @@ pub fn global_avg_pool_forward(x: &Tensor) -> Tensor {
     let (n, c, h, w) = x.dims4();
     let hw = h * w;
     if let Some(gpu) = cuda_of("global_avg_pool_forward", &[x]) {
-        let mut y = Tensor::cuda_zeros("global_avg_pool_forward", &gpu, &[n, c]);
+        let mut y = Tensor::cuda_output("global_avg_pool_forward", &gpu, &[n, c]);
         let r = kl::avgpool_forward(
             &gpu,
             n * c,
@@ -34,7 +34,7 @@ pub fn global_avg_pool_backward(dy: &Tensor, x_shape: &[usize]) -> Tensor {
     };
     assert_eq!(dy.shape(), [n, c], "pool dy shape");
     if let Some(gpu) = cuda_of("global_avg_pool_backward", &[dy]) {
-        let mut dx = Tensor::cuda_zeros("global_avg_pool_backward", &gpu, x_shape);
+        let mut dx = Tensor::cuda_output("global_avg_pool_backward", &gpu, x_shape);
         let r = kl::avgpool_backward(
             &gpu,
             n * c,

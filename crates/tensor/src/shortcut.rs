@@ -22,7 +22,7 @@ pub fn pad_shortcut_forward(x: &Tensor, cout: usize, stride: usize) -> Tensor {
             c_out: cout,
             stride,
         };
-        let mut y = Tensor::cuda_zeros("pad_shortcut_forward", &gpu, &[n, cout, ho, wo]);
+        let mut y = Tensor::cuda_output("pad_shortcut_forward", &gpu, &[n, cout, ho, wo]);
         let r = kl::shortcut_forward(
             &gpu,
             &shape,
@@ -67,7 +67,7 @@ pub fn pad_shortcut_backward(dy: &Tensor, x_shape: &[usize], stride: usize) -> T
             stride,
         };
         assert_eq!((shape.oh(), shape.ow()), (ho, wo), "pad shortcut dy shape");
-        let mut dx = Tensor::cuda_zeros("pad_shortcut_backward", &gpu, x_shape);
+        let mut dx = Tensor::cuda_output("pad_shortcut_backward", &gpu, x_shape);
         let r = kl::shortcut_backward(
             &gpu,
             &shape,
