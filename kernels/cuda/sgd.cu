@@ -10,7 +10,11 @@
 // and has weight decay seg_wd[s]. Each thread finds its segment by binary search over the
 // (small, ~60 entry) offset table, so the whole update is a single launch. 1-D grid-stride loop.
 //
-// lr is a plain argument for now; for CUDA-graph capture it will move to device memory.
+// sgd_step_tensors does the same over tensors that live in separate buffers (the model's
+// parameters as they are): a device table gives each tensor's three addresses, and the tensors
+// are laid end to end in a virtual index space by the same offset table, so it is still one
+// launch with the same per-element arithmetic. It reads lr from device memory, so a captured
+// CUDA graph can replay it with a new learning rate.
 
 __device__ __forceinline__ int find_segment(const int* seg_offsets, int num_segs, int i)
 {
@@ -37,5 +41,31 @@ extern "C" __global__ void sgd_step(float* __restrict__ params, const float* __r
         bufs[i] = b;
         const float step = nesterov ? (g + momentum * b) : b;
         params[i] = p - lr * step;
+    }
+}
+
+// ptrs[3s], ptrs[3s+1], ptrs[3s+2]: parameter, gradient, momentum buffer of tensor s (device
+// addresses as integers), each seg_offsets[s+1] - seg_offsets[s] floats long. 1-D grid-stride
+// over total = seg_offsets[num_segs].
+extern "C" __global__ void sgd_step_tensors(const unsigned long long* __restrict__ ptrs,
+                                            const int* __restrict__ seg_offsets,
+                                            const float* __restrict__ seg_wd, int num_segs,
+                                            int total, const float* __restrict__ lr_ptr,
+                                            float momentum, int nesterov)
+{
+    const float lr = *lr_ptr;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        const int s = find_segment(seg_offsets, num_segs, i);
+        const int j = i - seg_offsets[s];
+        float* params = reinterpret_cast<float*>(ptrs[3 * s]);
+        const float* grads = reinterpret_cast<const float*>(ptrs[3 * s + 1]);
+        float* bufs = reinterpret_cast<float*>(ptrs[3 * s + 2]);
+        const float wd = seg_wd[s];
+        const float p = params[j];
+        const float g = grads[j] + wd * p;
+        const float b = momentum * bufs[j] + g;
+        bufs[j] = b;
+        const float step = nesterov ? (g + momentum * b) : b;
+        params[j] = p - lr * step;
     }
 }

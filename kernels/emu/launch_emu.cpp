@@ -195,6 +195,15 @@ void emu_sgd_step(EmuDim3 g, EmuDim3 b, float* params, const float* grads, float
                sgd_step(params, grads, bufs, seg_offsets, seg_wd, num_segs, total, lr, momentum,
                         nesterov));
 }
+// launch/sgd.rs sgd_step_tensors: grid_1d(total); `ptrs` holds host addresses here.
+void emu_sgd_step_tensors(EmuDim3 g, EmuDim3 b, const unsigned long long* ptrs,
+                          const int* seg_offsets, const float* seg_wd, int num_segs, int total,
+                          const float* lr_ptr, float momentum, int nesterov)
+{
+    EMU_LAUNCH(g, b,
+               sgd_step_tensors(ptrs, seg_offsets, seg_wd, num_segs, total, lr_ptr, momentum,
+                                nesterov));
+}
 
 // ---- augment.cu — launch/augment.rs: grid_1d(batch*3*h*w) ---------------------------------------
 void emu_augment_batch(EmuDim3 g, EmuDim3 b, const unsigned char* images,

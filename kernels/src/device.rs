@@ -191,6 +191,15 @@ impl Gpu {
             .map_err(|e| KernelError::driver(format!("allocating {len} elements"), e))
     }
 
+    /// The device address of `buf`, for tables of buffers that one kernel walks (the
+    /// multi-tensor SGD step). The address stays valid as long as `buf` is alive.
+    pub fn address_of<T>(&self, buf: &CudaSlice<T>) -> u64 {
+        use cudarc::driver::DevicePtr;
+        // Event tracking is off (see `open`), so the returned guard records nothing.
+        let (address, _guard) = buf.device_ptr(&self.stream);
+        address
+    }
+
     /// A new device buffer with the same contents as `src` (device-to-device copy, queued on
     /// the stream).
     pub fn clone_buffer<T: DeviceRepr>(&self, src: &CudaSlice<T>) -> Result<CudaSlice<T>> {

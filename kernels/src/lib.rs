@@ -115,7 +115,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "linear_backward_weight",
         ],
     ),
-    ("sgd", &["sgd_step"]),
+    ("sgd", &["sgd_step", "sgd_step_tensors"]),
     ("shortcut", &["shortcut_forward", "shortcut_backward"]),
 ];
 

@@ -15,6 +15,8 @@ pub enum Elem {
     I32,
     /// `unsigned char`
     U8,
+    /// `unsigned long long` (device addresses in a table)
+    U64,
 }
 
 /// The kind of one kernel parameter.
@@ -85,6 +87,7 @@ fn parse_param(text: &str) -> Result<Param, String> {
         "double" => Elem::F64,
         "int" => Elem::I32,
         "unsigned char" => Elem::U8,
+        "unsigned long long" => Elem::U64,
         other => return Err(format!("unsupported parameter type `{other}` in `{text}`")),
     };
     Ok(match (is_ptr, is_const, elem) {
@@ -153,6 +156,7 @@ pub fn tag_param(tag: &str) -> Option<Param> {
         "i32_in" => Param::In(Elem::I32),
         "i32_out" => Param::Out(Elem::I32),
         "u8_in" => Param::In(Elem::U8),
+        "u64_in" => Param::In(Elem::U64),
         "i32" => Param::I32,
         "f32" => Param::F32,
         _ => return None,

@@ -316,6 +316,18 @@ extern "C" {
         momentum: f32,
         nesterov: i32,
     );
+    pub fn emu_sgd_step_tensors(
+        g: Dim3,
+        b: Dim3,
+        ptrs: *const u64,
+        seg_offsets: *const i32,
+        seg_wd: *const f32,
+        num_segs: i32,
+        total: i32,
+        lr_ptr: *const f32,
+        momentum: f32,
+        nesterov: i32,
+    );
 
     // augment.cu
     pub fn emu_augment_batch(

@@ -74,6 +74,9 @@ fn i32_out<'a, 'b>(v: &'a mut CudaViewMut<'b, i32>) -> &'a mut CudaViewMut<'b, i
 fn u8_in<'a, 'b>(v: &'a CudaView<'b, u8>) -> &'a CudaView<'b, u8> {
     v
 }
+fn u64_in<'a, 'b>(v: &'a CudaView<'b, u64>) -> &'a CudaView<'b, u64> {
+    v
+}
 fn i32_val(v: &i32) -> &i32 {
     v
 }
@@ -82,7 +85,7 @@ fn f32_val(v: &f32) -> &f32 {
 }
 
 /// `launch!(gpu, "kernel", cfg, [tag arg, ...])` pushes each argument in order and launches.
-/// Tags: `f32_in f32_out f64_out i32_in i32_out u8_in` (device pointers; `_in` = `const T*`,
+/// Tags: `f32_in f32_out f64_out i32_in i32_out u8_in u64_in` (device pointers; `_in` = `const T*`,
 /// `_out` = `T*`) and `i32 f32` (scalars, which must be named local variables so they outlive
 /// the builder). The test in `signature.rs` parses these invocations from the text of the
 /// files in `launch/`.
@@ -106,6 +109,7 @@ macro_rules! launch {
     (@push $b:ident, i32_in, $a:ident) => { $b.arg(i32_in($a)) };
     (@push $b:ident, i32_out, $a:ident) => { $b.arg(i32_out($a)) };
     (@push $b:ident, u8_in, $a:ident) => { $b.arg(u8_in($a)) };
+    (@push $b:ident, u64_in, $a:ident) => { $b.arg(u64_in($a)) };
     (@push $b:ident, i32, $a:ident) => { $b.arg(i32_val(&$a)) };
     (@push $b:ident, f32, $a:ident) => { $b.arg(f32_val(&$a)) };
 }
@@ -138,7 +142,7 @@ pub use pool_fc::{
     avgpool_backward, avgpool_forward, linear_backward_data, linear_backward_weight,
     linear_forward, LinearShape,
 };
-pub use sgd::{sgd_step, SgdSegments, SgdTable};
+pub use sgd::{sgd_step, sgd_step_tensors, SgdSegments, SgdTable, SgdTensorTable};
 pub use shortcut::{shortcut_backward, shortcut_forward, ShortcutShape};
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, PushKernelArg};
 
-use super::{check_len, f32_in, f32_out, f32_val, grid_1d, i32_in, i32_val, to_i32};
+use super::{check_len, f32_in, f32_out, f32_val, grid_1d, i32_in, i32_val, to_i32, u64_in};
 use crate::error::{KernelError, Result};
 use crate::Gpu;
 
@@ -101,6 +101,84 @@ pub fn sgd_step(
     launch!(gpu, "sgd_step", grid_1d(table.total),
         [f32_out params, f32_in grads, f32_out bufs, i32_in seg_offsets, f32_in seg_wd,
          i32 num_segs, i32 total, f32 lr, f32 momentum, i32 nesterov])
+}
+
+/// The model's parameter tensors for [`sgd_step_tensors`]: each tensor's parameter, gradient
+/// and momentum addresses, the segment table (lengths, weight decay) and the learning rate,
+/// all in device memory. Built once and reused while the tensors stay where they are.
+pub struct SgdTensorTable {
+    addresses: Vec<u64>,
+    segments: SgdSegments,
+    d_addresses: CudaSlice<u64>,
+    table: SgdTable,
+    lr: CudaSlice<f32>,
+}
+
+impl SgdTensorTable {
+    /// `addresses[3s..3s+3]` are tensor s's parameter, gradient and momentum buffers
+    /// (from [`Gpu::address_of`]), `segments` their lengths and weight decays.
+    ///
+    /// # Safety
+    /// Each address must be a live f32 device buffer on `gpu` of its segment's length, and
+    /// stay alive until every [`sgd_step_tensors`] launched with this table has run (stream
+    /// order: dropping a buffer after the launch call returns is fine, its free is queued
+    /// behind the step).
+    pub unsafe fn new(gpu: &Gpu, addresses: Vec<u64>, segments: SgdSegments) -> Result<Self> {
+        const K: &str = "sgd_step_tensors";
+        let tensors = segments.weight_decay.len();
+        if addresses.len() != 3 * tensors {
+            return Err(KernelError::invalid(
+                K,
+                format!("{} addresses for {tensors} tensors", addresses.len()),
+            ));
+        }
+        if addresses.contains(&0) {
+            return Err(KernelError::invalid(K, "a null buffer address"));
+        }
+        Ok(SgdTensorTable {
+            d_addresses: gpu.upload(&addresses)?,
+            table: SgdTable::new(gpu, &segments)?,
+            lr: gpu.zeros::<f32>(1)?,
+            addresses,
+            segments,
+        })
+    }
+
+    /// Whether this table describes exactly these tensors (same buffers, lengths, decays).
+    pub fn describes(&self, addresses: &[u64], segments: &SgdSegments) -> bool {
+        self.addresses == addresses && self.segments == *segments
+    }
+
+    /// Queues the learning rate of the next step (a 4-byte copy on the stream, ordered after
+    /// the steps already queued).
+    pub fn set_lr(&mut self, gpu: &Gpu, lr: f32) -> Result<()> {
+        gpu.copy_to_device(&[lr], &mut self.lr)
+    }
+}
+
+/// One SGD step over every tensor of `table` in a single launch (`sgd_step_tensors`), with the
+/// learning rate last given to [`SgdTensorTable::set_lr`].
+pub fn sgd_step_tensors(
+    gpu: &Gpu,
+    table: &SgdTensorTable,
+    momentum: f32,
+    nesterov: bool,
+) -> Result<()> {
+    const K: &str = "sgd_step_tensors";
+    let total = to_i32(K, "total", table.table.total)?;
+    let num_segs = to_i32(K, "segments", table.table.weight_decay.len())?;
+    let nesterov = i32::from(nesterov);
+    let ptrs = table.d_addresses.as_view();
+    let ptrs = &ptrs;
+    let seg_offsets = table.table.offsets.as_view();
+    let seg_offsets = &seg_offsets;
+    let seg_wd = table.table.weight_decay.as_view();
+    let seg_wd = &seg_wd;
+    let lr_ptr = table.lr.as_view();
+    let lr_ptr = &lr_ptr;
+    launch!(gpu, "sgd_step_tensors", grid_1d(table.table.total),
+        [u64_in ptrs, i32_in seg_offsets, f32_in seg_wd, i32 num_segs, i32 total, f32_in lr_ptr,
+         f32 momentum, i32 nesterov])
 }
 
 #[cfg(test)]

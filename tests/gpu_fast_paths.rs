@@ -1,9 +1,11 @@
-//! The bf16 tensor-core convolutions on the GPU (`kernels/cuda/conv_bf16.cu`) against their CPU
-//! twin (operands rounded to bf16, then the f32 conv: `tensor::conv::*_with(.., Bf16)`), and a
-//! whole bf16 training step against the CPU engine doing the same.
+//! The speed work's GPU paths against the CPU engine: the bf16 tensor-core convolutions
+//! (`kernels/cuda/conv_bf16.cu`) against their CPU twin (operands rounded to bf16, then the f32
+//! conv: `tensor::conv::*_with(.., Bf16)`), a whole bf16 training step, and the single-launch
+//! SGD step over all parameters (`sgd_step_tensors`).
 //!
 //! Every test is `#[ignore = "needs a CUDA GPU"]` and FAILS (never skips) without one:
-//! `cargo test -p resnet-cifar --test gpu_bf16 -- --include-ignored` on the GPU machine (sm_80+).
+//! `cargo test -p resnet-cifar --test gpu_fast_paths -- --include-ignored` on the GPU machine
+//! (sm_80+).
 //!
 //! Error measure: `‖gpu − cpu‖₂ / ‖cpu‖₂` in f64, bound stated at each check.
 
@@ -11,6 +13,7 @@ use model::step::train_step;
 use model::{ResNet, ResNetConfig, Sgd};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tensor::sgd::{self, SgdConfig, SgdParam};
 use tensor::{conv, Device, Precision, Tensor};
 
 const BF16: Precision = Precision::Bf16;
@@ -201,5 +204,58 @@ fn bf16_training_step_is_deterministic() {
             "{} differs between two identical runs",
             pa.name
         );
+    }
+}
+
+/// The one-launch SGD step over separate tensors (through the device address table, lr from
+/// device memory) against the CPU's per-tensor update, over three steps with a changing lr,
+/// then again after one tensor is replaced (the cached table must be rebuilt, not reused).
+/// Per element the same four operations; the GPU may contract them into fma: 1e-6.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn one_launch_sgd_over_all_tensors_matches_the_cpu() {
+    let dev = gpu();
+    let mut r = ChaCha8Rng::seed_from_u64(24);
+    let shapes: [&[usize]; 5] = [&[16, 3, 3, 3], &[16], &[1], &[64, 16, 3, 3], &[10, 64]];
+    let decays = [5e-4f32, 0.0, 0.0, 1e-3, 5e-4];
+    let mk = |r: &mut ChaCha8Rng| -> Vec<Tensor> { shapes.iter().map(|s| rand_t(r, s)).collect() };
+    let (mut cp, cg, mut cm) = (mk(&mut r), mk(&mut r), mk(&mut r));
+    let up_all = |v: &[Tensor]| -> Vec<Tensor> { v.iter().map(|t| up(t, &dev)).collect() };
+    let (mut gp, mut gg, mut gm) = (up_all(&cp), up_all(&cg), up_all(&cm));
+    for round in 0..2 {
+        if round == 1 {
+            // A new gradient buffer for tensor 3: the address table must follow it.
+            gg[3] = up(&cg[3], &dev);
+        }
+        for step in 0..3 {
+            let lr = 0.1 / (1 + step + 3 * round) as f32;
+            let mut params: Vec<SgdParam<'_>> = gp
+                .iter_mut()
+                .zip(&gg)
+                .zip(gm.iter_mut())
+                .zip(decays)
+                .map(|(((value, grad), momentum), weight_decay)| SgdParam {
+                    value,
+                    grad,
+                    momentum,
+                    weight_decay,
+                })
+                .collect();
+            sgd::update_all(&mut params, lr, 0.9, round == 1);
+            for i in 0..shapes.len() {
+                let cfg = SgdConfig {
+                    lr,
+                    momentum: 0.9,
+                    weight_decay: decays[i],
+                    nesterov: round == 1,
+                };
+                sgd::update(&mut cp[i], &cg[i], &mut cm[i], cfg);
+            }
+            for i in 0..shapes.len() {
+                let what = format!("tensor {i} round {round} step {step}");
+                assert_rel(&format!("param, {what}"), &gp[i], &cp[i], 1e-6);
+                assert_rel(&format!("momentum, {what}"), &gm[i], &cm[i], 1e-6);
+            }
+        }
     }
 }
