@@ -259,3 +259,102 @@ fn one_launch_sgd_over_all_tensors_matches_the_cpu() {
         }
     }
 }
+
+fn assert_same_bits(what: &str, a: &Tensor, b: &Tensor) {
+    let (a, b) = (a.to_vec().expect("download"), b.to_vec().expect("download"));
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            x.to_bits() == y.to_bits(),
+            "{what}: element {i}: {x} vs {y}"
+        );
+    }
+}
+
+/// The fused BN+ReLU kernels (forward train/eval, backward with ReLU's backward) and the fused
+/// add+ReLU: bit-identical to the unfused GPU ops they replace (same arithmetic, same order),
+/// and within the BN tolerance (1e-5, see gpu_parity.rs) of the CPU engine.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn fused_bn_relu_and_add_relu_equal_the_unfused_ops() {
+    use tensor::batchnorm::{self, BN_EPS, BN_MOMENTUM};
+    use tensor::elementwise::{add, add_relu, relu_backward, relu_forward};
+    let dev = gpu();
+    let mut r = ChaCha8Rng::seed_from_u64(25);
+    for shape in [[1usize, 3, 5, 7], [3, 16, 8, 8], [2, 7, 4, 4]] {
+        let c = shape[1];
+        let what = format!("{shape:?}");
+        let x = rand_t(&mut r, &shape);
+        let (gamma, beta) = (rand_t(&mut r, &[c]), rand_t(&mut r, &[c]));
+        let (gx, gg, gb) = (up(&x, &dev), up(&gamma, &dev), up(&beta, &dev));
+        let rm = rand_t(&mut r, &[c]);
+        let rv = Tensor::from_vec(
+            &[c],
+            rand_t(&mut r, &[c])
+                .data()
+                .iter()
+                .map(|v| v.abs())
+                .collect(),
+        );
+        let (mut crm, mut crv) = (rm.clone(), rv.clone());
+        let (mut f_rm, mut f_rv, mut u_rm, mut u_rv) =
+            (up(&rm, &dev), up(&rv, &dev), up(&rm, &dev), up(&rv, &dev));
+        let (fy, fs) = batchnorm::train_forward_relu(
+            &gx,
+            &gg,
+            &gb,
+            &mut f_rm,
+            &mut f_rv,
+            BN_MOMENTUM,
+            BN_EPS,
+            true,
+        );
+        let (uy, us) =
+            batchnorm::train_forward(&gx, &gg, &gb, &mut u_rm, &mut u_rv, BN_MOMENTUM, BN_EPS);
+        let uy = relu_forward(&uy);
+        assert_same_bits(&format!("bn+relu y {what}"), &fy, &uy);
+        assert_same_bits(&format!("bn+relu running_var {what}"), &f_rv, &u_rv);
+        let (cy, cs) = batchnorm::train_forward_relu(
+            &x,
+            &gamma,
+            &beta,
+            &mut crm,
+            &mut crv,
+            BN_MOMENTUM,
+            BN_EPS,
+            true,
+        );
+        assert_rel(&format!("bn+relu y vs cpu {what}"), &fy, &cy, 1e-5);
+
+        let dy = rand_t(&mut r, &shape);
+        let gdy = up(&dy, &dev);
+        let zeros = || {
+            (
+                up(&Tensor::zeros(&[c]), &dev),
+                up(&Tensor::zeros(&[c]), &dev),
+            )
+        };
+        let ((mut fdg, mut fdb), (mut udg, mut udb)) = (zeros(), zeros());
+        let fdx = batchnorm::backward_relu(&gx, &gdy, &gg, &fs, Some(&fy), &mut fdg, &mut fdb);
+        let masked = relu_backward(&gdy, &uy);
+        let udx = batchnorm::backward(&gx, &masked, &gg, &us, &mut udg, &mut udb);
+        assert_same_bits(&format!("bn+relu dx {what}"), &fdx, &udx);
+        assert_same_bits(&format!("bn+relu dgamma {what}"), &fdg, &udg);
+        let (mut cdg, mut cdb) = (Tensor::zeros(&[c]), Tensor::zeros(&[c]));
+        let cdx = batchnorm::backward_relu(&x, &dy, &gamma, &cs, Some(&cy), &mut cdg, &mut cdb);
+        assert_rel(&format!("bn+relu dx vs cpu {what}"), &fdx, &cdx, 1e-4);
+
+        let e = batchnorm::eval_forward_relu(&gx, &gg, &gb, &f_rm, &f_rv, BN_EPS, true);
+        let ue = relu_forward(&batchnorm::eval_forward(
+            &gx, &gg, &gb, &f_rm, &f_rv, BN_EPS,
+        ));
+        assert_same_bits(&format!("bn+relu eval {what}"), &e, &ue);
+
+        let b2 = up(&rand_t(&mut r, &shape), &dev);
+        assert_same_bits(
+            &format!("add_relu {what}"),
+            &add_relu(&gx, &b2),
+            &relu_forward(&add(&gx, &b2)),
+        );
+    }
+}

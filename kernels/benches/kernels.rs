@@ -217,6 +217,7 @@ fn bench_activations(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
                     &mut sinv.as_view_mut(),
                     0.1,
                     1e-5,
+                    true, // fused ReLU, as every conv-BN-ReLU of the step runs it
                 )
             },
         );
@@ -224,8 +225,10 @@ fn bench_activations(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
             "bn_bwd",
             &id,
             &shape,
-            Work::Bytes(F * (3 * n + 5 * c)),
+            Work::Bytes(F * (4 * n + 5 * c)),
             || {
+                // With the fused ReLU's backward (x stands in for the forward's output).
+                let relu_out = x.as_view();
                 kl::batchnorm_backward(
                     gpu,
                     &s,
@@ -234,6 +237,7 @@ fn bench_activations(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
                     &gv,
                     &smean.as_view(),
                     &sinv.as_view(),
+                    Some(&relu_out),
                     &mut y.as_view_mut(),
                     &mut dgamma.as_view_mut(),
                     &mut dbeta.as_view_mut(),
@@ -256,6 +260,7 @@ fn bench_activations(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
                     &rm,
                     &rv,
                     1e-5,
+                    true,
                 )
             },
         );

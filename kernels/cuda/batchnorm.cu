@@ -8,8 +8,13 @@
 //             save_mean / save_invstd are kept for backward.
 //   eval:     the same affine map with the running statistics.
 //   backward: xhat = (x - mean) * invstd
-//             dgamma = sum(dy * xhat), dbeta = sum(dy)
+//             dgamma += sum(dy * xhat), dbeta += sum(dy)   (accumulated into the gradients)
 //             dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+//
+// Fused ReLU (relu = 1): the forward passes write relu(y) (torch.relu: NaN propagates), and the
+// backward first applies ReLU's backward, dy := (relu_out <= 0 ? 0 : dy) with relu_out the
+// forward's output, as elementwise.cu's relu_backward does. One pass over the activation
+// instead of two, and one launch fewer each way, for every conv-BN-ReLU of the network.
 //
 // Layout of the work: one thread block per channel, grid-striding over that channel's values,
 // then a fixed-shape block reduction (warp shuffles, then one warp over the warp sums). The
@@ -56,13 +61,20 @@ __device__ __forceinline__ int chan_index(int i, int c, int C, int HW)
     return (n * C + c) * HW + hw;
 }
 
+// ReLU exactly as elementwise.cu's relu_forward / relu_backward compute it.
+__device__ __forceinline__ float relu_if(int relu, float v) { return (relu && v < 0.0f) ? 0.0f : v; }
+__device__ __forceinline__ float relu_grad_if(int relu, const float* out, int idx, float dy)
+{
+    return (relu && out[idx] <= 0.0f) ? 0.0f : dy;
+}
+
 // grid = C blocks, block = 256 threads (multiple of 32).
 extern "C" __global__ void batchnorm_forward_train(
     const float* __restrict__ x, float* __restrict__ y,
     const float* __restrict__ gamma, const float* __restrict__ beta,
     float* __restrict__ running_mean, float* __restrict__ running_var,
     float* __restrict__ save_mean, float* __restrict__ save_invstd,
-    int N, int C, int HW, float momentum, float eps)
+    int N, int C, int HW, float momentum, float eps, int relu)
 {
     const int c = blockIdx.x;
     const int cnt = N * HW;
@@ -83,7 +95,7 @@ extern "C" __global__ void batchnorm_forward_train(
     const float b = beta[c];
     for (int i = threadIdx.x; i < cnt; i += blockDim.x) {
         const int idx = chan_index(i, c, C, HW);
-        y[idx] = fmaf(g, (x[idx] - mean) * invstd, b);
+        y[idx] = relu_if(relu, fmaf(g, (x[idx] - mean) * invstd, b));
     }
 
     if (threadIdx.x == 0) {
@@ -101,24 +113,26 @@ extern "C" __global__ void batchnorm_forward_eval(
     const float* __restrict__ x, float* __restrict__ y,
     const float* __restrict__ gamma, const float* __restrict__ beta,
     const float* __restrict__ running_mean, const float* __restrict__ running_var,
-    int N, int C, int HW, float eps)
+    int N, int C, int HW, float eps, int relu)
 {
     const int total = N * C * HW;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
         const int c = (i / HW) % C;
         const float invstd = 1.0f / sqrtf(running_var[c] + eps);
-        y[i] = fmaf(gamma[c], (x[i] - running_mean[c]) * invstd, beta[c]);
+        y[i] = relu_if(relu, fmaf(gamma[c], (x[i] - running_mean[c]) * invstd, beta[c]));
     }
 }
 
-// grid = C blocks, block = 256 threads. dgamma / dbeta are overwritten (not accumulated): a BN
-// layer's parameters receive exactly one gradient contribution per step.
+// grid = C blocks, block = 256 threads. dgamma / dbeta are accumulated (+=), like every other
+// parameter gradient, so no temporary and no extra add launch is needed. relu_out is the
+// forward's output when relu = 1 (any valid pointer, unread, when relu = 0).
 extern "C" __global__ void batchnorm_backward(
     const float* __restrict__ dy, const float* __restrict__ x,
     const float* __restrict__ gamma,
     const float* __restrict__ save_mean, const float* __restrict__ save_invstd,
+    const float* __restrict__ relu_out,
     float* __restrict__ dx, float* __restrict__ dgamma, float* __restrict__ dbeta,
-    int N, int C, int HW)
+    int N, int C, int HW, int relu)
 {
     const int c = blockIdx.x;
     const int cnt = N * HW;
@@ -128,7 +142,7 @@ extern "C" __global__ void batchnorm_backward(
     float sdy = 0.0f, sdyx = 0.0f;
     for (int i = threadIdx.x; i < cnt; i += blockDim.x) {
         const int idx = chan_index(i, c, C, HW);
-        const float g = dy[idx];
+        const float g = relu_grad_if(relu, relu_out, idx, dy[idx]);
         sdy += g;
         sdyx = fmaf(g, (x[idx] - mean) * invstd, sdyx);
     }
@@ -141,10 +155,11 @@ extern "C" __global__ void batchnorm_backward(
     for (int i = threadIdx.x; i < cnt; i += blockDim.x) {
         const int idx = chan_index(i, c, C, HW);
         const float xhat = (x[idx] - mean) * invstd;
-        dx[idx] = k * (dy[idx] - mean_dy - xhat * mean_dy_xhat);
+        const float g = relu_grad_if(relu, relu_out, idx, dy[idx]);
+        dx[idx] = k * (g - mean_dy - xhat * mean_dy_xhat);
     }
     if (threadIdx.x == 0) {
-        dgamma[c] = sum_dy_xhat;
-        dbeta[c] = sum_dy;
+        dgamma[c] += sum_dy_xhat;
+        dbeta[c] += sum_dy;
     }
 }

@@ -95,27 +95,29 @@ void emu_linear_backward_weight(EmuDim3 g, EmuDim3 b, const float* dy, const flo
 void emu_batchnorm_forward_train(EmuDim3 g, EmuDim3 b, const float* x, float* y,
                                  const float* gamma, const float* beta, float* running_mean,
                                  float* running_var, float* save_mean, float* save_invstd, int N,
-                                 int C, int HW, float momentum, float eps)
+                                 int C, int HW, float momentum, float eps, int relu)
 {
     EMU_LAUNCH(g, b,
                batchnorm_forward_train(x, y, gamma, beta, running_mean, running_var, save_mean,
-                                       save_invstd, N, C, HW, momentum, eps));
+                                       save_invstd, N, C, HW, momentum, eps, relu));
 }
 void emu_batchnorm_forward_eval(EmuDim3 g, EmuDim3 b, const float* x, float* y,
                                 const float* gamma, const float* beta, const float* running_mean,
-                                const float* running_var, int N, int C, int HW, float eps)
+                                const float* running_var, int N, int C, int HW, float eps,
+                                int relu)
 {
     EMU_LAUNCH(g, b,
                batchnorm_forward_eval(x, y, gamma, beta, running_mean, running_var, N, C, HW,
-                                      eps));
+                                      eps, relu));
 }
 void emu_batchnorm_backward(EmuDim3 g, EmuDim3 b, const float* dy, const float* x,
                             const float* gamma, const float* save_mean, const float* save_invstd,
-                            float* dx, float* dgamma, float* dbeta, int N, int C, int HW)
+                            const float* relu_out, float* dx, float* dgamma, float* dbeta, int N,
+                            int C, int HW, int relu)
 {
     EMU_LAUNCH(g, b,
-               batchnorm_backward(dy, x, gamma, save_mean, save_invstd, dx, dgamma, dbeta, N, C,
-                                  HW));
+               batchnorm_backward(dy, x, gamma, save_mean, save_invstd, relu_out, dx, dgamma,
+                                  dbeta, N, C, HW, relu));
 }
 
 // ---- conv.cu — launch/conv.rs: conv2d_forward_config / conv2d_backward_data_config /

@@ -5,7 +5,7 @@ use crate::config::{BlockKind, ShortcutKind};
 use crate::layers::{BatchNorm2d, Conv2d};
 use crate::{Mode, Param};
 use rand::Rng;
-use tensor::elementwise::{add, add_assign, relu_backward, relu_forward};
+use tensor::elementwise::{add_assign, add_relu, relu_backward};
 use tensor::shortcut::{pad_shortcut_backward, pad_shortcut_forward};
 use tensor::{Device, Tensor};
 
@@ -39,27 +39,29 @@ impl ConvBn {
         }
     }
 
+    /// conv, then BN and (if `relu`) ReLU in one fused pass.
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
-        let y = self.bn.forward(&self.conv.forward(x, mode), mode);
-        if !self.relu {
-            return y;
+        let y = self
+            .bn
+            .forward_relu(&self.conv.forward(x, mode), mode, self.relu);
+        if self.relu && mode == Mode::Train {
+            self.out = Some(y.clone()); // ReLU's backward needs its output
         }
-        let y = relu_forward(&y);
-        self.out = (mode == Mode::Train).then(|| y.clone());
         y
     }
 
     pub fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Option<Tensor> {
-        let d = if self.relu {
+        let out = if self.relu {
             let out = self
                 .out
                 .take()
                 .expect("ConvBn::backward without a training forward pass");
-            relu_backward(dy, &out)
+            Some(out)
         } else {
-            dy.clone()
+            None
         };
-        self.conv.backward(&self.bn.backward(&d), need_dx)
+        let d = self.bn.backward_relu(dy, out.as_ref());
+        self.conv.backward(&d, need_dx)
     }
 
     /// Moves the conv and BN state to `device`; drops what was saved for backward.
@@ -219,7 +221,7 @@ impl Block {
         for u in &mut self.units {
             h = u.forward(&h, mode);
         }
-        let y = relu_forward(&add(&h, &self.shortcut.forward(x, mode)));
+        let y = add_relu(&h, &self.shortcut.forward(x, mode));
         self.out = (mode == Mode::Train).then(|| y.clone());
         y
     }

@@ -113,10 +113,16 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+        self.forward_relu(x, mode, false)
+    }
+
+    /// BN, then ReLU when `relu`, as one pass (one kernel on a GPU). Pair it with
+    /// [`BatchNorm2d::backward_relu`] given this output.
+    pub fn forward_relu(&mut self, x: &Tensor, mode: Mode, relu: bool) -> Tensor {
         let (g, b) = (&self.gamma.value, &self.beta.value);
         match mode {
             Mode::Train => {
-                let (y, saved) = batchnorm::train_forward(
+                let (y, saved) = batchnorm::train_forward_relu(
                     x,
                     g,
                     b,
@@ -124,32 +130,41 @@ impl BatchNorm2d {
                     &mut self.running_var,
                     batchnorm::BN_MOMENTUM,
                     batchnorm::BN_EPS,
+                    relu,
                 );
                 self.num_batches_tracked += 1;
                 self.saved = Some((x.clone(), saved));
                 y
             }
-            Mode::Eval => batchnorm::eval_forward(
+            Mode::Eval => batchnorm::eval_forward_relu(
                 x,
                 g,
                 b,
                 &self.running_mean,
                 &self.running_var,
                 batchnorm::BN_EPS,
+                relu,
             ),
         }
     }
 
     pub fn backward(&mut self, dy: &Tensor) -> Tensor {
+        self.backward_relu(dy, None)
+    }
+
+    /// Backward of [`BatchNorm2d::forward_relu`]: `relu_out` is its output when it applied
+    /// ReLU (whose backward then comes first, in the same kernel on a GPU).
+    pub fn backward_relu(&mut self, dy: &Tensor, relu_out: Option<&Tensor>) -> Tensor {
         let (x, saved) = self
             .saved
             .take()
             .expect("BatchNorm2d::backward without a training forward pass");
-        batchnorm::backward(
+        batchnorm::backward_relu(
             &x,
             dy,
             &self.gamma.value,
             &saved,
+            relu_out,
             &mut self.gamma.grad,
             &mut self.beta.grad,
         )

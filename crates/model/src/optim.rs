@@ -1,7 +1,7 @@
 //! SGD over all of a model's parameters (the update itself is `tensor::sgd`).
 
 use crate::Param;
-use tensor::sgd::{self, SgdConfig};
+use tensor::sgd::{self, SgdParam};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sgd {
@@ -14,22 +14,25 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    /// One update with learning rate `lr` from the accumulated gradients.
+    /// One update with learning rate `lr` from the accumulated gradients: on a GPU a single
+    /// launch for all parameters, on the CPU `sgd_update` per tensor.
     pub fn step<'a>(&self, params: impl IntoIterator<Item = &'a mut Param>, lr: f32) {
-        for p in params {
-            let weight_decay = if self.decay_weights_only && !p.is_weight {
-                0.0
-            } else {
-                self.weight_decay
-            };
-            let cfg = SgdConfig {
-                lr,
-                momentum: self.momentum,
-                weight_decay,
-                nesterov: self.nesterov,
-            };
-            // On the parameters' device (the CPU path is `sgd_update` on the host slices).
-            sgd::update(&mut p.value, &p.grad, &mut p.momentum, cfg);
-        }
+        let mut all: Vec<SgdParam<'_>> = params
+            .into_iter()
+            .map(|p| {
+                let weight_decay = if self.decay_weights_only && !p.is_weight {
+                    0.0
+                } else {
+                    self.weight_decay
+                };
+                SgdParam {
+                    value: &mut p.value,
+                    grad: &p.grad,
+                    momentum: &mut p.momentum,
+                    weight_decay,
+                }
+            })
+            .collect();
+        sgd::update_all(&mut all, lr, self.momentum, self.nesterov);
     }
 }

@@ -12,6 +12,7 @@
 //! tensors on the input's device. On the CPU the latter call the former (same bits); on a GPU
 //! they launch `batchnorm.cu` (one block per channel, f32 block reductions).
 
+use crate::elementwise::{relu_backward, relu_forward};
 use crate::{check, cuda_of, Tensor};
 use kernels::launch as kl;
 use rayon::prelude::*;
@@ -239,6 +240,23 @@ pub fn train_forward(
     momentum: f32,
     eps: f32,
 ) -> (Tensor, BnStats) {
+    let (rm, rv) = (running_mean, running_var);
+    train_forward_relu(x, gamma, beta, rm, rv, momentum, eps, false)
+}
+
+/// [`train_forward`], followed by ReLU when `relu` (one fused kernel on a GPU; on the CPU,
+/// [`relu_forward`] after the normalisation, which is what the kernel computes).
+#[allow(clippy::too_many_arguments)]
+pub fn train_forward_relu(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &mut Tensor,
+    running_var: &mut Tensor,
+    momentum: f32,
+    eps: f32,
+    relu: bool,
+) -> (Tensor, BnStats) {
     const OP: &str = "batchnorm train_forward";
     let Some(gpu) = cuda_of(OP, &[x, gamma, beta, &*running_mean, &*running_var]) else {
         let (y, saved) = batchnorm_train_forward(
@@ -255,6 +273,7 @@ pub fn train_forward(
             mean: Tensor::from_vec(&[c], saved.mean),
             invstd: Tensor::from_vec(&[c], saved.invstd),
         };
+        let y = if relu { relu_forward(&y) } else { y };
         return (y, stats);
     };
     let (n, c, h, w) = x.dims4();
@@ -281,6 +300,7 @@ pub fn train_forward(
         &mut invstd.cu_mut().as_view_mut(),
         momentum,
         eps,
+        relu,
     );
     check(OP, r);
     (y, BnStats { mean, invstd })
@@ -295,9 +315,22 @@ pub fn eval_forward(
     running_var: &Tensor,
     eps: f32,
 ) -> Tensor {
+    eval_forward_relu(x, gamma, beta, running_mean, running_var, eps, false)
+}
+
+/// [`eval_forward`], followed by ReLU when `relu` (fused on a GPU).
+pub fn eval_forward_relu(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f32,
+    relu: bool,
+) -> Tensor {
     const OP: &str = "batchnorm eval_forward";
     let Some(gpu) = cuda_of(OP, &[x, gamma, beta, running_mean, running_var]) else {
-        return batchnorm_eval_forward(
+        let y = batchnorm_eval_forward(
             x,
             gamma.data(),
             beta.data(),
@@ -305,6 +338,7 @@ pub fn eval_forward(
             running_var.data(),
             eps,
         );
+        return if relu { relu_forward(&y) } else { y };
     };
     let mut y = Tensor::cuda_output(OP, &gpu, x.shape());
     let r = kl::batchnorm_forward_eval(
@@ -319,13 +353,14 @@ pub fn eval_forward(
         &running_mean.cu().as_view(),
         &running_var.cu().as_view(),
         eps,
+        relu,
     );
     check(OP, r);
     y
 }
 
 /// Backward of [`train_forward`] on the input's device: returns `dx`, accumulates `dgamma`
-/// and `dbeta` (on a GPU the kernel overwrites two temporaries, then adds them in).
+/// and `dbeta`.
 pub fn backward(
     x: &Tensor,
     dy: &Tensor,
@@ -334,12 +369,28 @@ pub fn backward(
     dgamma: &mut Tensor,
     dbeta: &mut Tensor,
 ) -> Tensor {
+    backward_relu(x, dy, gamma, saved, None, dgamma, dbeta)
+}
+
+/// Backward of [`train_forward_relu`]: with `relu_out` (its output) ReLU's backward is applied
+/// to `dy` first (fused on a GPU; on the CPU, [`relu_backward`] then the BN backward).
+pub fn backward_relu(
+    x: &Tensor,
+    dy: &Tensor,
+    gamma: &Tensor,
+    saved: &BnStats,
+    relu_out: Option<&Tensor>,
+    dgamma: &mut Tensor,
+    dbeta: &mut Tensor,
+) -> Tensor {
     const OP: &str = "batchnorm backward";
-    let all = [x, dy, gamma, &saved.mean, &saved.invstd, &*dgamma, &*dbeta];
+    let mut all = vec![x, dy, gamma, &saved.mean, &saved.invstd, &*dgamma, &*dbeta];
+    all.extend(relu_out);
     let Some(gpu) = cuda_of(OP, &all) else {
+        let masked = relu_out.map(|out| relu_backward(dy, out));
         return backward_cpu(
             x,
-            dy,
+            masked.as_ref().unwrap_or(dy),
             gamma.data(),
             saved.mean.data(),
             saved.invstd.data(),
@@ -348,10 +399,9 @@ pub fn backward(
         );
     };
     assert_eq!(x.shape(), dy.shape(), "batchnorm dy shape");
-    let c = gamma.len();
     let mut dx = Tensor::cuda_output(OP, &gpu, x.shape());
-    let mut dg = Tensor::cuda_output(OP, &gpu, &[c]);
-    let mut db = Tensor::cuda_output(OP, &gpu, &[c]);
+    let relu_view = relu_out.map(|t| t.cu().as_view());
+    // The kernel accumulates into dgamma / dbeta directly.
     let r = kl::batchnorm_backward(
         &gpu,
         &bn_shape(x),
@@ -360,14 +410,11 @@ pub fn backward(
         &gamma.cu().as_view(),
         &saved.mean.cu().as_view(),
         &saved.invstd.cu().as_view(),
+        relu_view.as_ref(),
         &mut dx.cu_mut().as_view_mut(),
-        &mut dg.cu_mut().as_view_mut(),
-        &mut db.cu_mut().as_view_mut(),
+        &mut dgamma.cu_mut().as_view_mut(),
+        &mut dbeta.cu_mut().as_view_mut(),
     );
-    check(OP, r);
-    let r = kl::accumulate(&gpu, &mut dgamma.cu_mut().as_view_mut(), &dg.cu().as_view());
-    check(OP, r);
-    let r = kl::accumulate(&gpu, &mut dbeta.cu_mut().as_view_mut(), &db.cu().as_view());
     check(OP, r);
     dx
 }

@@ -71,6 +71,24 @@ pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
     zip_map(a, b, |a, b| a + b)
 }
 
+/// `relu(a + b)`: the end of a residual block, in one pass (the `add_relu_forward` kernel on a
+/// GPU; on the CPU exactly [`add`] then [`relu_forward`]).
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Tensor {
+    if let Some(gpu) = cuda_of("add_relu", &[a, b]) {
+        assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
+        let mut out = Tensor::cuda_output("add_relu", &gpu, a.shape());
+        let r = kl::add_relu_forward(
+            &gpu,
+            &a.cu().as_view(),
+            &b.cu().as_view(),
+            &mut out.cu_mut().as_view_mut(),
+        );
+        check("add_relu", r);
+        return out;
+    }
+    relu_forward(&add(a, b))
+}
+
 /// `a += b`, for summing gradients that meet at a fork.
 pub fn add_assign(a: &mut Tensor, b: &Tensor) {
     assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");

@@ -4,16 +4,17 @@
 
 //!
 //! [`sgd_update`] works on host slices (the CPU reference); [`update`] takes tensors and
-//! dispatches on their device. On a GPU it launches `sgd.cu`'s `sgd_step` once per parameter
-//! tensor, with a one-segment table (cached per length and weight decay, so nothing is
-//! uploaded in steady state). The fused all-parameter launch needs the parameters in one flat
-//! device buffer, which is the plan-once work's job.
+//! dispatches on their device (on a GPU, `sgd.cu`'s `sgd_step` with a cached one-segment
+//! table). [`update_all`] updates many tensors at once: on a GPU that is one
+//! `sgd_step_tensors` launch for the whole model, through a table of the tensors' device
+//! addresses that is uploaded once and reused while the tensors stay put; on the CPU it is
+//! [`sgd_update`] per tensor.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::{check, cuda_of, Tensor};
-use kernels::launch::{self as kl, SgdSegments, SgdTable};
+use kernels::launch::{self as kl, SgdSegments, SgdTable, SgdTensorTable};
 use kernels::Gpu;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -89,6 +90,88 @@ pub fn update(param: &mut Tensor, grad: &Tensor, momentum_buf: &mut Tensor, cfg:
     check(OP, r);
 }
 
+/// One tensor's share of [`update_all`].
+pub struct SgdParam<'a> {
+    pub value: &'a mut Tensor,
+    pub grad: &'a Tensor,
+    pub momentum: &'a mut Tensor,
+    /// 0 for the tensors exempt from decay.
+    pub weight_decay: f32,
+}
+
+/// The address table of the last [`update_all`] per GPU; rebuilt only when the tensors (their
+/// buffers, lengths or decays) differ from the ones it describes.
+type TensorTableCache = HashMap<usize, (Arc<Gpu>, SgdTensorTable)>;
+
+/// [`update`] over every tensor of `params` with one learning rate, momentum and Nesterov flag.
+/// All tensors must be on one device. On a GPU: a single launch for all of them.
+pub fn update_all(params: &mut [SgdParam<'_>], lr: f32, momentum: f32, nesterov: bool) {
+    const OP: &str = "sgd update";
+    if params.is_empty() {
+        return;
+    }
+    let cfg = |weight_decay| SgdConfig {
+        lr,
+        momentum,
+        weight_decay,
+        nesterov,
+    };
+    let all: Vec<&Tensor> = params
+        .iter()
+        .flat_map(|p| [&*p.value, p.grad, &*p.momentum])
+        .collect();
+    let Some(gpu) = cuda_of(OP, &all) else {
+        for p in params.iter_mut() {
+            sgd_update(
+                p.value.data_mut(),
+                p.grad.data(),
+                p.momentum.data_mut(),
+                cfg(p.weight_decay),
+            );
+        }
+        return;
+    };
+    let mut addresses = Vec::with_capacity(3 * params.len());
+    let mut segments = Vec::with_capacity(params.len());
+    for p in params.iter().filter(|p| !p.value.is_empty()) {
+        assert!(
+            p.value.len() == p.grad.len() && p.value.len() == p.momentum.len(),
+            "sgd: lengths differ"
+        );
+        addresses.extend([
+            gpu.address_of(p.value.cu()),
+            gpu.address_of(p.grad.cu()),
+            gpu.address_of(p.momentum.cu()),
+        ]);
+        segments.push((p.value.len(), p.weight_decay));
+    }
+    if segments.is_empty() {
+        return;
+    }
+    let segments = check(OP, SgdSegments::new(&segments));
+    static CACHE: OnceLock<Mutex<TensorTableCache>> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let key = Arc::as_ptr(&gpu) as usize;
+    let stale = cache
+        .get(&key)
+        .is_none_or(|(_, t)| !t.describes(&addresses, &segments));
+    if stale {
+        // SAFETY: the addresses are those of `params`' live buffers on `gpu`, whose lengths are
+        // the segments'; the table is only used again when it describes the tensors then
+        // passed (checked above), and every launch is queued before the borrow ends.
+        let table = check(OP, unsafe {
+            SgdTensorTable::new(&gpu, addresses, segments)
+        });
+        cache.insert(key, (Arc::clone(&gpu), table));
+    }
+    let (_, table) = cache.get_mut(&key).expect("just inserted");
+    check(OP, table.set_lr(&gpu, lr));
+    check(OP, kl::sgd_step_tensors(&gpu, table, momentum, nesterov));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +205,46 @@ mod tests {
         sgd_update(&mut p, &[0.5], &mut buf, cfg);
         // buf = 0.9 + 0.5 = 1.4; step = 0.5 + 0.9·1.4 = 1.76; p = 1 - 0.176
         assert!((buf[0] - 1.4).abs() < 1e-6 && (p[0] - 0.824).abs() < 1e-6);
+    }
+
+    /// On the CPU, `update_all` is `sgd_update` per tensor, bit for bit.
+    #[test]
+    fn update_all_equals_per_tensor_updates() {
+        let t = |v: &[f32]| Tensor::from_vec(&[v.len()], v.to_vec());
+        let (mut a, mut b) = (t(&[1.0, -2.0, 0.5]), t(&[0.25]));
+        let (ga, gb) = (t(&[0.1, 0.2, -0.3]), t(&[4.0]));
+        let (mut ma, mut mb) = (t(&[0.5, 0.0, 1.0]), t(&[-1.0]));
+        let (mut ra, mut rb, mut rma, mut rmb) = (a.clone(), b.clone(), ma.clone(), mb.clone());
+        for step in 0..2 {
+            let lr = 0.1 / (step + 1) as f32;
+            update_all(
+                &mut [
+                    SgdParam {
+                        value: &mut a,
+                        grad: &ga,
+                        momentum: &mut ma,
+                        weight_decay: 1e-2,
+                    },
+                    SgdParam {
+                        value: &mut b,
+                        grad: &gb,
+                        momentum: &mut mb,
+                        weight_decay: 0.0,
+                    },
+                ],
+                lr,
+                0.9,
+                true,
+            );
+            let cfg = |weight_decay| SgdConfig {
+                lr,
+                momentum: 0.9,
+                weight_decay,
+                nesterov: true,
+            };
+            update(&mut ra, &ga, &mut rma, cfg(1e-2));
+            update(&mut rb, &gb, &mut rmb, cfg(0.0));
+        }
+        assert_eq!((a, b, ma, mb), (ra, rb, rma, rmb));
     }
 }

@@ -126,6 +126,7 @@ extern "C" {
         hw: i32,
         momentum: f32,
         eps: f32,
+        relu: i32,
     );
     pub fn emu_batchnorm_forward_eval(
         g: Dim3,
@@ -140,6 +141,7 @@ extern "C" {
         c: i32,
         hw: i32,
         eps: f32,
+        relu: i32,
     );
     pub fn emu_batchnorm_backward(
         g: Dim3,
@@ -149,12 +151,14 @@ extern "C" {
         gamma: *const f32,
         save_mean: *const f32,
         save_invstd: *const f32,
+        relu_out: *const f32,
         dx: *mut f32,
         dgamma: *mut f32,
         dbeta: *mut f32,
         n: i32,
         c: i32,
         hw: i32,
+        relu: i32,
     );
 
     // conv.cu

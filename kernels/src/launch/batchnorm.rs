@@ -57,7 +57,8 @@ pub struct BnParams<'a, 'b> {
 }
 
 /// Training-mode forward: normalises with batch statistics, updates running stats in place and
-/// saves mean / invstd for backward. CPU twin: tensor's batchnorm2d forward (training).
+/// saves mean / invstd for backward; `relu` applies ReLU to the output in the same pass. CPU
+/// twin: tensor's batchnorm2d forward (training), then relu.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_forward_train(
     gpu: &Gpu,
@@ -71,6 +72,7 @@ pub fn batchnorm_forward_train(
     save_invstd: &mut CudaViewMut<'_, f32>,
     momentum: f32,
     eps: f32,
+    relu: bool,
 ) -> Result<()> {
     const K: &str = "batchnorm_forward_train";
     let (n, c, hw) = shape.ints(K)?;
@@ -88,13 +90,15 @@ pub fn batchnorm_forward_train(
     }
     let gamma = params.gamma;
     let beta = params.beta;
+    let relu = i32::from(relu);
     launch!(gpu, "batchnorm_forward_train", shape.per_channel_config(),
         [f32_in x, f32_out y, f32_in gamma, f32_in beta, f32_out running_mean,
          f32_out running_var, f32_out save_mean, f32_out save_invstd, i32 n, i32 c, i32 hw,
-         f32 momentum, f32 eps])
+         f32 momentum, f32 eps, i32 relu])
 }
 
-/// Eval-mode forward with running statistics. CPU twin: tensor's batchnorm2d forward (eval).
+/// Eval-mode forward with running statistics, ReLU fused when `relu`. CPU twin: tensor's
+/// batchnorm2d forward (eval), then relu.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_forward_eval(
     gpu: &Gpu,
@@ -105,6 +109,7 @@ pub fn batchnorm_forward_eval(
     running_mean: &CudaView<'_, f32>,
     running_var: &CudaView<'_, f32>,
     eps: f32,
+    relu: bool,
 ) -> Result<()> {
     const K: &str = "batchnorm_forward_eval";
     let (n, c, hw) = shape.ints(K)?;
@@ -120,13 +125,15 @@ pub fn batchnorm_forward_eval(
     }
     let gamma = params.gamma;
     let beta = params.beta;
+    let relu = i32::from(relu);
     launch!(gpu, "batchnorm_forward_eval", grid_1d(shape.len()),
         [f32_in x, f32_out y, f32_in gamma, f32_in beta, f32_in running_mean,
-         f32_in running_var, i32 n, i32 c, i32 hw, f32 eps])
+         f32_in running_var, i32 n, i32 c, i32 hw, f32 eps, i32 relu])
 }
 
-/// Backward: dx (overwritten), dgamma and dbeta (overwritten). CPU twin: tensor's batchnorm2d
-/// backward.
+/// Backward: dx (overwritten), dgamma and dbeta (accumulated). With `relu_out` (the fused
+/// forward's output) ReLU's backward is applied to `dy` first. CPU twin: relu backward, then
+/// tensor's batchnorm2d backward.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
     gpu: &Gpu,
@@ -136,6 +143,7 @@ pub fn batchnorm_backward(
     gamma: &CudaView<'_, f32>,
     save_mean: &CudaView<'_, f32>,
     save_invstd: &CudaView<'_, f32>,
+    relu_out: Option<&CudaView<'_, f32>>,
     dx: &mut CudaViewMut<'_, f32>,
     dgamma: &mut CudaViewMut<'_, f32>,
     dbeta: &mut CudaViewMut<'_, f32>,
@@ -143,6 +151,9 @@ pub fn batchnorm_backward(
     const K: &str = "batchnorm_backward";
     let (n, c, hw) = shape.ints(K)?;
     check_len(K, "dy", dy.len(), shape.len())?;
+    if let Some(out) = relu_out {
+        check_len(K, "relu_out", out.len(), shape.len())?;
+    }
     check_len(K, "x", x.len(), shape.len())?;
     check_len(K, "dx", dx.len(), shape.len())?;
     for (what, len) in [
@@ -154,7 +165,11 @@ pub fn batchnorm_backward(
     ] {
         check_len(K, what, len, shape.c)?;
     }
+    // Without ReLU the kernel never reads relu_out: any valid pointer will do.
+    let relu = i32::from(relu_out.is_some());
+    let relu_out = relu_out.unwrap_or(dy);
     launch!(gpu, "batchnorm_backward", shape.per_channel_config(),
-        [f32_in dy, f32_in x, f32_in gamma, f32_in save_mean, f32_in save_invstd, f32_out dx,
-         f32_out dgamma, f32_out dbeta, i32 n, i32 c, i32 hw])
+        [f32_in dy, f32_in x, f32_in gamma, f32_in save_mean, f32_in save_invstd,
+         f32_in relu_out, f32_out dx, f32_out dgamma, f32_out dbeta, i32 n, i32 c, i32 hw,
+         i32 relu])
 }
