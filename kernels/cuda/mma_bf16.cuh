@@ -3,8 +3,8 @@
 //
 // bf16 is the top half of an fp32: 8 exponent bits (fp32's range) and 8 significant bits (7
 // stored), so rounding to it errs by at most 2^-8 ≈ 4e-3 relative. A product of two bf16
-// values is exact in fp32, so an mma with fp32 accumulation differs from "round the operands to bf16, then run the
-// fp32 GEMM" only in the order of its additions. That is how the CPU twin models it
+// values is exact in fp32, so an mma with fp32 accumulation differs from "round the operands
+// to bf16, then run the fp32 GEMM" only in the order of its additions. That is how the CPU twin models it
 // (`tensor::bf16::round`, then the fp32 conv) and why the parity tests can be tight.
 #ifndef MMA_BF16_CUH
 #define MMA_BF16_CUH
