@@ -7,6 +7,7 @@
 //!   (cudarc panics when a library is missing; this crate returns [`KernelError`] instead).
 //! * [`Gpu`]: context + stream + every module compiled for the device, kernels by name.
 //! * [`launch`]: typed launchers, one per kernel, with argument validation.
+//! * [`graph`]: capture a sequence of launches (a training step) and replay it with one call.
 //!
 //! Status: the sources compile with nvrtc for sm_80 and sm_90 (tested here), and the launchers'
 //! argument lists are checked against the `.cu` signatures by a host-only test. **No kernel has
@@ -15,6 +16,7 @@
 
 pub mod device;
 pub mod error;
+pub mod graph;
 pub mod launch;
 pub mod nvrtc;
 pub mod probe;
@@ -24,6 +26,7 @@ pub mod signature;
 /// need no direct cudarc dependency.
 pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 pub use device::Gpu;
+pub use graph::Graph;
 pub use error::{KernelError, Result};
 
 /// The arithmetic of the convolutions, which hold nearly all of a ResNet's FLOPs. Everything

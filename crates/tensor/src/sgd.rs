@@ -149,27 +149,55 @@ pub fn update_all(params: &mut [SgdParam<'_>], lr: f32, momentum: f32, nesterov:
         return;
     }
     let segments = check(OP, SgdSegments::new(&segments));
-    static CACHE: OnceLock<Mutex<TensorTableCache>> = OnceLock::new();
-    let mut cache = CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    // In a CUDA-graph capture nothing may be uploaded: the table must already exist (an eager
+    // step built it) and lr is whatever `set_lr_for_replay` writes before each replay.
+    let capturing = check(OP, gpu.is_capturing());
+    let mut cache = tensor_tables();
     let key = Arc::as_ptr(&gpu) as usize;
     let stale = cache
         .get(&key)
         .is_none_or(|(_, t)| !t.describes(&addresses, &segments));
     if stale {
+        assert!(
+            !capturing,
+            "sgd update in a CUDA-graph capture, but its parameter table is not built yet: \
+             run one eager step with the same tensors before capturing"
+        );
         // SAFETY: the addresses are those of `params`' live buffers on `gpu`, whose lengths are
         // the segments'; the table is only used again when it describes the tensors then
         // passed (checked above), and every launch is queued before the borrow ends.
-        let table = check(OP, unsafe {
-            SgdTensorTable::new(&gpu, addresses, segments)
-        });
+        let table = check(OP, unsafe { SgdTensorTable::new(&gpu, addresses, segments) });
         cache.insert(key, (Arc::clone(&gpu), table));
     }
     let (_, table) = cache.get_mut(&key).expect("just inserted");
-    check(OP, table.set_lr(&gpu, lr));
+    if !capturing {
+        check(OP, table.set_lr(&gpu, lr));
+    }
     check(OP, kl::sgd_step_tensors(&gpu, table, momentum, nesterov));
+}
+
+fn tensor_tables() -> std::sync::MutexGuard<'static, TensorTableCache> {
+    static CACHE: OnceLock<Mutex<TensorTableCache>> = OnceLock::new();
+    CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sets the learning rate that the next replay of a captured training step uses (the
+/// captured `update_all` reads it from device memory). Call it before each replay, outside
+/// the graph. `Err` when `device` is the CPU or no [`update_all`] has run on it yet.
+pub fn set_lr_for_replay(device: &crate::Device, lr: f32) -> crate::Result<()> {
+    let gpu = device.gpu().ok_or_else(|| {
+        kernels::KernelError::invalid("sgd_step_tensors", "set_lr_for_replay on the CPU")
+    })?;
+    let mut cache = tensor_tables();
+    let (_, table) = cache
+        .get_mut(&(Arc::as_ptr(gpu) as usize))
+        .ok_or_else(|| {
+            kernels::KernelError::invalid("sgd_step_tensors", "no SGD step has run on this GPU")
+        })?;
+    Ok(table.set_lr(gpu, lr)?)
 }
 
 #[cfg(test)]
