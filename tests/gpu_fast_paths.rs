@@ -358,3 +358,50 @@ fn fused_bn_relu_and_add_relu_equal_the_unfused_ops() {
         );
     }
 }
+
+/// GPU tensors share their buffer between clones (a saved activation costs no copy) and copy
+/// it on the first write: every writer — an op's in-place output, `fill`, the one-launch SGD
+/// step through its address table — leaves the other clone's values untouched.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn clones_share_until_written_and_never_see_each_others_writes() {
+    use tensor::elementwise::add_assign;
+    let dev = gpu();
+    let mut r = ChaCha8Rng::seed_from_u64(26);
+    let x = rand_t(&mut r, &[4, 5]);
+    let one = up(&Tensor::full(&[4, 5], 1.0), &dev);
+
+    let mut a = up(&x, &dev);
+    let b = a.clone();
+    add_assign(&mut a, &one);
+    assert_rel(
+        "the written clone",
+        &a,
+        &Tensor::from_vec(&[4, 5], x.data().iter().map(|v| v + 1.0).collect()),
+        0.0,
+    );
+    assert_rel("the other clone", &b, &x, 0.0);
+
+    let mut c = b.clone();
+    c.fill(0.0);
+    assert_rel("the source of a filled clone", &b, &x, 0.0);
+
+    // SGD writes parameters and momentum through raw addresses: a kept clone of a parameter
+    // must not change.
+    let (mut p, g, mut m) = (
+        up(&x, &dev),
+        up(&x, &dev),
+        up(&Tensor::zeros(&[4, 5]), &dev),
+    );
+    let kept = p.clone();
+    let mut params = [SgdParam {
+        value: &mut p,
+        grad: &g,
+        momentum: &mut m,
+        weight_decay: 0.0,
+    }];
+    sgd::update_all(&mut params, 0.5, 0.0, false);
+    assert_rel("a kept clone of an updated parameter", &kept, &x, 0.0);
+    let stepped = Tensor::from_vec(&[4, 5], x.data().iter().map(|v| v - 0.5 * v).collect());
+    assert_rel("the updated parameter", &p, &stepped, 1e-7);
+}

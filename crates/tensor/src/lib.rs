@@ -42,7 +42,12 @@ use kernels::{CudaSlice, Gpu};
 /// Where a tensor's values are.
 enum Storage {
     Host(Vec<f32>),
-    Cuda { gpu: Arc<Gpu>, buf: CudaSlice<f32> },
+    /// Shared between clones (a layer keeping its input for backward costs no copy); the
+    /// first write through a shared one copies it first (copy on write, see `cu_mut`).
+    Cuda {
+        gpu: Arc<Gpu>,
+        buf: Arc<CudaSlice<f32>>,
+    },
 }
 
 /// A dense f32 tensor, in host memory or on a CUDA device.
@@ -119,7 +124,7 @@ impl Tensor {
                 shape: shape.to_vec(),
                 storage: Storage::Cuda {
                     gpu: Arc::clone(gpu),
-                    buf: gpu.zeros(shape.iter().product())?,
+                    buf: Arc::new(gpu.zeros(shape.iter().product())?),
                 },
             }),
         }
@@ -139,7 +144,7 @@ impl Tensor {
             shape: shape.to_vec(),
             storage: Storage::Cuda {
                 gpu: Arc::clone(gpu),
-                buf,
+                buf: Arc::new(buf),
             },
         }
     }
@@ -151,7 +156,7 @@ impl Tensor {
             shape: shape.to_vec(),
             storage: Storage::Cuda {
                 gpu: Arc::clone(gpu),
-                buf: check(op, gpu.zeros(shape.iter().product())),
+                buf: Arc::new(check(op, gpu.zeros(shape.iter().product()))),
             },
         }
     }
@@ -164,7 +169,7 @@ impl Tensor {
             shape: shape.to_vec(),
             storage: Storage::Cuda {
                 gpu: Arc::clone(gpu),
-                buf: check(op, gpu.uninit_f32(shape.iter().product())),
+                buf: Arc::new(check(op, gpu.uninit_f32(shape.iter().product()))),
             },
         }
     }
@@ -179,10 +184,17 @@ impl Tensor {
         }
     }
 
+    /// The device buffer, for writing: a buffer still shared with a clone is copied first
+    /// (on the device), so a write never shows through another tensor.
     #[track_caller]
     pub(crate) fn cu_mut(&mut self) -> &mut CudaSlice<f32> {
         match &mut self.storage {
-            Storage::Cuda { buf, .. } => buf,
+            Storage::Cuda { gpu, buf } => {
+                if Arc::get_mut(buf).is_none() {
+                    *buf = Arc::new(check("copy on write", gpu.clone_buffer(buf)));
+                }
+                Arc::get_mut(buf).expect("a fresh copy is unshared")
+            }
             Storage::Host(_) => panic!("internal: expected a CUDA tensor"),
         }
     }
@@ -278,19 +290,20 @@ impl Tensor {
             (Storage::Cuda { .. }, Device::Cpu) => Storage::Host(self.to_vec()?),
             (Storage::Host(v), Device::Cuda(gpu)) => Storage::Cuda {
                 gpu: Arc::clone(gpu),
-                buf: gpu.upload(v)?,
+                buf: Arc::new(gpu.upload(v)?),
             },
             (Storage::Cuda { gpu: from, buf }, Device::Cuda(gpu)) => {
                 if Arc::ptr_eq(from, gpu) {
+                    // Same device: share the buffer, as clone does.
                     Storage::Cuda {
                         gpu: Arc::clone(gpu),
-                        buf: gpu.clone_buffer(buf)?,
+                        buf: Arc::clone(buf),
                     }
                 } else {
                     // Different opened devices: go through the host (simple and rare).
                     Storage::Cuda {
                         gpu: Arc::clone(gpu),
-                        buf: gpu.upload(&self.to_vec()?)?,
+                        buf: Arc::new(gpu.upload(&self.to_vec()?)?),
                     }
                 }
             }
@@ -348,6 +361,11 @@ impl Tensor {
         match &mut self.storage {
             Storage::Host(v) => v.fill(value),
             Storage::Cuda { gpu, buf } => {
+                if Arc::get_mut(buf).is_none() {
+                    // Shared with a clone: the old values are not needed, only a buffer of our own.
+                    *buf = Arc::new(check("fill", gpu.uninit_f32(buf.len())));
+                }
+                let buf = Arc::get_mut(buf).expect("a fresh buffer is unshared");
                 let r = if value.to_bits() == 0 {
                     gpu.memset_zeros(buf)
                 } else {
@@ -380,14 +398,15 @@ fn unwrap_cuda(e: Error) -> kernels::KernelError {
 }
 
 impl Clone for Tensor {
-    /// A copy on the same device (on the GPU: a device-to-device copy; a driver failure such
-    /// as out of memory panics).
+    /// A copy on the same device. On the GPU it shares the buffer (no copy, no launch) until
+    /// either tensor is written, which copies it then (copy on write): values behave exactly
+    /// like a deep copy.
     fn clone(&self) -> Self {
         let storage = match &self.storage {
             Storage::Host(v) => Storage::Host(v.clone()),
             Storage::Cuda { gpu, buf } => Storage::Cuda {
                 gpu: Arc::clone(gpu),
-                buf: check("clone", gpu.clone_buffer(buf)),
+                buf: Arc::clone(buf),
             },
         };
         Tensor {

@@ -133,15 +133,17 @@ pub fn update_all(params: &mut [SgdParam<'_>], lr: f32, momentum: f32, nesterov:
     };
     let mut addresses = Vec::with_capacity(3 * params.len());
     let mut segments = Vec::with_capacity(params.len());
-    for p in params.iter().filter(|p| !p.value.is_empty()) {
+    for p in params.iter_mut().filter(|p| !p.value.is_empty()) {
         assert!(
             p.value.len() == p.grad.len() && p.value.len() == p.momentum.len(),
             "sgd: lengths differ"
         );
+        // The kernel writes value and momentum through these addresses: `cu_mut` first makes
+        // sure neither buffer is shared with a clone (copy on write), as every writer must.
         addresses.extend([
-            gpu.address_of(p.value.cu()),
+            gpu.address_of(p.value.cu_mut()),
             gpu.address_of(p.grad.cu()),
-            gpu.address_of(p.momentum.cu()),
+            gpu.address_of(p.momentum.cu_mut()),
         ]);
         segments.push((p.value.len(), p.weight_decay));
     }
