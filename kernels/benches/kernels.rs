@@ -145,8 +145,12 @@ fn bench_convs(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
             let mut dw = gpu.zeros::<f32>(s.w_len())?;
             let mut ws = gpu.zeros::<f32>(s.weight_grad_workspace_len())?;
             for p in [Precision::Fp32, Precision::Bf16] {
-                // fp32 keeps its historical group names; bf16 gets a suffix.
-                let suffix = if p == Precision::Bf16 { "_bf16" } else { "" };
+                // fp32 keeps its historical group names; bf16 gets a suffix and is measured
+                // against the tensor-core ceiling.
+                let (suffix, flops) = match (p, flops) {
+                    (Precision::Bf16, Work::Flops(f)) => ("_bf16", Work::TensorFlops(f)),
+                    _ => ("", flops),
+                };
                 let g = |dir: &str| format!("conv{k}x{k}_{dir}{suffix}");
                 b.run(&g("fwd"), &id, &shape, flops, || {
                     kl::conv2d_forward(
@@ -521,7 +525,46 @@ fn bench_augment(b: &mut Bench, fill: &mut Fill) -> Res<()> {
     Ok(())
 }
 
+/// The card's ceilings, for the "% of peak" column: bf16 tensor-core and fp32 FMA throughput
+/// (`peak.cu`: operands in registers, no memory traffic) and memory bandwidth (a 512 MiB
+/// device-to-device copy, read + write).
+fn bench_ceilings(b: &mut Bench) -> Res<()> {
+    let gpu = b.gpu;
+    const THREADS: usize = 4096 * kl::PEAK_THREADS as usize;
+    const ITERS: usize = 1024;
+    let mut out = gpu.zeros::<f32>(THREADS)?;
+    let (group, id) = harness::CEILING_BF16.split_once('/').expect("group/id");
+    let flops = Work::TensorFlops(kl::peak_mma_bf16_flops(THREADS, ITERS));
+    b.run(group, id, "registers only", flops, || {
+        kl::peak_mma_bf16(gpu, &mut out.as_view_mut(), ITERS, 1.0)
+    });
+    let (group, id) = harness::CEILING_FP32.split_once('/').expect("group/id");
+    let flops = Work::Flops(kl::peak_fma_f32_flops(THREADS, ITERS));
+    b.run(group, id, "registers only", flops, || {
+        kl::peak_fma_f32(gpu, &mut out.as_view_mut(), ITERS, 1.0)
+    });
+    const COPY: usize = 128 << 20; // f32 elements: 512 MiB
+    let src = gpu.zeros::<f32>(COPY)?;
+    let mut dst = gpu.zeros::<f32>(COPY)?;
+    let (group, id) = harness::CEILING_BANDWIDTH
+        .split_once('/')
+        .expect("group/id");
+    b.run(
+        group,
+        id,
+        "512 MiB",
+        Work::Bytes(2 * F * COPY as u64),
+        || {
+            gpu.stream()
+                .memcpy_dtod(&src, &mut dst)
+                .map_err(|e| kernels::KernelError::driver("device copy", e))
+        },
+    );
+    Ok(())
+}
+
 fn bench_all(b: &mut Bench) -> Res<()> {
+    bench_ceilings(b)?;
     let mut fill = Fill::new(2024);
     for m in &MODELS {
         bench_convs(b, m, &mut fill)?;

@@ -15,6 +15,7 @@
 #include "../cuda/conv_bf16.cu"
 #include "../cuda/elementwise.cu"
 #include "../cuda/loss.cu"
+#include "../cuda/peak.cu"
 #include "../cuda/pool_fc.cu"
 #include "../cuda/sgd.cu"
 #include "../cuda/shortcut.cu"
@@ -205,6 +206,16 @@ void emu_sgd_step_tensors(EmuDim3 g, EmuDim3 b, const unsigned long long* ptrs,
     EMU_LAUNCH(g, b,
                sgd_step_tensors(ptrs, seg_offsets, seg_wd, num_segs, total, lr_ptr, momentum,
                                 nesterov));
+}
+
+// ---- peak.cu — launch/peak.rs: grid = out_len / PEAK_THREADS, block = PEAK_THREADS -------------
+void emu_peak_mma_bf16(EmuDim3 g, EmuDim3 b, float* out, int iters, float m)
+{
+    EMU_LAUNCH(g, b, peak_mma_bf16(out, iters, m));
+}
+void emu_peak_fma_f32(EmuDim3 g, EmuDim3 b, float* out, int iters, float m)
+{
+    EMU_LAUNCH(g, b, peak_fma_f32(out, iters, m));
 }
 
 // ---- augment.cu — launch/augment.rs: grid_1d(batch*3*h*w) ---------------------------------------

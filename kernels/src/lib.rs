@@ -26,8 +26,8 @@ pub mod signature;
 /// need no direct cudarc dependency.
 pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 pub use device::Gpu;
-pub use graph::Graph;
 pub use error::{KernelError, Result};
+pub use graph::Graph;
 
 /// The arithmetic of the convolutions, which hold nearly all of a ResNet's FLOPs. Everything
 /// else (batch norm, loss, SGD, the stored activations and weights) is fp32 either way.
@@ -118,6 +118,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "linear_backward_weight",
         ],
     ),
+    ("peak", &["peak_mma_bf16", "peak_fma_f32"]),
     ("sgd", &["sgd_step", "sgd_step_tensors"]),
     ("shortcut", &["shortcut_forward", "shortcut_backward"]),
 ];

@@ -259,6 +259,7 @@ mod tests {
         ("pool_fc.rs", include_str!("launch/pool_fc.rs")),
         ("loss.rs", include_str!("launch/loss.rs")),
         ("sgd.rs", include_str!("launch/sgd.rs")),
+        ("peak.rs", include_str!("launch/peak.rs")),
         ("augment.rs", include_str!("launch/augment.rs")),
     ];
 
@@ -314,7 +315,7 @@ mod tests {
 
     #[test]
     fn sources_are_embedded_and_hashed() {
-        assert_eq!(crate::SOURCES.len(), 9);
+        assert_eq!(crate::SOURCES.len(), 10);
         for s in crate::SOURCES {
             assert_eq!(s.file, format!("{}.cu", s.name));
             assert!(s.source.contains("extern \"C\" __global__"), "{}", s.file);

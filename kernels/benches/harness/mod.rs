@@ -1,6 +1,9 @@
 //! Timing and reporting for `benches/kernels.rs`: device time from CUDA events around a batch of
 //! launches, criterion throughput, and a closing summary table (time per launch, effective
-//! GB/s, TFLOP/s, optional fraction of a peak given in the environment).
+//! GB/s, TFLOP/s, and the fraction of the card's ceiling: memory bandwidth for memory-bound
+//! kernels, fp32 or bf16 tensor throughput for convolutions). The ceilings are measured in the
+//! same run by the `ceiling/*` benchmarks (`peak.cu`, a device copy); the environment
+//! variables KERNELS_BENCH_PEAK_GBS / _TFLOPS / _TENSOR_TFLOPS override them.
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -14,9 +17,19 @@ use kernels::Gpu;
 pub enum Work {
     /// Memory-bound: bytes of every buffer the launch reads or writes, each counted once.
     Bytes(u64),
-    /// Convolution: 2*N*Cout*Cin*k^2*Ho*Wo FLOP (the same count for fwd, bwd-data, bwd-weight).
+    /// fp32 arithmetic on the CUDA cores: 2*N*Cout*Cin*k^2*Ho*Wo FLOP for a convolution (the
+    /// same count for fwd, bwd-data, bwd-weight).
     Flops(u64),
+    /// The same count, done on the tensor cores (bf16 operands).
+    TensorFlops(u64),
 }
+
+/// Names of the benchmarks whose throughput is the ceiling for each kind of [`Work`].
+pub const CEILING_BANDWIDTH: &str = "ceiling/copy_dtod";
+/// See [`CEILING_BANDWIDTH`].
+pub const CEILING_FP32: &str = "ceiling/fma_f32";
+/// See [`CEILING_BANDWIDTH`].
+pub const CEILING_BF16: &str = "ceiling/mma_bf16";
 
 struct Row {
     name: String,
@@ -87,7 +100,7 @@ impl<'a> Bench<'a> {
         let mut g = self.c.benchmark_group(group);
         g.throughput(match work {
             Work::Bytes(b) => Throughput::BytesDecimal(b),
-            Work::Flops(f) => Throughput::Elements(f),
+            Work::Flops(f) | Work::TensorFlops(f) => Throughput::Elements(f),
         });
         g.bench_function(id, |b| {
             b.iter_custom(|iters| {
@@ -130,56 +143,69 @@ impl<'a> Bench<'a> {
         self.rows.push(row);
     }
 
+    /// Throughput of the benchmark `name` in its own unit (GB/s or TFLOP/s), if it ran.
+    fn measured(&self, name: &str) -> Option<f64> {
+        self.rows.iter().find(|r| r.name == name).map(throughput)
+    }
+
     /// The closing table: one line per benchmark that ran.
     pub fn summary(&self) {
         if self.rows.is_empty() {
             return;
         }
-        let peak_gbs = env_f64("KERNELS_BENCH_PEAK_GBS");
-        let peak_tflops = env_f64("KERNELS_BENCH_PEAK_TFLOPS");
+        let peak = |var: &str, ceiling: &str| env_f64(var).or_else(|| self.measured(ceiling));
+        let peak_gbs = peak("KERNELS_BENCH_PEAK_GBS", CEILING_BANDWIDTH);
+        let peak_tflops = peak("KERNELS_BENCH_PEAK_TFLOPS", CEILING_FP32);
+        let peak_tensor = peak("KERNELS_BENCH_PEAK_TENSOR_TFLOPS", CEILING_BF16);
         println!();
         println!(
             "kernels bench summary ({:?}); time = median device time per launch; GB/s = \
              bytes read+written once each / time; TFLOP/s = 2*N*Cout*Cin*k^2*Ho*Wo / time",
             self.gpu
         );
-        let with_peak = peak_gbs.is_some() || peak_tflops.is_some();
+        let show =
+            |p: Option<f64>, unit: &str| p.map_or("n/a".to_string(), |p| format!("{p:.1} {unit}"));
         println!(
-            "{:<40} {:<34} {:>10} {:>16}{}",
-            "benchmark",
-            "shape",
-            "us/launch",
-            "throughput",
-            if with_peak { "   % of peak" } else { "" }
+            "ceilings: memory {}, fp32 {}, bf16 tensor {} (% of peak uses the matching one)",
+            show(peak_gbs, "GB/s"),
+            show(peak_tflops, "TFLOP/s"),
+            show(peak_tensor, "TFLOP/s")
+        );
+        println!(
+            "{:<40} {:<34} {:>10} {:>16}   % of peak",
+            "benchmark", "shape", "us/launch", "throughput"
         );
         for r in &self.rows {
-            let frac = match r.work {
-                Work::Bytes(b) => peak_gbs.map(|p| b as f64 / r.secs / 1e9 / p),
-                Work::Flops(f) => peak_tflops.map(|p| f as f64 / r.secs / 1e12 / p),
+            let ceiling = match r.work {
+                Work::Bytes(_) => peak_gbs,
+                Work::Flops(_) => peak_tflops,
+                Work::TensorFlops(_) => peak_tensor,
             };
+            let frac = ceiling.map(|p| throughput(r) / p);
             println!(
-                "{:<40} {:<34} {:>10.2} {:>16}{}",
+                "{:<40} {:<34} {:>10.2} {:>16}   {}",
                 r.name,
                 r.shape,
                 r.secs * 1e6,
                 rate(r),
-                frac.map(|f| format!("   {:>9.1}%", 100.0 * f))
-                    .unwrap_or_default()
-            );
-        }
-        if !with_peak {
-            println!(
-                "(set KERNELS_BENCH_PEAK_GBS and KERNELS_BENCH_PEAK_TFLOPS to the card's measured \
-                 ceilings for a % of peak column)"
+                frac.map_or("n/a".to_string(), |f| format!("{:>8.1}%", 100.0 * f))
             );
         }
     }
 }
 
+/// GB/s for memory-bound rows, TFLOP/s for arithmetic ones.
+fn throughput(r: &Row) -> f64 {
+    match r.work {
+        Work::Bytes(b) => b as f64 / r.secs / 1e9,
+        Work::Flops(f) | Work::TensorFlops(f) => f as f64 / r.secs / 1e12,
+    }
+}
+
 fn rate(r: &Row) -> String {
     match r.work {
-        Work::Bytes(b) => format!("{:.1} GB/s", b as f64 / r.secs / 1e9),
-        Work::Flops(f) => format!("{:.2} TFLOP/s", f as f64 / r.secs / 1e12),
+        Work::Bytes(_) => format!("{:.1} GB/s", throughput(r)),
+        Work::Flops(_) | Work::TensorFlops(_) => format!("{:.2} TFLOP/s", throughput(r)),
     }
 }
 

@@ -333,6 +333,10 @@ extern "C" {
         nesterov: i32,
     );
 
+    // peak.cu
+    pub fn emu_peak_mma_bf16(g: Dim3, b: Dim3, out: *mut f32, iters: i32, m: f32);
+    pub fn emu_peak_fma_f32(g: Dim3, b: Dim3, out: *mut f32, iters: i32, m: f32);
+
     // augment.cu
     pub fn emu_augment_batch(
         g: Dim3,

@@ -1044,6 +1044,74 @@ fn sgd_step_tensors_matches_cpu_exactly() {
     }
 }
 
+// ---- peak.cu -------------------------------------------------------------------------------------
+
+/// The ceiling probes compute what they claim (so the FLOP counts behind the roofline column
+/// are real work): small-integer operands make every partial sum exact, so the twin below —
+/// the matrices spelled out from the PTX fragment tables — predicts each output bit for bit.
+#[test]
+fn peak_probes_compute_what_they_count() {
+    let threads = kl::PEAK_THREADS as usize;
+    let (g, b) = (
+        Dim3 { x: 1, y: 1, z: 1 },
+        Dim3 {
+            x: threads as u32,
+            y: 1,
+            z: 1,
+        },
+    );
+    let iters = 3;
+
+    // A[row][col] and B[k][n] of peak_mma_bf16, from its per-lane registers.
+    let a = |row: usize, col: usize| {
+        let (lane, reg) = ((row % 8) * 4 + (col % 8) / 2, (row / 8) + 2 * (col / 8));
+        (if col % 2 == 1 {
+            (lane + 2 * reg) % 2
+        } else {
+            (lane + reg) % 3
+        }) as f32
+    };
+    let bm = |k: usize, n: usize| {
+        let (lane, reg) = (n * 4 + (k % 8) / 2, k / 8);
+        (if k % 2 == 1 {
+            (lane * 3 + reg) % 3
+        } else {
+            (lane + reg) % 2
+        }) as f32
+    };
+    let d = |row: usize, col: usize| {
+        iters as f32 * (0..16).map(|k| a(row, k) * bm(k, col)).sum::<f32>()
+    };
+    let mut out = nan_vec(threads);
+    unsafe { emu_peak_mma_bf16(g, b, out.as_mut_ptr(), iters, 1.0) };
+    for (t, &got) in out.iter().enumerate() {
+        let (gr, tg) = ((t % 32) / 4, t % 4);
+        let mine: f32 = [
+            (gr, 2 * tg),
+            (gr, 2 * tg + 1),
+            (gr + 8, 2 * tg),
+            (gr + 8, 2 * tg + 1),
+        ]
+        .iter()
+        .map(|&(r, c)| d(r, c))
+        .sum();
+        assert_eq!(
+            got,
+            kl::PEAK_CHAINS as f32 * mine,
+            "peak_mma_bf16 thread {t}"
+        );
+    }
+
+    let mut out = nan_vec(threads);
+    unsafe { emu_peak_fma_f32(g, b, out.as_mut_ptr(), iters, 1.0) };
+    for (t, &got) in out.iter().enumerate() {
+        let want: f32 = (0..8)
+            .map(|j| ((t + j) % 4) as f32 + iters as f32 * (j + 1) as f32)
+            .sum();
+        assert_eq!(got, want, "peak_fma_f32 thread {t}");
+    }
+}
+
 // ---- augment.cu ----------------------------------------------------------------------------------
 
 /// Exact: augment.cu documents bit-for-bit agreement with `data::write_sample` (same scale/pad

@@ -122,6 +122,7 @@ mod batchnorm;
 mod conv;
 mod elementwise;
 mod loss;
+mod peak;
 mod pool_fc;
 mod sgd;
 mod shortcut;
@@ -138,6 +139,9 @@ pub use conv::{
 };
 pub use elementwise::{accumulate, add_forward, add_relu_forward, relu_backward, relu_forward};
 pub use loss::{softmax_xent_forward, softmax_xent_forward_backward, XENT_THREADS};
+pub use peak::{
+    peak_fma_f32, peak_fma_f32_flops, peak_mma_bf16, peak_mma_bf16_flops, PEAK_CHAINS, PEAK_THREADS,
+};
 pub use pool_fc::{
     avgpool_backward, avgpool_forward, linear_backward_data, linear_backward_weight,
     linear_forward, LinearShape,
