@@ -593,12 +593,6 @@ fn main() {
             return;
         }
     };
-    if std::env::var_os("KERNELS_BENCH_EVENT_TRACKING").is_none() {
-        // One stream only, so cudarc's per-buffer event tracking (an event record per buffer
-        // argument of every launch) is not needed; off, launches cost what the kernel costs.
-        // SAFETY: every buffer below is created after this call and used on gpu.stream() only.
-        unsafe { gpu.context().disable_event_tracking() };
-    }
     let mut c = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(200))
         .measurement_time(std::time::Duration::from_millis(800))
