@@ -10,7 +10,7 @@
 //! each output is one IEEE operation on the same inputs; looser only where a reduction's
 //! result cancels (said why at the check).
 
-use model::step::{eval_batch, train_step};
+use model::step::{eval_batch, eval_batch_into, train_step, train_step_into};
 use model::{ResNet, ResNetConfig, Sgd};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +21,7 @@ use tensor::loss::softmax_cross_entropy;
 use tensor::pool::{global_avg_pool_backward, global_avg_pool_forward};
 use tensor::sgd::{self, SgdConfig};
 use tensor::shortcut::{pad_shortcut_backward, pad_shortcut_forward};
-use tensor::{conv, Device, Tensor};
+use tensor::{conv, Device, Labels, LossMeter, Tensor};
 
 /// The GPU, or a failing test: these checks must never pass by skipping.
 fn gpu() -> Device {
@@ -693,4 +693,83 @@ fn gpu_training_step_is_deterministic() {
             pa.name
         );
     }
+}
+
+/// What `train` runs on a GPU: several steps queued with device labels, the loss and hits
+/// accumulating in a device meter that is read once at the end. The reading equals the CPU
+/// meter's over the same steps within the whole-step tolerance above (1e-4 relative on the
+/// loss; the same hits), and logits, labels and meter on different devices are a panic.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn loss_meter_over_gpu_steps_with_device_labels_matches_the_cpu() {
+    let dev = gpu();
+    let config = ResNetConfig::from_depth(20, None, None, 10).unwrap();
+    let mut cpu = ResNet::new(&config, 7);
+    let mut gpu_model = cpu.clone();
+    gpu_model.to_device(&dev).expect("model to GPU");
+    let sgd = Sgd {
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+        decay_weights_only: false,
+    };
+    let mut r = rng(13);
+    let mut cpu_meter = LossMeter::new(&Device::Cpu).unwrap();
+    let mut gpu_meter = LossMeter::new(&dev).unwrap();
+    assert_eq!(gpu_meter.device(), dev);
+    let mut batches = Vec::new();
+    for batch in [8, 5, 8] {
+        let x = rand_t(&mut r, &[batch, 3, 32, 32]);
+        let host = Labels::host((0..batch).map(|_| r.gen_range(0..10)).collect());
+        let on_gpu = host.to_device(&dev).unwrap();
+        assert!(on_gpu.is_cuda() && on_gpu.len() == batch);
+        assert_eq!(on_gpu.to_vec().unwrap(), host.to_vec().unwrap());
+        train_step_into(&mut cpu, &sgd, &x, &host, 0.1, &mut cpu_meter);
+        train_step_into(
+            &mut gpu_model,
+            &sgd,
+            &up(&x, &dev),
+            &on_gpu,
+            0.1,
+            &mut gpu_meter,
+        );
+        batches.push((x, host, on_gpu));
+    }
+    let (a, b) = (cpu_meter.read().unwrap(), gpu_meter.read().unwrap());
+    assert_eq!(b.count, 21);
+    let e = ((b.loss - a.loss) / a.loss).abs();
+    assert!(
+        e <= 1e-4,
+        "mean loss: gpu {} cpu {} (rel {e:.2e})",
+        b.loss,
+        a.loss
+    );
+    assert_eq!(b.correct, a.correct, "correct count");
+    // Reset, then evaluation into the same meters.
+    cpu_meter.reset().unwrap();
+    gpu_meter.reset().unwrap();
+    assert_eq!(gpu_meter.read().unwrap().count, 0);
+    for (x, host, on_gpu) in &batches {
+        eval_batch_into(&mut cpu, x, host, &mut cpu_meter);
+        eval_batch_into(&mut gpu_model, &up(x, &dev), on_gpu, &mut gpu_meter);
+    }
+    let (a, b) = (cpu_meter.read().unwrap(), gpu_meter.read().unwrap());
+    let e = ((b.loss - a.loss) / a.loss).abs();
+    assert!(
+        e <= 1e-4,
+        "eval loss: gpu {} cpu {} (rel {e:.2e})",
+        b.loss,
+        a.loss
+    );
+    assert_eq!((b.correct, b.count), (a.correct, a.count));
+    // Mixed devices: a clear panic, like any op's.
+    let logits = up(&rand_t(&mut r, &[2, 10]), &dev);
+    let host = Labels::host(vec![1, 2]);
+    let m = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tensor::loss::softmax_cross_entropy_into(&logits, &host, &mut gpu_meter);
+    }))
+    .expect_err("host labels with GPU logits must panic");
+    let m = m.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(m.contains("different devices"), "{m}");
+    dev.synchronize().unwrap();
 }

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, DeviceRepr,
-    ValidAsZeroBits,
+    result, sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView,
+    DeviceRepr, ValidAsZeroBits,
 };
 
 use crate::error::{guard, KernelError, Result};
@@ -162,6 +162,72 @@ impl Gpu {
         self.stream
             .synchronize()
             .map_err(|e| KernelError::driver("synchronising the stream", e))
+    }
+
+    /// `(free, total)` bytes of device memory, as the driver sees it (`cuMemGetInfo`: cheap,
+    /// no synchronisation). Memory that cudarc's stream-ordered pool holds after a free counts
+    /// as used until the pool releases it (at the next synchronisation, see
+    /// [`Gpu::pool_peak_bytes`]).
+    pub fn mem_info(&self) -> Result<(usize, usize)> {
+        self.ctx
+            .mem_get_info()
+            .map_err(|e| KernelError::driver("querying free device memory", e))
+    }
+
+    /// The memory pool that cudarc's allocations come from (`cuMemAllocAsync` uses the
+    /// device's current pool), or `None` where the device has no stream-ordered allocator
+    /// (cudarc then uses plain `cuMemAlloc`).
+    fn current_pool(&self) -> Result<Option<sys::CUmemoryPool>> {
+        if !self.ctx.has_async_alloc() {
+            return Ok(None);
+        }
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| KernelError::driver("binding the context", e))?;
+        // SAFETY: the device handle comes from a live context.
+        let pool = unsafe { result::device::get_mem_pool(self.ctx.cu_device()) }
+            .map_err(|e| KernelError::driver("looking up the device's memory pool", e))?;
+        Ok(Some(pool))
+    }
+
+    /// The high-water mark of live allocations from the memory pool since
+    /// [`Gpu::reset_pool_peak`] (or since the context was created), in bytes: what PyTorch's
+    /// `max_memory_allocated` reports. Stream-ordered, so it needs no synchronisation and is
+    /// exact however far the host runs ahead. `None` without a stream-ordered allocator.
+    pub fn pool_peak_bytes(&self) -> Result<Option<u64>> {
+        let Some(pool) = self.current_pool()? else {
+            return Ok(None);
+        };
+        let mut high: u64 = 0;
+        // SAFETY: a valid pool; USED_MEM_HIGH is a cuuint64_t.
+        unsafe {
+            result::mem_pool::get_attribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                (&mut high as *mut u64).cast(),
+            )
+        }
+        .map_err(|e| KernelError::driver("reading the memory pool's high-water mark", e))?;
+        Ok(Some(high))
+    }
+
+    /// Sets [`Gpu::pool_peak_bytes`] back to zero (the driver allows no other value); the
+    /// mark grows again from the next allocation on, to the memory in use then. No-op without
+    /// a stream-ordered allocator.
+    pub fn reset_pool_peak(&self) -> Result<()> {
+        let Some(pool) = self.current_pool()? else {
+            return Ok(());
+        };
+        let mut zero: u64 = 0;
+        // SAFETY: a valid pool; USED_MEM_HIGH can only be reset to zero, as a cuuint64_t.
+        unsafe {
+            result::mem_pool::set_attribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                (&mut zero as *mut u64).cast(),
+            )
+        }
+        .map_err(|e| KernelError::driver("resetting the memory pool's high-water mark", e))
     }
 
     /// Copies a host slice to a new device buffer.

@@ -25,6 +25,7 @@ pub mod elementwise;
 mod gemm;
 pub mod linear;
 pub mod loss;
+pub mod meter;
 pub mod pool;
 pub mod sgd;
 pub mod shortcut;
@@ -38,6 +39,7 @@ pub use device::{Device, Error, Result};
 /// The convolutions' arithmetic: exact fp32, or bf16 operands with fp32 accumulation.
 pub use kernels::Precision;
 use kernels::{CudaSlice, Gpu};
+pub use meter::{Labels, LossMeter, MeterReading};
 
 /// Where a tensor's values are.
 enum Storage {
@@ -59,7 +61,23 @@ pub struct Tensor {
 /// Panics with the op's name when a GPU call inside an infallible op fails.
 #[track_caller]
 pub(crate) fn check<T>(op: &str, r: kernels::Result<T>) -> T {
-    r.unwrap_or_else(|e| panic!("{op} on the GPU failed: {e}"))
+    r.unwrap_or_else(|e| gpu_failed(op, &e))
+}
+
+#[track_caller]
+fn gpu_failed(op: &str, e: &kernels::KernelError) -> ! {
+    panic!("{op} on the GPU failed: {e}")
+}
+
+/// Unwraps the result of a fallible device call made inside an infallible function (e.g.
+/// `model::step::train_step`), the way the ops do: a failure panics naming `op`.
+#[track_caller]
+pub fn expect_device<T>(op: &str, r: Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(Error::Cuda(e)) => gpu_failed(op, &e),
+        Err(e) => panic!("{op} failed: {e}"),
+    }
 }
 
 /// The GPU shared by all of `ts`, or `None` when all are on the host. Panics when they are on

@@ -2,14 +2,16 @@
 //! On the GPU the whole training set stays resident as uint8 (150 MB for CIFAR) and the
 //! augment kernel (`kernels/cuda/augment.cu`, CPU twin `data::write_sample`) builds each
 //! batch there: per step only the batch's plan — (index, dx, dy, flip) per sample, 2 KB —
-//! crosses to the device. Both follow `Loader::plan`, so they see the same crops and flips.
+//! crosses to the device, and the kernel gathers the batch's labels there too, so the step
+//! needs nothing from the host. Both follow `Loader::plan`, so they see the same crops and
+//! flips.
 
 use anyhow::{Context, Result};
 use data::{Loader, Normalization, Split};
 use kernels::launch::{augment_batch, Normalize};
 use kernels::{CudaSlice, Gpu};
 use std::sync::Arc;
-use tensor::{Device, Tensor};
+use tensor::{Device, Labels, Tensor};
 
 /// The training set, where the batches are made.
 pub enum TrainBatches<'a> {
@@ -20,7 +22,6 @@ pub enum TrainBatches<'a> {
 /// The uint8 images and labels on the GPU, and the loader whose plan says what to take.
 pub struct ResidentSet<'a> {
     loader: Loader<'a>,
-    split: &'a Split,
     gpu: Arc<Gpu>,
     images: CudaSlice<u8>,
     labels: CudaSlice<u8>,
@@ -41,7 +42,6 @@ impl<'a> TrainBatches<'a> {
             .context("uploading the training labels to the GPU")?;
         Ok(TrainBatches::Resident(ResidentSet {
             loader,
-            split,
             gpu: Arc::clone(gpu),
             images,
             labels,
@@ -55,15 +55,15 @@ impl<'a> TrainBatches<'a> {
         }
     }
 
-    /// The batches of `epoch`: images `[n, 3, 32, 32]` on the training device, host labels.
-    pub fn epoch(
-        &self,
-        epoch: usize,
-    ) -> Box<dyn Iterator<Item = Result<(Tensor, Vec<usize>)>> + '_> {
+    /// The batches of `epoch`: images `[n, 3, 32, 32]` and labels, both on the training device.
+    pub fn epoch(&self, epoch: usize) -> Box<dyn Iterator<Item = Result<(Tensor, Labels)>> + '_> {
         match self {
             TrainBatches::Host(l) => Box::new(l.epoch(epoch).map(|b| {
                 let n = b.len();
-                Ok((Tensor::from_vec(&[n, 3, 32, 32], b.images), b.labels))
+                Ok((
+                    Tensor::from_vec(&[n, 3, 32, 32], b.images),
+                    Labels::host(b.labels),
+                ))
             })),
             TrainBatches::Resident(r) => {
                 Box::new(r.loader.plan(epoch).map(move |plan| r.make(&plan)))
@@ -73,7 +73,7 @@ impl<'a> TrainBatches<'a> {
 }
 
 impl ResidentSet<'_> {
-    fn make(&self, plan: &[(usize, data::SampleAug)]) -> Result<(Tensor, Vec<usize>)> {
+    fn make(&self, plan: &[(usize, data::SampleAug)]) -> Result<(Tensor, Labels)> {
         let n = plan.len();
         let params: Vec<i32> = plan
             .iter()
@@ -82,7 +82,7 @@ impl ResidentSet<'_> {
         let g = &self.gpu;
         let d_params = g.upload(&params)?;
         let mut out = g.zeros::<f32>(n * 3 * 32 * 32)?;
-        // The kernel also gathers the labels on the device; the step takes host labels for now.
+        // The kernel also gathers the labels (int32) on the device, for the loss kernel.
         let mut out_labels = g.zeros::<i32>(n)?;
         let Normalization { mean, std } = self.loader.normalization();
         augment_batch(
@@ -96,11 +96,10 @@ impl ResidentSet<'_> {
             &Normalize { mean, std },
         )
         .context("the augment kernel failed")?;
-        let labels = plan
-            .iter()
-            .map(|&(i, _)| self.split.labels[i] as usize)
-            .collect();
-        Ok((Tensor::from_cuda(&[n, 3, 32, 32], g, out), labels))
+        Ok((
+            Tensor::from_cuda(&[n, 3, 32, 32], g, out),
+            Labels::from_cuda(g, out_labels),
+        ))
     }
 }
 
@@ -138,7 +137,15 @@ mod tests {
             assert_eq!(hs.len(), gs.len(), "batches in epoch {epoch}");
             for (b, ((hx, hl), (gx, gl))) in hs.iter().zip(&gs).enumerate() {
                 assert!(gx.is_cuda(), "epoch {epoch} batch {b} is not on the GPU");
-                assert_eq!(gl, hl, "labels, epoch {epoch} batch {b}");
+                assert!(
+                    gl.is_cuda(),
+                    "epoch {epoch} batch {b}: labels not on the GPU"
+                );
+                assert_eq!(
+                    gl.to_vec().unwrap(),
+                    hl.to_vec().unwrap(),
+                    "labels, epoch {epoch} batch {b}"
+                );
                 assert_eq!(gx.shape(), hx.shape(), "shape, epoch {epoch} batch {b}");
                 let g = gx.to_vec().unwrap();
                 for (i, (&a, &c)) in g.iter().zip(hx.data()).enumerate() {

@@ -1,15 +1,19 @@
 //! `train bench`: the training step's speed on synthetic data already on the device, after
 //! warm-up, in the PyTorch peer's terms (`torch_peer.py speed`): ms/step, images/s, peak
-//! memory. The timed loop ends with a device synchronisation, so GPU time is all counted.
+//! memory. The timed loop queues its steps without reading anything back (the loss goes into a
+//! device-side meter, read once after the clock stops) and ends with a device
+//! synchronisation, so GPU time is all counted.
 
 use crate::cli::{BenchArgs, ShortcutArg};
-use anyhow::{ensure, Result};
-use model::step::train_step;
+use anyhow::{ensure, Context, Result};
+use model::step::train_step_into;
 use model::{ResNet, ResNetConfig, Sgd, ShortcutKind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
-use tensor::{Device, Tensor};
+use tensor::{Device, Labels, LossMeter, Tensor};
+
+const MIB: f64 = (1u64 << 20) as f64;
 
 /// The peer's name for a configuration (`resnet20`, `resnet34-w64-pad`, ...).
 pub fn peer_name(c: &ResNetConfig) -> String {
@@ -40,9 +44,28 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
     });
     let config = ResNetConfig::from_depth(args.depth, args.width, shortcut, args.classes)?;
     let device = crate::device::select(args.device)?;
-    let mut model = ResNet::new(&config, 0);
+    bench_on(args, &config, &device)
+}
+
+/// Device memory in use now (`total − free`, bytes), `None` on the CPU.
+fn gpu_used(device: &Device) -> Result<Option<usize>> {
+    match device.gpu() {
+        None => Ok(None),
+        Some(gpu) => {
+            let (free, total) = gpu.mem_info()?;
+            Ok(Some(total - free))
+        }
+    }
+}
+
+fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<()> {
+    // Device memory in use before the model exists (context, loaded kernels).
+    let used_before = gpu_used(device)?;
+    let mut model = ResNet::new(config, 0);
     let params = model.num_params();
-    model.to_device(&device)?;
+    model
+        .to_device(device)
+        .context("moving the model to the device")?;
     // Four batches of N(0,1)-like images and random labels, cycled, as the peer does.
     let mut r = ChaCha8Rng::seed_from_u64(0);
     let n = args.batch_size;
@@ -50,7 +73,12 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
     for _ in 0..4 {
         let x: Vec<f32> = (0..n * 3072).map(|_| r.gen_range(-1.7f32..1.7)).collect();
         let y: Vec<usize> = (0..n).map(|_| r.gen_range(0..args.classes)).collect();
-        batches.push((Tensor::from_vec(&[n, 3, 32, 32], x).to_device(&device)?, y));
+        batches.push((
+            Tensor::from_vec(&[n, 3, 32, 32], x)
+                .to_device(device)
+                .context("copying the synthetic batches to the device")?,
+            Labels::host(y).to_device(device)?,
+        ));
     }
     let sgd = Sgd {
         momentum: 0.9,
@@ -58,34 +86,59 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         nesterov: false,
         decay_weights_only: false,
     };
+    let mut meter = LossMeter::new(device)?;
     for i in 0..args.warmup {
         let (x, y) = &batches[i % 4];
-        train_step(&mut model, &sgd, x, y, 0.1);
+        train_step_into(&mut model, &sgd, x, y, 0.1, &mut meter);
     }
     device.synchronize()?;
+    meter.reset()?;
+    if let Some(gpu) = device.gpu() {
+        gpu.reset_pool_peak()?;
+    }
+    // No read-back inside the loop: the steps queue back to back, as in training.
     let started = Instant::now();
     for i in 0..args.steps {
         let (x, y) = &batches[i % 4];
-        train_step(&mut model, &sgd, x, y, 0.1);
+        train_step_into(&mut model, &sgd, x, y, 0.1, &mut meter);
     }
+    // Before the synchronisation, which lets the pool hand freed blocks back to the driver.
+    let used_after = gpu_used(device)?;
     device.synchronize()?;
     let ms = started.elapsed().as_secs_f64() * 1e3 / args.steps as f64;
     let img_s = n as f64 / ms * 1e3;
-    // GPU memory is not tracked yet (ops allocate per call); the host figure is this process's peak.
-    let peak = match device {
-        Device::Cpu => peak_host_mib(),
-        Device::Cuda(_) => None,
+    let loss = meter.read()?.loss;
+    // Peak memory. CPU: this process's resident high-water mark. GPU: cudarc allocates from
+    // the device's stream-ordered pool (cuMemAllocAsync) where the device has one (every
+    // recent GPU), and the pool's high-water mark of live buffers since the reset above is the
+    // figure the peer reports (torch.cuda.max_memory_allocated after reset_peak_memory_stats):
+    // weights, gradients, momentum, the four batches and the step's largest working set. The
+    // plain `total − free` difference is no substitute: the pool returns freed blocks to the
+    // driver at each synchronisation (release threshold 0), so after the steps it holds little
+    // more than what is still alive. Without a pool (cuMemAlloc, nothing cached) that
+    // difference, taken before the final sync, is all there is: a lower bound, said so.
+    let (peak, peak_what) = match device.gpu() {
+        None => (peak_host_mib(), "host resident"),
+        Some(gpu) => match gpu.pool_peak_bytes()? {
+            Some(bytes) => (Some(bytes as f64 / MIB), "GPU pool high-water"),
+            None => (
+                used_after
+                    .zip(used_before)
+                    .map(|(a, b)| a.saturating_sub(b) as f64 / MIB),
+                "GPU in use after the steps, a lower bound",
+            ),
+        },
     };
-    let peak_text = peak.map_or("n/a".to_string(), |m| format!("{m:.0} MiB"));
+    let peak_text = peak.map_or("n/a".to_string(), |m| format!("{m:.0} MiB ({peak_what})"));
     println!(
-        "{} ({params} parameters) on {device}, batch {n}: {ms:.2} ms/step, {img_s:.0} images/s, peak memory {peak_text} ({} timed steps after {} warm-up)",
-        peer_name(&config),
+        "{} ({params} parameters) on {device}, batch {n}: {ms:.2} ms/step, {img_s:.0} images/s, peak memory {peak_text}, mean loss {loss:.4} ({} timed steps after {} warm-up)",
+        peer_name(config),
         args.steps,
         args.warmup
     );
     if args.json {
         let record = serde_json::json!({
-            "peer": "ours", "what": "speed", "model": peer_name(&config), "mode": "fp32",
+            "peer": "ours", "what": "speed", "model": peer_name(config), "mode": "fp32",
             "device": device.to_string(), "batch": n, "ms_per_step": (ms * 1000.0).round() / 1000.0,
             "img_per_s": img_s.round(), "params": params, "peak_mem_mb": peak.map(|m| m.round()),
             "build": resnet_cifar::BUILD_INFO,

@@ -1,10 +1,15 @@
 //! Test-set evaluation with the running BN statistics: loss, accuracy, per-class accuracy.
+//!
+//! The loss and accuracy accumulate in a [`LossMeter`] on the model's device; the per-class
+//! counts need each batch's logits on the host, so evaluation on a GPU still copies the
+//! logits back batch by batch (10 or 100 floats per image: small next to the forward pass).
 
+use anyhow::Context;
 use data::{Loader, Normalization, Split};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::{Mode, ResNet};
-use tensor::loss::softmax_cross_entropy;
-use tensor::Tensor;
+use tensor::loss::softmax_cross_entropy_loss_into;
+use tensor::{Labels, LossMeter, Tensor};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct EvalResult {
@@ -36,16 +41,21 @@ pub fn evaluate(
             .expect("valid template")
             .progress_chars("=> "),
     );
-    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    let mut meter = LossMeter::new(&device).context("allocating the test loss meter")?;
     let (mut per_class_correct, mut per_class_total) = (vec![0; classes], vec![0; classes]);
     for batch in loader.epoch(0) {
         let n = batch.len();
-        let x = Tensor::from_vec(&[n, 3, 32, 32], batch.images).to_device(&device)?;
+        let x = Tensor::from_vec(&[n, 3, 32, 32], batch.images)
+            .to_device(&device)
+            .context("copying a test batch to the device")?;
+        let labels = Labels::host(batch.labels);
+        let on_device = labels
+            .to_device(&device)
+            .context("copying test labels to the device")?;
         let logits = model.forward(&x, Mode::Eval);
-        let out = softmax_cross_entropy(&logits, &batch.labels);
-        loss_sum += out.loss as f64 * n as f64;
-        correct += out.correct;
-        for (row, &label) in logits.to_vec()?.chunks(classes).zip(&batch.labels) {
+        softmax_cross_entropy_loss_into(&logits, &on_device, &mut meter);
+        let host_labels = labels.host_data().expect("host labels");
+        for (row, &label) in logits.to_vec()?.chunks(classes).zip(host_labels) {
             // The same argmax as the loss (lowest index on ties).
             let pred = row
                 .iter()
@@ -57,10 +67,13 @@ pub fn evaluate(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let n = split.len().max(1) as f64;
+    let m = meter
+        .read()
+        .context("reading the test loss from the device")?;
+    let n = m.count.max(1) as f64;
     Ok(EvalResult {
-        loss: loss_sum / n,
-        accuracy: correct as f64 / n,
+        loss: m.loss_sum / n,
+        accuracy: m.correct as f64 / n,
         per_class_correct,
         per_class_total,
     })

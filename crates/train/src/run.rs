@@ -1,5 +1,10 @@
 //! The training run: data, model, the epoch loop with progress, evaluation, metrics, plot
-//! and checkpoints. One training step itself is `model::step::train_step`.
+//! and checkpoints. One training step itself is `model::step::train_step_into`.
+//!
+//! On a GPU the loop never waits for the device after a step: the loss and hits accumulate in
+//! a [`LossMeter`] on the device, which is read (the one synchronisation) only when the
+//! progress line is refreshed, about four times a second, and at the end of the epoch. The
+//! divergence check happens at each read, so it names the steps between two reads.
 //!
 //! Resuming is exact on the CPU: weights, BN buffers, momentum and the metrics history come
 //! from the checkpoint, and every random choice of epoch `e` (order, crops, flips) is drawn
@@ -17,15 +22,20 @@ use crate::state;
 use anyhow::{bail, ensure, Context, Result};
 use data::{Loader, Normalization};
 use indicatif::{ProgressBar, ProgressStyle};
-use model::step::train_step;
+use model::step::train_step_into;
 use model::{ResNet, ResNetConfig, Sgd, ShortcutKind};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tensor::{LossMeter, MeterReading};
 
 /// Checkpoint format tag (metadata `format`).
 pub const FORMAT: &str = "resnet-cifar-checkpoint/1";
+
+/// How often the GPU loop reads its loss meter (and so waits for the queued steps) to
+/// refresh the progress line. On the CPU it reads after every step, which costs nothing.
+const READ_EVERY: Duration = Duration::from_millis(250);
 
 pub fn model_config(args: &TrainArgs) -> Result<ResNetConfig> {
     let dataset: data::Dataset = args.data.dataset.map_or(data::Dataset::Cifar10, Into::into);
@@ -186,40 +196,65 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 .progress_chars("=> "),
         );
         bar.set_prefix(format!("{}/{}", epoch + 1, args.epochs));
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut meter = LossMeter::new(&device).context("allocating the loss meter")?;
         let mut lr = schedule.lr(epoch * steps_per_epoch);
-        for (i, batch) in batches.epoch(epoch).enumerate() {
-            let (x, labels) = batch?;
-            lr = schedule.lr(epoch * steps_per_epoch + i);
-            let n = labels.len();
-            let r = train_step(&mut model, &sgd, &x, &labels, lr);
-            if !r.loss.is_finite() {
+        // Steps done, and steps and time at the last read of the meter.
+        let (mut steps, mut read_steps, mut read_at) = (0usize, 0usize, Instant::now());
+        // Reads the meter (on a GPU: waits for the queued steps), stops a diverged run, and
+        // refreshes the progress line.
+        let read = |meter: &LossMeter,
+                    steps: usize,
+                    read_steps: usize,
+                    lr: f32|
+         -> Result<MeterReading> {
+            let m = meter_of(meter)?;
+            if m.count > 0 && !m.loss.is_finite() {
                 bar.abandon();
                 let kept = args.save.as_ref().map_or(String::new(), |p| {
                     format!("; the last good checkpoint, {}, is unchanged", p.display())
                 });
-                bail!("the training loss became {} at epoch {}, step {} (lr {lr}): training diverged; try a lower --lr or --warmup-iters{kept}", r.loss, epoch + 1, i + 1);
+                let when = if read_steps + 1 >= steps {
+                    format!("at epoch {}, step {steps}", epoch + 1)
+                } else {
+                    format!(
+                        "at epoch {}, between steps {} and {steps}",
+                        epoch + 1,
+                        read_steps + 1
+                    )
+                };
+                bail!("the training loss became {} {when} (lr {lr}): training diverged; try a lower --lr or --warmup-iters{kept}", m.loss);
             }
-            loss_sum += r.loss as f64 * n as f64;
-            correct += r.correct;
-            seen += n;
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!(
                 "loss {:.4} acc {:5.2}% {:.0} img/s",
-                loss_sum / seen as f64,
-                100.0 * correct as f64 / seen as f64,
-                seen as f64 / secs
+                m.loss,
+                100.0 * m.accuracy(),
+                m.count as f64 / secs
             ));
+            Ok(m)
+        };
+        for (i, batch) in batches.epoch(epoch).enumerate() {
+            let (x, labels) = batch.context("making a training batch on the device")?;
+            lr = schedule.lr(epoch * steps_per_epoch + i);
+            train_step_into(&mut model, &sgd, &x, &labels, lr, &mut meter);
+            steps = i + 1;
+            if device.is_cpu() || read_at.elapsed() >= READ_EVERY {
+                read(&meter, steps, read_steps, lr)?;
+                (read_steps, read_at) = (steps, Instant::now());
+            }
             bar.inc(1);
         }
+        // The epoch's totals (on a GPU: waits for its last steps).
+        let train = read(&meter, steps, read_steps, lr)?;
         bar.finish_and_clear();
+        let seen = train.count;
         let train_secs = started.elapsed().as_secs_f64();
         let test = evaluate(&mut model, &cifar.test, norm, args.batch_size, interactive)?;
         let record = EpochRecord {
             epoch: epoch + 1,
             lr: lr as f64,
-            train_loss: loss_sum / seen as f64,
-            train_acc: correct as f64 / seen as f64,
+            train_loss: train.loss,
+            train_acc: train.accuracy(),
             test_loss: test.loss,
             test_acc: test.accuracy,
             seconds: started.elapsed().as_secs_f64(),
@@ -262,6 +297,13 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Reads a training meter; the error says what was being read.
+fn meter_of(meter: &LossMeter) -> Result<MeterReading> {
+    meter
+        .read()
+        .context("reading the training loss from the device")
 }
 
 fn save(
