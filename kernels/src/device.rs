@@ -11,7 +11,7 @@ use cudarc::driver::{
     DeviceRepr, ValidAsZeroBits,
 };
 
-use crate::error::{guard, KernelError, Result};
+use crate::error::{guard, human_bytes, KernelError, Result};
 use crate::nvrtc::{arch_for_capability, compile_all, CompiledModule};
 use crate::KERNELS;
 
@@ -232,16 +232,26 @@ impl Gpu {
 
     /// Copies a host slice to a new device buffer.
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
-        self.stream
-            .clone_htod(host)
-            .map_err(|e| KernelError::driver("copying host to device", e))
+        self.stream.clone_htod(host).map_err(|e| {
+            KernelError::driver(
+                format!(
+                    "copying {} from host to device",
+                    human_bytes(std::mem::size_of_val(host) as u64)
+                ),
+                e,
+            )
+        })
     }
 
     /// A new zero-filled device buffer of `len` elements.
     pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
-        self.stream
-            .alloc_zeros(len)
-            .map_err(|e| KernelError::driver(format!("allocating {len} elements"), e))
+        self.stream.alloc_zeros(len).map_err(|e| {
+            let bytes = len.saturating_mul(std::mem::size_of::<T>()) as u64;
+            KernelError::driver(
+                format!("allocating {} of device memory", human_bytes(bytes)),
+                e,
+            )
+        })
     }
 
     /// A new device buffer of `len` f32 whose contents are whatever the allocator hands out:
@@ -253,8 +263,13 @@ impl Gpu {
     pub fn uninit_f32(&self, len: usize) -> Result<CudaSlice<f32>> {
         // SAFETY: every bit pattern is a valid f32; the memory is device memory that Rust never
         // reads before a kernel (or copy) writes it.
-        unsafe { self.stream.alloc::<f32>(len) }
-            .map_err(|e| KernelError::driver(format!("allocating {len} elements"), e))
+        unsafe { self.stream.alloc::<f32>(len) }.map_err(|e| {
+            let bytes = len.saturating_mul(std::mem::size_of::<f32>()) as u64;
+            KernelError::driver(
+                format!("allocating {} of device memory", human_bytes(bytes)),
+                e,
+            )
+        })
     }
 
     /// The device address of `buf`, for tables of buffers that one kernel walks (the

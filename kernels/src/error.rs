@@ -1,5 +1,6 @@
 //! Error type for everything on the GPU path: no `unwrap`, no panic reaches the caller.
 
+use cudarc::driver::sys::CUresult;
 use cudarc::driver::DriverError;
 
 /// Result alias used across the crate.
@@ -71,12 +72,45 @@ impl KernelError {
         }
     }
 
+    /// Whether the driver said `CUDA_ERROR_OUT_OF_MEMORY` (an allocation, or a launch that
+    /// needed memory, did not fit on the device).
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, KernelError::Driver { source, .. } if source.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY)
+    }
+
+    /// A one-line description that never calls into the driver: for a driver error the
+    /// result code's name and the step, e.g. `CUDA_ERROR_OUT_OF_MEMORY while allocating 1.00
+    /// GiB of device memory`. (`Display` of cudarc's `DriverError` asks libcuda for the
+    /// error string, which panics where libcuda cannot be loaded.)
+    pub fn brief(&self) -> String {
+        match self {
+            KernelError::Driver { context, source } => format!("{:?} while {context}", source.0),
+            other => other.to_string(),
+        }
+    }
+
     /// An [`KernelError::InvalidArgument`] for `kernel`.
     pub fn invalid(kernel: &'static str, reason: impl Into<String>) -> Self {
         KernelError::InvalidArgument {
             kernel,
             reason: reason.into(),
         }
+    }
+}
+
+/// `bytes` for people: `512 B`, `12.0 MiB`, `1.50 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const MIB: f64 = (1u64 << 20) as f64;
+    const GIB: f64 = (1u64 << 30) as f64;
+    let b = bytes as f64;
+    if b >= GIB {
+        format!("{:.2} GiB", b / GIB)
+    } else if b >= MIB {
+        format!("{:.1} MiB", b / MIB)
+    } else if bytes >= 1024 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{bytes} B")
     }
 }
 
@@ -98,5 +132,39 @@ pub(crate) fn guard<T>(context: &str, f: impl FnOnce() -> Result<T>) -> Result<T
                 message,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_memory_is_recognised_without_touching_the_driver() {
+        let oom = KernelError::driver(
+            "allocating 1.00 GiB of device memory",
+            DriverError(CUresult::CUDA_ERROR_OUT_OF_MEMORY),
+        );
+        assert!(oom.is_out_of_memory());
+        assert_eq!(
+            oom.brief(),
+            "CUDA_ERROR_OUT_OF_MEMORY while allocating 1.00 GiB of device memory"
+        );
+        let other =
+            KernelError::driver("launching", DriverError(CUresult::CUDA_ERROR_LAUNCH_FAILED));
+        assert!(!other.is_out_of_memory());
+        assert!(!KernelError::invalid("k", "bad").is_out_of_memory());
+        assert_eq!(
+            KernelError::invalid("k", "bad").brief(),
+            "invalid arguments for kernel `k`: bad"
+        );
+    }
+
+    #[test]
+    fn bytes_read_well() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 10), "3.0 KiB");
+        assert_eq!(human_bytes(12 << 20), "12.0 MiB");
+        assert_eq!(human_bytes(3 << 29), "1.50 GiB");
     }
 }

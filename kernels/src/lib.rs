@@ -22,11 +22,14 @@ pub mod nvrtc;
 pub mod probe;
 pub mod signature;
 
+/// The driver's error and result code, for matching on (e.g. `CUDA_ERROR_OUT_OF_MEMORY`) and
+/// for fabricating driver errors in tests.
+pub use cudarc::driver::{sys::CUresult, DriverError};
 /// The cudarc buffer types the launchers take, re-exported so that callers (the `tensor` crate)
 /// need no direct cudarc dependency.
 pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 pub use device::Gpu;
-pub use error::{KernelError, Result};
+pub use error::{human_bytes, KernelError, Result};
 pub use graph::Graph;
 
 /// The arithmetic of the convolutions, which hold nearly all of a ResNet's FLOPs. Everything

@@ -22,6 +22,13 @@ pub enum Error {
     UnknownDevice(String),
 }
 
+impl Error {
+    /// Whether the GPU ran out of memory (the driver's `CUDA_ERROR_OUT_OF_MEMORY`).
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, Error::Cuda(e) if e.is_out_of_memory())
+    }
+}
+
 /// Result alias of this crate's fallible (device) operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -7,8 +7,9 @@
 //! op's module — and returns its result on the same device, so the same model code runs on
 //! either. Inputs of one op must share a device (mixing is a programming error: a panic that
 //! names both). Moving data is explicit and fallible: [`Tensor::to_device`], [`Tensor::to_host`],
-//! [`Tensor::to_vec`]. Ops keep their infallible signatures; a GPU failure inside one (out of
-//! memory, a failed launch) panics with the op's name and the driver's message.
+//! [`Tensor::to_vec`]. Ops keep their infallible signatures; a GPU failure inside one (a failed
+//! launch) panics with the op's name and the driver's message, except running out of memory,
+//! which panics with a typed [`OutOfMemory`] payload that [`oom::catch`] turns into a value.
 //!
 //! GPU status: the CUDA branches are compiled, not yet run on a GPU (see
 //! `tests/gpu_parity.rs` at the workspace root for the checks that will prove them).
@@ -26,6 +27,7 @@ mod gemm;
 pub mod linear;
 pub mod loss;
 pub mod meter;
+pub mod oom;
 pub mod pool;
 pub mod sgd;
 pub mod shortcut;
@@ -40,6 +42,7 @@ pub use device::{Device, Error, Result};
 pub use kernels::Precision;
 use kernels::{CudaSlice, Gpu};
 pub use meter::{Labels, LossMeter, MeterReading};
+pub use oom::OutOfMemory;
 
 /// Where a tensor's values are.
 enum Storage {
@@ -58,7 +61,8 @@ pub struct Tensor {
     storage: Storage,
 }
 
-/// Panics with the op's name when a GPU call inside an infallible op fails.
+/// Panics with the op's name when a GPU call inside an infallible op fails; out of memory
+/// panics with an [`OutOfMemory`] payload instead (see [`oom`]).
 #[track_caller]
 pub(crate) fn check<T>(op: &str, r: kernels::Result<T>) -> T {
     r.unwrap_or_else(|e| gpu_failed(op, &e))
@@ -66,11 +70,15 @@ pub(crate) fn check<T>(op: &str, r: kernels::Result<T>) -> T {
 
 #[track_caller]
 fn gpu_failed(op: &str, e: &kernels::KernelError) -> ! {
-    panic!("{op} on the GPU failed: {e}")
+    match OutOfMemory::from_kernel_error(op, e) {
+        Some(oom) => oom.raise(),
+        None => panic!("{op} on the GPU failed: {e}"),
+    }
 }
 
 /// Unwraps the result of a fallible device call made inside an infallible function (e.g.
-/// `model::step::train_step`), the way the ops do: a failure panics naming `op`.
+/// `model::step::train_step`), the way the ops do: a failure panics naming `op`, with an
+/// [`OutOfMemory`] payload when the GPU ran out of memory.
 #[track_caller]
 pub fn expect_device<T>(op: &str, r: Result<T>) -> T {
     match r {

@@ -44,7 +44,13 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
     });
     let config = ResNetConfig::from_depth(args.depth, args.width, shortcut, args.classes)?;
     let device = crate::device::select(args.device)?;
-    bench_on(args, &config, &device)
+    let job = crate::oom::Job {
+        what: "benchmarking",
+        model: config.name(),
+        params: ResNet::new(&config, 0).num_params(),
+        batch_size: args.batch_size,
+    };
+    crate::oom::guard(&job, &device, || bench_on(args, &config, &device))
 }
 
 /// Device memory in use now (`total − free`, bytes), `None` on the CPU.

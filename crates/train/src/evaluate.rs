@@ -108,7 +108,6 @@ pub fn run_eval(args: &crate::cli::EvalArgs) -> anyhow::Result<()> {
     let mut model = ResNet::new(&config, 0);
     crate::state::load_model_tensors(&mut model, &tensors, false)
         .with_context(|| format!("loading {}", args.checkpoint.display()))?;
-    model.to_device(&device)?;
     let mut cifar = data::load(&args.data.data_dir, dataset)?;
     if let Some(n) = args.data.limit_test {
         cifar.test.truncate(n);
@@ -119,13 +118,26 @@ pub fn run_eval(args: &crate::cli::EvalArgs) -> anyhow::Result<()> {
         config.name(),
         cifar.test.len()
     );
-    let r = evaluate(
-        &mut model,
-        &cifar.test,
-        norm,
-        args.batch_size,
-        std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    )?;
+    let job = crate::oom::Job {
+        what: "evaluating",
+        model: config.name(),
+        params: model.num_params(),
+        batch_size: args.batch_size,
+    };
+    // The model moves in, so that running out of memory drops it before the report.
+    let r = crate::oom::guard(&job, &device, || {
+        let mut model = model;
+        model
+            .to_device(&device)
+            .context("moving the model to the device")?;
+        evaluate(
+            &mut model,
+            &cifar.test,
+            norm,
+            args.batch_size,
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
+    })?;
     println!(
         "test loss {:.4}  accuracy {:.2}%",
         r.loss,

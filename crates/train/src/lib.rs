@@ -9,6 +9,7 @@ pub mod cli;
 pub mod device;
 pub mod evaluate;
 pub mod metrics;
+pub mod oom;
 pub mod plot;
 pub mod run;
 pub mod schedule;

@@ -1,5 +1,6 @@
 //! `train`: train a ResNet on CIFAR (default), or `train eval --checkpoint FILE`.
-//! Errors print as `error: ...` with their causes and exit 1 (2 for an unusable --device).
+//! Errors print as `error: ...` with their causes and exit 1 (2 for an unusable --device);
+//! running out of GPU memory is such an error (`train::oom`), not a panic.
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -7,6 +8,8 @@ use train::cli::{Cli, Command};
 use train::device::ExitWith;
 
 fn main() -> ExitCode {
+    // Out-of-memory panics are caught and reported as errors: keep the panic itself quiet.
+    tensor::oom::install_quiet_panic_hook();
     let cli = Cli::parse();
     let result = match &cli.command {
         Some(Command::Eval(args)) => train::evaluate::run_eval(args),

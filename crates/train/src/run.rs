@@ -4,7 +4,9 @@
 //! On a GPU the loop never waits for the device after a step: the loss and hits accumulate in
 //! a [`LossMeter`] on the device, which is read (the one synchronisation) only when the
 //! progress line is refreshed, about four times a second, and at the end of the epoch. The
-//! divergence check happens at each read, so it names the steps between two reads.
+//! divergence check happens at each read, so it names the steps between two reads. Running
+//! out of GPU memory ends the run with an error naming the model and batch size
+//! ([`crate::oom`]).
 //!
 //! Resuming is exact on the CPU: weights, BN buffers, momentum and the metrics history come
 //! from the checkpoint, and every random choice of epoch `e` (order, crops, flips) is drawn
@@ -16,6 +18,7 @@ use crate::cli::{ScheduleArg, ShortcutArg, TrainArgs};
 use crate::device;
 use crate::evaluate::evaluate;
 use crate::metrics::{self, EpochRecord};
+use crate::oom;
 use crate::plot;
 use crate::schedule::{LrSchedule, Schedule};
 use crate::state;
@@ -28,7 +31,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tensor::{LossMeter, MeterReading};
+use tensor::{Device, LossMeter, MeterReading};
 
 /// Checkpoint format tag (metadata `format`).
 pub const FORMAT: &str = "resnet-cifar-checkpoint/1";
@@ -109,6 +112,23 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     }
     check_args(args)?;
     let device = device::select(args.data.device)?;
+    let job = oom::Job {
+        what: "training",
+        model: config.name(),
+        params: model.num_params(),
+        batch_size: args.batch_size,
+    };
+    oom::guard(&job, &device, || train_on(args, &config, model, &device))
+}
+
+/// The run after the flags are checked and the device chosen: everything that touches the GPU.
+fn train_on(
+    args: &TrainArgs,
+    config: &ResNetConfig,
+    mut model: ResNet,
+    device: &Device,
+) -> Result<()> {
+    let device = device.clone();
     let dataset: data::Dataset = args.data.dataset.map_or(data::Dataset::Cifar10, Into::into);
     let mut cifar = data::load(&args.data.data_dir, dataset)?;
     if let Some(n) = args.limit_train {

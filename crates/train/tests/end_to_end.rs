@@ -24,13 +24,18 @@ fn records(r: &mut ChaCha8Rng, n: usize, label_bytes: usize, classes: u8) -> Vec
 }
 
 fn cifar10_dir(root: &Path) -> PathBuf {
+    cifar10_dir_with(root, 24)
+}
+
+/// CIFAR-10 files with `per_file` training images in each of the five batches.
+fn cifar10_dir_with(root: &Path, per_file: usize) -> PathBuf {
     let d = root.join("cifar-10-batches-bin");
     std::fs::create_dir_all(&d).unwrap();
     let mut r = ChaCha8Rng::seed_from_u64(1);
     for i in 1..=5 {
         std::fs::write(
             d.join(format!("data_batch_{i}.bin")),
-            records(&mut r, 24, 1, 10),
+            records(&mut r, per_file, 1, 10),
         )
         .unwrap();
     }
@@ -464,6 +469,41 @@ fn trains_and_evaluates_on_the_gpu() {
         accuracy(&gpu).split("accuracy").nth(1),
         accuracy(&cpu).split("accuracy").nth(1)
     );
+}
+
+/// More than the GPU holds: ResNet-110 at batch 16384 saves ~190 activations of 1 GiB each
+/// (16384 × 16 × 32 × 32 floats) in the forward pass, more than an H200's 139 GiB. The run
+/// must end with exit status 1 and one clear line naming the model and the batch size, and no
+/// panic message.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn out_of_gpu_memory_is_a_clear_error_naming_the_model_and_batch_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cifar10_dir_with(&tmp.path().join("data"), 3300);
+    let out = train(&[
+        "--data-dir",
+        p(&data),
+        "--device",
+        "cuda",
+        "--depth",
+        "110",
+        "--batch-size",
+        "16384",
+        "--limit-train",
+        "16384",
+        "--epochs",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("out of GPU memory")
+            && err.contains("resnet110")
+            && err.contains("batch size 16384")
+            && err.contains("--batch-size"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
