@@ -471,10 +471,13 @@ fn trains_and_evaluates_on_the_gpu() {
     );
 }
 
-/// More than the GPU holds: ResNet-110 at batch 16384 saves ~190 activations of 1 GiB each
-/// (16384 × 16 × 32 × 32 floats) in the forward pass, more than an H200's 139 GiB. The run
-/// must end with exit status 1 and one clear line naming the model and the batch size, and no
-/// panic message.
+/// More than the GPU holds: ResNet-110 at batch 16384 and width 32. A basic block keeps four
+/// distinct activations for backward (conv1 out, its BN+ReLU out, conv2 out, the block's
+/// output; clones share buffers), each 16384 × 32 × 32 × 32 floats = 2 GiB in the first
+/// stage: 18 blocks there alone hold 144 GiB, and the whole forward pass ~250 GiB, more than
+/// an H200's ~140 GiB. (At the default width 16 the forward pass keeps ~128 GiB, which could
+/// fit on an H200.) The run must end with exit status 1 and one clear line naming the model
+/// and the batch size, and no panic message.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn out_of_gpu_memory_is_a_clear_error_naming_the_model_and_batch_size() {
@@ -487,6 +490,8 @@ fn out_of_gpu_memory_is_a_clear_error_naming_the_model_and_batch_size() {
         "cuda",
         "--depth",
         "110",
+        "--width",
+        "32",
         "--batch-size",
         "16384",
         "--limit-train",
