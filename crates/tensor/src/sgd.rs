@@ -168,7 +168,9 @@ pub fn update_all(params: &mut [SgdParam<'_>], lr: f32, momentum: f32, nesterov:
         // SAFETY: the addresses are those of `params`' live buffers on `gpu`, whose lengths are
         // the segments'; the table is only used again when it describes the tensors then
         // passed (checked above), and every launch is queued before the borrow ends.
-        let table = check(OP, unsafe { SgdTensorTable::new(&gpu, addresses, segments) });
+        let table = check(OP, unsafe {
+            SgdTensorTable::new(&gpu, addresses, segments)
+        });
         cache.insert(key, (Arc::clone(&gpu), table));
     }
     let (_, table) = cache.get_mut(&key).expect("just inserted");
@@ -194,11 +196,9 @@ pub fn set_lr_for_replay(device: &crate::Device, lr: f32) -> crate::Result<()> {
         kernels::KernelError::invalid("sgd_step_tensors", "set_lr_for_replay on the CPU")
     })?;
     let mut cache = tensor_tables();
-    let (_, table) = cache
-        .get_mut(&(Arc::as_ptr(gpu) as usize))
-        .ok_or_else(|| {
-            kernels::KernelError::invalid("sgd_step_tensors", "no SGD step has run on this GPU")
-        })?;
+    let (_, table) = cache.get_mut(&(Arc::as_ptr(gpu) as usize)).ok_or_else(|| {
+        kernels::KernelError::invalid("sgd_step_tensors", "no SGD step has run on this GPU")
+    })?;
     Ok(table.set_lr(gpu, lr)?)
 }
 
