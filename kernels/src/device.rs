@@ -120,14 +120,37 @@ impl Gpu {
             }
             modules.push(module);
         }
-        Ok(Gpu {
+        let gpu = Gpu {
             ctx,
             stream,
             capability,
             arch,
             functions,
             _modules: modules,
-        })
+        };
+        gpu.keep_pool_memory()?;
+        Ok(gpu)
+    }
+
+    /// Lets the stream-ordered pool keep the memory it has grown to. By default (release
+    /// threshold 0) it hands every free block back to the driver at each synchronisation, and
+    /// the next step's allocations must map it again; a training step allocates and frees the
+    /// same few hundred buffers every time, so after the first step every allocation is then a
+    /// reuse — what PyTorch's caching allocator does. No-op without a pool.
+    fn keep_pool_memory(&self) -> Result<()> {
+        let Some(pool) = self.current_pool()? else {
+            return Ok(());
+        };
+        let mut keep_all: u64 = u64::MAX;
+        // SAFETY: a valid pool; RELEASE_THRESHOLD is a cuuint64_t.
+        unsafe {
+            result::mem_pool::set_attribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut keep_all as *mut u64).cast(),
+            )
+        }
+        .map_err(|e| KernelError::driver("setting the memory pool's release threshold", e))
     }
 
     /// The CUDA context.

@@ -119,10 +119,10 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
     // recent GPU), and the pool's high-water mark of live buffers since the reset above is the
     // figure the peer reports (torch.cuda.max_memory_allocated after reset_peak_memory_stats):
     // weights, gradients, momentum, the four batches and the step's largest working set. The
-    // plain `total − free` difference is no substitute: the pool returns freed blocks to the
-    // driver at each synchronisation (release threshold 0), so after the steps it holds little
-    // more than what is still alive. Without a pool (cuMemAlloc, nothing cached) that
-    // difference, taken before the final sync, is all there is: a lower bound, said so.
+    // plain `total − free` difference is no substitute: it counts what the pool keeps cached
+    // (`Gpu` lets it keep everything, like PyTorch's caching allocator). Without a pool
+    // (cuMemAlloc, nothing cached) that difference, taken before the final sync, is all there
+    // is: a lower bound, said so.
     let (peak, peak_what) = match device.gpu() {
         None => (peak_host_mib(), "host resident"),
         Some(gpu) => match gpu.pool_peak_bytes()? {
