@@ -405,3 +405,91 @@ fn clones_share_until_written_and_never_see_each_others_writes() {
     let stepped = Tensor::from_vec(&[4, 5], x.data().iter().map(|v| v - 0.5 * v).collect());
     assert_rel("the updated parameter", &p, &stepped, 1e-7);
 }
+
+/// A training step captured as a CUDA graph and replayed gives, bit for bit, what the same
+/// steps give eagerly: weights, momentum, BN running statistics and counters, and the loss
+/// meter — over several replays with changing batches and learning rates, after the eager
+/// warm-up step the capture needs. The graph runs the same kernels in the same order, so
+/// anything but identical bits means the replay read or wrote something it should not.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn a_captured_step_replays_exactly_like_eager_steps() {
+    use model::step::{train_step_into, CapturedStep};
+    use tensor::{Labels, LossMeter};
+    let dev = gpu();
+    let config = ResNetConfig::from_depth(20, None, None, 10).unwrap();
+    let sgd = Sgd {
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        nesterov: true,
+        decay_weights_only: true,
+    };
+    let mut r = ChaCha8Rng::seed_from_u64(27);
+    let batches: Vec<(Tensor, Labels)> = (0..4)
+        .map(|_| {
+            let x = up(&rand_t(&mut r, &[16, 3, 32, 32]), &dev);
+            let y: Vec<usize> = (0..16).map(|_| r.gen_range(0..10)).collect();
+            (x, Labels::host(y).to_device(&dev).unwrap())
+        })
+        .collect();
+    let lrs = [0.1f32, 0.1, 0.05, 0.01, 0.01];
+    let make = || {
+        let mut m = ResNet::new(&config, 9);
+        m.to_device(&dev).unwrap();
+        m
+    };
+    let (mut eager, mut graphed) = (make(), make());
+    let mut me = LossMeter::new(&dev).unwrap();
+    let mut mg = LossMeter::new(&dev).unwrap();
+    // Step 0 eager on both (the capture needs the SGD table), then 4 more.
+    train_step_into(
+        &mut eager,
+        &sgd,
+        &batches[0].0,
+        &batches[0].1,
+        lrs[0],
+        &mut me,
+    );
+    train_step_into(
+        &mut graphed,
+        &sgd,
+        &batches[0].0,
+        &batches[0].1,
+        lrs[0],
+        &mut mg,
+    );
+    let mut step = CapturedStep::capture(&mut graphed, &sgd, &batches[1].0, &batches[1].1, &mut mg)
+        .expect("capture");
+    assert_eq!(mg.count(), 16, "the capture ran nothing");
+    for i in 1..5 {
+        let (x, y) = &batches[i % 4];
+        train_step_into(&mut eager, &sgd, x, y, lrs[i], &mut me);
+        step.run(&mut graphed, x, y, lrs[i], &mut mg)
+            .expect("replay");
+    }
+    let (a, b) = (me.read().unwrap(), mg.read().unwrap());
+    assert_eq!((a.count, a.correct), (b.count, b.correct));
+    assert_eq!(
+        a.loss.to_bits(),
+        b.loss.to_bits(),
+        "meter loss {} vs {}",
+        a.loss,
+        b.loss
+    );
+    for (pa, pb) in eager.params_mut().into_iter().zip(graphed.params_mut()) {
+        assert_same_bits(&format!("{} value", pa.name), &pa.value, &pb.value);
+        assert_same_bits(&format!("{} momentum", pa.name), &pa.momentum, &pb.momentum);
+    }
+    for (ba, bb) in eager.bns_mut().into_iter().zip(graphed.bns_mut()) {
+        assert_eq!(
+            ba.num_batches_tracked, bb.num_batches_tracked,
+            "{}",
+            ba.name
+        );
+        assert_same_bits(
+            &format!("{} running_var", ba.name),
+            &ba.running_var,
+            &bb.running_var,
+        );
+    }
+}

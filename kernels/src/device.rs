@@ -312,6 +312,28 @@ impl Gpu {
         })
     }
 
+    /// Copies `src` into the existing buffer `dst` of the same length (device to device, queued
+    /// on the stream; capturable in a CUDA graph).
+    pub fn copy_buffer<T: DeviceRepr>(
+        &self,
+        src: &CudaSlice<T>,
+        dst: &mut CudaSlice<T>,
+    ) -> Result<()> {
+        if src.len() != dst.len() {
+            return Err(KernelError::invalid(
+                "copy_buffer",
+                format!(
+                    "source has {} elements, destination {}",
+                    src.len(),
+                    dst.len()
+                ),
+            ));
+        }
+        self.stream
+            .memcpy_dtod(src, dst)
+            .map_err(|e| KernelError::driver("copying on the device", e))
+    }
+
     /// Sets every element of `dst` to zero bits (queued on the stream).
     pub fn memset_zeros<T: DeviceRepr + ValidAsZeroBits>(
         &self,

@@ -93,3 +93,108 @@ pub fn eval_batch(model: &mut ResNet, images: &Tensor, labels: &[usize]) -> Batc
     eval_batch_into(model, images, &labels, &mut meter);
     result_of("eval_batch", &meter)
 }
+
+/// One training step captured as a CUDA graph, replayed with a single launch per step: none
+/// of the step's few hundred kernel launches costs host time any more.
+///
+/// The graph reads its batch from fixed input buffers, so [`CapturedStep::run`] first copies
+/// the batch in (two device-to-device copies, or the batch maker can write there directly via
+/// [`CapturedStep::inputs_mut`]). The learning rate comes from device memory
+/// (`tensor::sgd::set_lr_for_replay`). What the graph cannot do on the host — the meter's
+/// sample count, BN's `num_batches_tracked` — `run` does. The meter must be the one given to
+/// [`CapturedStep::capture`] (its accumulators are baked into the graph): reset it, do not
+/// replace it.
+pub struct CapturedStep {
+    graph: tensor::Graph,
+    images: Tensor,
+    labels: Labels,
+}
+
+impl CapturedStep {
+    /// Captures [`train_step_into`] for batches shaped like `images` / `labels` (their
+    /// values are copied into the graph's input buffers). The model must have taken one eager
+    /// step on its GPU with `sgd` first (that builds the SGD parameter table the graph uses).
+    /// Nothing runs: the model, meter and BN counters are as before. `Err` on the CPU, or when
+    /// something in the step cannot be captured.
+    pub fn capture(
+        model: &mut ResNet,
+        sgd: &Sgd,
+        images: &Tensor,
+        labels: &Labels,
+        meter: &mut LossMeter,
+    ) -> tensor::Result<CapturedStep> {
+        let device = model.device();
+        let mut fixed_images = Tensor::zeros_on(images.shape(), &device)?;
+        fixed_images.copy_from(images)?;
+        let mut fixed_labels = Labels::host(vec![0; labels.len()]).to_device(&device)?;
+        fixed_labels.copy_from(labels)?;
+        // State that outlives the graph must own its buffers: a copy-on-write inside the
+        // capture would put it in memory the graph allocates (and frees) on every replay.
+        for p in model.params_mut() {
+            p.value.unshare();
+            p.grad.unshare();
+            p.momentum.unshare();
+        }
+        for bn in model.bns_mut() {
+            bn.running_mean.unshare();
+            bn.running_var.unshare();
+        }
+        let count = meter.count();
+        let tracked: Vec<i64> = model
+            .bns_mut()
+            .iter()
+            .map(|b| b.num_batches_tracked)
+            .collect();
+        // lr: unused while capturing (the captured update reads it from device memory).
+        let captured = device
+            .capture(|| train_step_into(model, sgd, &fixed_images, &fixed_labels, 0.0, meter));
+        // The capture ran nothing: put back the host counters it advanced.
+        meter.set_count(count);
+        for (bn, t) in model.bns_mut().into_iter().zip(tracked) {
+            bn.num_batches_tracked = t;
+        }
+        let (graph, ()) = captured?;
+        graph.upload()?;
+        Ok(CapturedStep {
+            graph,
+            images: fixed_images,
+            labels: fixed_labels,
+        })
+    }
+
+    /// Samples per step (the batch size the graph was captured for).
+    pub fn batch_size(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// The graph's input buffers, for a batch maker that writes there directly.
+    pub fn inputs_mut(&mut self) -> (&mut Tensor, &mut Labels) {
+        (&mut self.images, &mut self.labels)
+    }
+
+    /// One training step on `images` / `labels` (same shapes as at capture) with learning
+    /// rate `lr`: copy the batch in, set lr, replay. Queued only: no synchronisation.
+    pub fn run(
+        &mut self,
+        model: &mut ResNet,
+        images: &Tensor,
+        labels: &Labels,
+        lr: f32,
+        meter: &mut LossMeter,
+    ) -> tensor::Result<()> {
+        self.images.copy_from(images)?;
+        self.labels.copy_from(labels)?;
+        self.replay(model, lr, meter)
+    }
+
+    /// One training step on what the input buffers hold now ([`CapturedStep::inputs_mut`]).
+    pub fn replay(&self, model: &mut ResNet, lr: f32, meter: &mut LossMeter) -> tensor::Result<()> {
+        tensor::sgd::set_lr_for_replay(&model.device(), lr)?;
+        self.graph.launch()?;
+        meter.set_count(meter.count() + self.batch_size());
+        for bn in model.bns_mut() {
+            bn.num_batches_tracked += 1;
+        }
+        Ok(())
+    }
+}

@@ -124,3 +124,25 @@ fn train_step_into_matches_train_step_bit_for_bit() {
     assert_eq!((e.loss as f32).to_bits(), one.loss.to_bits());
     assert_eq!((e.correct, e.count), (one.correct, one.count));
 }
+
+/// CUDA graphs need a GPU: capturing on the CPU is a clean `Err`, and leaves the model usable.
+#[test]
+fn capturing_a_step_on_the_cpu_is_an_error() {
+    let config = ResNetConfig::from_depth(20, Some(4), None, 10).unwrap();
+    let mut m = ResNet::new(&config, 1);
+    let x = Tensor::zeros(&[2, 3, 32, 32]);
+    let labels = tensor::Labels::host(vec![1, 2]);
+    let mut meter = tensor::LossMeter::new(&tensor::Device::Cpu).unwrap();
+    let sgd = Sgd {
+        momentum: 0.9,
+        weight_decay: 0.0,
+        nesterov: false,
+        decay_weights_only: false,
+    };
+    let e = model::step::CapturedStep::capture(&mut m, &sgd, &x, &labels, &mut meter)
+        .err()
+        .expect("a capture on the CPU succeeded");
+    assert!(e.to_string().contains("GPU"), "{e}");
+    model::step::train_step_into(&mut m, &sgd, &x, &labels, 0.1, &mut meter);
+    assert_eq!(meter.count(), 2);
+}

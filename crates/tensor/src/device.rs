@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use kernels::{Gpu, KernelError};
+use kernels::{Gpu, Graph, KernelError};
 
 /// What can fail when choosing a device or moving data to or from it.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +87,34 @@ impl Device {
         match self {
             Device::Cpu => None,
             Device::Cuda(gpu) => Some(gpu),
+        }
+    }
+
+    /// Records everything `record` queues on this GPU into a CUDA graph instead of running it,
+    /// and returns the graph (replay it with [`Graph::launch`]) with `record`'s result. Only
+    /// work that never waits for the GPU can be captured (see `kernels::graph`): a failure
+    /// inside `record` (a panic, e.g. an op that was refused) ends the capture and comes back
+    /// as `Err`, except out of memory, which unwinds on as [`crate::OutOfMemory`].
+    /// `Err` on the CPU.
+    pub fn capture<R>(&self, record: impl FnOnce() -> R) -> Result<(Graph, R)> {
+        let gpu = self.gpu().ok_or_else(|| {
+            KernelError::invalid("graph capture", "CUDA graphs need a GPU, not the CPU")
+        })?;
+        let (graph, out) =
+            gpu.capture(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(record)))?;
+        match out {
+            Ok(r) => Ok((graph, r)),
+            Err(payload) if payload.is::<crate::OutOfMemory>() => {
+                std::panic::resume_unwind(payload)
+            }
+            Err(payload) => {
+                let why = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic without a message".into());
+                Err(KernelError::invalid("graph capture", why).into())
+            }
         }
     }
 

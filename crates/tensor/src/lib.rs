@@ -38,6 +38,8 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use device::{Device, Error, Result};
+/// A captured CUDA graph ([`Device::capture`]).
+pub use kernels::Graph;
 /// The convolutions' arithmetic: exact fp32, or bf16 operands with fp32 accumulation.
 pub use kernels::Precision;
 use kernels::{CudaSlice, Gpu};
@@ -400,6 +402,26 @@ impl Tensor {
                 check("fill", r)
             }
         }
+    }
+
+    /// Gives this tensor a buffer of its own if it shares one with a clone (on the GPU; a no-op
+    /// otherwise), so later in-place writes need no copy-on-write allocation — which must not
+    /// happen inside a CUDA-graph capture for a tensor that outlives it.
+    pub fn unshare(&mut self) {
+        if self.is_cuda() {
+            self.cu_mut();
+        }
+    }
+
+    /// Overwrites the values with `src`'s (same shape, same device): a device-to-device copy
+    /// queued on the GPU, or a host copy.
+    pub fn copy_from(&mut self, src: &Tensor) -> Result<()> {
+        assert_eq!(self.shape, src.shape, "copy_from: shapes differ");
+        match cuda_of("copy_from", &[&*self, src]) {
+            None => self.data_mut().copy_from_slice(src.data()),
+            Some(gpu) => gpu.copy_buffer(src.cu(), self.cu_mut())?,
+        }
+        Ok(())
     }
 
     /// Sum of squares, accumulated in f64 (for norms in tests and diagnostics). A GPU tensor

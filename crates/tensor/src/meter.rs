@@ -88,6 +88,21 @@ impl Labels {
         }
     }
 
+    /// Overwrites these labels with `src`'s (same length, same device): a device-to-device copy
+    /// on a GPU (capturable), a host copy otherwise. Panics on mixed devices or lengths.
+    pub fn copy_from(&mut self, src: &Labels) -> Result<()> {
+        assert_eq!(self.len(), src.len(), "Labels::copy_from: lengths differ");
+        match (&mut self.store, &src.store) {
+            (LabelStore::Host(d), LabelStore::Host(s)) => d.copy_from_slice(s),
+            (LabelStore::Cuda { gpu, buf }, LabelStore::Cuda { gpu: g2, buf: s }) => {
+                assert!(Arc::ptr_eq(gpu, g2), "Labels::copy_from: different GPUs");
+                gpu.copy_buffer(s, buf)?;
+            }
+            _ => panic!("Labels::copy_from: labels on different devices"),
+        }
+        Ok(())
+    }
+
     /// A copy on `device`. Panics if a host label does not fit the kernels' int32 (a
     /// programming error: class indices are small).
     pub fn to_device(&self, device: &Device) -> Result<Labels> {
@@ -248,6 +263,14 @@ impl LossMeter {
             correct,
             count: self.count,
         })
+    }
+
+    /// Sets the number of samples the meter holds. For a replayed CUDA graph: its loss kernel
+    /// adds the batch's loss and hits on the device, but the host-side count is not in the
+    /// graph, so the replaying code adds the batch here (and a capture, which runs nothing,
+    /// puts back the count it had before).
+    pub fn set_count(&mut self, count: usize) {
+        self.count = count;
     }
 
     /// Back to empty (on a GPU: two memsets queued on the stream, no synchronisation).

@@ -6,7 +6,7 @@
 
 use crate::cli::{BenchArgs, ShortcutArg};
 use anyhow::{ensure, Context, Result};
-use model::step::train_step_into;
+use model::step::{train_step_into, CapturedStep};
 use model::{ResNet, ResNetConfig, Sgd, ShortcutKind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -68,6 +68,7 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
     // Device memory in use before the model exists (context, loaded kernels).
     let used_before = gpu_used(device)?;
     let mut model = ResNet::new(config, 0);
+    model.set_precision(args.precision.into());
     let params = model.num_params();
     model
         .to_device(device)
@@ -97,6 +98,22 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         let (x, y) = &batches[i % 4];
         train_step_into(&mut model, &sgd, x, y, 0.1, &mut meter);
     }
+    // With --cuda-graph the timed steps replay one captured step (the warm-up built the SGD
+    // table it needs); each replay first copies its batch into the graph's inputs, as a
+    // training replay does.
+    let mut captured = if args.cuda_graph {
+        ensure!(
+            args.warmup > 0,
+            "--cuda-graph needs at least one --warmup step before the capture"
+        );
+        let (x, y) = &batches[0];
+        Some(
+            CapturedStep::capture(&mut model, &sgd, x, y, &mut meter)
+                .context("capturing the training step as a CUDA graph")?,
+        )
+    } else {
+        None
+    };
     device.synchronize()?;
     meter.reset()?;
     if let Some(gpu) = device.gpu() {
@@ -106,7 +123,10 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
     let started = Instant::now();
     for i in 0..args.steps {
         let (x, y) = &batches[i % 4];
-        train_step_into(&mut model, &sgd, x, y, 0.1, &mut meter);
+        match &mut captured {
+            Some(step) => step.run(&mut model, x, y, 0.1, &mut meter)?,
+            None => train_step_into(&mut model, &sgd, x, y, 0.1, &mut meter),
+        }
     }
     // Before the synchronisation, which lets the pool hand freed blocks back to the driver.
     let used_after = gpu_used(device)?;
@@ -142,9 +162,14 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         args.steps,
         args.warmup
     );
+    let mode = format!(
+        "{}{}",
+        model.precision(),
+        if args.cuda_graph { "+graph" } else { "" }
+    );
     if args.json {
         let record = serde_json::json!({
-            "peer": "ours", "what": "speed", "model": peer_name(config), "mode": "fp32",
+            "peer": "ours", "what": "speed", "model": peer_name(config), "mode": mode,
             "device": device.to_string(), "batch": n, "ms_per_step": (ms * 1000.0).round() / 1000.0,
             "img_per_s": img_s.round(), "params": params, "peak_mem_mb": peak.map(|m| m.round()),
             "build": resnet_cifar::BUILD_INFO,

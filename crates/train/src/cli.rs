@@ -175,6 +175,10 @@ pub struct TrainArgs {
     /// Print the model summary and parameter count, then exit
     #[arg(long)]
     pub dry_run: bool,
+    /// On a GPU, capture the training step once as a CUDA graph and replay it (one launch per
+    /// step instead of hundreds); the last, smaller batch of an epoch runs eagerly
+    #[arg(long)]
+    pub cuda_graph: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -218,6 +222,9 @@ pub struct BenchArgs {
     /// Arithmetic of the convolutions
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub precision: PrecisionArg,
+    /// Capture the step as a CUDA graph after warm-up and time its replays (GPU only)
+    #[arg(long)]
+    pub cuda_graph: bool,
     /// Also print the result as one JSON line (the PyTorch peer's format)
     #[arg(long)]
     pub json: bool,

@@ -106,6 +106,7 @@ pub fn run_eval(args: &crate::cli::EvalArgs) -> anyhow::Result<()> {
     )?;
     let device = crate::device::select(args.data.device)?;
     let mut model = ResNet::new(&config, 0);
+    model.set_precision(args.data.precision.into());
     crate::state::load_model_tensors(&mut model, &tensors, false)
         .with_context(|| format!("loading {}", args.checkpoint.display()))?;
     let mut cifar = data::load(&args.data.data_dir, dataset)?;

@@ -25,7 +25,7 @@ use crate::state;
 use anyhow::{bail, ensure, Context, Result};
 use data::{Loader, Normalization};
 use indicatif::{ProgressBar, ProgressStyle};
-use model::step::train_step_into;
+use model::step::{train_step_into, CapturedStep};
 use model::{ResNet, ResNetConfig, Sgd, ShortcutKind};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -106,6 +106,7 @@ pub fn norm_from_string(s: &str) -> Result<Normalization> {
 pub fn train(args: &TrainArgs) -> Result<()> {
     let config = model_config(args)?;
     let mut model = ResNet::new(&config, args.seed);
+    model.set_precision(args.data.precision.into());
     if args.dry_run {
         print!("{}", model.summary_text());
         return Ok(());
@@ -203,6 +204,13 @@ fn train_on(
     );
     let interactive = std::io::stderr().is_terminal();
     let title = format!("{} on {dataset}", config.name());
+    let mut meter = LossMeter::new(&device).context("allocating the loss meter")?;
+    ensure!(
+        !args.cuda_graph || device.is_cuda(),
+        "--cuda-graph needs a GPU, but training runs on {device}"
+    );
+    // With --cuda-graph: captured after the run's first (eager) step, for full-size batches.
+    let mut captured: Option<CapturedStep> = None;
     for epoch in start_epoch..args.epochs {
         let started = Instant::now();
         let bar = if interactive {
@@ -216,7 +224,8 @@ fn train_on(
                 .progress_chars("=> "),
         );
         bar.set_prefix(format!("{}/{}", epoch + 1, args.epochs));
-        let mut meter = LossMeter::new(&device).context("allocating the loss meter")?;
+        // One meter for the whole run, reset per epoch: a captured step writes into it.
+        meter.reset().context("resetting the loss meter")?;
         let mut lr = schedule.lr(epoch * steps_per_epoch);
         // Steps done, and steps and time at the last read of the meter.
         let (mut steps, mut read_steps, mut read_at) = (0usize, 0usize, Instant::now());
@@ -256,7 +265,19 @@ fn train_on(
         for (i, batch) in batches.epoch(epoch).enumerate() {
             let (x, labels) = batch.context("making a training batch on the device")?;
             lr = schedule.lr(epoch * steps_per_epoch + i);
-            train_step_into(&mut model, &sgd, &x, &labels, lr, &mut meter);
+            match &mut captured {
+                Some(step) if step.batch_size() == labels.len() => step
+                    .run(&mut model, &x, &labels, lr, &mut meter)
+                    .context("replaying the captured training step")?,
+                _ => {
+                    train_step_into(&mut model, &sgd, &x, &labels, lr, &mut meter);
+                    if args.cuda_graph && captured.is_none() && labels.len() == args.batch_size {
+                        let step = CapturedStep::capture(&mut model, &sgd, &x, &labels, &mut meter)
+                            .context("capturing the training step as a CUDA graph (run without --cuda-graph to train eagerly)")?;
+                        captured = Some(step);
+                    }
+                }
+            }
             steps = i + 1;
             if device.is_cpu() || read_at.elapsed() >= READ_EVERY {
                 read(&meter, steps, read_steps, lr)?;

@@ -357,6 +357,11 @@ fn user_errors_are_clear_and_never_panic() {
         &["none.st"],
     );
 
+    // CUDA graphs need a GPU.
+    let mut args = SMALL.to_vec();
+    args.extend(["--data-dir", p(&data), "--epochs", "1", "--cuda-graph"]);
+    check(&args, 1, &["--cuda-graph needs a GPU"]);
+
     // A diverging run stops with a clear message and leaves the last good checkpoint intact.
     let before = std::fs::read(&ck).unwrap();
     let mut args = SMALL.to_vec();
@@ -469,6 +474,36 @@ fn trains_and_evaluates_on_the_gpu() {
         accuracy(&gpu).split("accuracy").nth(1),
         accuracy(&cpu).split("accuracy").nth(1)
     );
+}
+
+/// `--cuda-graph` trains exactly like the eager loop: the same per-epoch losses and
+/// accuracies, digit for digit, over two epochs whose last batch is smaller (eager) and with a
+/// step schedule changing lr mid-run; and `--precision bf16` trains too (the bf16 kernels
+/// end to end), with or without the graph.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cuda_graph_training_matches_eager_training_on_the_gpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cifar10_dir(&tmp.path().join("data"));
+    let run = |extra: &[&str]| {
+        let mut args = SMALL.to_vec();
+        args.retain(|a| *a != "--device" && *a != "cpu");
+        args.extend(["--data-dir", p(&data), "--epochs", "2", "--device", "cuda"]);
+        args.extend(["--milestones", "1"]);
+        args.extend(extra);
+        let out = ok(&args);
+        // The per-epoch lines up to the test accuracy (without their timings).
+        out.lines()
+            .filter(|l| l.starts_with("epoch "))
+            .map(|l| l[..=l.rfind('%').expect("an accuracy")].to_string())
+            .collect::<Vec<_>>()
+    };
+    let eager = run(&[]);
+    assert_eq!(eager.len(), 2, "{eager:?}");
+    assert_eq!(run(&["--cuda-graph"]), eager);
+    let bf16 = run(&["--precision", "bf16"]);
+    assert_eq!(bf16.len(), 2);
+    assert_eq!(run(&["--precision", "bf16", "--cuda-graph"]), bf16);
 }
 
 /// More than the GPU holds: ResNet-110 at batch 16384 and width 32. A basic block keeps four
