@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ours vs the PyTorch peer, side by side in ONE device call (absolute times from different calls
-# or cards are not comparable). Runs `train bench` and `torch_peer.py speed` for each model and
-# prints one markdown table: ms/step, images/s, peak memory, and speed-up over the peer's best mode.
+# or cards are not comparable). Runs `train bench` in each of our modes (fp32, fp32+graph, bf16,
+# bf16+graph) and `torch_peer.py speed` for each model and prints one markdown table: ms/step
+# per mode, peak memory, and our best mode's speed-up over the peer's best mode.
 #
 #   bash scripts/speed-vs-peer.sh [--device cuda|cpu] [--steps N] [MODEL ...]
 # MODEL is the peer's name: resnet20 resnet32 resnet44 resnet56 resnet110 resnet34-w16-pad
@@ -33,29 +34,40 @@ flags() { # peer name -> our flags
   esac
 }
 
+modes=("--precision fp32" "--precision fp32 --cuda-graph" "--precision bf16" "--precision bf16 --cuda-graph")
 for m in "${models[@]}"; do
-  # shellcheck disable=SC2046
-  "$g/bin/train" bench $(flags "$m") --device "$device" --steps "$steps" --json | grep '^{' >> "$jsonl"
+  for mode in "${modes[@]}"; do
+    # shellcheck disable=SC2046,SC2086
+    "$g/bin/train" bench $(flags "$m") $mode --device "$device" --steps "$steps" --json | grep '^{' >> "$jsonl" ||
+      echo "{\"peer\": \"ours\", \"model\": \"$m\", \"mode\": \"$(echo $mode | sed 's/--precision //; s/ --cuda-graph/+graph/')\", \"failed\": true}" >> "$jsonl"
+  done
 done
 (cd "$g/data" && python3 torch_peer.py speed --models "$(IFS=,; echo "${models[*]}")" --out "$jsonl" > /dev/null)
 
 python3 - "$jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-ours = {r["model"]: r for r in rows if r["peer"] == "ours"}
-peer = {}
+ours, peer = {}, {}
 for r in rows:
-    if r["peer"] == "pytorch":
-        peer.setdefault(r["model"], {})[r["mode"]] = r
+    side = ours if r["peer"] == "ours" else peer if r["peer"] == "pytorch" else None
+    if side is not None:
+        side.setdefault(r["model"], {})[r["mode"]] = r
 gpu = next((r.get("gpu") for r in rows if r.get("gpu")), "?")
-print(f"card: {gpu}, batch 128, synthetic data on the device\n")
-print("| model | ours ms/step | peer fp32 | peer bf16+cl | speed-up vs peer's best | ours img/s | peak MiB ours / peer |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
+print(f"card: {gpu}, batch 128, synthetic data on the device, ms/step (lower is better)\n")
+mine = ["fp32", "fp32+graph", "bf16", "bf16+graph"]
+print("| model | " + " | ".join(f"ours {m}" for m in mine) + " | peer fp32 | peer bf16-cl | best vs peer's best | peak MiB ours / peer |")
+print("|" + " --- |" * (len(mine) + 5))
+ms = lambda d, mode: d[mode]["ms_per_step"] if mode in d and not d[mode].get("failed") else None
+fmt = lambda v: f"{v:.2f}" if v is not None else "failed"
 for m, o in ours.items():
     p = peer.get(m, {})
-    best = min((x["ms_per_step"] for x in p.values()), default=None)
-    ratio = f"{best / o['ms_per_step']:.2f}x" if best else "?"
-    pk = max((x.get("peak_mem_mb") or 0 for x in p.values()), default=None)
-    f = lambda mode: f"{p[mode]['ms_per_step']:.2f}" if mode in p else "-"
-    print(f"| {m} | {o['ms_per_step']:.2f} | {f('fp32')} | {f('bf16-cl')} | {ratio} | {o['img_per_s']:.0f} | {o.get('peak_mem_mb') or 'n/a'} / {pk} |")
+    mine_ms = {mode: ms(o, mode) for mode in mine}
+    ok = {k: v for k, v in mine_ms.items() if v is not None}
+    best_mode = min(ok, key=ok.get) if ok else None
+    peer_best = min((x["ms_per_step"] for x in p.values()), default=None)
+    ratio = f"{peer_best / ok[best_mode]:.2f}x ({best_mode})" if best_mode and peer_best else "?"
+    mem_ours = o[best_mode].get("peak_mem_mb") if best_mode else None
+    mem_peer = max((x.get("peak_mem_mb") or 0 for x in p.values()), default=None)
+    pf = lambda mode: f"{p[mode]['ms_per_step']:.2f}" if mode in p else "-"
+    print(f"| {m} | " + " | ".join(fmt(mine_ms[k]) for k in mine) + f" | {pf('fp32')} | {pf('bf16-cl')} | {ratio} | {mem_ours or 'n/a'} / {mem_peer} |")
 PY
