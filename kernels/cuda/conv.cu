@@ -29,12 +29,17 @@ __device__ __forceinline__ void gemm_tile(const Op& op, int M, int Ncols, int k_
     // +1 padding: As is written k-fastest by consecutive threads; the pad avoids bank conflicts.
     __shared__ float As[TILE_K][TILE_M + 1];
     __shared__ float Bs[TILE_K][TILE_N];
+    __shared__ typename Op::KInfo kinfo[TILE_K];  // the tile's reduction indices, decoded once
 
     const int tid = threadIdx.x;
     const int tx = tid % 16;  // column group
     const int ty = tid / 16;  // row group
     const int m0 = blockIdx.y * TILE_M;
     const int n0 = blockIdx.x * TILE_N;
+    // Every B element this thread loads is in column tid % TILE_N (THREADS is a multiple of
+    // TILE_N), so the column is decoded once for the whole K loop.
+    const int bn = n0 + tid % TILE_N;
+    const typename Op::Col bcol = op.col(bn < Ncols ? bn : 0);
 
     float acc[4][4];
 #pragma unroll
@@ -43,6 +48,8 @@ __device__ __forceinline__ void gemm_tile(const Op& op, int M, int Ncols, int k_
         for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
 
     for (int k0 = k_begin; k0 < k_end; k0 += TILE_K) {
+        if (tid < TILE_K && k0 + tid < k_end) kinfo[tid] = op.kinfo(k0 + tid);
+        __syncthreads();
         // A tile: 64 x 16 = 1024 values, 4 per thread, k fastest (weights are k-contiguous).
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
@@ -51,17 +58,15 @@ __device__ __forceinline__ void gemm_tile(const Op& op, int M, int Ncols, int k_
             const int kk = idx % TILE_K;
             const int m = m0 + mm;
             const int k = k0 + kk;
-            As[kk][mm] = (m < M && k < k_end) ? op.a(m, k) : 0.0f;
+            As[kk][mm] = (m < M && k < k_end) ? op.a(m, kinfo[kk], k) : 0.0f;
         }
         // B tile: 16 x 64 = 1024 values, 4 per thread, column fastest (pixels are contiguous).
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
             const int idx = tid + r * THREADS;
             const int kk = idx / TILE_N;
-            const int nn = idx % TILE_N;
-            const int n = n0 + nn;
             const int k = k0 + kk;
-            Bs[kk][nn] = (n < Ncols && k < k_end) ? op.b(k, n) : 0.0f;
+            Bs[kk][idx % TILE_N] = (bn < Ncols && k < k_end) ? op.b(kinfo[kk], bcol) : 0.0f;
         }
         __syncthreads();
 

@@ -17,7 +17,8 @@
 // the fp32 CPU conv add the same exact products, in a different order.
 //
 // Not yet tuned (speed work, by measurement on the device): no cp.async double buffering,
-// scalar gathers through the functors, stores straight from the accumulator fragments.
+// scalar gathers (the index decoding is hoisted: see conv_ops.cuh), stores straight from the
+// accumulator fragments, a 64-row tile even where M (the channel count) is 16 or 32.
 
 #include "conv_ops.cuh"
 #include "mma_bf16.cuh"
@@ -35,6 +36,7 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
 {
     __shared__ unsigned As[BF_TILE_M][BF_STRIDE];  // As[m][j] = A[m0+m][k0+2j .. +1]
     __shared__ unsigned Bs[BF_TILE_N][BF_STRIDE];  // Bs[n][j] = B[k0+2j .. +1][n0+n]
+    __shared__ typename Op::KInfo kinfo[BF_TILE_K];  // the tile's reduction indices, decoded once
 
     const int tid = threadIdx.x;
     const int lane = tid % 32;
@@ -45,6 +47,10 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
     const int wn = (warp % 2) * 32;
     const int m0 = blockIdx.y * BF_TILE_M;
     const int n0 = blockIdx.x * BF_TILE_N;
+    // Every B pair this thread loads is in column tid % BF_TILE_N (BF_THREADS is a multiple of
+    // BF_TILE_N), so the column is decoded once for the whole K loop.
+    const int bn = n0 + tid % BF_TILE_N;
+    const typename Op::Col bcol = op.col(bn < Ncols ? bn : 0);
 
     float acc[2][4][4];
 #pragma unroll
@@ -55,6 +61,8 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
     for (int k0 = k_begin; k0 < k_end; k0 += BF_TILE_K) {
+        if (tid < BF_TILE_K && k0 + tid < k_end) kinfo[tid] = op.kinfo(k0 + tid);
+        __syncthreads();
         // A: 64 rows x 16 pairs, 8 per thread, pair index fastest (A rows are k-contiguous for
         // forward and backward-weight's dy rows are pixel-contiguous: both read consecutively).
 #pragma unroll
@@ -64,8 +72,8 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
             const int j = idx % BF_WORDS;
             const int m = m0 + mm;
             const int k = k0 + 2 * j;
-            const float lo = (m < M && k < k_end) ? op.a(m, k) : 0.0f;
-            const float hi = (m < M && k + 1 < k_end) ? op.a(m, k + 1) : 0.0f;
+            const float lo = (m < M && k < k_end) ? op.a(m, kinfo[2 * j], k) : 0.0f;
+            const float hi = (m < M && k + 1 < k_end) ? op.a(m, kinfo[2 * j + 1], k + 1) : 0.0f;
             As[mm][j] = pack_bf16x2(lo, hi);
         }
         // B: 16 pairs x 64 columns, 8 per thread, column fastest (pixels are contiguous).
@@ -73,12 +81,10 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
         for (int r = 0; r < 8; ++r) {
             const int idx = tid + r * BF_THREADS;
             const int j = idx / BF_TILE_N;
-            const int nn = idx % BF_TILE_N;
-            const int n = n0 + nn;
             const int k = k0 + 2 * j;
-            const float lo = (n < Ncols && k < k_end) ? op.b(k, n) : 0.0f;
-            const float hi = (n < Ncols && k + 1 < k_end) ? op.b(k + 1, n) : 0.0f;
-            Bs[nn][j] = pack_bf16x2(lo, hi);
+            const float lo = (bn < Ncols && k < k_end) ? op.b(kinfo[2 * j], bcol) : 0.0f;
+            const float hi = (bn < Ncols && k + 1 < k_end) ? op.b(kinfo[2 * j + 1], bcol) : 0.0f;
+            Bs[idx % BF_TILE_N][j] = pack_bf16x2(lo, hi);
         }
         __syncthreads();
 

@@ -1,8 +1,17 @@
 // conv_ops.cuh — the index maps of the three convolution GEMMs, shared by conv.cu (fp32 FMA
 // tiles) and conv_bf16.cu (bf16 tensor-core tiles). Inlined into each .cu by kernels/build.rs.
+// See conv.cu for the semantics.
 //
-// Each pass is a functor with a(m, k), b(k, n) and store(m, n, v): the GEMM tile code calls
-// them and never needs to know which pass it computes. See conv.cu for the semantics.
+// Each pass is a functor the GEMM tile code calls without knowing which pass it computes:
+//   KInfo kinfo(k)            what the reduction index k means (channel, tap, offsets)
+//   Col   col(n)              what output column n means (image, pixel, offsets)
+//   a(m, kinfo, k)            A[m][k]
+//   b(kinfo, col)             B[k][n]
+//   store(m, n, v)            C[m][n] = v (+ beta * old)
+// The split exists for speed, not meaning: decoding k and n takes integer divisions, and a
+// tile decodes each of its BK reduction indices once (into shared memory, shared by all its
+// threads) and each thread decodes its B column once for the whole K loop, instead of every
+// element paying ~5 divisions. Only additions and bounds checks remain per element.
 #ifndef CONV_OPS_CUH
 #define CONV_OPS_CUH
 
@@ -10,6 +19,20 @@ struct ConvGeom {
     int N, C, H, W;   // input
     int CO, OH, OW;   // output
     int KS, S, P;     // kernel size, stride, padding
+};
+
+// A receptive-field tap: input channel/offset part of an index plus the kernel position.
+struct Tap {
+    int off;  // channel part of the offset (ci*H*W or co*OH*OW) + ky*W + kx where noted
+    int ky, kx;
+    int w;    // backward-data: co*C*KS*KS + ky*KS + kx, the weight index without ci
+};
+
+// An output (or input) pixel: its image's offset and its top-left receptive-field corner.
+struct Pixel {
+    int base;    // offset of the pixel's image (and corner, where noted)
+    int iy, ix;  // corner coordinates
+    int dy;      // backward-weight: offset of dy[n, 0, oy, ox]
 };
 
 // Forward: M = CO, Ncols = N*OH*OW, K = C*KS*KS.
@@ -21,23 +44,41 @@ struct FwdOp {
     const float* w;
     float* y;
     float beta;
-    __device__ float a(int co, int k) const { return w[co * (g.C * g.KS * g.KS) + k]; }
-    __device__ float b(int k, int q) const
+    typedef Tap KInfo;
+    typedef Pixel Col;
+    __device__ Tap kinfo(int k) const
     {
         const int kk2 = g.KS * g.KS;
         const int ci = k / kk2;
         const int r = k - ci * kk2;
-        const int ky = r / g.KS;
-        const int kx = r - ky * g.KS;
+        Tap t;
+        t.ky = r / g.KS;
+        t.kx = r - t.ky * g.KS;
+        t.off = ci * g.H * g.W + t.ky * g.W + t.kx;
+        t.w = 0;
+        return t;
+    }
+    __device__ Pixel col(int q) const
+    {
         const int ohw = g.OH * g.OW;
         const int n = q / ohw;
         const int rem = q - n * ohw;
         const int oy = rem / g.OW;
         const int ox = rem - oy * g.OW;
-        const int iy = oy * g.S + ky - g.P;
-        const int ix = ox * g.S + kx - g.P;
+        Pixel p;
+        p.iy = oy * g.S - g.P;
+        p.ix = ox * g.S - g.P;
+        p.base = n * g.C * g.H * g.W + p.iy * g.W + p.ix;
+        p.dy = 0;
+        return p;
+    }
+    __device__ float a(int co, const Tap&, int k) const { return w[co * (g.C * g.KS * g.KS) + k]; }
+    __device__ float b(const Tap& t, const Pixel& p) const
+    {
+        const int iy = p.iy + t.ky;
+        const int ix = p.ix + t.kx;
         if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) return 0.0f;
-        return x[((n * g.C + ci) * g.H + iy) * g.W + ix];
+        return x[p.base + t.off];
     }
     __device__ void store(int co, int q, float v) const
     {
@@ -60,33 +101,49 @@ struct BwdDataOp {
     const float* w;
     float* dx;
     float beta;
-    __device__ float a(int ci, int k) const
+    typedef Tap KInfo;
+    typedef Pixel Col;
+    __device__ Tap kinfo(int k) const
     {
         const int kk2 = g.KS * g.KS;
         const int co = k / kk2;
         const int r = k - co * kk2;
-        return w[(co * g.C + ci) * kk2 + r];
+        Tap t;
+        t.ky = r / g.KS;
+        t.kx = r - t.ky * g.KS;
+        t.off = co * g.OH * g.OW;
+        t.w = co * g.C * kk2 + r;
+        return t;
     }
-    __device__ float b(int k, int q) const
+    __device__ Pixel col(int q) const
     {
-        const int kk2 = g.KS * g.KS;
-        const int co = k / kk2;
-        const int r = k - co * kk2;
-        const int ky = r / g.KS;
-        const int kx = r - ky * g.KS;
         const int hw = g.H * g.W;
         const int n = q / hw;
         const int rem = q - n * hw;
         const int iy = rem / g.W;
-        const int ix = rem - iy * g.W;
-        const int ty = iy + g.P - ky;  // = oy * S when this tap was used
-        const int tx = ix + g.P - kx;
+        Pixel p;
+        p.iy = iy + g.P;  // = oy * S + ky when tap (ky, kx) of output (oy, ox) reads this pixel
+        p.ix = rem - iy * g.W + g.P;
+        p.base = n * g.CO * g.OH * g.OW;
+        p.dy = 0;
+        return p;
+    }
+    __device__ float a(int ci, const Tap& t, int) const
+    {
+        return w[t.w + ci * g.KS * g.KS];
+    }
+    __device__ float b(const Tap& t, const Pixel& p) const
+    {
+        int ty = p.iy - t.ky;
+        int tx = p.ix - t.kx;
         if (ty < 0 || tx < 0) return 0.0f;
-        if ((ty % g.S) != 0 || (tx % g.S) != 0) return 0.0f;
-        const int oy = ty / g.S;
-        const int ox = tx / g.S;
-        if (oy >= g.OH || ox >= g.OW) return 0.0f;
-        return dy[((n * g.CO + co) * g.OH + oy) * g.OW + ox];
+        if (g.S == 2) {  // S is 1 or 2 (checked by the launcher)
+            if ((ty | tx) & 1) return 0.0f;
+            ty >>= 1;
+            tx >>= 1;
+        }
+        if (ty >= g.OH || tx >= g.OW) return 0.0f;
+        return dy[p.base + t.off + ty * g.OW + tx];
     }
     __device__ void store(int ci, int q, float v) const
     {
@@ -101,35 +158,49 @@ struct BwdDataOp {
 // Backward weight: M = CO, Ncols = C*KS*KS, K = N*OH*OW (large: split over blockIdx.z).
 //   A[co, q] = dy[n, co, oy, ox]
 //   B[q, j]  = x[n, ci, oy*S+ky-P, ox*S+kx-P]   with j=(ci,ky,kx)
-// Split z writes its partial sum to part[z, co, j]; conv2d_backward_weight_reduce adds them.
+// Here the reduction runs over output pixels and the columns are taps: the roles of forward's
+// Tap and Pixel swap. Split z writes its partial sum to part[z, co, j];
+// conv2d_backward_weight_reduce adds them.
 struct BwdWeightOp {
     ConvGeom g;
     const float* dy;
     const float* x;
     float* part;  // already offset to this split's slab
-    __device__ float a(int co, int q) const
+    typedef Pixel KInfo;
+    typedef Tap Col;
+    __device__ Pixel kinfo(int q) const
     {
-        const int ohw = g.OH * g.OW;
-        const int n = q / ohw;
-        const int rem = q - n * ohw;
-        return dy[(n * g.CO + co) * ohw + rem];
-    }
-    __device__ float b(int q, int j) const
-    {
-        const int kk2 = g.KS * g.KS;
-        const int ci = j / kk2;
-        const int r = j - ci * kk2;
-        const int ky = r / g.KS;
-        const int kx = r - ky * g.KS;
         const int ohw = g.OH * g.OW;
         const int n = q / ohw;
         const int rem = q - n * ohw;
         const int oy = rem / g.OW;
         const int ox = rem - oy * g.OW;
-        const int iy = oy * g.S + ky - g.P;
-        const int ix = ox * g.S + kx - g.P;
+        Pixel p;
+        p.iy = oy * g.S - g.P;
+        p.ix = ox * g.S - g.P;
+        p.base = n * g.C * g.H * g.W + p.iy * g.W + p.ix;
+        p.dy = n * g.CO * ohw + rem;
+        return p;
+    }
+    __device__ Tap col(int j) const
+    {
+        const int kk2 = g.KS * g.KS;
+        const int ci = j / kk2;
+        const int r = j - ci * kk2;
+        Tap t;
+        t.ky = r / g.KS;
+        t.kx = r - t.ky * g.KS;
+        t.off = ci * g.H * g.W + t.ky * g.W + t.kx;
+        t.w = 0;
+        return t;
+    }
+    __device__ float a(int co, const Pixel& p, int) const { return dy[p.dy + co * g.OH * g.OW]; }
+    __device__ float b(const Pixel& p, const Tap& t) const
+    {
+        const int iy = p.iy + t.ky;
+        const int ix = p.ix + t.kx;
         if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) return 0.0f;
-        return x[((n * g.C + ci) * g.H + iy) * g.W + ix];
+        return x[p.base + t.off];
     }
     __device__ void store(int co, int j, float v) const { part[co * (g.C * g.KS * g.KS) + j] = v; }
 };
