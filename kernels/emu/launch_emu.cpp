@@ -3,7 +3,7 @@
 //
 // The grid and block are arguments, not recomputed here: the Rust tests pass exactly the
 // LaunchConfig the real launcher in kernels/src/launch/*.rs builds (grid_1d, the conv gemm
-// grids, BnShape::per_channel_config, ...), so the emulated launch is the launch the GPU gets.
+// grids, BnShape::chunked_config, ...), so the emulated launch is the launch the GPU gets.
 // Each wrapper names the launcher it mirrors. Pointers are host memory; the emulator runs the
 // whole grid before returning (like a launch followed by a stream synchronise).
 
@@ -91,16 +91,23 @@ void emu_linear_backward_weight(EmuDim3 g, EmuDim3 b, const float* dy, const flo
     EMU_LAUNCH(g, b, linear_backward_weight(dy, x, dw, db, N, In, Out, beta));
 }
 
-// ---- batchnorm.cu — launch/batchnorm.rs: BnShape::per_channel_config (train, backward),
-// grid_1d(len) (eval) ------------------------------------------------------------------------------
-void emu_batchnorm_forward_train(EmuDim3 g, EmuDim3 b, const float* x, float* y,
-                                 const float* gamma, const float* beta, float* running_mean,
-                                 float* running_var, float* save_mean, float* save_invstd, int N,
-                                 int C, int HW, float momentum, float eps, int relu)
+// ---- batchnorm.cu — launch/batchnorm.rs: BnShape::chunked_config (train and backward, both
+// launches), grid_1d(len) (eval) ---------------------------------------------------------------
+void emu_batchnorm_forward_train_partial(EmuDim3 g, EmuDim3 b, const float* x, float* part, int N,
+                                         int C, int HW)
+{
+    EMU_LAUNCH(g, b, batchnorm_forward_train_partial(x, part, N, C, HW));
+}
+void emu_batchnorm_forward_train_apply(EmuDim3 g, EmuDim3 b, const float* x, const float* part,
+                                       float* y, const float* gamma, const float* beta,
+                                       float* running_mean, float* running_var, float* save_mean,
+                                       float* save_invstd, int N, int C, int HW, float momentum,
+                                       float eps, int relu)
 {
     EMU_LAUNCH(g, b,
-               batchnorm_forward_train(x, y, gamma, beta, running_mean, running_var, save_mean,
-                                       save_invstd, N, C, HW, momentum, eps, relu));
+               batchnorm_forward_train_apply(x, part, y, gamma, beta, running_mean, running_var,
+                                             save_mean, save_invstd, N, C, HW, momentum, eps,
+                                             relu));
 }
 void emu_batchnorm_forward_eval(EmuDim3 g, EmuDim3 b, const float* x, float* y,
                                 const float* gamma, const float* beta, const float* running_mean,
@@ -111,14 +118,24 @@ void emu_batchnorm_forward_eval(EmuDim3 g, EmuDim3 b, const float* x, float* y,
                batchnorm_forward_eval(x, y, gamma, beta, running_mean, running_var, N, C, HW,
                                       eps, relu));
 }
-void emu_batchnorm_backward(EmuDim3 g, EmuDim3 b, const float* dy, const float* x,
-                            const float* gamma, const float* save_mean, const float* save_invstd,
-                            const float* relu_out, float* dx, float* dgamma, float* dbeta, int N,
-                            int C, int HW, int relu)
+void emu_batchnorm_backward_partial(EmuDim3 g, EmuDim3 b, const float* dy, const float* x,
+                                    const float* save_mean, const float* save_invstd,
+                                    const float* relu_out, float* part, int N, int C, int HW,
+                                    int relu)
 {
     EMU_LAUNCH(g, b,
-               batchnorm_backward(dy, x, gamma, save_mean, save_invstd, relu_out, dx, dgamma,
-                                  dbeta, N, C, HW, relu));
+               batchnorm_backward_partial(dy, x, save_mean, save_invstd, relu_out, part, N, C, HW,
+                                          relu));
+}
+void emu_batchnorm_backward_apply(EmuDim3 g, EmuDim3 b, const float* dy, const float* x,
+                                  const float* gamma, const float* save_mean,
+                                  const float* save_invstd, const float* relu_out,
+                                  const float* part, float* dx, float* dgamma, float* dbeta, int N,
+                                  int C, int HW, int relu)
+{
+    EMU_LAUNCH(g, b,
+               batchnorm_backward_apply(dy, x, gamma, save_mean, save_invstd, relu_out, part, dx,
+                                        dgamma, dbeta, N, C, HW, relu));
 }
 
 // ---- conv.cu — launch/conv.rs: conv2d_forward_config / conv2d_backward_data_config /

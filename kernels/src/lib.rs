@@ -75,9 +75,11 @@ pub const KERNELS: &[(&str, &[&str])] = &[
     (
         "batchnorm",
         &[
-            "batchnorm_forward_train",
+            "batchnorm_forward_train_partial",
+            "batchnorm_forward_train_apply",
             "batchnorm_forward_eval",
-            "batchnorm_backward",
+            "batchnorm_backward_partial",
+            "batchnorm_backward_apply",
         ],
     ),
     (

@@ -10,7 +10,8 @@
 //! `batchnorm_backward`: host-only, the CPU reference) and the tensor functions
 //! ([`train_forward`], [`eval_forward`], [`backward`]) whose parameters and statistics are
 //! tensors on the input's device. On the CPU the latter call the former (same bits); on a GPU
-//! they launch `batchnorm.cu` (one block per channel, f32 block reductions).
+//! they launch `batchnorm.cu` (training: two launches each way over a grid of 4096-value chunks
+//! x channels, per-chunk f32 partials in a per-call workspace, combined in a fixed order).
 
 use crate::elementwise::{relu_backward, relu_forward};
 use crate::{check, cuda_of, Tensor};
@@ -285,9 +286,13 @@ pub fn train_forward_relu(
     let mut y = Tensor::cuda_output(OP, &gpu, x.shape());
     let mut mean = Tensor::cuda_output(OP, &gpu, &[c]);
     let mut invstd = Tensor::cuda_output(OP, &gpu, &[c]);
+    let shape = bn_shape(x);
+    // The per-chunk partial statistics; the first launch writes all of it before the second
+    // reads it, so it needs no zeroing. Allocated per call for now.
+    let mut workspace = check(OP, gpu.uninit_f32(shape.stats_workspace_len()));
     let r = kl::batchnorm_forward_train(
         &gpu,
-        &bn_shape(x),
+        &shape,
         &x.cu().as_view(),
         &mut y.cu_mut().as_view_mut(),
         &kl::BnParams {
@@ -298,6 +303,7 @@ pub fn train_forward_relu(
         &mut running_var.cu_mut().as_view_mut(),
         &mut mean.cu_mut().as_view_mut(),
         &mut invstd.cu_mut().as_view_mut(),
+        &mut workspace.as_view_mut(),
         momentum,
         eps,
         relu,
@@ -401,10 +407,13 @@ pub fn backward_relu(
     assert_eq!(x.shape(), dy.shape(), "batchnorm dy shape");
     let mut dx = Tensor::cuda_output(OP, &gpu, x.shape());
     let relu_view = relu_out.map(|t| t.cu().as_view());
-    // The kernel accumulates into dgamma / dbeta directly.
+    let shape = bn_shape(x);
+    // Per-chunk partial sums, written in full by the first launch (no zeroing needed).
+    let mut workspace = check(OP, gpu.uninit_f32(shape.stats_workspace_len()));
+    // The kernels accumulate into dgamma / dbeta directly.
     let r = kl::batchnorm_backward(
         &gpu,
-        &bn_shape(x),
+        &shape,
         &dy.cu().as_view(),
         &x.cu().as_view(),
         &gamma.cu().as_view(),
@@ -414,6 +423,7 @@ pub fn backward_relu(
         &mut dx.cu_mut().as_view_mut(),
         &mut dgamma.cu_mut().as_view_mut(),
         &mut dbeta.cu_mut().as_view_mut(),
+        &mut workspace.as_view_mut(),
     );
     check(OP, r);
     dx

@@ -110,10 +110,20 @@ extern "C" {
     );
 
     // batchnorm.cu
-    pub fn emu_batchnorm_forward_train(
+    pub fn emu_batchnorm_forward_train_partial(
         g: Dim3,
         b: Dim3,
         x: *const f32,
+        part: *mut f32,
+        n: i32,
+        c: i32,
+        hw: i32,
+    );
+    pub fn emu_batchnorm_forward_train_apply(
+        g: Dim3,
+        b: Dim3,
+        x: *const f32,
+        part: *const f32,
         y: *mut f32,
         gamma: *const f32,
         beta: *const f32,
@@ -143,7 +153,21 @@ extern "C" {
         eps: f32,
         relu: i32,
     );
-    pub fn emu_batchnorm_backward(
+    pub fn emu_batchnorm_backward_partial(
+        g: Dim3,
+        b: Dim3,
+        dy: *const f32,
+        x: *const f32,
+        save_mean: *const f32,
+        save_invstd: *const f32,
+        relu_out: *const f32,
+        part: *mut f32,
+        n: i32,
+        c: i32,
+        hw: i32,
+        relu: i32,
+    );
+    pub fn emu_batchnorm_backward_apply(
         g: Dim3,
         b: Dim3,
         dy: *const f32,
@@ -152,6 +176,7 @@ extern "C" {
         save_mean: *const f32,
         save_invstd: *const f32,
         relu_out: *const f32,
+        part: *const f32,
         dx: *mut f32,
         dgamma: *mut f32,
         dbeta: *mut f32,

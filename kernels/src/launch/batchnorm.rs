@@ -1,4 +1,9 @@
 //! BatchNorm2d launchers (`batchnorm.cu`).
+//!
+//! Training forward and backward are two launches each on a grid (chunks, C): per-chunk
+//! partial statistics into a workspace, then a fixed-order combine + the elementwise pass (see
+//! the header of `batchnorm.cu`). The caller provides the workspace,
+//! [`BnShape::stats_workspace_len`] floats; it needs no initialisation.
 
 use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 
@@ -6,8 +11,23 @@ use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_va
 use crate::error::{KernelError, Result};
 use crate::Gpu;
 
-/// Block size of the per-channel batchnorm kernels (multiple of 32, see `block_sum`).
+/// Block size of the chunked batchnorm kernels (multiple of 32, see `block_sum`).
 pub const BN_THREADS: u32 = 256;
+/// Values of a channel each thread of a chunk owns (`BN_PER_THREAD` in batchnorm.cu; a host test
+/// checks they agree). Held in registers by the forward statistics kernel.
+pub const BN_PER_THREAD: usize = 16;
+/// Values per chunk (one block): 4096. Why: 16 values a thread still fit in registers, so the
+/// forward's two passes over a chunk (mean, then centred M2) read `x` once; each thread has 16
+/// independent loads in flight (16 KiB per block), enough to keep memory busy with one or two
+/// blocks per SM; the per-block fixed costs (four block reductions across the two launches,
+/// re-reading the channel's partials) stay small next to 4096 values; and ResNet's BN inputs
+/// still give one full wave of blocks (CIFAR ResNet-20, batch 128: 16 x 32 = 512, 32 x 8 = 256,
+/// 64 x 2 = 128 blocks; one block per channel gave 16 / 32 / 64). Smaller chunks would add
+/// partials and reductions without putting more bytes in flight; larger ones would leave the
+/// 8x8 stage with 64 blocks.
+pub const BN_CHUNK: usize = BN_PER_THREAD * BN_THREADS as usize;
+/// `grid.y` limit of a CUDA launch: channels per launch.
+const MAX_GRID_Y: usize = 65_535;
 
 /// Shape of a BatchNorm2d input: N, C and H*W.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +49,19 @@ impl BnShape {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Values per channel, N*HW.
+    pub fn per_channel(&self) -> usize {
+        self.n * self.hw
+    }
+    /// Chunks of [`BN_CHUNK`] values per channel (the last one may be short); at least 1.
+    pub fn chunks(&self) -> usize {
+        self.per_channel().div_ceil(BN_CHUNK).max(1)
+    }
+    /// Floats of workspace [`batchnorm_forward_train`] and [`batchnorm_backward`] need: two
+    /// partials per chunk and channel.
+    pub fn stats_workspace_len(&self) -> usize {
+        2 * self.c * self.chunks()
+    }
     fn ints(&self, kernel: &'static str) -> Result<(i32, i32, i32)> {
         check_positive(kernel, &[("n", self.n), ("c", self.c), ("hw", self.hw)])?;
         to_i32(kernel, "N*C*HW", self.len())?;
@@ -38,10 +71,31 @@ impl BnShape {
             to_i32(kernel, "hw", self.hw)?,
         ))
     }
-    /// One block per channel.
-    pub fn per_channel_config(&self) -> LaunchConfig {
+    /// The ints of [`Self::ints`], plus the checks the chunked kernels need: C fits `grid.y`,
+    /// chunk offsets and workspace indices fit i32, and `workspace` is big enough.
+    fn chunked_ints(&self, kernel: &'static str, workspace: usize) -> Result<(i32, i32, i32)> {
+        let ints = self.ints(kernel)?;
+        if self.c > MAX_GRID_Y {
+            return Err(KernelError::invalid(
+                kernel,
+                format!("c = {} exceeds the grid's y limit {MAX_GRID_Y}", self.c),
+            ));
+        }
+        to_i32(kernel, "chunks * chunk", self.chunks() * BN_CHUNK)?;
+        let need = self.stats_workspace_len();
+        to_i32(kernel, "workspace", need)?;
+        if workspace < need {
+            return Err(KernelError::invalid(
+                kernel,
+                format!("workspace has {workspace} elements, needs {need}"),
+            ));
+        }
+        Ok(ints)
+    }
+    /// Grid (chunks, C) of [`BN_THREADS`]: the four chunked training kernels.
+    pub fn chunked_config(&self) -> LaunchConfig {
         LaunchConfig {
-            grid_dim: (self.c as u32, 1, 1),
+            grid_dim: (self.chunks() as u32, self.c as u32, 1),
             block_dim: (BN_THREADS, 1, 1),
             shared_mem_bytes: 0,
         }
@@ -57,8 +111,10 @@ pub struct BnParams<'a, 'b> {
 }
 
 /// Training-mode forward: normalises with batch statistics, updates running stats in place and
-/// saves mean / invstd for backward; `relu` applies ReLU to the output in the same pass. CPU
-/// twin: tensor's batchnorm2d forward (training), then relu.
+/// saves mean / invstd for backward; `relu` applies ReLU to the output in the same pass. Two
+/// launches (per-chunk statistics into `workspace`, then combine + normalise); `workspace` needs
+/// [`BnShape::stats_workspace_len`] elements, any contents. CPU twin: tensor's batchnorm2d
+/// forward (training), then relu.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_forward_train(
     gpu: &Gpu,
@@ -70,12 +126,13 @@ pub fn batchnorm_forward_train(
     running_var: &mut CudaViewMut<'_, f32>,
     save_mean: &mut CudaViewMut<'_, f32>,
     save_invstd: &mut CudaViewMut<'_, f32>,
+    workspace: &mut CudaViewMut<'_, f32>,
     momentum: f32,
     eps: f32,
     relu: bool,
 ) -> Result<()> {
-    const K: &str = "batchnorm_forward_train";
-    let (n, c, hw) = shape.ints(K)?;
+    const K: &str = "batchnorm_forward_train_partial";
+    let (n, c, hw) = shape.chunked_ints(K, workspace.len())?;
     check_len(K, "x", x.len(), shape.len())?;
     check_len(K, "y", y.len(), shape.len())?;
     for (what, len) in [
@@ -91,8 +148,14 @@ pub fn batchnorm_forward_train(
     let gamma = params.gamma;
     let beta = params.beta;
     let relu = i32::from(relu);
-    launch!(gpu, "batchnorm_forward_train", shape.per_channel_config(),
-        [f32_in x, f32_out y, f32_in gamma, f32_in beta, f32_out running_mean,
+    let cfg = shape.chunked_config();
+    let part = workspace;
+    launch!(gpu, "batchnorm_forward_train_partial", cfg,
+        [f32_in x, f32_out part, i32 n, i32 c, i32 hw])?;
+    let part = part.as_view();
+    let part = &part;
+    launch!(gpu, "batchnorm_forward_train_apply", cfg,
+        [f32_in x, f32_in part, f32_out y, f32_in gamma, f32_in beta, f32_out running_mean,
          f32_out running_var, f32_out save_mean, f32_out save_invstd, i32 n, i32 c, i32 hw,
          f32 momentum, f32 eps, i32 relu])
 }
@@ -132,8 +195,9 @@ pub fn batchnorm_forward_eval(
 }
 
 /// Backward: dx (overwritten), dgamma and dbeta (accumulated). With `relu_out` (the fused
-/// forward's output) ReLU's backward is applied to `dy` first. CPU twin: relu backward, then
-/// tensor's batchnorm2d backward.
+/// forward's output) ReLU's backward is applied to `dy` first. Two launches (per-chunk sums into
+/// `workspace`, then combine + dx); `workspace` needs [`BnShape::stats_workspace_len`] elements,
+/// any contents. CPU twin: relu backward, then tensor's batchnorm2d backward.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
     gpu: &Gpu,
@@ -147,9 +211,10 @@ pub fn batchnorm_backward(
     dx: &mut CudaViewMut<'_, f32>,
     dgamma: &mut CudaViewMut<'_, f32>,
     dbeta: &mut CudaViewMut<'_, f32>,
+    workspace: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    const K: &str = "batchnorm_backward";
-    let (n, c, hw) = shape.ints(K)?;
+    const K: &str = "batchnorm_backward_partial";
+    let (n, c, hw) = shape.chunked_ints(K, workspace.len())?;
     check_len(K, "dy", dy.len(), shape.len())?;
     if let Some(out) = relu_out {
         check_len(K, "relu_out", out.len(), shape.len())?;
@@ -168,8 +233,66 @@ pub fn batchnorm_backward(
     // Without ReLU the kernel never reads relu_out: any valid pointer will do.
     let relu = i32::from(relu_out.is_some());
     let relu_out = relu_out.unwrap_or(dy);
-    launch!(gpu, "batchnorm_backward", shape.per_channel_config(),
+    let cfg = shape.chunked_config();
+    let part = workspace;
+    launch!(gpu, "batchnorm_backward_partial", cfg,
+        [f32_in dy, f32_in x, f32_in save_mean, f32_in save_invstd, f32_in relu_out,
+         f32_out part, i32 n, i32 c, i32 hw, i32 relu])?;
+    let part = part.as_view();
+    let part = &part;
+    launch!(gpu, "batchnorm_backward_apply", cfg,
         [f32_in dy, f32_in x, f32_in gamma, f32_in save_mean, f32_in save_invstd,
-         f32_in relu_out, f32_out dx, f32_out dgamma, f32_out dbeta, i32 n, i32 c, i32 hw,
-         i32 relu])
+         f32_in relu_out, f32_in part, f32_out dx, f32_out dgamma, f32_out dbeta, i32 n, i32 c,
+         i32 hw, i32 relu])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bn(n: usize, c: usize, hw: usize) -> BnShape {
+        BnShape { n, c, hw }
+    }
+
+    /// The chunk the launcher plans with is the chunk the kernels index with.
+    #[test]
+    fn per_thread_count_matches_the_kernel_source() {
+        let src = crate::source("batchnorm").unwrap().source;
+        let define = src
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("#define BN_PER_THREAD "))
+            .expect("#define BN_PER_THREAD in batchnorm.cu");
+        assert_eq!(define.trim().parse::<usize>().unwrap(), BN_PER_THREAD);
+        assert_eq!(BN_CHUNK, 4096);
+    }
+
+    #[test]
+    fn chunked_grid_covers_every_value_once() {
+        // CIFAR ResNet-20 at batch 128: 512 / 256 / 128 blocks instead of 16 / 32 / 64.
+        for (s, chunks) in [
+            (bn(128, 16, 32 * 32), 32),
+            (bn(128, 32, 16 * 16), 8),
+            (bn(128, 64, 8 * 8), 2),
+            (bn(128, 512, 4 * 4), 1),
+            (bn(1, 3, 1), 1),
+            (bn(3, 2, 4103), 4), // ragged: 12309 values = 3 full chunks + 21
+        ] {
+            assert_eq!(s.chunks(), chunks, "{s:?}");
+            let cfg = s.chunked_config();
+            assert_eq!(cfg.grid_dim, (chunks as u32, s.c as u32, 1));
+            assert_eq!(cfg.block_dim, (BN_THREADS, 1, 1));
+            let cover = chunks * BN_CHUNK;
+            assert!(cover >= s.per_channel() && cover - s.per_channel() < BN_CHUNK);
+            assert_eq!(s.stats_workspace_len(), 2 * s.c * chunks);
+        }
+    }
+
+    #[test]
+    fn chunked_checks() {
+        let s = bn(2, 3, 5000);
+        assert!(s.chunked_ints("t", s.stats_workspace_len()).is_ok());
+        assert!(s.chunked_ints("t", s.stats_workspace_len() - 1).is_err());
+        assert!(bn(1, 70_000, 1).chunked_ints("t", 1 << 20).is_err());
+        assert!(bn(0, 3, 5).chunked_ints("t", 1 << 20).is_err());
+    }
 }

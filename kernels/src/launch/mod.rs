@@ -130,7 +130,7 @@ mod shortcut;
 pub use augment::{augment_batch, Normalize};
 pub use batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BnParams, BnShape,
-    BN_THREADS,
+    BN_CHUNK, BN_PER_THREAD, BN_THREADS,
 };
 pub use conv::{
     conv2d_backward_data, conv2d_backward_data_config, conv2d_backward_weight,
