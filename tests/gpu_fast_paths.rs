@@ -493,3 +493,37 @@ fn a_captured_step_replays_exactly_like_eager_steps() {
         );
     }
 }
+
+/// One launch zeroes every gradient of a model (through the cached address table), again
+/// after the table is built, and never touches a clone taken before.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn one_launch_zeroes_every_gradient() {
+    let dev = gpu();
+    let config = ResNetConfig::from_depth(20, Some(8), None, 10).unwrap();
+    let mut m = ResNet::new(&config, 4);
+    m.to_device(&dev).unwrap();
+    let mut r = ChaCha8Rng::seed_from_u64(28);
+    for round in 0..2 {
+        let mut kept = Vec::new();
+        for p in m.params_mut() {
+            let shape = p.grad.shape().to_vec();
+            p.grad = up(&rand_t(&mut r, &shape), &dev);
+            kept.push(p.grad.clone());
+        }
+        m.zero_grad();
+        for (p, k) in m.params_mut().into_iter().zip(&kept) {
+            let g = p.grad.to_vec().unwrap();
+            assert!(
+                g.iter().all(|&v| v == 0.0),
+                "{} not zeroed (round {round})",
+                p.name
+            );
+            assert!(
+                k.to_vec().unwrap().iter().all(|&v| v != 0.0),
+                "{}'s clone changed",
+                p.name
+            );
+        }
+    }
+}

@@ -69,3 +69,16 @@ extern "C" __global__ void sgd_step_tensors(const unsigned long long* __restrict
         params[j] = p - lr * step;
     }
 }
+
+// Zeroes many tensors in one launch (the gradients before a backward pass, which accumulates):
+// tensor s starts at device address ptrs[s] and has seg_offsets[s+1] - seg_offsets[s] floats.
+// 1-D grid-stride over total = seg_offsets[num_segs].
+extern "C" __global__ void zero_tensors(const unsigned long long* __restrict__ ptrs,
+                                        const int* __restrict__ seg_offsets, int num_segs,
+                                        int total)
+{
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        const int s = find_segment(seg_offsets, num_segs, i);
+        reinterpret_cast<float*>(ptrs[s])[i - seg_offsets[s]] = 0.0f;
+    }
+}

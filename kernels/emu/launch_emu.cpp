@@ -225,6 +225,13 @@ void emu_sgd_step_tensors(EmuDim3 g, EmuDim3 b, const unsigned long long* ptrs,
                                 nesterov));
 }
 
+// launch/sgd.rs zero_tensors: grid_1d(total); `ptrs` holds host addresses here.
+void emu_zero_tensors(EmuDim3 g, EmuDim3 b, const unsigned long long* ptrs,
+                      const int* seg_offsets, int num_segs, int total)
+{
+    EMU_LAUNCH(g, b, zero_tensors(ptrs, seg_offsets, num_segs, total));
+}
+
 // ---- peak.cu — launch/peak.rs: grid = out_len / PEAK_THREADS, block = PEAK_THREADS -------------
 void emu_peak_mma_bf16(EmuDim3 g, EmuDim3 b, float* out, int iters, float m)
 {

@@ -124,7 +124,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
         ],
     ),
     ("peak", &["peak_mma_bf16", "peak_fma_f32"]),
-    ("sgd", &["sgd_step", "sgd_step_tensors"]),
+    ("sgd", &["sgd_step", "sgd_step_tensors", "zero_tensors"]),
     ("shortcut", &["shortcut_forward", "shortcut_backward"]),
 ];
 

@@ -139,10 +139,11 @@ impl ResNet {
         bns
     }
 
+    /// Sets every parameter's gradient to zero (one launch on a GPU).
     pub fn zero_grad(&mut self) {
-        for p in self.params_mut() {
-            p.grad.fill(0.0);
-        }
+        let mut grads: Vec<&mut Tensor> =
+            self.params_mut().into_iter().map(|p| &mut p.grad).collect();
+        tensor::sgd::zero_all(&mut grads);
     }
 
     /// Trainable parameters (BN's running statistics are buffers, not counted).

@@ -357,6 +357,14 @@ extern "C" {
         momentum: f32,
         nesterov: i32,
     );
+    pub fn emu_zero_tensors(
+        g: Dim3,
+        b: Dim3,
+        ptrs: *const u64,
+        seg_offsets: *const i32,
+        num_segs: i32,
+        total: i32,
+    );
 
     // peak.cu
     pub fn emu_peak_mma_bf16(g: Dim3, b: Dim3, out: *mut f32, iters: i32, m: f32);

@@ -1144,6 +1144,36 @@ fn sgd_step_tensors_matches_cpu_exactly() {
     }
 }
 
+/// One launch zeroes every listed tensor, all of each and nothing else (the guard values
+/// around each buffer stay).
+#[test]
+fn zero_tensors_zeroes_exactly_the_listed_tensors() {
+    let mut r = rng(9);
+    let lens = [7usize, 1, 300, 3];
+    // Each tensor sits inside a larger buffer with 2 guard values on both sides.
+    let mut bufs: Vec<Vec<f32>> = lens.iter().map(|&n| rand_vec(&mut r, n + 4)).collect();
+    let before = bufs.clone();
+    let ptrs: Vec<u64> = bufs.iter_mut().map(|b| b[2..].as_mut_ptr() as u64).collect();
+    let table = kl::SgdSegments::new(&lens.map(|n| (n, 0.0))).unwrap();
+    let (g, b) = cfg_1d(table.total());
+    unsafe {
+        emu_zero_tensors(
+            g,
+            b,
+            ptrs.as_ptr(),
+            table.offsets.as_ptr(),
+            lens.len() as i32,
+            table.total() as i32,
+        )
+    };
+    for (s, (buf, old)) in bufs.iter().zip(&before).enumerate() {
+        let n = lens[s];
+        assert!(buf[2..2 + n].iter().all(|&v| v == 0.0), "tensor {s} not zeroed");
+        assert_eq!(&buf[..2], &old[..2], "guard before tensor {s}");
+        assert_eq!(&buf[2 + n..], &old[2 + n..], "guard after tensor {s}");
+    }
+}
+
 // ---- peak.cu -------------------------------------------------------------------------------------
 
 /// The ceiling probes compute what they claim (so the FLOP counts behind the roofline column

@@ -146,7 +146,9 @@ pub use pool_fc::{
     avgpool_backward, avgpool_forward, linear_backward_data, linear_backward_weight,
     linear_forward, LinearShape,
 };
-pub use sgd::{sgd_step, sgd_step_tensors, SgdSegments, SgdTable, SgdTensorTable};
+pub use sgd::{
+    sgd_step, sgd_step_tensors, zero_tensors, SgdSegments, SgdTable, SgdTensorTable, ZeroTable,
+};
 pub use shortcut::{shortcut_backward, shortcut_forward, ShortcutShape};
 
 #[cfg(test)]

@@ -181,6 +181,56 @@ pub fn sgd_step_tensors(
          f32 momentum, i32 nesterov])
 }
 
+/// Tensors to zero in one [`zero_tensors`] launch: their device addresses and lengths, on the
+/// device. Built once and reused while the tensors stay where they are.
+pub struct ZeroTable {
+    addresses: Vec<u64>,
+    lens: Vec<usize>,
+    d_addresses: CudaSlice<u64>,
+    offsets: CudaSlice<i32>,
+    total: usize,
+}
+
+impl ZeroTable {
+    /// `addresses[s]` is a live f32 buffer of `lens[s]` elements (from [`Gpu::address_of`]).
+    ///
+    /// # Safety
+    /// Each address must stay a live f32 device buffer on `gpu` of its length until every
+    /// [`zero_tensors`] launched with this table has run (stream order).
+    pub unsafe fn new(gpu: &Gpu, addresses: Vec<u64>, lens: Vec<usize>) -> Result<Self> {
+        const K: &str = "zero_tensors";
+        if addresses.len() != lens.len() || addresses.contains(&0) {
+            return Err(KernelError::invalid(K, "addresses and lengths do not match"));
+        }
+        let segments = SgdSegments::new(&lens.iter().map(|&l| (l, 0.0)).collect::<Vec<_>>())?;
+        Ok(ZeroTable {
+            d_addresses: gpu.upload(&addresses)?,
+            offsets: gpu.upload(&segments.offsets)?,
+            total: segments.total(),
+            addresses,
+            lens,
+        })
+    }
+
+    /// Whether this table describes exactly these buffers and lengths.
+    pub fn describes(&self, addresses: &[u64], lens: &[usize]) -> bool {
+        self.addresses == addresses && self.lens == lens
+    }
+}
+
+/// Zeroes every tensor of `table` in one launch.
+pub fn zero_tensors(gpu: &Gpu, table: &ZeroTable) -> Result<()> {
+    const K: &str = "zero_tensors";
+    let total = to_i32(K, "total", table.total)?;
+    let num_segs = to_i32(K, "tensors", table.lens.len())?;
+    let ptrs = table.d_addresses.as_view();
+    let ptrs = &ptrs;
+    let seg_offsets = table.offsets.as_view();
+    let seg_offsets = &seg_offsets;
+    launch!(gpu, "zero_tensors", grid_1d(table.total),
+        [u64_in ptrs, i32_in seg_offsets, i32 num_segs, i32 total])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
