@@ -202,6 +202,9 @@ pub fn set_lr_for_replay(device: &crate::Device, lr: f32) -> crate::Result<()> {
     Ok(table.set_lr(gpu, lr)?)
 }
 
+/// The zeroing table of the last [`zero_all`] per GPU (as [`TensorTableCache`]).
+type ZeroTableCache = HashMap<usize, (Arc<Gpu>, ZeroTable)>;
+
 /// Sets every tensor of `tensors` to zero (the gradients before a backward pass). On a GPU it
 /// is one `zero_tensors` launch through a cached table of the buffers' addresses (one memset
 /// per tensor otherwise: 65 for ResNet-20); on the CPU a fill per tensor. All on one device.
@@ -226,7 +229,7 @@ pub fn zero_all(tensors: &mut [&mut Tensor]) {
     if lens.is_empty() {
         return;
     }
-    static CACHE: OnceLock<Mutex<HashMap<usize, (Arc<Gpu>, ZeroTable)>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<ZeroTableCache>> = OnceLock::new();
     let mut cache = CACHE
         .get_or_init(Default::default)
         .lock()
