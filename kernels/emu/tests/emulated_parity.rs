@@ -1153,7 +1153,10 @@ fn zero_tensors_zeroes_exactly_the_listed_tensors() {
     // Each tensor sits inside a larger buffer with 2 guard values on both sides.
     let mut bufs: Vec<Vec<f32>> = lens.iter().map(|&n| rand_vec(&mut r, n + 4)).collect();
     let before = bufs.clone();
-    let ptrs: Vec<u64> = bufs.iter_mut().map(|b| b[2..].as_mut_ptr() as u64).collect();
+    let ptrs: Vec<u64> = bufs
+        .iter_mut()
+        .map(|b| b[2..].as_mut_ptr() as u64)
+        .collect();
     let table = kl::SgdSegments::new(&lens.map(|n| (n, 0.0))).unwrap();
     let (g, b) = cfg_1d(table.total());
     unsafe {
@@ -1168,7 +1171,10 @@ fn zero_tensors_zeroes_exactly_the_listed_tensors() {
     };
     for (s, (buf, old)) in bufs.iter().zip(&before).enumerate() {
         let n = lens[s];
-        assert!(buf[2..2 + n].iter().all(|&v| v == 0.0), "tensor {s} not zeroed");
+        assert!(
+            buf[2..2 + n].iter().all(|&v| v == 0.0),
+            "tensor {s} not zeroed"
+        );
         assert_eq!(&buf[..2], &old[..2], "guard before tensor {s}");
         assert_eq!(&buf[2 + n..], &old[2 + n..], "guard after tensor {s}");
     }
