@@ -200,7 +200,10 @@ impl ZeroTable {
     pub unsafe fn new(gpu: &Gpu, addresses: Vec<u64>, lens: Vec<usize>) -> Result<Self> {
         const K: &str = "zero_tensors";
         if addresses.len() != lens.len() || addresses.contains(&0) {
-            return Err(KernelError::invalid(K, "addresses and lengths do not match"));
+            return Err(KernelError::invalid(
+                K,
+                "addresses and lengths do not match",
+            ));
         }
         let segments = SgdSegments::new(&lens.iter().map(|&l| (l, 0.0)).collect::<Vec<_>>())?;
         Ok(ZeroTable {
