@@ -42,6 +42,14 @@ fn main() {
         println!("cargo:rerun-if-changed={}", path.display());
         let file = file_name(path);
         let text = inline_headers(&cuda_dir, &file, 0);
+        // nvrtc gets no include path: an #include left over (a system header, or a local one
+        // written so that `inline_headers` did not recognise it) would only fail at run time.
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.trim_start().starts_with('#') && l.contains("include"))
+        {
+            panic!("{file}: `{line}` was not inlined; only `#include \"name.cuh\"` of kernels/cuda/ is supported");
+        }
         let hash = fnv1a(text.as_bytes());
         let name = file.trim_end_matches(".cu").to_string();
         combined = fnv1a(&[combined.to_le_bytes(), hash.to_le_bytes()].concat());

@@ -467,6 +467,16 @@ fn a_captured_step_replays_exactly_like_eager_steps() {
         step.run(&mut graphed, x, y, lrs[i], &mut mg)
             .expect("replay");
     }
+    // The step refuses a model or meter it was not captured with (it would write elsewhere).
+    let (x, y) = &batches[0];
+    assert!(
+        step.run(&mut eager, x, y, 0.1, &mut mg).is_err(),
+        "ran on another model"
+    );
+    assert!(
+        step.run(&mut graphed, x, y, 0.1, &mut me).is_err(),
+        "ran with another meter"
+    );
     let (a, b) = (me.read().unwrap(), mg.read().unwrap());
     assert_eq!((a.count, a.correct), (b.count, b.correct));
     assert_eq!(

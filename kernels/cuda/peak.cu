@@ -12,7 +12,9 @@
 
 #define PEAK_CHAINS 8
 
-// Each warp: iters x 8 mma.m16n8k16 (bf16 in, fp32 accumulate) on fixed fragments.
+// Each warp: iters x 8 mma.m16n8k16 (bf16 in, fp32 accumulate) on fixed fragments. This is the
+// ceiling of mma.sync, which is what conv_bf16.cu uses: on Hopper the full tensor-core rate
+// needs wgmma, so this figure is below the datasheet's.
 // FLOP = 2*16*8*16 * 8 * iters per warp. out[thread] = the sum of its 8 x 4 accumulators.
 extern "C" __global__ void peak_mma_bf16(float* out, int iters, float m)
 {
@@ -28,7 +30,7 @@ extern "C" __global__ void peak_mma_bf16(float* out, int iters, float m)
 #pragma unroll
     for (int j = 0; j < PEAK_CHAINS; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[j][e] = 0.0f;
+        for (int e = 0; e < 4; ++e) acc[j][e] = (float)j;  // distinct chains: none can be merged
     for (int it = 0; it < iters; ++it) {
 #pragma unroll
         for (int j = 0; j < PEAK_CHAINS; ++j) mma_bf16_16x8x16(acc[j], a, b);
@@ -49,6 +51,7 @@ extern "C" __global__ void peak_fma_f32(float* out, int iters, float m)
     float x[PEAK_CHAINS];
 #pragma unroll
     for (int j = 0; j < PEAK_CHAINS; ++j) x[j] = (float)((t + j) % 4);
+#pragma unroll 4
     for (int it = 0; it < iters; ++it) {
 #pragma unroll
         for (int j = 0; j < PEAK_CHAINS; ++j) x[j] = fmaf(x[j], m, (float)(j + 1));

@@ -253,6 +253,52 @@ impl Gpu {
         .map_err(|e| KernelError::driver("resetting the memory pool's high-water mark", e))
     }
 
+    /// Hands the pool's unused blocks back to the driver (after the work that freed them has
+    /// run: synchronise first). Before a CUDA graph reserves its own memory, so that an eager
+    /// step's cached working set and the graph's do not both stay resident; and before
+    /// reporting free memory. No-op without a pool.
+    pub fn trim_pool(&self) -> Result<()> {
+        let Some(pool) = self.current_pool()? else {
+            return Ok(());
+        };
+        // SAFETY: a valid pool.
+        unsafe { sys::cuMemPoolTrimTo(pool, 0) }
+            .result()
+            .map_err(|e| KernelError::driver("trimming the memory pool", e))
+    }
+
+    /// The high-water mark of memory allocated by CUDA graphs on this device (their own pool,
+    /// separate from the stream-ordered one) since [`Gpu::reset_graph_mem_peak`], in bytes.
+    pub fn graph_mem_peak_bytes(&self) -> Result<u64> {
+        let mut high: u64 = 0;
+        // SAFETY: a valid device; USED_MEM_HIGH is a cuuint64_t.
+        unsafe {
+            sys::cuDeviceGetGraphMemAttribute(
+                self.ctx.cu_device(),
+                sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH,
+                (&mut high as *mut u64).cast(),
+            )
+        }
+        .result()
+        .map_err(|e| KernelError::driver("reading the graph memory high-water mark", e))?;
+        Ok(high)
+    }
+
+    /// Resets [`Gpu::graph_mem_peak_bytes`] (to zero, the only value the driver accepts).
+    pub fn reset_graph_mem_peak(&self) -> Result<()> {
+        let mut zero: u64 = 0;
+        // SAFETY: a valid device; USED_MEM_HIGH can only be reset to zero.
+        unsafe {
+            sys::cuDeviceSetGraphMemAttribute(
+                self.ctx.cu_device(),
+                sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH,
+                (&mut zero as *mut u64).cast(),
+            )
+        }
+        .result()
+        .map_err(|e| KernelError::driver("resetting the graph memory high-water mark", e))
+    }
+
     /// Copies a host slice to a new device buffer.
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
         self.stream.clone_htod(host).map_err(|e| {

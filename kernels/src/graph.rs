@@ -14,15 +14,24 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{sys, CudaGraph, CudaStream};
+use cudarc::driver::{result, sys, CudaStream};
 
 use crate::error::{KernelError, Result};
 use crate::Gpu;
 
-/// A captured, instantiated sequence of work on one [`Gpu`]'s stream.
+/// A captured, instantiated sequence of work on one [`Gpu`]'s stream. Owns the driver's graph
+/// and executable graph (raw handles: the stream must leave capture mode even when recording
+/// failed, which cudarc's own wrapper cannot guarantee after an error it recorded earlier).
 pub struct Graph {
-    graph: CudaGraph,
+    graph: sys::CUgraph,
+    exec: sys::CUgraphExec,
+    stream: Arc<CudaStream>,
 }
+
+// SAFETY: the handles are only used through &self / Drop, on the stream they were made for;
+// the driver allows launching an executable graph from any thread of the context.
+unsafe impl Send for Graph {}
+unsafe impl Sync for Graph {}
 
 impl std::fmt::Debug for Graph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -30,7 +39,18 @@ impl std::fmt::Debug for Graph {
     }
 }
 
-/// Ends a capture that `record` left by panicking, so the stream is usable afterwards.
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // SAFETY: both handles are valid and owned; errors on destruction have nowhere to go.
+        unsafe {
+            let _ = result::graph::exec_destroy(self.exec);
+            let _ = result::graph::destroy(self.graph);
+        }
+    }
+}
+
+/// Ends the stream's capture if `record` unwinds, so the stream is usable afterwards; the
+/// partial graph is destroyed, never instantiated.
 struct EndCaptureOnUnwind<'a> {
     stream: &'a Arc<CudaStream>,
     armed: bool,
@@ -39,8 +59,15 @@ struct EndCaptureOnUnwind<'a> {
 impl Drop for EndCaptureOnUnwind<'_> {
     fn drop(&mut self) {
         if self.armed {
-            // The capture is abandoned; its (partial) graph is dropped with the result.
-            let _ = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+            // SAFETY: the stream is valid and was put in capture mode by `Gpu::capture`. An
+            // invalidated capture still ends (with an error and no graph).
+            unsafe {
+                if let Ok(graph) = result::stream::end_capture(self.stream.cu_stream()) {
+                    if !graph.is_null() {
+                        let _ = result::graph::destroy(graph);
+                    }
+                }
+            }
         }
     }
 }
@@ -58,44 +85,82 @@ impl Gpu {
     /// Runs `record` with the stream in capture mode and returns the instantiated graph of
     /// everything it queued, with `record`'s own result. Nothing runs on the GPU until
     /// [`Graph::launch`]. Capture is thread-local: other threads' CUDA calls are unaffected.
+    /// Needs the stream-ordered allocator (every GPU this project targets): without it cudarc
+    /// allocates with `cuMemAlloc` and frees after a synchronisation, neither capturable.
     pub fn capture<R>(&self, record: impl FnOnce() -> R) -> Result<(Graph, R)> {
+        if !self.context().has_async_alloc() {
+            return Err(KernelError::invalid(
+                "graph capture",
+                "this device has no stream-ordered allocator (cuMemAllocAsync), so a step \
+                 cannot be captured",
+            ));
+        }
         let stream = self.stream();
-        stream
-            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .map_err(|e| KernelError::driver("beginning a graph capture", e))?;
+        self.context()
+            .bind_to_thread()
+            .map_err(|e| KernelError::driver("binding the context before a capture", e))?;
+        // SAFETY: a valid stream of this context.
+        unsafe {
+            result::stream::begin_capture(
+                stream.cu_stream(),
+                sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+        }
+        .map_err(|e| KernelError::driver("beginning a graph capture", e))?;
         let mut guard = EndCaptureOnUnwind {
             stream,
             armed: true,
         };
         let out = record();
         guard.armed = false;
-        let graph = stream
-            .end_capture(sys::CUgraphInstantiate_flags(0))
-            .map_err(|e| {
-                KernelError::driver(
-                    "ending the graph capture (an operation in it was not capturable: a \
-                     synchronisation, a download, or a copy from pageable host memory)",
-                    e,
-                )
-            })?
-            .ok_or_else(|| KernelError::invalid("graph capture", "nothing was captured"))?;
-        Ok((Graph { graph }, out))
+        // SAFETY: the stream is capturing (begun above, on this thread).
+        let graph = unsafe { result::stream::end_capture(stream.cu_stream()) }.map_err(|e| {
+            KernelError::driver(
+                "ending the graph capture (an operation in it was not capturable: a \
+                 synchronisation, a download, or a copy from pageable host memory)",
+                e,
+            )
+        })?;
+        if graph.is_null() {
+            return Err(KernelError::invalid(
+                "graph capture",
+                "nothing was captured",
+            ));
+        }
+        // SAFETY: a valid graph, just captured.
+        let exec =
+            match unsafe { result::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) } {
+                Ok(exec) => exec,
+                Err(e) => {
+                    // SAFETY: the graph is valid and owned here.
+                    unsafe {
+                        let _ = result::graph::destroy(graph);
+                    }
+                    return Err(KernelError::driver("instantiating the captured graph", e));
+                }
+            };
+        let graph = Graph {
+            graph,
+            exec,
+            stream: Arc::clone(stream),
+        };
+        Ok((graph, out))
     }
 }
 
 impl Graph {
     /// Queues one replay of the whole graph on the stream it was captured from.
     pub fn launch(&self) -> Result<()> {
-        self.graph
-            .launch()
+        // SAFETY: valid executable graph and stream (kept alive by `self`).
+        unsafe { result::graph::launch(self.exec, self.stream.cu_stream()) }
             .map_err(|e| KernelError::driver("launching a CUDA graph", e))
     }
 
     /// Uploads the graph's resources ahead of the first launch (optional; saves that launch
     /// its set-up time).
     pub fn upload(&self) -> Result<()> {
-        self.graph
-            .upload()
+        // SAFETY: as in `launch`.
+        unsafe { result::graph::upload(self.exec, self.stream.cu_stream()) }
             .map_err(|e| KernelError::driver("uploading a CUDA graph", e))
     }
 }

@@ -98,24 +98,50 @@ pub fn eval_batch(model: &mut ResNet, images: &Tensor, labels: &[usize]) -> Batc
 /// of the step's few hundred kernel launches costs host time any more.
 ///
 /// The graph reads its batch from fixed input buffers, so [`CapturedStep::run`] first copies
-/// the batch in (two device-to-device copies, or the batch maker can write there directly via
-/// [`CapturedStep::inputs_mut`]). The learning rate comes from device memory
-/// (`tensor::sgd::set_lr_for_replay`). What the graph cannot do on the host — the meter's
-/// sample count, BN's `num_batches_tracked` — `run` does. The meter must be the one given to
-/// [`CapturedStep::capture`] (its accumulators are baked into the graph): reset it, do not
-/// replace it.
+/// the batch in (two device-to-device copies). It writes the model's parameters, gradients,
+/// momentum and BN statistics through the addresses they had at capture, so `run` checks that
+/// the model it is given still has exactly those buffers (the captured model, not moved, not
+/// copied-on-write since) and refuses otherwise. The learning rate comes from device memory,
+/// set by `run` before each replay through the optimizer tables the step holds. What the graph
+/// cannot do on the host — the meter's sample count, BN's `num_batches_tracked` — `run` does.
+/// The meter must be the one given to [`CapturedStep::capture`] (its accumulators are baked
+/// into the graph): reset it, do not replace it.
 pub struct CapturedStep {
     graph: tensor::Graph,
+    tables: tensor::sgd::GraphTables,
     images: Tensor,
     labels: Labels,
+    /// Device addresses of every persistent buffer the graph writes, in `state_addresses` order.
+    state: Vec<Option<u64>>,
+    meter: Option<u64>,
+}
+
+/// The device addresses of the model state a captured step reads and writes.
+fn state_addresses(model: &mut ResNet) -> Vec<Option<u64>> {
+    let mut out = Vec::new();
+    for p in model.params_mut() {
+        out.extend([
+            p.value.device_address(),
+            p.grad.device_address(),
+            p.momentum.device_address(),
+        ]);
+    }
+    for bn in model.bns_mut() {
+        out.extend([
+            bn.running_mean.device_address(),
+            bn.running_var.device_address(),
+        ]);
+    }
+    out
 }
 
 impl CapturedStep {
     /// Captures [`train_step_into`] for batches shaped like `images` / `labels` (their
     /// values are copied into the graph's input buffers). The model must have taken one eager
-    /// step on its GPU with `sgd` first (that builds the SGD parameter table the graph uses).
+    /// step on its GPU with `sgd` first (that builds the optimizer tables the graph uses).
     /// Nothing runs: the model, meter and BN counters are as before. `Err` on the CPU, or when
-    /// something in the step cannot be captured.
+    /// something in the step cannot be captured — the model should then not be used further
+    /// (it may hold activations of the abandoned capture).
     pub fn capture(
         model: &mut ResNet,
         sgd: &Sgd,
@@ -139,6 +165,12 @@ impl CapturedStep {
             bn.running_mean.unshare();
             bn.running_var.unshare();
         }
+        // The eager step's cached working set goes back to the driver before the graph
+        // reserves its own, so the two are not resident at once.
+        if let Some(gpu) = device.gpu() {
+            gpu.synchronize()?;
+            gpu.trim_pool()?;
+        }
         let count = meter.count();
         let tracked: Vec<i64> = model
             .bns_mut()
@@ -146,19 +178,24 @@ impl CapturedStep {
             .map(|b| b.num_batches_tracked)
             .collect();
         // lr: unused while capturing (the captured update reads it from device memory).
-        let captured = device
-            .capture(|| train_step_into(model, sgd, &fixed_images, &fixed_labels, 0.0, meter));
+        let (captured, tables) = tensor::sgd::record_graph_tables(|| {
+            device.capture(|| train_step_into(model, sgd, &fixed_images, &fixed_labels, 0.0, meter))
+        });
         // The capture ran nothing: put back the host counters it advanced.
         meter.set_count(count);
         for (bn, t) in model.bns_mut().into_iter().zip(tracked) {
             bn.num_batches_tracked = t;
         }
         let (graph, ()) = captured?;
+        assert!(tables.has_sgd_step(), "the captured step has no SGD update");
         graph.upload()?;
         Ok(CapturedStep {
             graph,
+            tables,
             images: fixed_images,
             labels: fixed_labels,
+            state: state_addresses(model),
+            meter: meter.device_address(),
         })
     }
 
@@ -167,13 +204,9 @@ impl CapturedStep {
         self.labels.len()
     }
 
-    /// The graph's input buffers, for a batch maker that writes there directly.
-    pub fn inputs_mut(&mut self) -> (&mut Tensor, &mut Labels) {
-        (&mut self.images, &mut self.labels)
-    }
-
     /// One training step on `images` / `labels` (same shapes as at capture) with learning
-    /// rate `lr`: copy the batch in, set lr, replay. Queued only: no synchronisation.
+    /// rate `lr`: check the model and meter are the captured ones, copy the batch in, set lr,
+    /// replay. Queued only: no synchronisation.
     pub fn run(
         &mut self,
         model: &mut ResNet,
@@ -182,14 +215,20 @@ impl CapturedStep {
         lr: f32,
         meter: &mut LossMeter,
     ) -> tensor::Result<()> {
+        let refuse = |what: &str| {
+            Err(tensor::Error::Graph(format!(
+                "{what} is not the one the step was captured with (or its buffers moved)"
+            )))
+        };
+        if state_addresses(model) != self.state {
+            return refuse("the model");
+        }
+        if meter.device_address() != self.meter {
+            return refuse("the loss meter");
+        }
         self.images.copy_from(images)?;
         self.labels.copy_from(labels)?;
-        self.replay(model, lr, meter)
-    }
-
-    /// One training step on what the input buffers hold now ([`CapturedStep::inputs_mut`]).
-    pub fn replay(&self, model: &mut ResNet, lr: f32, meter: &mut LossMeter) -> tensor::Result<()> {
-        tensor::sgd::set_lr_for_replay(&model.device(), lr)?;
+        self.tables.set_lr(lr)?;
         self.graph.launch()?;
         meter.set_count(meter.count() + self.batch_size());
         for bn in model.bns_mut() {

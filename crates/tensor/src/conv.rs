@@ -329,7 +329,8 @@ pub fn conv2d_backward_weight_with(
         const OP: &str = "conv2d_backward_weight";
         let shape = g.cuda_shape();
         // Split-K partials; allocated per call for now (the plan-once work will keep it).
-        let mut workspace = check(OP, gpu.zeros::<f32>(shape.weight_grad_workspace_len()));
+        // Every split writes its whole slab (an empty split stores zeros): no zero-fill needed.
+        let mut workspace = check(OP, gpu.uninit_f32(shape.weight_grad_workspace_len()));
         // beta = 1: accumulate into dW, like the CPU body.
         let r = kl::conv2d_backward_weight(
             &gpu,

@@ -17,6 +17,9 @@ pub enum Error {
     /// The CUDA side failed: no driver / nvrtc / device, out of memory, a failed copy or launch.
     #[error(transparent)]
     Cuda(#[from] KernelError),
+    /// A captured CUDA graph was asked to run on state it was not captured with.
+    #[error("a captured CUDA graph cannot run: {0}")]
+    Graph(String),
     /// A device name that [`Device::parse`] does not know.
     #[error("unknown device `{0}`: expected `cpu`, `cuda` or `cuda:N`")]
     UnknownDevice(String),

@@ -177,18 +177,6 @@ impl Tensor {
         }
     }
 
-    /// Zeros on `gpu`: panics (naming `op`) when the allocation fails.
-    #[track_caller]
-    pub(crate) fn cuda_zeros(op: &str, gpu: &Arc<Gpu>, shape: &[usize]) -> Tensor {
-        Tensor {
-            shape: shape.to_vec(),
-            storage: Storage::Cuda {
-                gpu: Arc::clone(gpu),
-                buf: Arc::new(check(op, gpu.zeros(shape.iter().product()))),
-            },
-        }
-    }
-
     /// An op's output on `gpu`, not zero-filled: the op's kernel writes every element (see
     /// `kernels::Gpu::uninit_f32`). Panics (naming `op`) when the allocation fails.
     #[track_caller]
@@ -401,6 +389,15 @@ impl Tensor {
                 };
                 check("fill", r)
             }
+        }
+    }
+
+    /// The device address of a GPU tensor's buffer (`None` on the host): an identity, for
+    /// checking that a captured CUDA graph still points at this tensor; never for writing.
+    pub fn device_address(&self) -> Option<u64> {
+        match &self.storage {
+            Storage::Host(_) => None,
+            Storage::Cuda { gpu, buf } => Some(gpu.address_of(buf)),
         }
     }
 

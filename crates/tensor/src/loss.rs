@@ -81,7 +81,7 @@ pub fn softmax_cross_entropy_into(
     let (n, k) = logits.dims2();
     assert_eq!(labels.len(), n, "one label per row");
     if let Some(gpu) = device_of(OP, logits, labels, meter) {
-        let mut dlogits = Tensor::cuda_zeros(OP, &gpu, &[n, k]);
+        let mut dlogits = Tensor::cuda_output(OP, &gpu, &[n, k]);
         let (loss_acc, correct_acc) = meter.cuda_accumulators(n);
         let r = kl::softmax_xent_forward_backward(
             &gpu,

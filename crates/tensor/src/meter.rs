@@ -265,6 +265,15 @@ impl LossMeter {
         })
     }
 
+    /// The device address of the loss accumulator (`None` on the CPU): an identity, for
+    /// checking that a captured graph still writes into this meter.
+    pub fn device_address(&self) -> Option<u64> {
+        match &self.acc {
+            Accumulators::Host { .. } => None,
+            Accumulators::Cuda { gpu, loss_sum, .. } => Some(gpu.address_of(loss_sum)),
+        }
+    }
+
     /// Sets the number of samples the meter holds. For a replayed CUDA graph: its loss kernel
     /// adds the batch's loss and hits on the device, but the host-side count is not in the
     /// graph, so the replaying code adds the batch here (and a capture, which runs nothing,

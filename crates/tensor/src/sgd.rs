@@ -101,7 +101,7 @@ pub struct SgdParam<'a> {
 
 /// The address table of the last [`update_all`] per GPU; rebuilt only when the tensors (their
 /// buffers, lengths or decays) differ from the ones it describes.
-type TensorTableCache = HashMap<usize, (Arc<Gpu>, SgdTensorTable)>;
+type TensorTableCache = HashMap<usize, (Arc<Gpu>, Arc<Mutex<SgdTensorTable>>)>;
 
 /// [`update`] over every tensor of `params` with one learning rate, momentum and Nesterov flag.
 /// All tensors must be on one device. On a GPU: a single launch for all of them.
@@ -152,58 +152,127 @@ pub fn update_all(params: &mut [SgdParam<'_>], lr: f32, momentum: f32, nesterov:
     }
     let segments = check(OP, SgdSegments::new(&segments));
     // In a CUDA-graph capture nothing may be uploaded: the table must already exist (an eager
-    // step built it) and lr is whatever `set_lr_for_replay` writes before each replay.
+    // step built it); the capture keeps it (`record_graph_tables`) and each replay sets lr.
     let capturing = check(OP, gpu.is_capturing());
-    let mut cache = tensor_tables();
-    let key = Arc::as_ptr(&gpu) as usize;
-    let stale = cache
-        .get(&key)
-        .is_none_or(|(_, t)| !t.describes(&addresses, &segments));
-    if stale {
-        assert!(
-            !capturing,
-            "sgd update in a CUDA-graph capture, but its parameter table is not built yet: \
-             run one eager step with the same tensors before capturing"
-        );
-        // SAFETY: the addresses are those of `params`' live buffers on `gpu`, whose lengths are
-        // the segments'; the table is only used again when it describes the tensors then
-        // passed (checked above), and every launch is queued before the borrow ends.
-        let table = check(OP, unsafe {
-            SgdTensorTable::new(&gpu, addresses, segments)
-        });
-        cache.insert(key, (Arc::clone(&gpu), table));
+    let table = {
+        let mut cache = tensor_tables();
+        let key = Arc::as_ptr(&gpu) as usize;
+        let stale = cache
+            .get(&key)
+            .is_none_or(|(_, t)| !lock(t).describes(&addresses, &segments));
+        if stale {
+            assert!(
+                !capturing,
+                "sgd update in a CUDA-graph capture, but its parameter table is not built yet: \
+                 run one eager step with the same tensors before capturing"
+            );
+            // SAFETY: the addresses are those of `params`' live buffers on `gpu`, whose lengths
+            // are the segments'; the table is only used again when it describes the tensors
+            // then passed (checked above), or by a graph captured with these very tensors.
+            let table = check(OP, unsafe {
+                SgdTensorTable::new(&gpu, addresses, segments)
+            });
+            cache.insert(key, (Arc::clone(&gpu), Arc::new(Mutex::new(table))));
+        }
+        Arc::clone(&cache.get(&key).expect("just inserted").1)
+    };
+    if capturing {
+        keep_for_graph(GraphTable::Sgd(Arc::clone(&gpu), Arc::clone(&table)));
+    } else {
+        check(OP, lock(&table).set_lr(&gpu, lr));
     }
-    let (_, table) = cache.get_mut(&key).expect("just inserted");
-    if !capturing {
-        check(OP, table.set_lr(&gpu, lr));
-    }
-    check(OP, kl::sgd_step_tensors(&gpu, table, momentum, nesterov));
+    check(
+        OP,
+        kl::sgd_step_tensors(&gpu, &lock(&table), momentum, nesterov),
+    );
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere mid-update; the table itself is intact.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn tensor_tables() -> std::sync::MutexGuard<'static, TensorTableCache> {
     static CACHE: OnceLock<Mutex<TensorTableCache>> = OnceLock::new();
-    CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    lock(CACHE.get_or_init(Default::default))
 }
 
-/// Sets the learning rate that the next replay of a captured training step uses (the
-/// captured `update_all` reads it from device memory). Call it before each replay, outside
-/// the graph. `Err` when `device` is the CPU or no [`update_all`] has run on it yet.
-pub fn set_lr_for_replay(device: &crate::Device, lr: f32) -> crate::Result<()> {
-    let gpu = device.gpu().ok_or_else(|| {
-        kernels::KernelError::invalid("sgd_step_tensors", "set_lr_for_replay on the CPU")
-    })?;
-    let mut cache = tensor_tables();
-    let (_, table) = cache.get_mut(&(Arc::as_ptr(gpu) as usize)).ok_or_else(|| {
-        kernels::KernelError::invalid("sgd_step_tensors", "no SGD step has run on this GPU")
-    })?;
-    Ok(table.set_lr(gpu, lr)?)
+/// A device table a captured graph reads (its addresses are baked into the graph).
+enum GraphTable {
+    Sgd(Arc<Gpu>, Arc<Mutex<SgdTensorTable>>),
+    /// Held only to keep the table alive while the graph may replay.
+    Zero {
+        _alive: Arc<ZeroTable>,
+    },
+}
+
+thread_local! {
+    /// The tables used while a capture is being recorded on this thread (see
+    /// [`record_graph_tables`]); `None` when no recording is open.
+    static RECORDING: std::cell::RefCell<Option<Vec<GraphTable>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn keep_for_graph(t: GraphTable) {
+    RECORDING.with(|r| match r.borrow_mut().as_mut() {
+        Some(v) => v.push(t),
+        None => panic!(
+            "an optimizer step was captured into a CUDA graph outside record_graph_tables: its \
+             tables would not be kept alive for the graph"
+        ),
+    });
+}
+
+/// The optimizer's device tables a captured graph reads: holding this keeps them alive (a
+/// later eager step with other tensors builds new tables instead of reusing these), and
+/// [`GraphTables::set_lr`] sets the learning rate the graph's SGD step reads.
+pub struct GraphTables {
+    tables: Vec<GraphTable>,
+}
+
+impl GraphTables {
+    /// Queues the learning rate for the graph's next replay (a small copy on the stream,
+    /// ordered after the replays already queued).
+    pub fn set_lr(&self, lr: f32) -> crate::Result<()> {
+        for t in &self.tables {
+            if let GraphTable::Sgd(gpu, table) = t {
+                lock(table).set_lr(gpu, lr)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the graph contains an SGD step (whose lr [`GraphTables::set_lr`] sets).
+    pub fn has_sgd_step(&self) -> bool {
+        self.tables.iter().any(|t| matches!(t, GraphTable::Sgd(..)))
+    }
+}
+
+/// Runs `capture` (which records a CUDA graph) and returns, with its result, the optimizer
+/// tables that [`update_all`] and [`zero_all`] used inside it. The graph must hold them for
+/// as long as it may be replayed.
+pub fn record_graph_tables<R>(capture: impl FnOnce() -> R) -> (R, GraphTables) {
+    RECORDING.with(|r| {
+        assert!(r.borrow().is_none(), "nested record_graph_tables");
+        *r.borrow_mut() = Some(Vec::new());
+    });
+    // Closes the recording even if `capture` unwinds.
+    struct Close;
+    impl Drop for Close {
+        fn drop(&mut self) {
+            RECORDING.with(|r| *r.borrow_mut() = None);
+        }
+    }
+    let close = Close;
+    let out = capture();
+    let tables = RECORDING
+        .with(|r| r.borrow_mut().take())
+        .unwrap_or_default();
+    drop(close);
+    (out, GraphTables { tables })
 }
 
 /// The zeroing table of the last [`zero_all`] per GPU (as [`TensorTableCache`]).
-type ZeroTableCache = HashMap<usize, (Arc<Gpu>, ZeroTable)>;
+type ZeroTableCache = HashMap<usize, (Arc<Gpu>, Arc<ZeroTable>)>;
 
 /// Sets every tensor of `tensors` to zero (the gradients before a backward pass). On a GPU it
 /// is one `zero_tensors` launch through a cached table of the buffers' addresses (one memset
@@ -230,27 +299,33 @@ pub fn zero_all(tensors: &mut [&mut Tensor]) {
         return;
     }
     static CACHE: OnceLock<Mutex<ZeroTableCache>> = OnceLock::new();
-    let mut cache = CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let key = Arc::as_ptr(&gpu) as usize;
-    if cache
-        .get(&key)
-        .is_none_or(|(_, t)| !t.describes(&addresses, &lens))
-    {
-        assert!(
-            !check(OP, gpu.is_capturing()),
-            "zeroing gradients in a CUDA-graph capture, but their table is not built yet: \
-             run one eager step with the same tensors before capturing"
-        );
-        // SAFETY: the addresses are `tensors`' live buffers on `gpu` with these lengths; the
-        // table is reused only when it describes the tensors then passed (checked above).
-        let table = check(OP, unsafe { ZeroTable::new(&gpu, addresses, lens) });
-        cache.insert(key, (Arc::clone(&gpu), table));
+    let capturing = check(OP, gpu.is_capturing());
+    let table = {
+        let mut cache = lock(CACHE.get_or_init(Default::default));
+        let key = Arc::as_ptr(&gpu) as usize;
+        if cache
+            .get(&key)
+            .is_none_or(|(_, t)| !t.describes(&addresses, &lens))
+        {
+            assert!(
+                !capturing,
+                "zeroing gradients in a CUDA-graph capture, but their table is not built yet: \
+                 run one eager step with the same tensors before capturing"
+            );
+            // SAFETY: the addresses are `tensors`' live buffers on `gpu` with these lengths; the
+            // table is reused only when it describes the tensors then passed (checked above), or
+            // by a graph captured with these very tensors.
+            let table = check(OP, unsafe { ZeroTable::new(&gpu, addresses, lens) });
+            cache.insert(key, (Arc::clone(&gpu), Arc::new(table)));
+        }
+        Arc::clone(&cache.get(&key).expect("just inserted").1)
+    };
+    if capturing {
+        keep_for_graph(GraphTable::Zero {
+            _alive: Arc::clone(&table),
+        });
     }
-    let (_, table) = cache.get(&key).expect("just inserted");
-    check(OP, kl::zero_tensors(&gpu, table));
+    check(OP, kl::zero_tensors(&gpu, &table));
 }
 
 #[cfg(test)]

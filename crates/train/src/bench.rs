@@ -118,6 +118,7 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
     meter.reset()?;
     if let Some(gpu) = device.gpu() {
         gpu.reset_pool_peak()?;
+        gpu.reset_graph_mem_peak()?;
     }
     // No read-back inside the loop: the steps queue back to back, as in training.
     let started = Instant::now();
@@ -128,7 +129,7 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
             None => train_step_into(&mut model, &sgd, x, y, 0.1, &mut meter),
         }
     }
-    // Before the synchronisation, which lets the pool hand freed blocks back to the driver.
+    // Before the synchronisation (the fallback below wants the working set still in use).
     let used_after = gpu_used(device)?;
     device.synchronize()?;
     let ms = started.elapsed().as_secs_f64() * 1e3 / args.steps as f64;
@@ -142,10 +143,15 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
     // plain `total − free` difference is no substitute: it counts what the pool keeps cached
     // (`Gpu` lets it keep everything, like PyTorch's caching allocator). Without a pool
     // (cuMemAlloc, nothing cached) that difference, taken before the final sync, is all there
-    // is: a lower bound, said so.
+    // is: a lower bound, said so. A replayed CUDA graph allocates its working set from the
+    // driver's separate graph memory pool: its own high-water mark is added.
     let (peak, peak_what) = match device.gpu() {
         None => (peak_host_mib(), "host resident"),
         Some(gpu) => match gpu.pool_peak_bytes()? {
+            Some(bytes) if captured.is_some() => (
+                Some((bytes + gpu.graph_mem_peak_bytes()?) as f64 / MIB),
+                "GPU pool + graph memory high-water",
+            ),
             Some(bytes) => (Some(bytes as f64 / MIB), "GPU pool high-water"),
             None => (
                 used_after

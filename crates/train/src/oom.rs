@@ -96,10 +96,11 @@ pub fn guard<T>(
         },
         Err(oom) => oom,
     };
-    // Whatever `f` allocated was dropped while unwinding; the stream-ordered pool hands the
-    // blocks back to the driver at a synchronisation, so the free figure counts them.
+    // Whatever `f` allocated was dropped while unwinding; once that has run (synchronise),
+    // trimming the pool hands the blocks back to the driver, so the free figure counts them.
     let mem = device.gpu().and_then(|gpu| {
         let _ = gpu.synchronize();
+        let _ = gpu.trim_pool(); // the pool keeps freed blocks (Gpu's release threshold)
         gpu.mem_info().ok()
     });
     Err(anyhow!(message(job, &oom, mem)))

@@ -166,7 +166,7 @@ impl<'a> Bench<'a> {
         let show =
             |p: Option<f64>, unit: &str| p.map_or("n/a".to_string(), |p| format!("{p:.1} {unit}"));
         println!(
-            "ceilings: memory {}, fp32 {}, bf16 tensor {} (% of peak uses the matching one)",
+            "ceilings: memory {}, fp32 {}, bf16 mma.sync {} (% of peak uses the matching one)",
             show(peak_gbs, "GB/s"),
             show(peak_tflops, "TFLOP/s"),
             show(peak_tensor, "TFLOP/s")

@@ -103,7 +103,7 @@ impl ConvShape {
     }
 
     /// Split-K plan for the weight gradient: `(splits, k_chunk)`. The reduction axis
-    /// K = N*OH*OW is cut into `splits` chunks of `k_chunk` (a multiple of 16) so that the
+    /// K = N*OH*OW is cut into `splits` chunks of `k_chunk` (a multiple of 32) so that the
     /// grid has at least ~512 blocks even when the weight tensor is a single 64x64 tile.
     pub fn weight_grad_plan(&self) -> (usize, usize) {
         const TARGET_BLOCKS: usize = 512;
@@ -113,7 +113,8 @@ impl ConvShape {
             self.c_out.div_ceil(CONV_TILE_M) * (self.c_in * self.k * self.k).div_ceil(CONV_TILE_N);
         let want = TARGET_BLOCKS.div_ceil(tiles).max(1);
         let chunk = k_total.div_ceil(want).max(MIN_CHUNK);
-        let chunk = chunk.div_ceil(CONV_TILE_K) * CONV_TILE_K;
+        // A multiple of both tiles' K (16 fp32, 32 bf16), so no split ends in a half tile.
+        let chunk = chunk.div_ceil(2 * CONV_TILE_K) * (2 * CONV_TILE_K);
         let splits = k_total.div_ceil(chunk).max(1);
         (splits, chunk)
     }
