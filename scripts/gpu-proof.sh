@@ -8,8 +8,8 @@
 #   bash scripts/gpu-proof.sh call1   # tests, speed table, sanitizer            (~5 min)
 #   bash scripts/gpu-proof.sh call2   # 30-epoch accuracy (ours bf16+graph, ours fp32, peer), kernel bench (~8 min)
 # Single stages: tests | speed | sanitize | accuracy | bench.
-#   tests     every test executable with --include-ignored: GPU-vs-CPU parity (tests/gpu_parity.rs,
-#             tests/gpu_fast_paths.rs), smoke, resident batches, e2e (GPU training, --cuda-graph
+#   tests     every test executable with --include-ignored: GPU-vs-CPU parity (tests/gpu/: parity.rs,
+#             fast_paths.rs), smoke, resident batches, e2e (GPU training, --cuda-graph
 #             equal to eager, out of memory)                                    -> tests.log
 #   speed     train bench in 4 modes vs torch_peer.py speed, one markdown table -> speed.log, speed.jsonl
 #   sanitize  compute-sanitizer memcheck, then racecheck, on a short training run, eager and

@@ -12,7 +12,7 @@
 //! which panics with a typed [`OutOfMemory`] payload that [`oom::catch`] turns into a value.
 //!
 //! GPU status: the CUDA branches are compiled, not yet run on a GPU (see
-//! `tests/gpu_parity.rs` at the workspace root for the checks that will prove them).
+//! `tests/gpu/` at the workspace root for the checks that will prove them).
 //!
 //! Layout is NCHW, contiguous, row-major, as in PyTorch, so results compare one to one.
 //! Every CPU op is deterministic: parallel reductions split work into a fixed number of chunks

@@ -3,7 +3,7 @@
 //! (the oracle) from the same random inputs.
 //!
 //! Every test is `#[ignore = "needs a CUDA GPU"]` and FAILS (never skips) without one:
-//! `cargo test -p resnet-cifar --test gpu_parity -- --include-ignored` on the GPU machine.
+//! `cargo test -p resnet-cifar --test gpu -- --include-ignored` on the GPU machine.
 //!
 //! Error measure: `‖gpu − cpu‖₂ / ‖cpu‖₂` over the whole tensor, in f64. The bound is stated at
 //! each check. Default 1e-5 (fp32, different summation order / fma on the GPU); exact where

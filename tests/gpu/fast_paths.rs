@@ -4,7 +4,7 @@
 //! SGD step over all parameters (`sgd_step_tensors`).
 //!
 //! Every test is `#[ignore = "needs a CUDA GPU"]` and FAILS (never skips) without one:
-//! `cargo test -p resnet-cifar --test gpu_fast_paths -- --include-ignored` on the GPU machine
+//! `cargo test -p resnet-cifar --test gpu -- --include-ignored` on the GPU machine
 //! (sm_80+).
 //!
 //! Error measure: `‖gpu − cpu‖₂ / ‖cpu‖₂` in f64, bound stated at each check.
@@ -66,7 +66,7 @@ fn assert_rel(what: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) {
     assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.2e}");
 }
 
-// As in gpu_parity.rs: batch 1, odd channels and sizes, stride 2, 1x1, the 4x4 maps of a
+// As in parity.rs: batch 1, odd channels and sizes, stride 2, 1x1, the 4x4 maps of a
 // four-stage network, one real CIFAR shape, and c_out > 64 (two tiles).
 const CONV_CASES: [([usize; 4], [usize; 4], usize); 9] = [
     ([1, 3, 5, 7], [4, 3, 3, 3], 1),
@@ -273,7 +273,7 @@ fn assert_same_bits(what: &str, a: &Tensor, b: &Tensor) {
 
 /// The fused BN+ReLU kernels (forward train/eval, backward with ReLU's backward) and the fused
 /// add+ReLU: bit-identical to the unfused GPU ops they replace (same arithmetic, same order),
-/// and within the BN tolerance (1e-5, see gpu_parity.rs) of the CPU engine.
+/// and within the BN tolerance (1e-5, see parity.rs) of the CPU engine.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn fused_bn_relu_and_add_relu_equal_the_unfused_ops() {
