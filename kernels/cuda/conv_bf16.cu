@@ -3,10 +3,15 @@
 //
 // Same semantics, same index maps (conv_ops.cuh: FwdOp, BwdDataOp, BwdWeightOp), same
 // outputs in fp32 memory, same deterministic split-K for the weight gradient (its reduction is
-// conv.cu's conv2d_backward_weight_reduce). Only the tile differs:
+// conv.cu's conv2d_backward_weight_reduce). Only the tile differs. 128 threads = 4 warps, each
+// owning MT x NT mma tiles of 16 x 8 (4 fp32 accumulators each), in one of three shapes chosen
+// by the GEMM's row count M — the channel count, which is small in the first stages:
 //
-//   block tile 64 (M) x 64 (N) x 32 (K), 128 threads = 4 warps in a 2 x 2 grid;
-//   each warp owns a 32 x 32 piece of C: 2 x 4 mma tiles of 16 x 8, 32 fp32 accumulators.
+//   (no suffix)  M > 32:   block 64 x 64 x 32, warps 2 x 2, each 32 x 32 (MT 2, NT 4)
+//   _m32         M <= 32:  block 32 x 128 x 32, warps 1 x 4, each 32 x 32 (MT 2, NT 4)
+//   _m16         M <= 16:  block 16 x 128 x 32, warps 1 x 4, each 16 x 32 (MT 1, NT 4)
+//
+// A 64-row tile at M = 16 (ResNet-20's first stage) would spend 3/4 of its MMAs on padding.
 //
 // Shared memory holds bf16 *pairs* along k (one 32-bit word = A[m][2j..2j+1] or
 // B[2j..2j+1][n]), which is exactly the register format mma wants, so a fragment is one
@@ -23,19 +28,25 @@
 #include "conv_ops.cuh"
 #include "mma_bf16.cuh"
 
-#define BF_TILE_M 64
-#define BF_TILE_N 64
 #define BF_TILE_K 32
 #define BF_THREADS 128
 #define BF_WORDS (BF_TILE_K / 2)  // bf16x2 words per tile row
 #define BF_STRIDE (BF_WORDS + 4)  // padded row: conflict-free fragment loads
 
-template <typename Op>
+// C[M, Ncols] += A[M, K] * B[K, Ncols] over [k_begin, k_end) for the tile at (blockIdx.y,
+// blockIdx.x), with WARPS_M x (4 / WARPS_M) warps of MT x NT mma tiles each.
+template <int WARPS_M, int MT, int NT, typename Op>
 __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, int k_begin,
                                                int k_end)
 {
-    __shared__ unsigned As[BF_TILE_M][BF_STRIDE];  // As[m][j] = A[m0+m][k0+2j .. +1]
-    __shared__ unsigned Bs[BF_TILE_N][BF_STRIDE];  // Bs[n][j] = B[k0+2j .. +1][n0+n]
+    const int WARPS_N = 4 / WARPS_M;
+    const int BM = WARPS_M * MT * 16;
+    const int BN = WARPS_N * NT * 8;
+    static_assert(WARPS_M * (4 / WARPS_M) == 4, "4 warps");
+    static_assert(BF_THREADS % (4 / WARPS_M * NT * 8) == 0, "one B column per thread");
+    static_assert((WARPS_M * MT * 16 * BF_WORDS) % BF_THREADS == 0, "whole A words per thread");
+    __shared__ unsigned As[WARPS_M * MT * 16][BF_STRIDE];        // As[m][j] = A[m0+m][k0+2j .. +1]
+    __shared__ unsigned Bs[(4 / WARPS_M) * NT * 8][BF_STRIDE];   // Bs[n][j] = B[k0+2j .. +1][n0+n]
     __shared__ typename Op::KInfo kinfo[BF_TILE_K];  // the tile's reduction indices, decoded once
 
     const int tid = threadIdx.x;
@@ -43,30 +54,30 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
     const int warp = tid / 32;
     const int g = lane / 4;  // fragment row group
     const int t = lane % 4;  // thread in group
-    const int wm = (warp / 2) * 32;
-    const int wn = (warp % 2) * 32;
-    const int m0 = blockIdx.y * BF_TILE_M;
-    const int n0 = blockIdx.x * BF_TILE_N;
-    // Every B pair this thread loads is in column tid % BF_TILE_N (BF_THREADS is a multiple of
-    // BF_TILE_N), so the column is decoded once for the whole K loop.
-    const int bn = n0 + tid % BF_TILE_N;
+    const int wm = (warp / WARPS_N) * MT * 16;
+    const int wn = (warp % WARPS_N) * NT * 8;
+    const int m0 = blockIdx.y * BM;
+    const int n0 = blockIdx.x * BN;
+    // Every B pair this thread loads is in column tid % BN (BF_THREADS is a multiple of BN),
+    // so the column is decoded once for the whole K loop.
+    const int bn = n0 + tid % BN;
     const typename Op::Col bcol = op.col(bn < Ncols ? bn : 0);
 
-    float acc[2][4][4];
+    float acc[MT][NT][4];
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < MT; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
+        for (int j = 0; j < NT; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
     for (int k0 = k_begin; k0 < k_end; k0 += BF_TILE_K) {
         if (tid < BF_TILE_K && k0 + tid < k_end) kinfo[tid] = op.kinfo(k0 + tid);
         __syncthreads();
-        // A: 64 rows x 16 pairs, 8 per thread, pair index fastest (A rows are k-contiguous for
-        // forward and backward-weight's dy rows are pixel-contiguous: both read consecutively).
+        // A: BM rows x 16 pairs, pair index fastest (A rows are k-contiguous for forward and
+        // backward-weight's dy rows are pixel-contiguous: both read consecutively).
 #pragma unroll
-        for (int r = 0; r < 8; ++r) {
+        for (int r = 0; r < BM * BF_WORDS / BF_THREADS; ++r) {
             const int idx = tid + r * BF_THREADS;
             const int mm = idx / BF_WORDS;
             const int j = idx % BF_WORDS;
@@ -76,24 +87,24 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
             const float hi = (m < M && k + 1 < k_end) ? op.a(m, kinfo[2 * j + 1], k + 1) : 0.0f;
             As[mm][j] = pack_bf16x2(lo, hi);
         }
-        // B: 16 pairs x 64 columns, 8 per thread, column fastest (pixels are contiguous).
+        // B: 16 pairs x BN columns, column fastest (pixels are contiguous).
 #pragma unroll
-        for (int r = 0; r < 8; ++r) {
+        for (int r = 0; r < BN * BF_WORDS / BF_THREADS; ++r) {
             const int idx = tid + r * BF_THREADS;
-            const int j = idx / BF_TILE_N;
+            const int j = idx / BN;
             const int k = k0 + 2 * j;
             const float lo = (bn < Ncols && k < k_end) ? op.b(kinfo[2 * j], bcol) : 0.0f;
             const float hi = (bn < Ncols && k + 1 < k_end) ? op.b(kinfo[2 * j + 1], bcol) : 0.0f;
-            Bs[idx % BF_TILE_N][j] = pack_bf16x2(lo, hi);
+            Bs[idx % BN][j] = pack_bf16x2(lo, hi);
         }
         __syncthreads();
 
         // Two k16 steps per tile; a k16 step spans 8 words, its upper half (k+8..) 4 words on.
 #pragma unroll
         for (int ks = 0; ks < BF_WORDS; ks += 8) {
-            unsigned a[2][4], b[4][2];
+            unsigned a[MT][4], b[NT][2];
 #pragma unroll
-            for (int i = 0; i < 2; ++i) {
+            for (int i = 0; i < MT; ++i) {
                 const int row = wm + 16 * i + g;
                 a[i][0] = As[row][ks + t];
                 a[i][1] = As[row + 8][ks + t];
@@ -101,24 +112,24 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
                 a[i][3] = As[row + 8][ks + t + 4];
             }
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
+            for (int j = 0; j < NT; ++j) {
                 const int col = wn + 8 * j + g;
                 b[j][0] = Bs[col][ks + t];
                 b[j][1] = Bs[col][ks + t + 4];
             }
 #pragma unroll
-            for (int i = 0; i < 2; ++i)
+            for (int i = 0; i < MT; ++i)
 #pragma unroll
-                for (int j = 0; j < 4; ++j) mma_bf16_16x8x16(acc[i][j], a[i], b[j]);
+                for (int j = 0; j < NT; ++j) mma_bf16_16x8x16(acc[i][j], a[i], b[j]);
         }
         __syncthreads();
     }
 
     // acc[i][j][2h + e] is C[wm + 16i + g + 8h][wn + 8j + 2t + e].
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < MT; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
+        for (int j = 0; j < NT; ++j)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const int m = m0 + wm + 16 * i + g + 8 * h;
@@ -131,36 +142,35 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
             }
 }
 
-// y = conv(x, w) + beta * y.  grid = (ceil(N*OH*OW/64), ceil(CO/64)), block = 128.
-extern "C" __global__ void __launch_bounds__(BF_THREADS)
-conv2d_forward_bf16(const float* __restrict__ x, const float* __restrict__ w, float* y,
-                    int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
-                    float beta)
+// The three passes for one tile shape; the extern "C" entry points below pick the shape.
+template <int WARPS_M, int MT, int NT>
+__device__ __forceinline__ void conv_forward_bf16(const float* x, const float* w, float* y, int N,
+                                                  int C, int H, int W, int CO, int OH, int OW,
+                                                  int KS, int S, int P, float beta)
 {
     FwdOp op;
     op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
     op.x = x; op.w = w; op.y = y; op.beta = beta;
-    gemm_tile_bf16(op, CO, N * OH * OW, 0, C * KS * KS);
+    gemm_tile_bf16<WARPS_M, MT, NT>(op, CO, N * OH * OW, 0, C * KS * KS);
 }
 
-// dx = conv_transpose(dy, w) + beta * dx.  grid = (ceil(N*H*W/64), ceil(C/64)), block = 128.
-extern "C" __global__ void __launch_bounds__(BF_THREADS)
-conv2d_backward_data_bf16(const float* __restrict__ dy, const float* __restrict__ w, float* dx,
-                          int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
-                          int P, float beta)
+template <int WARPS_M, int MT, int NT>
+__device__ __forceinline__ void conv_backward_data_bf16(const float* dy, const float* w,
+                                                        float* dx, int N, int C, int H, int W,
+                                                        int CO, int OH, int OW, int KS, int S,
+                                                        int P, float beta)
 {
     BwdDataOp op;
     op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
     op.dy = dy; op.w = w; op.dx = dx; op.beta = beta;
-    gemm_tile_bf16(op, C, N * H * W, 0, CO * KS * KS);
+    gemm_tile_bf16<WARPS_M, MT, NT>(op, C, N * H * W, 0, CO * KS * KS);
 }
 
-// Partial dw sums, as conv2d_backward_weight_partial (then conv2d_backward_weight_reduce).
-// grid = (ceil(C*KS*KS/64), ceil(CO/64), splits), block = 128.
-extern "C" __global__ void __launch_bounds__(BF_THREADS)
-conv2d_backward_weight_partial_bf16(const float* __restrict__ dy, const float* __restrict__ x,
-                                    float* __restrict__ part, int N, int C, int H, int W, int CO,
-                                    int OH, int OW, int KS, int S, int P, int k_chunk)
+// Split z covers reduction indices [z*k_chunk, min((z+1)*k_chunk, N*OH*OW)), as in conv.cu.
+template <int WARPS_M, int MT, int NT>
+__device__ __forceinline__ void conv_backward_weight_partial_bf16(
+    const float* dy, const float* x, float* part, int N, int C, int H, int W, int CO, int OH,
+    int OW, int KS, int S, int P, int k_chunk)
 {
     BwdWeightOp op;
     op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
@@ -170,5 +180,94 @@ conv2d_backward_weight_partial_bf16(const float* __restrict__ dy, const float* _
     const int K = N * OH * OW;
     const int kb = blockIdx.z * k_chunk;
     const int ke = min(K, kb + k_chunk);
-    gemm_tile_bf16(op, CO, C * KS * KS, kb, ke);
+    gemm_tile_bf16<WARPS_M, MT, NT>(op, CO, C * KS * KS, kb, ke);
+}
+
+// ---- entry points: grid = (ceil(Ncols / BN), ceil(M / BM), splits), block = 128 -------------
+// (M, Ncols) = (CO, N*OH*OW) forward, (C, N*H*W) backward-data, (CO, C*KS*KS) backward-weight.
+
+// y = conv(x, w) + beta * y, 64 x 64 tiles (M > 32).
+extern "C" __global__ void __launch_bounds__(BF_THREADS)
+conv2d_forward_bf16(const float* __restrict__ x, const float* __restrict__ w, float* y,
+                    int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
+                    float beta)
+{
+    conv_forward_bf16<2, 2, 4>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+}
+
+// The same, 32 x 128 tiles (M <= 32).
+extern "C" __global__ void __launch_bounds__(BF_THREADS)
+conv2d_forward_bf16_m32(const float* __restrict__ x, const float* __restrict__ w, float* y,
+                        int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
+                        float beta)
+{
+    conv_forward_bf16<1, 2, 4>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+}
+
+// The same, 16 x 128 tiles (M <= 16).
+extern "C" __global__ void __launch_bounds__(BF_THREADS)
+conv2d_forward_bf16_m16(const float* __restrict__ x, const float* __restrict__ w, float* y,
+                        int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
+                        float beta)
+{
+    conv_forward_bf16<1, 1, 4>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+}
+
+// dx = conv_transpose(dy, w) + beta * dx, 64 x 64 tiles (M = C > 32).
+extern "C" __global__ void __launch_bounds__(BF_THREADS)
+conv2d_backward_data_bf16(const float* __restrict__ dy, const float* __restrict__ w, float* dx,
+                          int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
+                          int P, float beta)
+{
+    conv_backward_data_bf16<2, 2, 4>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+}
+
+// The same, 32 x 128 tiles (C <= 32).
+extern "C" __global__ void __launch_bounds__(BF_THREADS)
+conv2d_backward_data_bf16_m32(const float* __restrict__ dy, const float* __restrict__ w,
+                              float* dx, int N, int C, int H, int W, int CO, int OH, int OW,
+                              int KS, int S, int P, float beta)
+{
+    conv_backward_data_bf16<1, 2, 4>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+}
+
+// The same, 16 x 128 tiles (C <= 16).
+extern "C" __global__ void __launch_bounds__(BF_THREADS)
+conv2d_backward_data_bf16_m16(const float* __restrict__ dy, const float* __restrict__ w,
+                              float* dx, int N, int C, int H, int W, int CO, int OH, int OW,
+                              int KS, int S, int P, float beta)
+{
+    conv_backward_data_bf16<1, 1, 4>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+}
+
+// Partial dw sums (then conv.cu's conv2d_backward_weight_reduce), 64 x 64 tiles (CO > 32).
+extern "C" __global__ void __launch_bounds__(BF_THREADS)
+conv2d_backward_weight_partial_bf16(const float* __restrict__ dy, const float* __restrict__ x,
+                                    float* __restrict__ part, int N, int C, int H, int W, int CO,
+                                    int OH, int OW, int KS, int S, int P, int k_chunk)
+{
+    conv_backward_weight_partial_bf16<2, 2, 4>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P,
+                                               k_chunk);
+}
+
+// The same, 32 x 128 tiles (CO <= 32).
+extern "C" __global__ void __launch_bounds__(BF_THREADS)
+conv2d_backward_weight_partial_bf16_m32(const float* __restrict__ dy,
+                                        const float* __restrict__ x, float* __restrict__ part,
+                                        int N, int C, int H, int W, int CO, int OH, int OW,
+                                        int KS, int S, int P, int k_chunk)
+{
+    conv_backward_weight_partial_bf16<1, 2, 4>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P,
+                                               k_chunk);
+}
+
+// The same, 16 x 128 tiles (CO <= 16).
+extern "C" __global__ void __launch_bounds__(BF_THREADS)
+conv2d_backward_weight_partial_bf16_m16(const float* __restrict__ dy,
+                                        const float* __restrict__ x, float* __restrict__ part,
+                                        int N, int C, int H, int W, int CO, int OH, int OW,
+                                        int KS, int S, int P, int k_chunk)
+{
+    conv_backward_weight_partial_bf16<1, 1, 4>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P,
+                                               k_chunk);
 }

@@ -167,28 +167,73 @@ void emu_conv2d_backward_weight_reduce(EmuDim3 g, EmuDim3 b, const float* part, 
     EMU_LAUNCH(g, b, conv2d_backward_weight_reduce(part, dw, wlen, splits, beta));
 }
 
-// ---- conv_bf16.cu — the same configs with block = CONV_BF16_THREADS; the reduce is conv.cu's --
-void emu_conv2d_forward_bf16(EmuDim3 g, EmuDim3 b, const float* x, const float* w, float* y,
-                             int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
-                             int P, float beta)
+// ---- conv_bf16.cu — the same configs, block = CONV_BF16_THREADS, tile by Bf16Tile::for_rows;
+// the reduce is conv.cu's ----------------------------------------------------------------------
+void emu_conv2d_forward_bf16(EmuDim3 g, EmuDim3 b, const float* x, const float* w,
+                                 float* y, int N, int C, int H, int W, int CO, int OH, int OW,
+                                 int KS, int S, int P, float beta)
 {
     EMU_LAUNCH(g, b, conv2d_forward_bf16(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta));
 }
 void emu_conv2d_backward_data_bf16(EmuDim3 g, EmuDim3 b, const float* dy, const float* w,
-                                   float* dx, int N, int C, int H, int W, int CO, int OH, int OW,
-                                   int KS, int S, int P, float beta)
+                                       float* dx, int N, int C, int H, int W, int CO, int OH,
+                                       int OW, int KS, int S, int P, float beta)
 {
     EMU_LAUNCH(g, b,
                conv2d_backward_data_bf16(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta));
 }
 void emu_conv2d_backward_weight_partial_bf16(EmuDim3 g, EmuDim3 b, const float* dy,
-                                             const float* x, float* part, int N, int C, int H,
-                                             int W, int CO, int OH, int OW, int KS, int S, int P,
-                                             int k_chunk)
+                                                 const float* x, float* part, int N, int C,
+                                                 int H, int W, int CO, int OH, int OW, int KS,
+                                                 int S, int P, int k_chunk)
 {
     EMU_LAUNCH(g, b,
-               conv2d_backward_weight_partial_bf16(dy, x, part, N, C, H, W, CO, OH, OW, KS, S,
-                                                   P, k_chunk));
+               conv2d_backward_weight_partial_bf16(dy, x, part, N, C, H, W, CO, OH, OW, KS,
+                                                       S, P, k_chunk));
+}
+void emu_conv2d_forward_bf16_m32(EmuDim3 g, EmuDim3 b, const float* x, const float* w,
+                                 float* y, int N, int C, int H, int W, int CO, int OH, int OW,
+                                 int KS, int S, int P, float beta)
+{
+    EMU_LAUNCH(g, b, conv2d_forward_bf16_m32(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+}
+void emu_conv2d_backward_data_bf16_m32(EmuDim3 g, EmuDim3 b, const float* dy, const float* w,
+                                       float* dx, int N, int C, int H, int W, int CO, int OH,
+                                       int OW, int KS, int S, int P, float beta)
+{
+    EMU_LAUNCH(g, b,
+               conv2d_backward_data_bf16_m32(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+}
+void emu_conv2d_backward_weight_partial_bf16_m32(EmuDim3 g, EmuDim3 b, const float* dy,
+                                                 const float* x, float* part, int N, int C,
+                                                 int H, int W, int CO, int OH, int OW, int KS,
+                                                 int S, int P, int k_chunk)
+{
+    EMU_LAUNCH(g, b,
+               conv2d_backward_weight_partial_bf16_m32(dy, x, part, N, C, H, W, CO, OH, OW, KS,
+                                                       S, P, k_chunk));
+}
+void emu_conv2d_forward_bf16_m16(EmuDim3 g, EmuDim3 b, const float* x, const float* w,
+                                 float* y, int N, int C, int H, int W, int CO, int OH, int OW,
+                                 int KS, int S, int P, float beta)
+{
+    EMU_LAUNCH(g, b, conv2d_forward_bf16_m16(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+}
+void emu_conv2d_backward_data_bf16_m16(EmuDim3 g, EmuDim3 b, const float* dy, const float* w,
+                                       float* dx, int N, int C, int H, int W, int CO, int OH,
+                                       int OW, int KS, int S, int P, float beta)
+{
+    EMU_LAUNCH(g, b,
+               conv2d_backward_data_bf16_m16(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+}
+void emu_conv2d_backward_weight_partial_bf16_m16(EmuDim3 g, EmuDim3 b, const float* dy,
+                                                 const float* x, float* part, int N, int C,
+                                                 int H, int W, int CO, int OH, int OW, int KS,
+                                                 int S, int P, int k_chunk)
+{
+    EMU_LAUNCH(g, b,
+               conv2d_backward_weight_partial_bf16_m16(dy, x, part, N, C, H, W, CO, OH, OW, KS,
+                                                       S, P, k_chunk));
 }
 
 // ---- loss.cu — launch/loss.rs: xent_config() = grid 1, block XENT_THREADS ---------------------

@@ -95,8 +95,14 @@ pub const KERNELS: &[(&str, &[&str])] = &[
         "conv_bf16",
         &[
             "conv2d_forward_bf16",
+            "conv2d_forward_bf16_m32",
+            "conv2d_forward_bf16_m16",
             "conv2d_backward_data_bf16",
+            "conv2d_backward_data_bf16_m32",
+            "conv2d_backward_data_bf16_m16",
             "conv2d_backward_weight_partial_bf16",
+            "conv2d_backward_weight_partial_bf16_m32",
+            "conv2d_backward_weight_partial_bf16_m16",
         ],
     ),
     (

@@ -394,12 +394,34 @@ const FP32_CONV: ConvKernels = ConvKernels {
     backward_data: emu_conv2d_backward_data,
     weight_partial: emu_conv2d_backward_weight_partial,
 };
-const BF16_CONV: ConvKernels = ConvKernels {
-    precision: Precision::Bf16,
-    forward: emu_conv2d_forward_bf16,
-    backward_data: emu_conv2d_backward_data_bf16,
-    weight_partial: emu_conv2d_backward_weight_partial_bf16,
-};
+/// The kernels the launcher uses for `precision` and a GEMM of `m` rows (the bf16 tile shape
+/// depends on it: `kl::Bf16Tile`).
+fn conv_kernels(precision: Precision, m: usize) -> ConvKernels {
+    let bf16 = |forward, backward_data, weight_partial| ConvKernels {
+        precision: Precision::Bf16,
+        forward,
+        backward_data,
+        weight_partial,
+    };
+    match (precision, kl::Bf16Tile::for_rows(m)) {
+        (Precision::Fp32, _) => FP32_CONV,
+        (Precision::Bf16, kl::Bf16Tile::M64) => bf16(
+            emu_conv2d_forward_bf16,
+            emu_conv2d_backward_data_bf16,
+            emu_conv2d_backward_weight_partial_bf16,
+        ),
+        (Precision::Bf16, kl::Bf16Tile::M32) => bf16(
+            emu_conv2d_forward_bf16_m32,
+            emu_conv2d_backward_data_bf16_m32,
+            emu_conv2d_backward_weight_partial_bf16_m32,
+        ),
+        (Precision::Bf16, kl::Bf16Tile::M16) => bf16(
+            emu_conv2d_forward_bf16_m16,
+            emu_conv2d_backward_data_bf16_m16,
+            emu_conv2d_backward_weight_partial_bf16_m16,
+        ),
+    }
+}
 
 /// (grid, block) of a launcher's `LaunchConfig`.
 macro_rules! cfg_of {
@@ -523,7 +545,7 @@ impl ConvCase {
 /// (`tensor::conv::*_with`), on shapes that cover: 3x3 and 1x1, stride 1 and 2, odd maps,
 /// batch 1 and 3, c_out > 64 (two M tiles forward / weight), c_in > 64 (two M tiles
 /// backward-data, many K tiles), K not a multiple of the tile's 16 or 32.
-fn check_conv_kernels(k: &ConvKernels, seed: u64) {
+fn check_conv_kernels(precision: Precision, seed: u64) {
     let mut r = rng(seed);
     for (n, c_in, hw, c_out, ks, stride) in [
         (1, 3, 4, 5, 3, 1),
@@ -532,6 +554,11 @@ fn check_conv_kernels(k: &ConvKernels, seed: u64) {
         (1, 5, 7, 7, 1, 1),
         (3, 3, 4, 67, 3, 1),
         (1, 67, 4, 3, 3, 2),
+        // bf16's narrow tiles: 17..32 rows forward and backward (32 x 128), and more than one
+        // 128-wide column tile at 7 rows (16 x 128).
+        (2, 20, 5, 24, 3, 1),
+        (1, 33, 3, 17, 3, 2),
+        (3, 5, 8, 7, 3, 1),
     ] {
         let case = ConvCase {
             s: kl::ConvShape {
@@ -545,8 +572,10 @@ fn check_conv_kernels(k: &ConvKernels, seed: u64) {
             },
         };
         let s = case.s;
-        let p = k.precision;
+        let p = precision;
         let tag = format!("{p} {s:?}");
+        // The GEMM rows: output channels forward / weight gradient, input channels backward.
+        let (k_out, k_in) = (conv_kernels(p, c_out), conv_kernels(p, c_in));
         let x = rand_vec(&mut r, s.x_len());
         let wt = rand_vec(&mut r, s.w_len());
         let dy = rand_vec(&mut r, s.y_len());
@@ -578,7 +607,7 @@ fn check_conv_kernels(k: &ConvKernels, seed: u64) {
             let old = fresh(&mut r, s.y_len());
             let mut y = old.clone();
             let cfg = cfg_of!(kl::conv2d_forward_config(&s, p));
-            case.gemm(k.forward, cfg, &x, &wt, &mut y, beta);
+            case.gemm(k_out.forward, cfg, &x, &wt, &mut y, beta);
             assert_close(
                 &format!("conv fwd beta={beta} {tag}"),
                 &y,
@@ -589,7 +618,7 @@ fn check_conv_kernels(k: &ConvKernels, seed: u64) {
             let old = fresh(&mut r, s.x_len());
             let mut dx = old.clone();
             let cfg = cfg_of!(kl::conv2d_backward_data_config(&s, p));
-            case.gemm(k.backward_data, cfg, &dy, &wt, &mut dx, beta);
+            case.gemm(k_in.backward_data, cfg, &dy, &wt, &mut dx, beta);
             assert_close(
                 &format!("conv bwd-data beta={beta} {tag}"),
                 &dx,
@@ -605,7 +634,7 @@ fn check_conv_kernels(k: &ConvKernels, seed: u64) {
             for plan in [s.weight_grad_plan(), forced] {
                 let old = fresh(&mut r, s.w_len());
                 let mut dw = old.clone();
-                case.backward_weight(k, &dy, &x, &mut dw, plan, beta);
+                case.backward_weight(&k_out, &dy, &x, &mut dw, plan, beta);
                 assert_close(
                     &format!("conv bwd-weight beta={beta} plan={plan:?} {tag}"),
                     &dw,
@@ -621,7 +650,7 @@ fn check_conv_kernels(k: &ConvKernels, seed: u64) {
 /// terms, different order; reduction lengths ≤ 603.
 #[test]
 fn conv_kernels_match_cpu() {
-    check_conv_kernels(&FP32_CONV, 4);
+    check_conv_kernels(Precision::Fp32, 4);
 }
 
 /// The tensor-core tiles (bf16 operands, emulated `mma.sync` fragments) vs the CPU engine's
@@ -630,7 +659,7 @@ fn conv_kernels_match_cpu() {
 /// left unrounded (up to 2^-8 ≈ 4e-3 off per operand), fails it.
 #[test]
 fn conv_bf16_kernels_match_cpu_twin() {
-    check_conv_kernels(&BF16_CONV, 5);
+    check_conv_kernels(Precision::Bf16, 5);
 }
 
 /// bf16 against the exact f32 conv: off by the rounding of the operands, ≤ 2^-8 per operand
@@ -658,7 +687,14 @@ fn conv_bf16_is_a_bf16_approximation_of_fp32() {
     );
     let mut y = nan_vec(s.y_len());
     let cfg = cfg_of!(kl::conv2d_forward_config(&s, Precision::Bf16));
-    case.gemm(emu_conv2d_forward_bf16, cfg, &x, &wt, &mut y, 0.0);
+    case.gemm(
+        conv_kernels(Precision::Bf16, s.c_out).forward,
+        cfg,
+        &x,
+        &wt,
+        &mut y,
+        0.0,
+    );
     let e = rel_err(&y, exact.data());
     assert!(
         (1e-4..1e-2).contains(&e),

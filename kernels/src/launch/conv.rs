@@ -16,14 +16,38 @@ pub const CONV_TILE_N: usize = 64;
 pub const CONV_TILE_K: usize = 16;
 /// Threads per conv block (conv.cu's THREADS).
 pub const CONV_THREADS: u32 = 256;
-/// Threads per bf16 conv block (conv_bf16.cu's BF_THREADS: 4 warps). Its tile is 64 x 64 too,
-/// so both precisions share the grids below.
+/// Threads per bf16 conv block (conv_bf16.cu's BF_THREADS: 4 warps), in every tile shape.
 pub const CONV_BF16_THREADS: u32 = 128;
 
-fn conv_threads(p: Precision) -> u32 {
-    match p {
-        Precision::Fp32 => CONV_THREADS,
-        Precision::Bf16 => CONV_BF16_THREADS,
+/// The block tile of a bf16 conv GEMM, chosen by its row count M (output channels forward and
+/// for the weight gradient, input channels for the data gradient): a 64-row tile at M = 16
+/// would spend 3/4 of its tensor-core work on padding. The kernel names carry the suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bf16Tile {
+    /// 16 x 128 (`_m16`), for M <= 16.
+    M16,
+    /// 32 x 128 (`_m32`), for 16 < M <= 32.
+    M32,
+    /// 64 x 64 (no suffix), for M > 32.
+    M64,
+}
+
+impl Bf16Tile {
+    /// The tile for a GEMM with `m` rows.
+    pub fn for_rows(m: usize) -> Bf16Tile {
+        match m {
+            0..=16 => Bf16Tile::M16,
+            17..=32 => Bf16Tile::M32,
+            _ => Bf16Tile::M64,
+        }
+    }
+    /// (rows, columns) of the block tile.
+    pub fn dims(self) -> (usize, usize) {
+        match self {
+            Bf16Tile::M16 => (16, 128),
+            Bf16Tile::M32 => (32, 128),
+            Bf16Tile::M64 => (64, 64),
+        }
     }
 }
 
@@ -157,13 +181,13 @@ impl ConvArgs {
 }
 
 fn gemm_grid(m: usize, ncols: usize, z: usize, p: Precision) -> LaunchConfig {
+    let ((bm, bn), threads) = match p {
+        Precision::Fp32 => ((CONV_TILE_M, CONV_TILE_N), CONV_THREADS),
+        Precision::Bf16 => (Bf16Tile::for_rows(m).dims(), CONV_BF16_THREADS),
+    };
     LaunchConfig {
-        grid_dim: (
-            ncols.div_ceil(CONV_TILE_N) as u32,
-            m.div_ceil(CONV_TILE_M) as u32,
-            z as u32,
-        ),
-        block_dim: (conv_threads(p), 1, 1),
+        grid_dim: (ncols.div_ceil(bn) as u32, m.div_ceil(bm) as u32, z as u32),
+        block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     }
 }
@@ -212,11 +236,17 @@ pub fn conv2d_forward(
         p,
     } = a;
     let cfg = conv2d_forward_config(shape, precision);
-    match precision {
-        Precision::Fp32 => launch!(gpu, "conv2d_forward", cfg,
+    match (precision, Bf16Tile::for_rows(shape.c_out)) {
+        (Precision::Fp32, _) => launch!(gpu, "conv2d_forward", cfg,
             [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
              i32 ks, i32 s, i32 p, f32 beta]),
-        Precision::Bf16 => launch!(gpu, "conv2d_forward_bf16", cfg,
+        (Precision::Bf16, Bf16Tile::M64) => launch!(gpu, "conv2d_forward_bf16", cfg,
+            [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
+             i32 ks, i32 s, i32 p, f32 beta]),
+        (Precision::Bf16, Bf16Tile::M32) => launch!(gpu, "conv2d_forward_bf16_m32", cfg,
+            [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
+             i32 ks, i32 s, i32 p, f32 beta]),
+        (Precision::Bf16, Bf16Tile::M16) => launch!(gpu, "conv2d_forward_bf16_m16", cfg,
             [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
              i32 ks, i32 s, i32 p, f32 beta]),
     }
@@ -250,11 +280,17 @@ pub fn conv2d_backward_data(
         p,
     } = a;
     let cfg = conv2d_backward_data_config(shape, precision);
-    match precision {
-        Precision::Fp32 => launch!(gpu, "conv2d_backward_data", cfg,
+    match (precision, Bf16Tile::for_rows(shape.c_in)) {
+        (Precision::Fp32, _) => launch!(gpu, "conv2d_backward_data", cfg,
             [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
              i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
-        Precision::Bf16 => launch!(gpu, "conv2d_backward_data_bf16", cfg,
+        (Precision::Bf16, Bf16Tile::M64) => launch!(gpu, "conv2d_backward_data_bf16", cfg,
+            [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+             i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
+        (Precision::Bf16, Bf16Tile::M32) => launch!(gpu, "conv2d_backward_data_bf16_m32", cfg,
+            [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+             i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
+        (Precision::Bf16, Bf16Tile::M16) => launch!(gpu, "conv2d_backward_data_bf16_m16", cfg,
             [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
              i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
     }
@@ -308,11 +344,20 @@ pub fn conv2d_backward_weight(
     {
         let ws = workspace;
         let cfg = conv2d_backward_weight_config(shape, precision);
-        match precision {
-            Precision::Fp32 => launch!(gpu, "conv2d_backward_weight_partial", cfg,
+        match (precision, Bf16Tile::for_rows(shape.c_out)) {
+            (Precision::Fp32, _) => launch!(gpu, "conv2d_backward_weight_partial", cfg,
                 [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
                  i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?,
-            Precision::Bf16 => launch!(gpu, "conv2d_backward_weight_partial_bf16", cfg,
+            (Precision::Bf16, Bf16Tile::M64) => launch!(gpu,
+                "conv2d_backward_weight_partial_bf16", cfg,
+                [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?,
+            (Precision::Bf16, Bf16Tile::M32) => launch!(gpu,
+                "conv2d_backward_weight_partial_bf16_m32", cfg,
+                [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?,
+            (Precision::Bf16, Bf16Tile::M16) => launch!(gpu,
+                "conv2d_backward_weight_partial_bf16_m16", cfg,
                 [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
                  i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?,
         }
@@ -370,9 +415,24 @@ mod tests {
         let f = conv2d_forward_config(&s, Precision::Fp32);
         assert_eq!(f.grid_dim, ((128 * 16 * 16usize).div_ceil(64) as u32, 1, 1));
         assert_eq!(f.block_dim, (CONV_THREADS, 1, 1));
+        // bf16 at 32 output channels: the 32 x 128 tile.
         let b = conv2d_forward_config(&s, Precision::Bf16);
-        assert_eq!(b.grid_dim, f.grid_dim);
+        assert_eq!(
+            b.grid_dim,
+            ((128 * 16 * 16usize).div_ceil(128) as u32, 1, 1)
+        );
         assert_eq!(b.block_dim, (CONV_BF16_THREADS, 1, 1));
+        for (m, tile, rows) in [
+            (1, Bf16Tile::M16, 16),
+            (16, Bf16Tile::M16, 16),
+            (17, Bf16Tile::M32, 32),
+            (32, Bf16Tile::M32, 32),
+            (33, Bf16Tile::M64, 64),
+            (512, Bf16Tile::M64, 64),
+        ] {
+            assert_eq!(Bf16Tile::for_rows(m), tile, "m = {m}");
+            assert_eq!(tile.dims().0, rows);
+        }
         let d = conv2d_backward_data_config(&s, Precision::Fp32);
         assert_eq!(d.grid_dim, ((128 * 32 * 32usize).div_ceil(64) as u32, 1, 1));
         let w = conv2d_backward_weight_config(&s, Precision::Fp32);
