@@ -23,7 +23,7 @@
 //
 // Not yet tuned (speed work, by measurement on the device): no cp.async double buffering,
 // scalar gathers (the index decoding is hoisted: see conv_ops.cuh), stores straight from the
-// accumulator fragments, a 64-row tile even where M (the channel count) is 16 or 32.
+// accumulator fragments.
 
 #include "conv_ops.cuh"
 #include "mma_bf16.cuh"
