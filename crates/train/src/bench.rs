@@ -65,6 +65,10 @@ fn gpu_used(device: &Device) -> Result<Option<usize>> {
 }
 
 fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<()> {
+    ensure!(
+        !args.cuda_graph || device.is_cuda(),
+        "--cuda-graph needs a GPU, but the bench runs on {device}"
+    );
     // Device memory in use before the model exists (context, loaded kernels).
     let used_before = gpu_used(device)?;
     let mut model = ResNet::new(config, 0);
