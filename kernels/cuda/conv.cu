@@ -26,8 +26,10 @@
 template <typename Op>
 __device__ __forceinline__ void gemm_tile(const Op& op, int M, int Ncols, int k_begin, int k_end)
 {
-    // +1 padding: As is written k-fastest by consecutive threads; the pad avoids bank conflicts.
-    __shared__ float As[TILE_K][TILE_M + 1];
+    // Row stride TILE_M + 2 (66 = 2 mod 32): As is written k-fastest, 16 k values by each half
+    // warp at rows m and m + 1, so banks (2k + m) mod 32 are all distinct (a stride of 65 would
+    // put (k, m+1) on the bank of (k+1, m)). Reads are broadcasts either way.
+    __shared__ float As[TILE_K][TILE_M + 2];
     __shared__ float Bs[TILE_K][TILE_N];
     __shared__ typename Op::KInfo kinfo[TILE_K];  // the tile's reduction indices, decoded once
 

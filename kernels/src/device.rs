@@ -153,6 +153,45 @@ impl Gpu {
         .map_err(|e| KernelError::driver("setting the memory pool's release threshold", e))
     }
 
+    /// The loaded kernel modules (a captured graph keeps them alive).
+    pub(crate) fn modules(&self) -> &[Arc<CudaModule>] {
+        &self._modules
+    }
+
+    /// Bytes in use from the stream-ordered pool right now (`None` without a pool).
+    pub fn pool_used_bytes(&self) -> Result<Option<u64>> {
+        let Some(pool) = self.current_pool()? else {
+            return Ok(None);
+        };
+        let mut used: u64 = 0;
+        // SAFETY: a valid pool; USED_MEM_CURRENT is a cuuint64_t.
+        unsafe {
+            result::mem_pool::get_attribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT,
+                (&mut used as *mut u64).cast(),
+            )
+        }
+        .map_err(|e| KernelError::driver("reading the memory pool's use", e))?;
+        Ok(Some(used))
+    }
+
+    /// Bytes of device memory associated with CUDA graphs right now (their working sets).
+    pub fn graph_mem_used_bytes(&self) -> Result<u64> {
+        let mut used: u64 = 0;
+        // SAFETY: a valid device; USED_MEM_CURRENT is a cuuint64_t.
+        unsafe {
+            sys::cuDeviceGetGraphMemAttribute(
+                self.ctx.cu_device(),
+                sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT,
+                (&mut used as *mut u64).cast(),
+            )
+        }
+        .result()
+        .map_err(|e| KernelError::driver("reading the graph memory in use", e))?;
+        Ok(used)
+    }
+
     /// The CUDA context.
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
@@ -265,38 +304,6 @@ impl Gpu {
         unsafe { sys::cuMemPoolTrimTo(pool, 0) }
             .result()
             .map_err(|e| KernelError::driver("trimming the memory pool", e))
-    }
-
-    /// The high-water mark of memory allocated by CUDA graphs on this device (their own pool,
-    /// separate from the stream-ordered one) since [`Gpu::reset_graph_mem_peak`], in bytes.
-    pub fn graph_mem_peak_bytes(&self) -> Result<u64> {
-        let mut high: u64 = 0;
-        // SAFETY: a valid device; USED_MEM_HIGH is a cuuint64_t.
-        unsafe {
-            sys::cuDeviceGetGraphMemAttribute(
-                self.ctx.cu_device(),
-                sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH,
-                (&mut high as *mut u64).cast(),
-            )
-        }
-        .result()
-        .map_err(|e| KernelError::driver("reading the graph memory high-water mark", e))?;
-        Ok(high)
-    }
-
-    /// Resets [`Gpu::graph_mem_peak_bytes`] (to zero, the only value the driver accepts).
-    pub fn reset_graph_mem_peak(&self) -> Result<()> {
-        let mut zero: u64 = 0;
-        // SAFETY: a valid device; USED_MEM_HIGH can only be reset to zero.
-        unsafe {
-            sys::cuDeviceSetGraphMemAttribute(
-                self.ctx.cu_device(),
-                sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH,
-                (&mut zero as *mut u64).cast(),
-            )
-        }
-        .result()
-        .map_err(|e| KernelError::driver("resetting the graph memory high-water mark", e))
     }
 
     /// Copies a host slice to a new device buffer.

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{result, sys, CudaStream};
+use cudarc::driver::{result, sys, CudaContext, CudaModule, CudaStream};
 
 use crate::error::{KernelError, Result};
 use crate::Gpu;
@@ -26,12 +26,16 @@ pub struct Graph {
     graph: sys::CUgraph,
     exec: sys::CUgraphExec,
     stream: Arc<CudaStream>,
+    ctx: Arc<CudaContext>,
+    // The kernels in the graph's nodes live in these modules: keep them loaded.
+    _modules: Vec<Arc<CudaModule>>,
 }
 
-// SAFETY: the handles are only used through &self / Drop, on the stream they were made for;
-// the driver allows launching an executable graph from any thread of the context.
+// SAFETY: the handles move with the value; the driver allows using an executable graph from any
+// thread of its context. Not `Sync`: graph objects are not internally synchronised and one
+// executable graph may not be launched concurrently with itself (CUDA driver API, "Graph
+// object thread safety"), so `launch` needs exclusive use in practice — one owner.
 unsafe impl Send for Graph {}
-unsafe impl Sync for Graph {}
 
 impl std::fmt::Debug for Graph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,7 +88,9 @@ impl Gpu {
 
     /// Runs `record` with the stream in capture mode and returns the instantiated graph of
     /// everything it queued, with `record`'s own result. Nothing runs on the GPU until
-    /// [`Graph::launch`]. Capture is thread-local: other threads' CUDA calls are unaffected.
+    /// [`Graph::launch`]. Capture mode is thread-local: only this thread's unsafe calls (a
+    /// synchronisation, ...) invalidate the capture. But any work any thread queues on this
+    /// stream meanwhile is recorded too: keep other threads off the stream while capturing.
     /// Needs the stream-ordered allocator (every GPU this project targets): without it cudarc
     /// allocates with `cuMemAlloc` and frees after a synchronisation, neither capturable.
     pub fn capture<R>(&self, record: impl FnOnce() -> R) -> Result<(Graph, R)> {
@@ -143,6 +149,8 @@ impl Gpu {
             graph,
             exec,
             stream: Arc::clone(stream),
+            ctx: Arc::clone(self.context()),
+            _modules: self.modules().to_vec(),
         };
         Ok((graph, out))
     }
@@ -151,6 +159,9 @@ impl Gpu {
 impl Graph {
     /// Queues one replay of the whole graph on the stream it was captured from.
     pub fn launch(&self) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| KernelError::driver("binding the context to launch a CUDA graph", e))?;
         // SAFETY: valid executable graph and stream (kept alive by `self`).
         unsafe { result::graph::launch(self.exec, self.stream.cu_stream()) }
             .map_err(|e| KernelError::driver("launching a CUDA graph", e))
@@ -159,6 +170,9 @@ impl Graph {
     /// Uploads the graph's resources ahead of the first launch (optional; saves that launch
     /// its set-up time).
     pub fn upload(&self) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| KernelError::driver("binding the context to upload a CUDA graph", e))?;
         // SAFETY: as in `launch`.
         unsafe { result::graph::upload(self.exec, self.stream.cu_stream()) }
             .map_err(|e| KernelError::driver("uploading a CUDA graph", e))

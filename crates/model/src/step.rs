@@ -116,22 +116,24 @@ pub struct CapturedStep {
     meter: Option<u64>,
 }
 
-/// The device addresses of the model state a captured step reads and writes.
-fn state_addresses(model: &mut ResNet) -> Vec<Option<u64>> {
-    let mut out = Vec::new();
+/// Applies `f` to the model state a captured step reads and writes: every parameter's value,
+/// gradient and momentum, and every BN layer's running statistics, in a fixed order.
+fn visit_state(model: &mut ResNet, mut f: impl FnMut(&Tensor)) {
     for p in model.params_mut() {
-        out.extend([
-            p.value.device_address(),
-            p.grad.device_address(),
-            p.momentum.device_address(),
-        ]);
+        f(&p.value);
+        f(&p.grad);
+        f(&p.momentum);
     }
     for bn in model.bns_mut() {
-        out.extend([
-            bn.running_mean.device_address(),
-            bn.running_var.device_address(),
-        ]);
+        f(&bn.running_mean);
+        f(&bn.running_var);
     }
+}
+
+/// The device addresses of that state, in [`visit_state`] order.
+fn state_addresses(model: &mut ResNet) -> Vec<Option<u64>> {
+    let mut out = Vec::new();
+    visit_state(model, |t| out.push(t.device_address()));
     out
 }
 
@@ -222,6 +224,17 @@ impl CapturedStep {
         };
         if state_addresses(model) != self.state {
             return refuse("the model");
+        }
+        // The graph writes through raw addresses, past copy-on-write: a clone of the model
+        // taken since the capture would see the replay's writes.
+        let mut shared = false;
+        visit_state(model, |t| shared |= t.is_shared());
+        if shared {
+            return Err(tensor::Error::Graph(
+                "the model's state is shared with a clone (copy-on-write pending); take real \
+                 copies (e.g. to the host) for snapshots while replaying a captured step"
+                    .into(),
+            ));
         }
         if meter.device_address() != self.meter {
             return refuse("the loss meter");

@@ -103,21 +103,37 @@ impl Device {
         let gpu = self.gpu().ok_or_else(|| {
             KernelError::invalid("graph capture", "CUDA graphs need a GPU, not the CPU")
         })?;
-        let (graph, out) =
-            gpu.capture(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(record)))?;
-        match out {
-            Ok(r) => Ok((graph, r)),
-            Err(payload) if payload.is::<crate::OutOfMemory>() => {
-                std::panic::resume_unwind(payload)
+        // A panic inside `record` is caught here, inside the capture, so the capture is ended
+        // normally; its payload is kept to report (or, for out of memory, to unwind on).
+        let mut failed: Option<Box<dyn std::any::Any + Send>> = None;
+        let captured =
+            gpu.capture(
+                || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(record)) {
+                    Ok(r) => Some(r),
+                    Err(payload) => {
+                        failed = Some(payload);
+                        None
+                    }
+                },
+            );
+        if let Some(payload) = failed {
+            if payload.is::<crate::OutOfMemory>() {
+                std::panic::resume_unwind(payload);
             }
-            Err(payload) => {
-                let why = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "a panic without a message".into());
-                Err(KernelError::invalid("graph capture", why).into())
-            }
+            let why = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            let ended = match captured {
+                Ok(_) => String::new(),
+                Err(e) => format!(" (and ending the capture failed: {})", e.brief()),
+            };
+            return Err(KernelError::invalid("graph capture", format!("{why}{ended}")).into());
+        }
+        match captured? {
+            (graph, Some(r)) => Ok((graph, r)),
+            (_, None) => unreachable!("no panic, so `record` returned"),
         }
     }
 

@@ -401,6 +401,14 @@ impl Tensor {
         }
     }
 
+    /// Whether this GPU tensor's buffer is shared with a clone (copy-on-write pending).
+    pub fn is_shared(&self) -> bool {
+        match &self.storage {
+            Storage::Host(_) => false,
+            Storage::Cuda { buf, .. } => Arc::strong_count(buf) > 1,
+        }
+    }
+
     /// Gives this tensor a buffer of its own if it shares one with a clone (on the GPU; a no-op
     /// otherwise), so later in-place writes need no copy-on-write allocation — which must not
     /// happen inside a CUDA-graph capture for a tensor that outlives it.
@@ -416,7 +424,16 @@ impl Tensor {
         assert_eq!(self.shape, src.shape, "copy_from: shapes differ");
         match cuda_of("copy_from", &[&*self, src]) {
             None => self.data_mut().copy_from_slice(src.data()),
-            Some(gpu) => gpu.copy_buffer(src.cu(), self.cu_mut())?,
+            Some(gpu) => {
+                if self.is_shared() {
+                    // The old values are not needed: a buffer of our own, not a copy of them.
+                    let fresh = gpu.uninit_f32(self.len())?;
+                    if let Storage::Cuda { buf, .. } = &mut self.storage {
+                        *buf = Arc::new(fresh);
+                    }
+                }
+                gpu.copy_buffer(src.cu(), self.cu_mut())?
+            }
         }
         Ok(())
     }

@@ -291,6 +291,15 @@ fn train_on(
         let seen = train.count;
         let train_secs = started.elapsed().as_secs_f64();
         let test = evaluate(&mut model, &cifar.test, norm, args.batch_size, interactive)?;
+        if captured.is_some() {
+            // The epoch's short last batch and the evaluation ran eagerly from the pool, which
+            // keeps what it grew to: hand that back, so it is not resident beside the graph's
+            // working set for the rest of the run.
+            if let Some(gpu) = device.gpu() {
+                gpu.synchronize().context("waiting for the evaluation")?;
+                gpu.trim_pool().context("trimming the memory pool")?;
+            }
+        }
         let record = EpochRecord {
             epoch: epoch + 1,
             lr: lr as f64,

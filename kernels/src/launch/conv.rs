@@ -455,7 +455,7 @@ mod tests {
         ] {
             let (splits, chunk) = s.weight_grad_plan();
             let k = s.n * s.oh() * s.ow();
-            assert!(splits >= 1 && chunk % CONV_TILE_K == 0, "{s:?}");
+            assert!(splits >= 1 && chunk % (2 * CONV_TILE_K) == 0, "{s:?}");
             assert!(splits * chunk >= k, "{s:?}: splits do not cover K");
             assert!((splits - 1) * chunk < k, "{s:?}: a split would be empty");
             assert_eq!(s.weight_grad_workspace_len(), splits * s.w_len());
