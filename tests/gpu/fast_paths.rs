@@ -477,6 +477,13 @@ fn a_captured_step_replays_exactly_like_eager_steps() {
         step.run(&mut graphed, x, y, 0.1, &mut me).is_err(),
         "ran with another meter"
     );
+    // ... and a model whose buffers a clone shares (the replay would write into the clone).
+    let snapshot = graphed.clone();
+    assert!(
+        step.run(&mut graphed, x, y, 0.1, &mut mg).is_err(),
+        "ran while a clone shares the model's buffers"
+    );
+    drop(snapshot);
     let (a, b) = (me.read().unwrap(), mg.read().unwrap());
     assert_eq!((a.count, a.correct), (b.count, b.correct));
     assert_eq!(
