@@ -16,7 +16,8 @@
 // Shared memory holds bf16 *pairs* along k (one 32-bit word = A[m][2j..2j+1] or
 // B[2j..2j+1][n]), which is exactly the register format mma wants, so a fragment is one
 // 32-bit shared load per register. Rows are padded to 20 words: the 32 lanes of a fragment
-// load (8 rows g x 4 words t) then hit 32 different banks (g*20 + t mod 32 are distinct).
+// load (8 rows g x 4 words t) then hit 32 different banks (g*20 + t mod 32 are distinct); B's
+// words are also swizzled (b_word) so that the tile stores are conflict-free too.
 //
 // What the CPU twin checks: with x, w, dy pre-rounded to bf16 (`tensor::bf16`), this kernel and
 // the fp32 CPU conv add the same exact products, in a different order.
@@ -32,6 +33,13 @@
 #define BF_THREADS 128
 #define BF_WORDS (BF_TILE_K / 2)  // bf16x2 words per tile row
 #define BF_STRIDE (BF_WORDS + 4)  // padded row: conflict-free fragment loads
+
+// Where word j of B column n sits in its shared row: j with its low two bits XORed by bits 3-4
+// of n. A warp stores 32 consecutive columns at one j; rows 20 words apart alone would put
+// columns n and n + 8 on the same bank (4-way conflicts), the XOR moves them to 4 different
+// ones. Fragment reads (8 columns n..n+7 sharing bits 3-4, words ks+t) stay conflict-free: the
+// XOR only permutes t within its aligned group of 4, i.e. k pairs within one half k16 step.
+__device__ __forceinline__ int b_word(int n, int j) { return j ^ ((n >> 3) & 3); }
 
 // C[M, Ncols] += A[M, K] * B[K, Ncols] over [k_begin, k_end) for the tile at (blockIdx.y,
 // blockIdx.x), with WARPS_M x (4 / WARPS_M) warps of MT x NT mma tiles each.
@@ -95,7 +103,7 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
             const int k = k0 + 2 * j;
             const float lo = (bn < Ncols && k < k_end) ? op.b(kinfo[2 * j], bcol) : 0.0f;
             const float hi = (bn < Ncols && k + 1 < k_end) ? op.b(kinfo[2 * j + 1], bcol) : 0.0f;
-            Bs[idx % BN][j] = pack_bf16x2(lo, hi);
+            Bs[idx % BN][b_word(idx % BN, j)] = pack_bf16x2(lo, hi);
         }
         __syncthreads();
 
@@ -114,8 +122,8 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
 #pragma unroll
             for (int j = 0; j < NT; ++j) {
                 const int col = wn + 8 * j + g;
-                b[j][0] = Bs[col][ks + t];
-                b[j][1] = Bs[col][ks + t + 4];
+                b[j][0] = Bs[col][b_word(col, ks + t)];
+                b[j][1] = Bs[col][b_word(col, ks + t + 4)];
             }
 #pragma unroll
             for (int i = 0; i < MT; ++i)
