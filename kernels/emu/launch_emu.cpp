@@ -139,26 +139,73 @@ void emu_batchnorm_backward_apply(EmuDim3 g, EmuDim3 b, const float* dy, const f
 }
 
 // ---- conv.cu — launch/conv.rs: conv2d_forward_config / conv2d_backward_data_config /
-// conv2d_backward_weight_config (grid z = splits of ConvShape::weight_grad_plan) ------------------
-void emu_conv2d_forward(EmuDim3 g, EmuDim3 b, const float* x, const float* w, float* y, int N,
-                        int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
-                        float beta)
+// conv2d_backward_weight_config (tile by ConvTile::for_rows; grid z = splits of
+// ConvShape::weight_grad_plan) ---------------------------------------------------------------------
+void emu_conv2d_forward(EmuDim3 g, EmuDim3 b, const float* x, const float* w, float* y,
+                            int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
+                            int P, float beta)
 {
     EMU_LAUNCH(g, b, conv2d_forward(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta));
 }
-void emu_conv2d_backward_data(EmuDim3 g, EmuDim3 b, const float* dy, const float* w, float* dx,
-                              int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
-                              int P, float beta)
+void emu_conv2d_backward_data(EmuDim3 g, EmuDim3 b, const float* dy, const float* w,
+                                  float* dx, int N, int C, int H, int W, int CO, int OH, int OW,
+                                  int KS, int S, int P, float beta)
 {
-    EMU_LAUNCH(g, b, conv2d_backward_data(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+    EMU_LAUNCH(g, b,
+               conv2d_backward_data(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta));
 }
-void emu_conv2d_backward_weight_partial(EmuDim3 g, EmuDim3 b, const float* dy, const float* x,
-                                        float* part, int N, int C, int H, int W, int CO, int OH,
-                                        int OW, int KS, int S, int P, int k_chunk)
+void emu_conv2d_backward_weight_partial(EmuDim3 g, EmuDim3 b, const float* dy,
+                                            const float* x, float* part, int N, int C, int H,
+                                            int W, int CO, int OH, int OW, int KS, int S, int P,
+                                            int k_chunk)
 {
     EMU_LAUNCH(g, b,
                conv2d_backward_weight_partial(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P,
-                                              k_chunk));
+                                                  k_chunk));
+}
+void emu_conv2d_forward_m32(EmuDim3 g, EmuDim3 b, const float* x, const float* w, float* y,
+                            int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
+                            int P, float beta)
+{
+    EMU_LAUNCH(g, b, conv2d_forward_m32(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+}
+void emu_conv2d_backward_data_m32(EmuDim3 g, EmuDim3 b, const float* dy, const float* w,
+                                  float* dx, int N, int C, int H, int W, int CO, int OH, int OW,
+                                  int KS, int S, int P, float beta)
+{
+    EMU_LAUNCH(g, b,
+               conv2d_backward_data_m32(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+}
+void emu_conv2d_backward_weight_partial_m32(EmuDim3 g, EmuDim3 b, const float* dy,
+                                            const float* x, float* part, int N, int C, int H,
+                                            int W, int CO, int OH, int OW, int KS, int S, int P,
+                                            int k_chunk)
+{
+    EMU_LAUNCH(g, b,
+               conv2d_backward_weight_partial_m32(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P,
+                                                  k_chunk));
+}
+void emu_conv2d_forward_m16(EmuDim3 g, EmuDim3 b, const float* x, const float* w, float* y,
+                            int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
+                            int P, float beta)
+{
+    EMU_LAUNCH(g, b, conv2d_forward_m16(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+}
+void emu_conv2d_backward_data_m16(EmuDim3 g, EmuDim3 b, const float* dy, const float* w,
+                                  float* dx, int N, int C, int H, int W, int CO, int OH, int OW,
+                                  int KS, int S, int P, float beta)
+{
+    EMU_LAUNCH(g, b,
+               conv2d_backward_data_m16(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+}
+void emu_conv2d_backward_weight_partial_m16(EmuDim3 g, EmuDim3 b, const float* dy,
+                                            const float* x, float* part, int N, int C, int H,
+                                            int W, int CO, int OH, int OW, int KS, int S, int P,
+                                            int k_chunk)
+{
+    EMU_LAUNCH(g, b,
+               conv2d_backward_weight_partial_m16(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P,
+                                                  k_chunk));
 }
 // launch/conv.rs: grid_1d(w_len), issued right after the partial launch.
 void emu_conv2d_backward_weight_reduce(EmuDim3 g, EmuDim3 b, const float* part, float* dw,
@@ -167,7 +214,7 @@ void emu_conv2d_backward_weight_reduce(EmuDim3 g, EmuDim3 b, const float* part, 
     EMU_LAUNCH(g, b, conv2d_backward_weight_reduce(part, dw, wlen, splits, beta));
 }
 
-// ---- conv_bf16.cu — the same configs, block = CONV_BF16_THREADS, tile by Bf16Tile::for_rows;
+// ---- conv_bf16.cu — the same configs, block = CONV_BF16_THREADS, tile by ConvTile::for_rows;
 // the reduce is conv.cu's ----------------------------------------------------------------------
 void emu_conv2d_forward_bf16(EmuDim3 g, EmuDim3 b, const float* x, const float* w,
                                  float* y, int N, int C, int H, int W, int CO, int OH, int OW,

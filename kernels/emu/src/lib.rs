@@ -186,7 +186,7 @@ extern "C" {
         relu: i32,
     );
 
-    // conv.cu
+    // conv.cu; the suffix is the tile (kernels::launch::ConvTile)
     pub fn emu_conv2d_forward(
         g: Dim3,
         b: Dim3,
@@ -241,6 +241,114 @@ extern "C" {
         p: i32,
         k_chunk: i32,
     );
+    pub fn emu_conv2d_forward_m32(
+        g: Dim3,
+        b: Dim3,
+        x: *const f32,
+        w: *const f32,
+        y: *mut f32,
+        n: i32,
+        c: i32,
+        h: i32,
+        wd: i32,
+        co: i32,
+        oh: i32,
+        ow: i32,
+        ks: i32,
+        s: i32,
+        p: i32,
+        beta: f32,
+    );
+    pub fn emu_conv2d_backward_data_m32(
+        g: Dim3,
+        b: Dim3,
+        dy: *const f32,
+        w: *const f32,
+        dx: *mut f32,
+        n: i32,
+        c: i32,
+        h: i32,
+        wd: i32,
+        co: i32,
+        oh: i32,
+        ow: i32,
+        ks: i32,
+        s: i32,
+        p: i32,
+        beta: f32,
+    );
+    pub fn emu_conv2d_backward_weight_partial_m32(
+        g: Dim3,
+        b: Dim3,
+        dy: *const f32,
+        x: *const f32,
+        part: *mut f32,
+        n: i32,
+        c: i32,
+        h: i32,
+        wd: i32,
+        co: i32,
+        oh: i32,
+        ow: i32,
+        ks: i32,
+        s: i32,
+        p: i32,
+        k_chunk: i32,
+    );
+    pub fn emu_conv2d_forward_m16(
+        g: Dim3,
+        b: Dim3,
+        x: *const f32,
+        w: *const f32,
+        y: *mut f32,
+        n: i32,
+        c: i32,
+        h: i32,
+        wd: i32,
+        co: i32,
+        oh: i32,
+        ow: i32,
+        ks: i32,
+        s: i32,
+        p: i32,
+        beta: f32,
+    );
+    pub fn emu_conv2d_backward_data_m16(
+        g: Dim3,
+        b: Dim3,
+        dy: *const f32,
+        w: *const f32,
+        dx: *mut f32,
+        n: i32,
+        c: i32,
+        h: i32,
+        wd: i32,
+        co: i32,
+        oh: i32,
+        ow: i32,
+        ks: i32,
+        s: i32,
+        p: i32,
+        beta: f32,
+    );
+    pub fn emu_conv2d_backward_weight_partial_m16(
+        g: Dim3,
+        b: Dim3,
+        dy: *const f32,
+        x: *const f32,
+        part: *mut f32,
+        n: i32,
+        c: i32,
+        h: i32,
+        wd: i32,
+        co: i32,
+        oh: i32,
+        ow: i32,
+        ks: i32,
+        s: i32,
+        p: i32,
+        k_chunk: i32,
+    );
     pub fn emu_conv2d_backward_weight_reduce(
         g: Dim3,
         b: Dim3,
@@ -251,7 +359,7 @@ extern "C" {
         beta: f32,
     );
 
-    // conv_bf16.cu (the reduce is conv.cu's); the suffix is the tile (kernels::launch::Bf16Tile)
+    // conv_bf16.cu (the reduce is conv.cu's); the suffix is the tile (kernels::launch::ConvTile)
     pub fn emu_conv2d_forward_bf16(
         g: Dim3,
         b: Dim3,

@@ -388,34 +388,42 @@ struct ConvKernels {
     weight_partial: PartialFn,
 }
 
-const FP32_CONV: ConvKernels = ConvKernels {
-    precision: Precision::Fp32,
-    forward: emu_conv2d_forward,
-    backward_data: emu_conv2d_backward_data,
-    weight_partial: emu_conv2d_backward_weight_partial,
-};
-/// The kernels the launcher uses for `precision` and a GEMM of `m` rows (the bf16 tile shape
-/// depends on it: `kl::Bf16Tile`).
+/// The kernels the launcher uses for `precision` and a GEMM of `m` rows (the tile shape
+/// depends on it: `kl::ConvTile`).
 fn conv_kernels(precision: Precision, m: usize) -> ConvKernels {
-    let bf16 = |forward, backward_data, weight_partial| ConvKernels {
-        precision: Precision::Bf16,
+    let set = |forward, backward_data, weight_partial| ConvKernels {
+        precision,
         forward,
         backward_data,
         weight_partial,
     };
-    match (precision, kl::Bf16Tile::for_rows(m)) {
-        (Precision::Fp32, _) => FP32_CONV,
-        (Precision::Bf16, kl::Bf16Tile::M64) => bf16(
+    match (precision, kl::ConvTile::for_rows(m)) {
+        (Precision::Fp32, kl::ConvTile::M64) => set(
+            emu_conv2d_forward,
+            emu_conv2d_backward_data,
+            emu_conv2d_backward_weight_partial,
+        ),
+        (Precision::Fp32, kl::ConvTile::M32) => set(
+            emu_conv2d_forward_m32,
+            emu_conv2d_backward_data_m32,
+            emu_conv2d_backward_weight_partial_m32,
+        ),
+        (Precision::Fp32, kl::ConvTile::M16) => set(
+            emu_conv2d_forward_m16,
+            emu_conv2d_backward_data_m16,
+            emu_conv2d_backward_weight_partial_m16,
+        ),
+        (Precision::Bf16, kl::ConvTile::M64) => set(
             emu_conv2d_forward_bf16,
             emu_conv2d_backward_data_bf16,
             emu_conv2d_backward_weight_partial_bf16,
         ),
-        (Precision::Bf16, kl::Bf16Tile::M32) => bf16(
+        (Precision::Bf16, kl::ConvTile::M32) => set(
             emu_conv2d_forward_bf16_m32,
             emu_conv2d_backward_data_bf16_m32,
             emu_conv2d_backward_weight_partial_bf16_m32,
         ),
-        (Precision::Bf16, kl::Bf16Tile::M16) => bf16(
+        (Precision::Bf16, kl::ConvTile::M16) => set(
             emu_conv2d_forward_bf16_m16,
             emu_conv2d_backward_data_bf16_m16,
             emu_conv2d_backward_weight_partial_bf16_m16,

@@ -19,34 +19,39 @@ pub const CONV_THREADS: u32 = 256;
 /// Threads per bf16 conv block (conv_bf16.cu's BF_THREADS: 4 warps), in every tile shape.
 pub const CONV_BF16_THREADS: u32 = 128;
 
-/// The block tile of a bf16 conv GEMM, chosen by its row count M (output channels forward and
-/// for the weight gradient, input channels for the data gradient): a 64-row tile at M = 16
-/// would spend 3/4 of its tensor-core work on padding. The kernel names carry the suffix.
+/// The block tile of a conv GEMM, chosen by its row count M (output channels forward and for
+/// the weight gradient, input channels for the data gradient): a 64-row tile at M = 16 (the
+/// first stage of the CIFAR ResNets) would spend 3/4 of its work on padding rows. The kernel
+/// names carry the suffix, in both precisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bf16Tile {
-    /// 16 x 128 (`_m16`), for M <= 16.
+pub enum ConvTile {
+    /// 16 rows (`_m16`), for M <= 16.
     M16,
-    /// 32 x 128 (`_m32`), for 16 < M <= 32.
+    /// 32 rows (`_m32`), for 16 < M <= 32.
     M32,
-    /// 64 x 64 (no suffix), for M > 32.
+    /// 64 rows (no suffix), for M > 32.
     M64,
 }
 
-impl Bf16Tile {
+impl ConvTile {
     /// The tile for a GEMM with `m` rows.
-    pub fn for_rows(m: usize) -> Bf16Tile {
+    pub fn for_rows(m: usize) -> ConvTile {
         match m {
-            0..=16 => Bf16Tile::M16,
-            17..=32 => Bf16Tile::M32,
-            _ => Bf16Tile::M64,
+            0..=16 => ConvTile::M16,
+            17..=32 => ConvTile::M32,
+            _ => ConvTile::M64,
         }
     }
-    /// (rows, columns) of the block tile.
-    pub fn dims(self) -> (usize, usize) {
-        match self {
-            Bf16Tile::M16 => (16, 128),
-            Bf16Tile::M32 => (32, 128),
-            Bf16Tile::M64 => (64, 64),
+    /// (rows, columns) of the block tile: fp32 tiles hold 4096 outputs (256 threads x 4 x 4),
+    /// bf16 ones 4 warps of 32-column mma tiles.
+    pub fn dims(self, p: Precision) -> (usize, usize) {
+        match (p, self) {
+            (Precision::Fp32, ConvTile::M16) => (16, 256),
+            (Precision::Fp32, ConvTile::M32) => (32, 128),
+            (Precision::Fp32, ConvTile::M64) => (CONV_TILE_M, CONV_TILE_N),
+            (Precision::Bf16, ConvTile::M16) => (16, 128),
+            (Precision::Bf16, ConvTile::M32) => (32, 128),
+            (Precision::Bf16, ConvTile::M64) => (64, 64),
         }
     }
 }
@@ -181,9 +186,10 @@ impl ConvArgs {
 }
 
 fn gemm_grid(m: usize, ncols: usize, z: usize, p: Precision) -> LaunchConfig {
-    let ((bm, bn), threads) = match p {
-        Precision::Fp32 => ((CONV_TILE_M, CONV_TILE_N), CONV_THREADS),
-        Precision::Bf16 => (Bf16Tile::for_rows(m).dims(), CONV_BF16_THREADS),
+    let (bm, bn) = ConvTile::for_rows(m).dims(p);
+    let threads = match p {
+        Precision::Fp32 => CONV_THREADS,
+        Precision::Bf16 => CONV_BF16_THREADS,
     };
     LaunchConfig {
         grid_dim: (ncols.div_ceil(bn) as u32, m.div_ceil(bm) as u32, z as u32),
@@ -236,17 +242,23 @@ pub fn conv2d_forward(
         p,
     } = a;
     let cfg = conv2d_forward_config(shape, precision);
-    match (precision, Bf16Tile::for_rows(shape.c_out)) {
-        (Precision::Fp32, _) => launch!(gpu, "conv2d_forward", cfg,
+    match (precision, ConvTile::for_rows(shape.c_out)) {
+        (Precision::Fp32, ConvTile::M64) => launch!(gpu, "conv2d_forward", cfg,
             [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
              i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Bf16, Bf16Tile::M64) => launch!(gpu, "conv2d_forward_bf16", cfg,
+        (Precision::Fp32, ConvTile::M32) => launch!(gpu, "conv2d_forward_m32", cfg,
             [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
              i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Bf16, Bf16Tile::M32) => launch!(gpu, "conv2d_forward_bf16_m32", cfg,
+        (Precision::Fp32, ConvTile::M16) => launch!(gpu, "conv2d_forward_m16", cfg,
             [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
              i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Bf16, Bf16Tile::M16) => launch!(gpu, "conv2d_forward_bf16_m16", cfg,
+        (Precision::Bf16, ConvTile::M64) => launch!(gpu, "conv2d_forward_bf16", cfg,
+            [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
+             i32 ks, i32 s, i32 p, f32 beta]),
+        (Precision::Bf16, ConvTile::M32) => launch!(gpu, "conv2d_forward_bf16_m32", cfg,
+            [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
+             i32 ks, i32 s, i32 p, f32 beta]),
+        (Precision::Bf16, ConvTile::M16) => launch!(gpu, "conv2d_forward_bf16_m16", cfg,
             [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
              i32 ks, i32 s, i32 p, f32 beta]),
     }
@@ -280,17 +292,23 @@ pub fn conv2d_backward_data(
         p,
     } = a;
     let cfg = conv2d_backward_data_config(shape, precision);
-    match (precision, Bf16Tile::for_rows(shape.c_in)) {
-        (Precision::Fp32, _) => launch!(gpu, "conv2d_backward_data", cfg,
+    match (precision, ConvTile::for_rows(shape.c_in)) {
+        (Precision::Fp32, ConvTile::M64) => launch!(gpu, "conv2d_backward_data", cfg,
             [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
              i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Bf16, Bf16Tile::M64) => launch!(gpu, "conv2d_backward_data_bf16", cfg,
+        (Precision::Fp32, ConvTile::M32) => launch!(gpu, "conv2d_backward_data_m32", cfg,
             [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
              i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Bf16, Bf16Tile::M32) => launch!(gpu, "conv2d_backward_data_bf16_m32", cfg,
+        (Precision::Fp32, ConvTile::M16) => launch!(gpu, "conv2d_backward_data_m16", cfg,
             [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
              i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Bf16, Bf16Tile::M16) => launch!(gpu, "conv2d_backward_data_bf16_m16", cfg,
+        (Precision::Bf16, ConvTile::M64) => launch!(gpu, "conv2d_backward_data_bf16", cfg,
+            [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+             i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
+        (Precision::Bf16, ConvTile::M32) => launch!(gpu, "conv2d_backward_data_bf16_m32", cfg,
+            [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+             i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
+        (Precision::Bf16, ConvTile::M16) => launch!(gpu, "conv2d_backward_data_bf16_m16", cfg,
             [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
              i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
     }
@@ -344,19 +362,28 @@ pub fn conv2d_backward_weight(
     {
         let ws = workspace;
         let cfg = conv2d_backward_weight_config(shape, precision);
-        match (precision, Bf16Tile::for_rows(shape.c_out)) {
-            (Precision::Fp32, _) => launch!(gpu, "conv2d_backward_weight_partial", cfg,
+        match (precision, ConvTile::for_rows(shape.c_out)) {
+            (Precision::Fp32, ConvTile::M64) => launch!(gpu,
+                "conv2d_backward_weight_partial", cfg,
                 [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
                  i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?,
-            (Precision::Bf16, Bf16Tile::M64) => launch!(gpu,
+            (Precision::Fp32, ConvTile::M32) => launch!(gpu,
+                "conv2d_backward_weight_partial_m32", cfg,
+                [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?,
+            (Precision::Fp32, ConvTile::M16) => launch!(gpu,
+                "conv2d_backward_weight_partial_m16", cfg,
+                [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?,
+            (Precision::Bf16, ConvTile::M64) => launch!(gpu,
                 "conv2d_backward_weight_partial_bf16", cfg,
                 [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
                  i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?,
-            (Precision::Bf16, Bf16Tile::M32) => launch!(gpu,
+            (Precision::Bf16, ConvTile::M32) => launch!(gpu,
                 "conv2d_backward_weight_partial_bf16_m32", cfg,
                 [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
                  i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?,
-            (Precision::Bf16, Bf16Tile::M16) => launch!(gpu,
+            (Precision::Bf16, ConvTile::M16) => launch!(gpu,
                 "conv2d_backward_weight_partial_bf16_m16", cfg,
                 [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
                  i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?,
@@ -412,8 +439,9 @@ mod tests {
     #[test]
     fn conv_grids_cover_the_gemms() {
         let s = conv(128, 16, 32, 32, 3, 2); // CIFAR stage transition
+        // fp32 at 32 output channels: the 32 x 128 tile.
         let f = conv2d_forward_config(&s, Precision::Fp32);
-        assert_eq!(f.grid_dim, ((128 * 16 * 16usize).div_ceil(64) as u32, 1, 1));
+        assert_eq!(f.grid_dim, ((128 * 16 * 16usize).div_ceil(128) as u32, 1, 1));
         assert_eq!(f.block_dim, (CONV_THREADS, 1, 1));
         // bf16 at 32 output channels: the 32 x 128 tile.
         let b = conv2d_forward_config(&s, Precision::Bf16);
@@ -423,22 +451,31 @@ mod tests {
         );
         assert_eq!(b.block_dim, (CONV_BF16_THREADS, 1, 1));
         for (m, tile, rows) in [
-            (1, Bf16Tile::M16, 16),
-            (16, Bf16Tile::M16, 16),
-            (17, Bf16Tile::M32, 32),
-            (32, Bf16Tile::M32, 32),
-            (33, Bf16Tile::M64, 64),
-            (512, Bf16Tile::M64, 64),
+            (1, ConvTile::M16, 16),
+            (16, ConvTile::M16, 16),
+            (17, ConvTile::M32, 32),
+            (32, ConvTile::M32, 32),
+            (33, ConvTile::M64, 64),
+            (512, ConvTile::M64, 64),
         ] {
-            assert_eq!(Bf16Tile::for_rows(m), tile, "m = {m}");
-            assert_eq!(tile.dims().0, rows);
+            assert_eq!(ConvTile::for_rows(m), tile, "m = {m}");
+            assert_eq!(tile.dims(Precision::Bf16).0, rows);
+            assert_eq!(tile.dims(Precision::Fp32).0, rows);
+            let (r, c) = tile.dims(Precision::Fp32);
+            assert_eq!(
+                r * c,
+                16 * CONV_THREADS as usize,
+                "4 x 4 outputs per fp32 thread"
+            );
         }
+        // Backward data has M = 16 input channels: the 16 x 256 tile.
         let d = conv2d_backward_data_config(&s, Precision::Fp32);
-        assert_eq!(d.grid_dim, ((128 * 32 * 32usize).div_ceil(64) as u32, 1, 1));
+        assert_eq!(d.grid_dim, ((128 * 32 * 32usize).div_ceil(256) as u32, 1, 1));
+        // The weight gradient has M = 32 output channels, Ncols = 16 * 9: the 32 x 128 tile.
         let w = conv2d_backward_weight_config(&s, Precision::Fp32);
         assert_eq!(
             (w.grid_dim.0, w.grid_dim.1),
-            ((16 * 9usize).div_ceil(64) as u32, 1)
+            ((16 * 9usize).div_ceil(128) as u32, 1)
         );
         assert_eq!(w.grid_dim.2 as usize, s.weight_grad_plan().0);
     }

@@ -134,7 +134,7 @@ pub use batchnorm::{
 };
 pub use conv::{
     conv2d_backward_data, conv2d_backward_data_config, conv2d_backward_weight,
-    conv2d_backward_weight_config, conv2d_forward, conv2d_forward_config, Bf16Tile, ConvShape,
+    conv2d_backward_weight_config, conv2d_forward, conv2d_forward_config, ConvShape, ConvTile,
     CONV_BF16_THREADS, CONV_THREADS, CONV_TILE_K, CONV_TILE_M, CONV_TILE_N,
 };
 pub use elementwise::{accumulate, add_forward, add_relu_forward, relu_backward, relu_forward};
