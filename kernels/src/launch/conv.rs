@@ -439,9 +439,12 @@ mod tests {
     #[test]
     fn conv_grids_cover_the_gemms() {
         let s = conv(128, 16, 32, 32, 3, 2); // CIFAR stage transition
-        // fp32 at 32 output channels: the 32 x 128 tile.
+                                             // fp32 at 32 output channels: the 32 x 128 tile.
         let f = conv2d_forward_config(&s, Precision::Fp32);
-        assert_eq!(f.grid_dim, ((128 * 16 * 16usize).div_ceil(128) as u32, 1, 1));
+        assert_eq!(
+            f.grid_dim,
+            ((128 * 16 * 16usize).div_ceil(128) as u32, 1, 1)
+        );
         assert_eq!(f.block_dim, (CONV_THREADS, 1, 1));
         // bf16 at 32 output channels: the 32 x 128 tile.
         let b = conv2d_forward_config(&s, Precision::Bf16);
@@ -470,7 +473,10 @@ mod tests {
         }
         // Backward data has M = 16 input channels: the 16 x 256 tile.
         let d = conv2d_backward_data_config(&s, Precision::Fp32);
-        assert_eq!(d.grid_dim, ((128 * 32 * 32usize).div_ceil(256) as u32, 1, 1));
+        assert_eq!(
+            d.grid_dim,
+            ((128 * 32 * 32usize).div_ceil(256) as u32, 1, 1)
+        );
         // The weight gradient has M = 32 output channels, Ncols = 16 * 9: the 32 x 128 tile.
         let w = conv2d_backward_weight_config(&s, Precision::Fp32);
         assert_eq!(
