@@ -21,19 +21,60 @@ struct ConvGeom {
     int KS, S, P;     // kernel size, stride, padding
 };
 
-// A receptive-field tap: input channel/offset part of an index plus the kernel position.
+// A receptive-field tap: a channel and a kernel position.
 struct Tap {
-    int off;  // channel part of the offset (ci*H*W or co*OH*OW) + ky*W + kx where noted
+    int off;  // input_tap: ci*H*W + ky*W + kx; backward-data: co*OH*OW
     int ky, kx;
     int w;    // backward-data: co*C*KS*KS + ky*KS + kx, the weight index without ci
 };
 
-// An output (or input) pixel: its image's offset and its top-left receptive-field corner.
+// A pixel: its image's offset and the reference corner of its receptive field.
 struct Pixel {
-    int base;    // offset of the pixel's image (and corner, where noted)
-    int iy, ix;  // corner coordinates
-    int dy;      // backward-weight: offset of dy[n, 0, oy, ox]
+    int base;    // output_pixel: x offset of image n + corner; backward-data: dy offset of image n
+    int iy, ix;  // output_pixel: corner (oy*S-P, ox*S-P); backward-data: (iy+P, ix+P)
+    int dy;      // output_pixel: offset of dy[n, 0, oy, ox]
 };
+
+// Tap j = (ci, ky, kx) of a forward input: x offset of channel ci at row ky, column kx.
+__device__ __forceinline__ Tap input_tap(const ConvGeom& g, int j)
+{
+    const int kk2 = g.KS * g.KS;
+    const int ci = j / kk2;
+    const int r = j - ci * kk2;
+    Tap t;
+    t.ky = r / g.KS;
+    t.kx = r - t.ky * g.KS;
+    t.off = ci * g.H * g.W + t.ky * g.W + t.kx;
+    t.w = 0;
+    return t;
+}
+
+// Output pixel q = (n, oy, ox): its image's x offset plus its receptive field's top-left corner
+// (which may lie in the padding), and the offset of dy[n, 0, oy, ox].
+__device__ __forceinline__ Pixel output_pixel(const ConvGeom& g, int q)
+{
+    const int ohw = g.OH * g.OW;
+    const int n = q / ohw;
+    const int rem = q - n * ohw;
+    const int oy = rem / g.OW;
+    const int ox = rem - oy * g.OW;
+    Pixel p;
+    p.iy = oy * g.S - g.P;
+    p.ix = ox * g.S - g.P;
+    p.base = n * g.C * g.H * g.W + p.iy * g.W + p.ix;
+    p.dy = n * g.CO * ohw + rem;
+    return p;
+}
+
+// x at tap t of output pixel p, or 0 in the padding (forward's B and backward-weight's B).
+__device__ __forceinline__ float input_at(const ConvGeom& g, const float* x, const Tap& t,
+                                          const Pixel& p)
+{
+    const int iy = p.iy + t.ky;
+    const int ix = p.ix + t.kx;
+    if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) return 0.0f;
+    return x[p.base + t.off];
+}
 
 // Forward: M = CO, Ncols = N*OH*OW, K = C*KS*KS.
 //   A[co, k] = w[co, k]              (w is [CO, C*KS*KS] row-major already)
@@ -46,40 +87,10 @@ struct FwdOp {
     float beta;
     typedef Tap KInfo;
     typedef Pixel Col;
-    __device__ Tap kinfo(int k) const
-    {
-        const int kk2 = g.KS * g.KS;
-        const int ci = k / kk2;
-        const int r = k - ci * kk2;
-        Tap t;
-        t.ky = r / g.KS;
-        t.kx = r - t.ky * g.KS;
-        t.off = ci * g.H * g.W + t.ky * g.W + t.kx;
-        t.w = 0;
-        return t;
-    }
-    __device__ Pixel col(int q) const
-    {
-        const int ohw = g.OH * g.OW;
-        const int n = q / ohw;
-        const int rem = q - n * ohw;
-        const int oy = rem / g.OW;
-        const int ox = rem - oy * g.OW;
-        Pixel p;
-        p.iy = oy * g.S - g.P;
-        p.ix = ox * g.S - g.P;
-        p.base = n * g.C * g.H * g.W + p.iy * g.W + p.ix;
-        p.dy = 0;
-        return p;
-    }
+    __device__ Tap kinfo(int k) const { return input_tap(g, k); }
+    __device__ Pixel col(int q) const { return output_pixel(g, q); }
     __device__ float a(int co, const Tap&, int k) const { return w[co * (g.C * g.KS * g.KS) + k]; }
-    __device__ float b(const Tap& t, const Pixel& p) const
-    {
-        const int iy = p.iy + t.ky;
-        const int ix = p.ix + t.kx;
-        if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) return 0.0f;
-        return x[p.base + t.off];
-    }
+    __device__ float b(const Tap& t, const Pixel& p) const { return input_at(g, x, t, p); }
     __device__ void store(int co, int q, float v) const
     {
         const int ohw = g.OH * g.OW;
@@ -168,40 +179,10 @@ struct BwdWeightOp {
     float* part;  // already offset to this split's slab
     typedef Pixel KInfo;
     typedef Tap Col;
-    __device__ Pixel kinfo(int q) const
-    {
-        const int ohw = g.OH * g.OW;
-        const int n = q / ohw;
-        const int rem = q - n * ohw;
-        const int oy = rem / g.OW;
-        const int ox = rem - oy * g.OW;
-        Pixel p;
-        p.iy = oy * g.S - g.P;
-        p.ix = ox * g.S - g.P;
-        p.base = n * g.C * g.H * g.W + p.iy * g.W + p.ix;
-        p.dy = n * g.CO * ohw + rem;
-        return p;
-    }
-    __device__ Tap col(int j) const
-    {
-        const int kk2 = g.KS * g.KS;
-        const int ci = j / kk2;
-        const int r = j - ci * kk2;
-        Tap t;
-        t.ky = r / g.KS;
-        t.kx = r - t.ky * g.KS;
-        t.off = ci * g.H * g.W + t.ky * g.W + t.kx;
-        t.w = 0;
-        return t;
-    }
+    __device__ Pixel kinfo(int q) const { return output_pixel(g, q); }
+    __device__ Tap col(int j) const { return input_tap(g, j); }
     __device__ float a(int co, const Pixel& p, int) const { return dy[p.dy + co * g.OH * g.OW]; }
-    __device__ float b(const Pixel& p, const Tap& t) const
-    {
-        const int iy = p.iy + t.ky;
-        const int ix = p.ix + t.kx;
-        if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) return 0.0f;
-        return x[p.base + t.off];
-    }
+    __device__ float b(const Pixel& p, const Tap& t) const { return input_at(g, x, t, p); }
     __device__ void store(int co, int j, float v) const { part[co * (g.C * g.KS * g.KS) + j] = v; }
 };
 
