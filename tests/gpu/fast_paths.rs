@@ -9,76 +9,15 @@
 //!
 //! Error measure: `‖gpu − cpu‖₂ / ‖cpu‖₂` in f64, bound stated at each check.
 
+use super::common::*;
 use model::step::train_step;
 use model::{ResNet, ResNetConfig, Sgd};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tensor::sgd::{self, SgdConfig, SgdParam};
-use tensor::{conv, Device, Precision, Tensor};
+use tensor::{conv, Precision, Tensor};
 
 const BF16: Precision = Precision::Bf16;
-
-fn gpu() -> Device {
-    Device::cuda(0).unwrap_or_else(|e| panic!("this test needs a CUDA GPU: {e}"))
-}
-
-/// Values with |v| in [0.1, 1] and random sign: non-zero everywhere.
-fn rand_t(r: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
-    let n = shape.iter().product();
-    let v = (0..n)
-        .map(|_| {
-            let m: f32 = r.gen_range(0.1..=1.0);
-            if r.gen_bool(0.5) {
-                m
-            } else {
-                -m
-            }
-        })
-        .collect();
-    Tensor::from_vec(shape, v)
-}
-
-fn up(t: &Tensor, dev: &Device) -> Tensor {
-    t.to_device(dev).expect("upload")
-}
-
-fn rel_err(gpu: &Tensor, cpu: &Tensor) -> f64 {
-    assert!(
-        gpu.is_cuda(),
-        "a GPU op returned a tensor on {}",
-        gpu.device()
-    );
-    let g = gpu.to_host().expect("download");
-    assert_eq!(g.shape(), cpu.shape(), "shapes differ");
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (&a, &b) in g.data().iter().zip(cpu.data()) {
-        assert!(a.is_finite(), "non-finite GPU value {a}");
-        num += (a as f64 - b as f64).powi(2);
-        den += (b as f64).powi(2);
-    }
-    assert!(den > 0.0, "the CPU reference is all zeros: a useless check");
-    (num / den).sqrt()
-}
-
-#[track_caller]
-fn assert_rel(what: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) {
-    let e = rel_err(gpu, cpu);
-    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.2e}");
-}
-
-// As in parity.rs: batch 1, odd channels and sizes, stride 2, 1x1, the 4x4 maps of a
-// four-stage network, one real CIFAR shape, and c_out > 64 (two tiles).
-const CONV_CASES: [([usize; 4], [usize; 4], usize); 9] = [
-    ([1, 3, 5, 7], [4, 3, 3, 3], 1),
-    ([3, 2, 7, 5], [5, 2, 3, 3], 2),
-    ([3, 5, 6, 6], [3, 5, 3, 3], 2),
-    ([1, 4, 5, 5], [6, 4, 1, 1], 1),
-    ([3, 3, 7, 6], [5, 3, 1, 1], 2),
-    ([2, 16, 8, 8], [72, 16, 3, 3], 2),
-    ([1, 7, 4, 4], [7, 7, 3, 3], 1),
-    ([2, 64, 4, 4], [64, 64, 3, 3], 1),
-    ([8, 16, 32, 32], [16, 16, 3, 3], 1),
-];
 
 /// The tensor cores against the twin. Both add the same exact bf16×bf16 products in f32; only
 /// the order differs, and the hardware's internal accumulation is not specified to round each
@@ -174,37 +113,7 @@ fn bf16_resnet20_step_matches_the_cpu_twin() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn bf16_training_step_is_deterministic() {
-    let dev = gpu();
-    let config = ResNetConfig::from_depth(20, None, None, 10).unwrap();
-    let make = || {
-        let mut m = ResNet::new(&config, 3);
-        m.set_precision(BF16);
-        m.to_device(&dev).unwrap();
-        m
-    };
-    let (mut a, mut b) = (make(), make());
-    let mut r = ChaCha8Rng::seed_from_u64(23);
-    let x = up(&rand_t(&mut r, &[16, 3, 32, 32]), &dev);
-    let labels: Vec<usize> = (0..16).map(|_| r.gen_range(0..10)).collect();
-    let sgd = Sgd {
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        nesterov: false,
-        decay_weights_only: false,
-    };
-    for _ in 0..2 {
-        let ra = train_step(&mut a, &sgd, &x, &labels, 0.1);
-        let rb = train_step(&mut b, &sgd, &x, &labels, 0.1);
-        assert_eq!(ra.loss.to_bits(), rb.loss.to_bits(), "loss bits");
-    }
-    for (pa, pb) in a.params_mut().into_iter().zip(b.params_mut()) {
-        let (va, vb) = (pa.value.to_vec().unwrap(), pb.value.to_vec().unwrap());
-        assert!(
-            va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{} differs between two identical runs",
-            pa.name
-        );
-    }
+    assert_two_runs_identical(BF16, false, 23);
 }
 
 /// The one-launch SGD step over separate tensors (through the device address table, lr from
@@ -257,17 +166,6 @@ fn one_launch_sgd_over_all_tensors_matches_the_cpu() {
                 assert_rel(&format!("momentum, {what}"), &gm[i], &cm[i], 1e-6);
             }
         }
-    }
-}
-
-fn assert_same_bits(what: &str, a: &Tensor, b: &Tensor) {
-    let (a, b) = (a.to_vec().expect("download"), b.to_vec().expect("download"));
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!(
-            x.to_bits() == y.to_bits(),
-            "{what}: element {i}: {x} vs {y}"
-        );
     }
 }
 

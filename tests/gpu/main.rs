@@ -6,5 +6,6 @@
 //! * `fast_paths`: the speed work's paths — bf16 tensor-core convolutions, fused BN+ReLU, the
 //!   one-launch SGD and zeroing, copy-on-write clones, the CUDA-graph step.
 
+mod common;
 mod fast_paths;
 mod parity;

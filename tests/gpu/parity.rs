@@ -10,10 +10,10 @@
 //! each output is one IEEE operation on the same inputs; looser only where a reduction's
 //! result cancels (said why at the check).
 
+use super::common::*;
 use model::step::{eval_batch, eval_batch_into, train_step, train_step_into};
 use model::{ResNet, ResNetConfig, Sgd};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use tensor::batchnorm::{self, BN_EPS, BN_MOMENTUM};
 use tensor::elementwise::{add, add_assign, relu_backward, relu_forward};
 use tensor::linear::{linear_backward, linear_forward};
@@ -22,88 +22,6 @@ use tensor::pool::{global_avg_pool_backward, global_avg_pool_forward};
 use tensor::sgd::{self, SgdConfig};
 use tensor::shortcut::{pad_shortcut_backward, pad_shortcut_forward};
 use tensor::{conv, Device, Labels, LossMeter, Tensor};
-
-/// The GPU, or a failing test: these checks must never pass by skipping.
-fn gpu() -> Device {
-    Device::cuda(0).unwrap_or_else(|e| panic!("this test needs a CUDA GPU: {e}"))
-}
-
-fn rng(seed: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed)
-}
-
-/// Random values with |v| in [0.1, 1] and random sign: non-zero everywhere.
-fn rand_t(r: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
-    let n = shape.iter().product();
-    let v = (0..n)
-        .map(|_| {
-            let m: f32 = r.gen_range(0.1..=1.0);
-            if r.gen_bool(0.5) {
-                m
-            } else {
-                -m
-            }
-        })
-        .collect();
-    Tensor::from_vec(shape, v)
-}
-
-fn up(t: &Tensor, dev: &Device) -> Tensor {
-    let g = t.to_device(dev).expect("upload");
-    assert!(g.is_cuda());
-    g
-}
-
-/// Back to the host; also checks that the op kept its result on the GPU.
-fn down(t: &Tensor) -> Tensor {
-    assert!(t.is_cuda(), "a GPU op returned a tensor on {}", t.device());
-    t.to_host().expect("download")
-}
-
-fn rel_err(gpu: &Tensor, cpu: &Tensor) -> f64 {
-    let g = down(gpu);
-    assert_eq!(g.shape(), cpu.shape(), "shapes differ");
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (&a, &b) in g.data().iter().zip(cpu.data()) {
-        assert!(a.is_finite(), "non-finite GPU value {a}");
-        num += (a as f64 - b as f64).powi(2);
-        den += (b as f64).powi(2);
-    }
-    assert!(den > 0.0, "the CPU reference is all zeros: a useless check");
-    (num / den).sqrt()
-}
-
-#[track_caller]
-fn assert_rel(what: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) {
-    let e = rel_err(gpu, cpu);
-    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.2e}");
-}
-
-#[track_caller]
-fn assert_exact(what: &str, gpu: &Tensor, cpu: &Tensor) {
-    let g = down(gpu);
-    assert_eq!(g.shape(), cpu.shape(), "{what}: shapes differ");
-    for (i, (&a, &b)) in g.data().iter().zip(cpu.data()).enumerate() {
-        assert!(
-            a.to_bits() == b.to_bits() || (a == 0.0 && b == 0.0),
-            "{what}: element {i}: gpu {a} vs cpu {b}"
-        );
-    }
-}
-
-// Awkward shapes: batch 1, odd channel counts, odd sizes, stride 2, 1x1 convolutions, the
-// 4x4 maps of a four-stage network's last stage, and one real CIFAR shape (long reductions).
-const CONV_CASES: [([usize; 4], [usize; 4], usize); 9] = [
-    ([1, 3, 5, 7], [4, 3, 3, 3], 1),
-    ([3, 2, 7, 5], [5, 2, 3, 3], 2),
-    ([3, 5, 6, 6], [3, 5, 3, 3], 2),
-    ([1, 4, 5, 5], [6, 4, 1, 1], 1),
-    ([3, 3, 7, 6], [5, 3, 1, 1], 2),
-    ([2, 16, 8, 8], [32, 16, 3, 3], 2),
-    ([1, 7, 4, 4], [7, 7, 3, 3], 1),
-    ([2, 64, 4, 4], [64, 64, 3, 3], 1),
-    ([8, 16, 32, 32], [16, 16, 3, 3], 1),
-];
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
@@ -665,34 +583,7 @@ fn bottleneck_conv_shortcut_training_step_matches_the_cpu() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_training_step_is_deterministic() {
-    let dev = gpu();
-    let config = ResNetConfig::from_depth(20, None, None, 10).unwrap();
-    let mut a = ResNet::new(&config, 3);
-    a.to_device(&dev).unwrap();
-    let mut b = ResNet::new(&config, 3);
-    b.to_device(&dev).unwrap();
-    let mut r = rng(12);
-    let x = up(&rand_t(&mut r, &[16, 3, 32, 32]), &dev);
-    let labels: Vec<usize> = (0..16).map(|_| r.gen_range(0..10)).collect();
-    let sgd = Sgd {
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        nesterov: true,
-        decay_weights_only: false,
-    };
-    for _ in 0..2 {
-        let ra = train_step(&mut a, &sgd, &x, &labels, 0.1);
-        let rb = train_step(&mut b, &sgd, &x, &labels, 0.1);
-        assert_eq!(ra.loss.to_bits(), rb.loss.to_bits(), "loss bits");
-    }
-    for (pa, pb) in a.params_mut().into_iter().zip(b.params_mut()) {
-        let (va, vb) = (pa.value.to_vec().unwrap(), pb.value.to_vec().unwrap());
-        assert!(
-            va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{} differs between two identical runs",
-            pa.name
-        );
-    }
+    assert_two_runs_identical(tensor::Precision::Fp32, true, 12);
 }
 
 /// What `train` runs on a GPU: several steps queued with device labels, the loss and hits
