@@ -6,9 +6,10 @@
 //
 // All three passes are the same shared-memory tiled SGEMM (K step 16; 64x64 tiles, or 32x128 /
 // 16x256 for GEMMs of at most 32 / 16 rows); only the way the A and B operands are gathered
-// from memory differs ("implicit" GEMM: the im2col matrix is never materialised). Each pass is a small functor with a(), b() and store() (conv_ops.cuh) so the
-// tiling code exists once. This is the exact fp32 version, `--precision fp32`, the reference;
-// conv_bf16.cu runs the same functors through bf16 tensor-core tiles.
+// from memory differs ("implicit" GEMM: the im2col matrix is never materialised). The passes
+// and their index functors live in conv_ops.cuh, so the tiling code exists once per precision.
+// This is the exact fp32 version, `--precision fp32`, the reference; conv_bf16.cu runs the same
+// passes through bf16 tensor-core tiles.
 //
 // Determinism: every output element is produced by exactly one thread with a fixed summation
 // order; backward-weight uses a deterministic split-K (partials to a workspace, then a fixed-order
@@ -105,48 +106,15 @@ __device__ __forceinline__ void gemm_tile(const Op& op, int M, int Ncols, int k_
     }
 }
 
+// The fp32 tile of `BM` rows, for the passes of conv_ops.cuh.
 template <int BM>
-__device__ __forceinline__ void conv_forward_f32(const float* x, const float* w, float* y, int N,
-                                                 int C, int H, int W, int CO, int OH, int OW,
-                                                 int KS, int S, int P, float beta)
-{
-    FwdOp op;
-    op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
-    op.x = x; op.w = w; op.y = y; op.beta = beta;
-    gemm_tile<BM>(op, CO, N * OH * OW, 0, C * KS * KS);
-}
-
-// beta = 1 lets the residual block add the conv branch's dx onto the shortcut's dx in place.
-template <int BM>
-__device__ __forceinline__ void conv_backward_data_f32(const float* dy, const float* w,
-                                                       float* dx, int N, int C, int H, int W,
-                                                       int CO, int OH, int OW, int KS, int S,
-                                                       int P, float beta)
-{
-    BwdDataOp op;
-    op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
-    op.dy = dy; op.w = w; op.dx = dx; op.beta = beta;
-    gemm_tile<BM>(op, C, N * H * W, 0, CO * KS * KS);
-}
-
-// Split z covers reduction indices [z*k_chunk, min((z+1)*k_chunk, N*OH*OW)); k_chunk is a
-// multiple of 32 chosen by the host. part has splits * CO*C*KS*KS floats. A split with an
-// empty range still stores zeros, so the reduction never reads garbage.
-template <int BM>
-__device__ __forceinline__ void conv_backward_weight_partial_f32(
-    const float* dy, const float* x, float* part, int N, int C, int H, int W, int CO, int OH,
-    int OW, int KS, int S, int P, int k_chunk)
-{
-    BwdWeightOp op;
-    op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
-    op.dy = dy; op.x = x;
-    const int wlen = CO * C * KS * KS;
-    op.part = part + (size_t)blockIdx.z * (size_t)wlen;
-    const int K = N * OH * OW;
-    const int kb = blockIdx.z * k_chunk;
-    const int ke = min(K, kb + k_chunk);
-    gemm_tile<BM>(op, CO, C * KS * KS, kb, ke);
-}
+struct F32Tile {
+    template <typename Op>
+    __device__ static void run(const Op& op, int M, int Ncols, int k_begin, int k_end)
+    {
+        gemm_tile<BM>(op, M, Ncols, k_begin, k_end);
+    }
+};
 
 // ---- entry points: grid = (ceil(Ncols / BN), ceil(M / BM), splits), block = 256 -------------
 // (M, Ncols) = (CO, N*OH*OW) forward, (C, N*H*W) backward-data, (CO, C*KS*KS) backward-weight;
@@ -158,7 +126,7 @@ conv2d_forward(const float* __restrict__ x, const float* __restrict__ w, float* 
                int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
                float beta)
 {
-    conv_forward_f32<64>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_forward_pass<F32Tile<64>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
@@ -166,7 +134,7 @@ conv2d_forward_m32(const float* __restrict__ x, const float* __restrict__ w, flo
                    int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
                    float beta)
 {
-    conv_forward_f32<32>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_forward_pass<F32Tile<32>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
@@ -174,7 +142,7 @@ conv2d_forward_m16(const float* __restrict__ x, const float* __restrict__ w, flo
                    int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
                    float beta)
 {
-    conv_forward_f32<16>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_forward_pass<F32Tile<16>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
 }
 
 // dx = conv_transpose(dy, w) + beta * dx.
@@ -183,7 +151,7 @@ conv2d_backward_data(const float* __restrict__ dy, const float* __restrict__ w, 
                      int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
                      float beta)
 {
-    conv_backward_data_f32<64>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_backward_data_pass<F32Tile<64>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
@@ -191,7 +159,7 @@ conv2d_backward_data_m32(const float* __restrict__ dy, const float* __restrict__
                          int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
                          int P, float beta)
 {
-    conv_backward_data_f32<32>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_backward_data_pass<F32Tile<32>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
@@ -199,7 +167,7 @@ conv2d_backward_data_m16(const float* __restrict__ dy, const float* __restrict__
                          int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
                          int P, float beta)
 {
-    conv_backward_data_f32<16>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_backward_data_pass<F32Tile<16>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
 }
 
 // Partial dw sums; conv2d_backward_weight_reduce adds them.
@@ -209,7 +177,8 @@ conv2d_backward_weight_partial(const float* __restrict__ dy, const float* __rest
                                int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
                                int P, int k_chunk)
 {
-    conv_backward_weight_partial_f32<64>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P, k_chunk);
+    conv_backward_weight_partial_pass<F32Tile<64>>(dy, x, part, N, C, H, W, CO, OH, OW, KS,
+                                                 S, P, k_chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
@@ -217,7 +186,8 @@ conv2d_backward_weight_partial_m32(const float* __restrict__ dy, const float* __
                                    float* __restrict__ part, int N, int C, int H, int W, int CO,
                                    int OH, int OW, int KS, int S, int P, int k_chunk)
 {
-    conv_backward_weight_partial_f32<32>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P, k_chunk);
+    conv_backward_weight_partial_pass<F32Tile<32>>(dy, x, part, N, C, H, W, CO, OH, OW, KS,
+                                                 S, P, k_chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
@@ -225,7 +195,8 @@ conv2d_backward_weight_partial_m16(const float* __restrict__ dy, const float* __
                                    float* __restrict__ part, int N, int C, int H, int W, int CO,
                                    int OH, int OW, int KS, int S, int P, int k_chunk)
 {
-    conv_backward_weight_partial_f32<16>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P, k_chunk);
+    conv_backward_weight_partial_pass<F32Tile<16>>(dy, x, part, N, C, H, W, CO, OH, OW, KS,
+                                                 S, P, k_chunk);
 }
 
 // dw[i] = beta * dw[i] + sum_{z=0}^{splits-1} part[z, i], summed in increasing z (deterministic).

@@ -150,46 +150,15 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
             }
 }
 
-// The three passes for one tile shape; the extern "C" entry points below pick the shape.
+// The tensor-core tile shape, for the passes of conv_ops.cuh.
 template <int WARPS_M, int MT, int NT>
-__device__ __forceinline__ void conv_forward_bf16(const float* x, const float* w, float* y, int N,
-                                                  int C, int H, int W, int CO, int OH, int OW,
-                                                  int KS, int S, int P, float beta)
-{
-    FwdOp op;
-    op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
-    op.x = x; op.w = w; op.y = y; op.beta = beta;
-    gemm_tile_bf16<WARPS_M, MT, NT>(op, CO, N * OH * OW, 0, C * KS * KS);
-}
-
-template <int WARPS_M, int MT, int NT>
-__device__ __forceinline__ void conv_backward_data_bf16(const float* dy, const float* w,
-                                                        float* dx, int N, int C, int H, int W,
-                                                        int CO, int OH, int OW, int KS, int S,
-                                                        int P, float beta)
-{
-    BwdDataOp op;
-    op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
-    op.dy = dy; op.w = w; op.dx = dx; op.beta = beta;
-    gemm_tile_bf16<WARPS_M, MT, NT>(op, C, N * H * W, 0, CO * KS * KS);
-}
-
-// Split z covers reduction indices [z*k_chunk, min((z+1)*k_chunk, N*OH*OW)), as in conv.cu.
-template <int WARPS_M, int MT, int NT>
-__device__ __forceinline__ void conv_backward_weight_partial_bf16(
-    const float* dy, const float* x, float* part, int N, int C, int H, int W, int CO, int OH,
-    int OW, int KS, int S, int P, int k_chunk)
-{
-    BwdWeightOp op;
-    op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
-    op.dy = dy; op.x = x;
-    const int wlen = CO * C * KS * KS;
-    op.part = part + (size_t)blockIdx.z * (size_t)wlen;
-    const int K = N * OH * OW;
-    const int kb = blockIdx.z * k_chunk;
-    const int ke = min(K, kb + k_chunk);
-    gemm_tile_bf16<WARPS_M, MT, NT>(op, CO, C * KS * KS, kb, ke);
-}
+struct Bf16Tile {
+    template <typename Op>
+    __device__ static void run(const Op& op, int M, int Ncols, int k_begin, int k_end)
+    {
+        gemm_tile_bf16<WARPS_M, MT, NT>(op, M, Ncols, k_begin, k_end);
+    }
+};
 
 // ---- entry points: grid = (ceil(Ncols / BN), ceil(M / BM), splits), block = 128 -------------
 // (M, Ncols) = (CO, N*OH*OW) forward, (C, N*H*W) backward-data, (CO, C*KS*KS) backward-weight.
@@ -200,7 +169,7 @@ conv2d_forward_bf16(const float* __restrict__ x, const float* __restrict__ w, fl
                     int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
                     float beta)
 {
-    conv_forward_bf16<2, 2, 4>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_forward_pass<Bf16Tile<2, 2, 4>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
 }
 
 // The same, 32 x 128 tiles (M <= 32).
@@ -209,7 +178,7 @@ conv2d_forward_bf16_m32(const float* __restrict__ x, const float* __restrict__ w
                         int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
                         float beta)
 {
-    conv_forward_bf16<1, 2, 4>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_forward_pass<Bf16Tile<1, 2, 4>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
 }
 
 // The same, 16 x 128 tiles (M <= 16).
@@ -218,7 +187,7 @@ conv2d_forward_bf16_m16(const float* __restrict__ x, const float* __restrict__ w
                         int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
                         float beta)
 {
-    conv_forward_bf16<1, 1, 4>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_forward_pass<Bf16Tile<1, 1, 4>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
 }
 
 // dx = conv_transpose(dy, w) + beta * dx, 64 x 64 tiles (M = C > 32).
@@ -227,7 +196,7 @@ conv2d_backward_data_bf16(const float* __restrict__ dy, const float* __restrict_
                           int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
                           int P, float beta)
 {
-    conv_backward_data_bf16<2, 2, 4>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_backward_data_pass<Bf16Tile<2, 2, 4>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
 }
 
 // The same, 32 x 128 tiles (C <= 32).
@@ -236,7 +205,7 @@ conv2d_backward_data_bf16_m32(const float* __restrict__ dy, const float* __restr
                               float* dx, int N, int C, int H, int W, int CO, int OH, int OW,
                               int KS, int S, int P, float beta)
 {
-    conv_backward_data_bf16<1, 2, 4>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_backward_data_pass<Bf16Tile<1, 2, 4>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
 }
 
 // The same, 16 x 128 tiles (C <= 16).
@@ -245,7 +214,7 @@ conv2d_backward_data_bf16_m16(const float* __restrict__ dy, const float* __restr
                               float* dx, int N, int C, int H, int W, int CO, int OH, int OW,
                               int KS, int S, int P, float beta)
 {
-    conv_backward_data_bf16<1, 1, 4>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_backward_data_pass<Bf16Tile<1, 1, 4>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
 }
 
 // Partial dw sums (then conv.cu's conv2d_backward_weight_reduce), 64 x 64 tiles (CO > 32).
@@ -254,8 +223,8 @@ conv2d_backward_weight_partial_bf16(const float* __restrict__ dy, const float* _
                                     float* __restrict__ part, int N, int C, int H, int W, int CO,
                                     int OH, int OW, int KS, int S, int P, int k_chunk)
 {
-    conv_backward_weight_partial_bf16<2, 2, 4>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P,
-                                               k_chunk);
+    conv_backward_weight_partial_pass<Bf16Tile<2, 2, 4>>(dy, x, part, N, C, H, W, CO, OH, OW, KS,
+                                                       S, P, k_chunk);
 }
 
 // The same, 32 x 128 tiles (CO <= 32).
@@ -265,8 +234,8 @@ conv2d_backward_weight_partial_bf16_m32(const float* __restrict__ dy,
                                         int N, int C, int H, int W, int CO, int OH, int OW,
                                         int KS, int S, int P, int k_chunk)
 {
-    conv_backward_weight_partial_bf16<1, 2, 4>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P,
-                                               k_chunk);
+    conv_backward_weight_partial_pass<Bf16Tile<1, 2, 4>>(dy, x, part, N, C, H, W, CO, OH, OW, KS,
+                                                       S, P, k_chunk);
 }
 
 // The same, 16 x 128 tiles (CO <= 16).
@@ -276,6 +245,6 @@ conv2d_backward_weight_partial_bf16_m16(const float* __restrict__ dy,
                                         int N, int C, int H, int W, int CO, int OH, int OW,
                                         int KS, int S, int P, int k_chunk)
 {
-    conv_backward_weight_partial_bf16<1, 1, 4>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P,
-                                               k_chunk);
+    conv_backward_weight_partial_pass<Bf16Tile<1, 1, 4>>(dy, x, part, N, C, H, W, CO, OH, OW, KS,
+                                                       S, P, k_chunk);
 }

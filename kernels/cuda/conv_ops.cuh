@@ -196,4 +196,54 @@ __device__ __forceinline__ ConvGeom make_geom(int N, int C, int H, int W, int CO
     return g;
 }
 
+// The three passes, for any GEMM tile: `Tile::run(op, M, Ncols, k_begin, k_end)` computes the
+// block's tile (conv.cu's fp32 tiles, conv_bf16.cu's tensor-core tiles). Each builds its
+// functor and says what M, Ncols and K are; the grid is (ceil(Ncols / BN), ceil(M / BM), z).
+
+// y = conv(x, w) + beta * y: M = CO, Ncols = N*OH*OW, K = C*KS*KS.
+template <class Tile>
+__device__ __forceinline__ void conv_forward_pass(const float* x, const float* w, float* y, int N,
+                                                  int C, int H, int W, int CO, int OH, int OW,
+                                                  int KS, int S, int P, float beta)
+{
+    FwdOp op;
+    op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
+    op.x = x; op.w = w; op.y = y; op.beta = beta;
+    Tile::run(op, CO, N * OH * OW, 0, C * KS * KS);
+}
+
+// dx = conv_transpose(dy, w) + beta * dx: M = C, Ncols = N*H*W, K = CO*KS*KS. beta = 1 lets the
+// residual block add the conv branch's dx onto the shortcut's dx in place.
+template <class Tile>
+__device__ __forceinline__ void conv_backward_data_pass(const float* dy, const float* w,
+                                                        float* dx, int N, int C, int H, int W,
+                                                        int CO, int OH, int OW, int KS, int S,
+                                                        int P, float beta)
+{
+    BwdDataOp op;
+    op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
+    op.dy = dy; op.w = w; op.dx = dx; op.beta = beta;
+    Tile::run(op, C, N * H * W, 0, CO * KS * KS);
+}
+
+// Partial dw sums, M = CO, Ncols = C*KS*KS, K = N*OH*OW split over blockIdx.z: split z covers
+// [z*k_chunk, min((z+1)*k_chunk, K)) (k_chunk a multiple of 32, chosen by the host) and writes
+// part[z, co, j]; conv2d_backward_weight_reduce adds the splits. A split with an empty range
+// still stores zeros, so the reduction never reads garbage.
+template <class Tile>
+__device__ __forceinline__ void conv_backward_weight_partial_pass(
+    const float* dy, const float* x, float* part, int N, int C, int H, int W, int CO, int OH,
+    int OW, int KS, int S, int P, int k_chunk)
+{
+    BwdWeightOp op;
+    op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
+    op.dy = dy; op.x = x;
+    const int wlen = CO * C * KS * KS;
+    op.part = part + (size_t)blockIdx.z * (size_t)wlen;
+    const int K = N * OH * OW;
+    const int kb = blockIdx.z * k_chunk;
+    const int ke = min(K, kb + k_chunk);
+    Tile::run(op, CO, C * KS * KS, kb, ke);
+}
+
 #endif  // CONV_OPS_CUH
