@@ -22,9 +22,9 @@
 // What the CPU twin checks: with x, w, dy pre-rounded to bf16 (`tensor::bf16`), this kernel and
 // the fp32 CPU conv add the same exact products, in a different order.
 //
-// Not yet tuned (speed work, by measurement on the device): no cp.async double buffering,
-// scalar gathers (the index decoding is hoisted: see conv_ops.cuh), stores straight from the
-// accumulator fragments.
+// Not yet tuned (speed work, by measurement on the device): scalar gathers (pipelined through
+// registers, with the index decoding hoisted: see conv_ops.cuh), no ldmatrix, stores straight
+// from the accumulator fragments.
 
 #include "conv_ops.cuh"
 #include "mma_bf16.cuh"
@@ -43,6 +43,13 @@ __device__ __forceinline__ int b_word(int n, int j) { return j ^ ((n >> 3) & 3);
 
 // C[M, Ncols] += A[M, K] * B[K, Ncols] over [k_begin, k_end) for the tile at (blockIdx.y,
 // blockIdx.x), with WARPS_M x (4 / WARPS_M) warps of MT x NT mma tiles each.
+//
+// Software-pipelined over K: each thread gathers the *next* K tile from global memory into
+// registers (as fp32 pairs, rounded only when stored) right before the MMAs of the current tile,
+// so the gathers' latency overlaps the tensor-core work instead of stalling in front of it. The
+// reduction indices are decoded into a double-buffered kinfo, which with the single shared tile
+// leaves two barriers per K step. Which values meet in which mma is unchanged, so the results
+// are bit-identical to the unpipelined loop.
 template <int WARPS_M, int MT, int NT, typename Op>
 __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, int k_begin,
                                                int k_end)
@@ -50,12 +57,14 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
     const int WARPS_N = 4 / WARPS_M;
     const int BM = WARPS_M * MT * 16;
     const int BN = WARPS_N * NT * 8;
+    const int A_WORDS = BM * BF_WORDS / BF_THREADS;  // A words gathered per thread per K tile
+    const int B_WORDS = BN * BF_WORDS / BF_THREADS;  // B words
     static_assert(WARPS_M * (4 / WARPS_M) == 4, "4 warps");
     static_assert(BF_THREADS % (4 / WARPS_M * NT * 8) == 0, "one B column per thread");
     static_assert((WARPS_M * MT * 16 * BF_WORDS) % BF_THREADS == 0, "whole A words per thread");
     __shared__ unsigned As[WARPS_M * MT * 16][BF_STRIDE];        // As[m][j] = A[m0+m][k0+2j .. +1]
     __shared__ unsigned Bs[(4 / WARPS_M) * NT * 8][BF_STRIDE];   // Bs[n][j] = B[k0+2j .. +1][n0+n]
-    __shared__ typename Op::KInfo kinfo[BF_TILE_K];  // the tile's reduction indices, decoded once
+    __shared__ typename Op::KInfo kinfo[2][BF_TILE_K];  // a K tile's indices, decoded once
 
     const int tid = threadIdx.x;
     const int lane = tid % 32;
@@ -79,33 +88,60 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
-    for (int k0 = k_begin; k0 < k_end; k0 += BF_TILE_K) {
-        if (tid < BF_TILE_K && k0 + tid < k_end) kinfo[tid] = op.kinfo(k0 + tid);
-        __syncthreads();
-        // A: BM rows x 16 pairs, pair index fastest (A rows are k-contiguous for forward and
-        // backward-weight's dy rows are pixel-contiguous: both read consecutively).
+    // The reduction indices of the K tile at k0, into kinfo[buf].
+    auto decode = [&](int k0, int buf) {
+        if (tid < BF_TILE_K && k0 + tid < k_end) kinfo[buf][tid] = op.kinfo(k0 + tid);
+    };
+    // This thread's share of the K tile at k0 (decoded in kinfo[buf]), into registers: word r of
+    // A is pair j of row mm, word r of B pair j of column tid % BN (pair/column index fastest:
+    // A rows are k-contiguous for forward, backward-weight's dy rows pixel-contiguous, and B
+    // columns are contiguous pixels, so a warp reads consecutive addresses).
+    float a_lo[A_WORDS], a_hi[A_WORDS], b_lo[B_WORDS], b_hi[B_WORDS];
+    auto gather = [&](int k0, int buf) {
+        const typename Op::KInfo* ki = kinfo[buf];
 #pragma unroll
-        for (int r = 0; r < BM * BF_WORDS / BF_THREADS; ++r) {
+        for (int r = 0; r < A_WORDS; ++r) {
             const int idx = tid + r * BF_THREADS;
-            const int mm = idx / BF_WORDS;
+            const int m = m0 + idx / BF_WORDS;
             const int j = idx % BF_WORDS;
-            const int m = m0 + mm;
             const int k = k0 + 2 * j;
-            const float lo = (m < M && k < k_end) ? op.a(m, kinfo[2 * j], k) : 0.0f;
-            const float hi = (m < M && k + 1 < k_end) ? op.a(m, kinfo[2 * j + 1], k + 1) : 0.0f;
-            As[mm][j] = pack_bf16x2(lo, hi);
+            a_lo[r] = (m < M && k < k_end) ? op.a(m, ki[2 * j], k) : 0.0f;
+            a_hi[r] = (m < M && k + 1 < k_end) ? op.a(m, ki[2 * j + 1], k + 1) : 0.0f;
         }
-        // B: 16 pairs x BN columns, column fastest (pixels are contiguous).
 #pragma unroll
-        for (int r = 0; r < BN * BF_WORDS / BF_THREADS; ++r) {
-            const int idx = tid + r * BF_THREADS;
-            const int j = idx / BN;
+        for (int r = 0; r < B_WORDS; ++r) {
+            const int j = (tid + r * BF_THREADS) / BN;
             const int k = k0 + 2 * j;
-            const float lo = (bn < Ncols && k < k_end) ? op.b(kinfo[2 * j], bcol) : 0.0f;
-            const float hi = (bn < Ncols && k + 1 < k_end) ? op.b(kinfo[2 * j + 1], bcol) : 0.0f;
-            Bs[idx % BN][b_word(idx % BN, j)] = pack_bf16x2(lo, hi);
+            b_lo[r] = (bn < Ncols && k < k_end) ? op.b(ki[2 * j], bcol) : 0.0f;
+            b_hi[r] = (bn < Ncols && k + 1 < k_end) ? op.b(ki[2 * j + 1], bcol) : 0.0f;
         }
-        __syncthreads();
+    };
+    // The gathered registers, rounded to bf16 pairs, into the shared tile.
+    auto store_tile = [&]() {
+#pragma unroll
+        for (int r = 0; r < A_WORDS; ++r) {
+            const int idx = tid + r * BF_THREADS;
+            As[idx / BF_WORDS][idx % BF_WORDS] = pack_bf16x2(a_lo[r], a_hi[r]);
+        }
+#pragma unroll
+        for (int r = 0; r < B_WORDS; ++r) {
+            const int idx = tid + r * BF_THREADS;
+            Bs[idx % BN][b_word(idx % BN, idx / BN)] = pack_bf16x2(b_lo[r], b_hi[r]);
+        }
+    };
+
+    decode(k_begin, 0);
+    __syncthreads();
+    gather(k_begin, 0);
+    int buf = 0;
+    for (int k0 = k_begin; k0 < k_end; k0 += BF_TILE_K, buf ^= 1) {
+        const bool more = k0 + BF_TILE_K < k_end;
+        store_tile();
+        // kinfo[buf ^ 1] was last read by the gather two tiles back, before the previous
+        // step's closing barrier.
+        if (more) decode(k0 + BF_TILE_K, buf ^ 1);
+        __syncthreads();  // the tile and the next kinfo are visible
+        if (more) gather(k0 + BF_TILE_K, buf ^ 1);
 
         // Two k16 steps per tile; a k16 step spans 8 words, its upper half (k+8..) 4 words on.
 #pragma unroll
@@ -130,7 +166,7 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
 #pragma unroll
                 for (int j = 0; j < NT; ++j) mma_bf16_16x8x16(acc[i][j], a[i], b[j]);
         }
-        __syncthreads();
+        __syncthreads();  // every warp is done with the tile before the next store_tile
     }
 
     // acc[i][j][2h + e] is C[wm + 16i + g + 8h][wn + 8j + 2t + e].
