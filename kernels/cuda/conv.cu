@@ -46,7 +46,7 @@ __device__ __forceinline__ void gemm_tile(const Op& op, int M, int Ncols, int k_
     // Every B element this thread loads is in column tid % BN (THREADS is a multiple of BN),
     // so the column is decoded once for the whole K loop.
     const int bn = n0 + tid % BN;
-    const typename Op::Col bcol = op.col(bn < Ncols ? bn : 0);
+    const typename Op::Col bcol = bn < Ncols ? op.col(bn) : typename Op::Col();  // zeros past Ncols
 
     float acc[4][4];
 #pragma unroll
@@ -55,7 +55,8 @@ __device__ __forceinline__ void gemm_tile(const Op& op, int M, int Ncols, int k_
         for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
 
     for (int k0 = k_begin; k0 < k_end; k0 += TILE_K) {
-        if (tid < TILE_K && k0 + tid < k_end) kinfo[tid] = op.kinfo(k0 + tid);
+        if (tid < TILE_K)  // past k_end: value-initialised, so B gathers zeros there
+            kinfo[tid] = k0 + tid < k_end ? op.kinfo(k0 + tid) : typename Op::KInfo();
         __syncthreads();
         // A tile: BM x 16 values, k fastest (weights are k-contiguous).
 #pragma unroll
@@ -72,8 +73,7 @@ __device__ __forceinline__ void gemm_tile(const Op& op, int M, int Ncols, int k_
         for (int r = 0; r < BN * TILE_K / THREADS; ++r) {
             const int idx = tid + r * THREADS;
             const int kk = idx / BN;
-            const int k = k0 + kk;
-            Bs[kk][idx % BN] = (bn < Ncols && k < k_end) ? op.b(kinfo[kk], bcol) : 0.0f;
+            Bs[kk][idx % BN] = op.b(kinfo[kk], bcol);  // in range by construction (conv_ops.cuh)
         }
         __syncthreads();
 

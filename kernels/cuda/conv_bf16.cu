@@ -78,7 +78,7 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
     // Every B pair this thread loads is in column tid % BN (BF_THREADS is a multiple of BN),
     // so the column is decoded once for the whole K loop.
     const int bn = n0 + tid % BN;
-    const typename Op::Col bcol = op.col(bn < Ncols ? bn : 0);
+    const typename Op::Col bcol = bn < Ncols ? op.col(bn) : typename Op::Col();  // zeros past Ncols
 
     float acc[MT][NT][4];
 #pragma unroll
@@ -90,7 +90,8 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
 
     // The reduction indices of the K tile at k0, into kinfo[buf].
     auto decode = [&](int k0, int buf) {
-        if (tid < BF_TILE_K && k0 + tid < k_end) kinfo[buf][tid] = op.kinfo(k0 + tid);
+        if (tid < BF_TILE_K)  // past k_end: value-initialised, so B gathers zeros there
+            kinfo[buf][tid] = k0 + tid < k_end ? op.kinfo(k0 + tid) : typename Op::KInfo();
     };
     // This thread's share of the K tile at k0 (decoded in kinfo[buf]), into registers: word r of
     // A is pair j of row mm, word r of B pair j of column tid % BN (pair/column index fastest:
@@ -111,9 +112,8 @@ __device__ __forceinline__ void gemm_tile_bf16(const Op& op, int M, int Ncols, i
 #pragma unroll
         for (int r = 0; r < B_WORDS; ++r) {
             const int j = (tid + r * BF_THREADS) / BN;
-            const int k = k0 + 2 * j;
-            b_lo[r] = (bn < Ncols && k < k_end) ? op.b(ki[2 * j], bcol) : 0.0f;
-            b_hi[r] = (bn < Ncols && k + 1 < k_end) ? op.b(ki[2 * j + 1], bcol) : 0.0f;
+            b_lo[r] = op.b(ki[2 * j], bcol);  // in range by construction (conv_ops.cuh)
+            b_hi[r] = op.b(ki[2 * j + 1], bcol);
         }
     };
     // The gathered registers, rounded to bf16 pairs, into the shared tile.

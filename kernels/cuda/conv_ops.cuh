@@ -5,13 +5,21 @@
 // Each pass is a functor the GEMM tile code calls without knowing which pass it computes:
 //   KInfo kinfo(k)            what the reduction index k means (channel, tap, offsets)
 //   Col   col(n)              what output column n means (image, pixel, offsets)
-//   a(m, kinfo, k)            A[m][k]
-//   b(kinfo, col)             B[k][n]
+//   a(m, kinfo, k)            A[m][k]                  (the tile checks m < M and k < k_end)
+//   b(kinfo, col)             B[k][n]                  (no checks needed: see below)
 //   store(m, n, v)            C[m][n] = v (+ beta * old)
 // The split exists for speed, not meaning: decoding k and n takes integer divisions, and a
 // tile decodes each of its BK reduction indices once (into shared memory, shared by all its
 // threads) and each thread decodes its B column once for the whole K loop, instead of every
-// element paying ~5 divisions. Only additions and bounds checks remain per element.
+// element paying ~5 divisions.
+//
+// Every B operand is x or dy read at (a pixel, a tap), and whether that pair lies inside the
+// map is decided once, when the pixel is decoded: Pixel::mask has bit ky*KS+kx set iff tap
+// (ky, kx) of this pixel is in range, and a Tap carries its bit. So a B element is one AND and
+// one predicated load (gather()), with no bounds arithmetic, and a value-initialised KInfo or
+// Col (mask or bit 0) gathers zeros: that is how the tile pads k past the end and columns past
+// Ncols. (On sm_90 that, with the constant and multiply-high divisions below, took the bf16
+// tiles' K step from 556-1803 instructions to 331-582: PERFLOG #16, kernel-resources.py --sass.)
 #ifndef CONV_OPS_CUH
 #define CONV_OPS_CUH
 
@@ -23,57 +31,131 @@ struct ConvGeom {
 
 // A receptive-field tap: a channel and a kernel position.
 struct Tap {
-    int off;  // input_tap: ci*H*W + ky*W + kx; backward-data: co*OH*OW
-    int ky, kx;
-    int w;    // backward-data: co*C*KS*KS + ky*KS + kx, the weight index without ci
+    int off;       // added to a Pixel's base to address this tap of that pixel (may be negative)
+    unsigned bit;  // 1 << (ky*KS + kx), the Pixel::mask bit that says the pair is in range
+    int w;         // backward-data: co*C*KS*KS + ky*KS + kx, the weight index without ci
 };
 
-// A pixel: its image's offset and the reference corner of its receptive field.
+// A pixel: where its receptive field sits, and which of its taps are inside the map.
 struct Pixel {
-    int base;    // output_pixel: x offset of image n + corner; backward-data: dy offset of image n
-    int iy, ix;  // output_pixel: corner (oy*S-P, ox*S-P); backward-data: (iy+P, ix+P)
-    int dy;      // output_pixel: offset of dy[n, 0, oy, ox]
+    int base;       // offset that a Tap's off completes (see output_pixel and BwdDataOp::col)
+    unsigned mask;  // bit ky*KS+kx set iff tap (ky, kx) of this pixel is inside the map
+    int dy;         // output_pixel: offset of dy[n, 0, oy, ox]
 };
+
+// x or dy at tap t of pixel p, or 0 where the pair is out of range (padding, a stride-2 hole, a
+// tile's padding row or column).
+__device__ __forceinline__ float gather(const float* src, const Tap& t, const Pixel& p)
+{
+    return (p.mask & t.bit) ? src[p.base + t.off] : 0.0f;
+}
+
+// Bit d (d < KS) set iff 0 <= first + d < limit: which rows (or columns) of a forward window
+// starting at `first` lie inside the map. (Loops to the constant 3 with `d < KS` inside, so
+// they unroll: KS is 1 or 3.)
+__device__ __forceinline__ unsigned window_bits(int first, int KS, int limit)
+{
+    unsigned bits = 0;
+#pragma unroll
+    for (int d = 0; d < 3; ++d)
+        bits |= (unsigned)(d < KS && first + d >= 0 && first + d < limit) << d;
+    return bits;
+}
+
+// Bit d set iff t - d is a multiple of S (1 or 2) and (t - d) / S is in [0, limit): which kernel
+// rows (or columns) d reach backward-data pixel t (= iy + P) from an existing output row.
+__device__ __forceinline__ unsigned output_bits(int t, int KS, int S, int limit)
+{
+    unsigned bits = 0;
+#pragma unroll
+    for (int d = 0; d < 3; ++d) {
+        const int o = t - d;
+        bits |= (unsigned)(d < KS && o >= 0 && (o & (S - 1)) == 0 && (o >> (S - 1)) < limit) << d;
+    }
+    return bits;
+}
+
+// The Pixel::mask of a KS x KS window whose rows / columns in range are `rows` / `cols`.
+__device__ __forceinline__ unsigned window_mask(unsigned rows, unsigned cols, int KS)
+{
+    unsigned mask = 0;
+#pragma unroll
+    for (int ky = 0; ky < 3; ++ky)
+        if ((rows >> ky) & 1u) mask |= cols << (ky * KS);  // rows has no bit past KS
+    return mask;
+}
+
+// n / d for 0 <= n < 2^31 and a divisor d >= 1 fixed for the whole kernel, as a multiply-high
+// and a shift (Granlund & Montgomery): l = ceil(log2 d), m = floor(2^32 (2^l - d) / d) + 1,
+// n / d = (umulhi(n, m) + n) >> l. Set up once per thread (one 64-bit division), it replaces a
+// ~35-instruction division in the backward-weight pixel decode, which runs every K tile.
+struct FastDiv {
+    unsigned m;
+    int l;
+};
+__device__ __forceinline__ FastDiv fast_div(int d)
+{
+    FastDiv f;
+    f.l = 0;
+    while ((1u << f.l) < (unsigned)d) ++f.l;
+    f.m = (unsigned)(((1ull << 32) * ((1ull << f.l) - (unsigned)d)) / (unsigned)d + 1);
+    return f;
+}
+__device__ __forceinline__ int operator/(int n, const FastDiv& f)
+{
+    return (int)((__umulhi((unsigned)n, f.m) + (unsigned)n) >> f.l);
+}
+
+// Index j = (c, ky, kx) of a KS x KS window over channels: c = j / (KS*KS), r = ky*KS + kx.
+// KS is 1 or 3 (the launcher checks), so both divisions are by constants and compile to a
+// multiply-high instead of a ~35-instruction division; they run in every K tile's decode.
+struct WindowIndex {
+    int c, r, ky, kx;
+};
+__device__ __forceinline__ WindowIndex window_index(int j, int KS)
+{
+    WindowIndex i;
+    if (KS == 3) {
+        i.c = j / 9;
+        i.r = j - 9 * i.c;
+        i.ky = i.r / 3;
+        i.kx = i.r - 3 * i.ky;
+    } else {
+        i.c = j;
+        i.r = i.ky = i.kx = 0;
+    }
+    return i;
+}
 
 // Tap j = (ci, ky, kx) of a forward input: x offset of channel ci at row ky, column kx.
 __device__ __forceinline__ Tap input_tap(const ConvGeom& g, int j)
 {
-    const int kk2 = g.KS * g.KS;
-    const int ci = j / kk2;
-    const int r = j - ci * kk2;
+    const WindowIndex i = window_index(j, g.KS);
     Tap t;
-    t.ky = r / g.KS;
-    t.kx = r - t.ky * g.KS;
-    t.off = ci * g.H * g.W + t.ky * g.W + t.kx;
+    t.off = i.c * g.H * g.W + i.ky * g.W + i.kx;
+    t.bit = 1u << i.r;
     t.w = 0;
     return t;
 }
 
 // Output pixel q = (n, oy, ox): its image's x offset plus its receptive field's top-left corner
-// (which may lie in the padding), and the offset of dy[n, 0, oy, ox].
-__device__ __forceinline__ Pixel output_pixel(const ConvGeom& g, int q)
+// (which may lie in the padding), the taps inside the map, and the offset of dy[n, 0, oy, ox].
+// `Div` is int or FastDiv: ohw = OH*OW and ow = OW as divisors.
+template <typename Div>
+__device__ __forceinline__ Pixel output_pixel(const ConvGeom& g, int q, const Div& ohw,
+                                              const Div& ow)
 {
-    const int ohw = g.OH * g.OW;
     const int n = q / ohw;
-    const int rem = q - n * ohw;
-    const int oy = rem / g.OW;
+    const int rem = q - n * (g.OH * g.OW);
+    const int oy = rem / ow;
     const int ox = rem - oy * g.OW;
+    const int iy = oy * g.S - g.P;
+    const int ix = ox * g.S - g.P;
     Pixel p;
-    p.iy = oy * g.S - g.P;
-    p.ix = ox * g.S - g.P;
-    p.base = n * g.C * g.H * g.W + p.iy * g.W + p.ix;
-    p.dy = n * g.CO * ohw + rem;
+    p.base = n * g.C * g.H * g.W + iy * g.W + ix;
+    p.mask = window_mask(window_bits(iy, g.KS, g.H), window_bits(ix, g.KS, g.W), g.KS);
+    p.dy = n * g.CO * g.OH * g.OW + rem;
     return p;
-}
-
-// x at tap t of output pixel p, or 0 in the padding (forward's B and backward-weight's B).
-__device__ __forceinline__ float input_at(const ConvGeom& g, const float* x, const Tap& t,
-                                          const Pixel& p)
-{
-    const int iy = p.iy + t.ky;
-    const int ix = p.ix + t.kx;
-    if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) return 0.0f;
-    return x[p.base + t.off];
 }
 
 // Forward: M = CO, Ncols = N*OH*OW, K = C*KS*KS.
@@ -88,9 +170,9 @@ struct FwdOp {
     typedef Tap KInfo;
     typedef Pixel Col;
     __device__ Tap kinfo(int k) const { return input_tap(g, k); }
-    __device__ Pixel col(int q) const { return output_pixel(g, q); }
+    __device__ Pixel col(int q) const { return output_pixel(g, q, g.OH * g.OW, g.OW); }
     __device__ float a(int co, const Tap&, int k) const { return w[co * (g.C * g.KS * g.KS) + k]; }
-    __device__ float b(const Tap& t, const Pixel& p) const { return input_at(g, x, t, p); }
+    __device__ float b(const Tap& t, const Pixel& p) const { return gather(x, t, p); }
     __device__ void store(int co, int q, float v) const
     {
         const int ohw = g.OH * g.OW;
@@ -106,6 +188,9 @@ struct FwdOp {
 //   A[ci, k]  = w[co, ci, ky, kx]     with k=(co,ky,kx)
 //   B[k, q]   = dy[n, co, oy, ox] where iy = oy*S+ky-P (and same for x), if that (oy,ox) exists
 // i.e. the transposed convolution, gathered so that each dx element has one owner (no atomics).
+// With ty = iy+P: output row oy = (ty-ky)/S exists iff ty-ky >= 0, S divides it and it is < OH
+// (output_bits). For S = 2, ty and ky have the same parity when it exists, so (ty-ky)/S =
+// ty/S - ky/S: the pixel's part goes in base and the tap's in off.
 struct BwdDataOp {
     ConvGeom g;
     const float* dy;
@@ -116,14 +201,11 @@ struct BwdDataOp {
     typedef Pixel Col;
     __device__ Tap kinfo(int k) const
     {
-        const int kk2 = g.KS * g.KS;
-        const int co = k / kk2;
-        const int r = k - co * kk2;
+        const WindowIndex i = window_index(k, g.KS);  // i.c is co
         Tap t;
-        t.ky = r / g.KS;
-        t.kx = r - t.ky * g.KS;
-        t.off = co * g.OH * g.OW;
-        t.w = co * g.C * kk2 + r;
+        t.off = i.c * g.OH * g.OW - (i.ky >> (g.S - 1)) * g.OW - (i.kx >> (g.S - 1));  // S: 1 or 2
+        t.bit = 1u << i.r;
+        t.w = (i.c * g.C) * (g.KS * g.KS) + i.r;
         return t;
     }
     __device__ Pixel col(int q) const
@@ -132,10 +214,12 @@ struct BwdDataOp {
         const int n = q / hw;
         const int rem = q - n * hw;
         const int iy = rem / g.W;
+        const int ty = iy + g.P;
+        const int tx = rem - iy * g.W + g.P;
         Pixel p;
-        p.iy = iy + g.P;  // = oy * S + ky when tap (ky, kx) of output (oy, ox) reads this pixel
-        p.ix = rem - iy * g.W + g.P;
-        p.base = n * g.CO * g.OH * g.OW;
+        p.base = n * g.CO * g.OH * g.OW + (ty >> (g.S - 1)) * g.OW + (tx >> (g.S - 1));
+        p.mask = window_mask(output_bits(ty, g.KS, g.S, g.OH), output_bits(tx, g.KS, g.S, g.OW),
+                             g.KS);
         p.dy = 0;
         return p;
     }
@@ -143,19 +227,7 @@ struct BwdDataOp {
     {
         return w[t.w + ci * g.KS * g.KS];
     }
-    __device__ float b(const Tap& t, const Pixel& p) const
-    {
-        int ty = p.iy - t.ky;
-        int tx = p.ix - t.kx;
-        if (ty < 0 || tx < 0) return 0.0f;
-        if (g.S == 2) {  // S is 1 or 2 (checked by the launcher)
-            if ((ty | tx) & 1) return 0.0f;
-            ty >>= 1;
-            tx >>= 1;
-        }
-        if (ty >= g.OH || tx >= g.OW) return 0.0f;
-        return dy[p.base + t.off + ty * g.OW + tx];
-    }
+    __device__ float b(const Tap& t, const Pixel& p) const { return gather(dy, t, p); }
     __device__ void store(int ci, int q, float v) const
     {
         const int hw = g.H * g.W;
@@ -177,12 +249,13 @@ struct BwdWeightOp {
     const float* dy;
     const float* x;
     float* part;  // already offset to this split's slab
+    FastDiv ohw, ow;  // OH*OW and OW: kinfo decodes 32 pixels per K tile
     typedef Pixel KInfo;
     typedef Tap Col;
-    __device__ Pixel kinfo(int q) const { return output_pixel(g, q); }
+    __device__ Pixel kinfo(int q) const { return output_pixel(g, q, ohw, ow); }
     __device__ Tap col(int j) const { return input_tap(g, j); }
     __device__ float a(int co, const Pixel& p, int) const { return dy[p.dy + co * g.OH * g.OW]; }
-    __device__ float b(const Pixel& p, const Tap& t) const { return input_at(g, x, t, p); }
+    __device__ float b(const Pixel& p, const Tap& t) const { return gather(x, t, p); }
     __device__ void store(int co, int j, float v) const { part[co * (g.C * g.KS * g.KS) + j] = v; }
 };
 
@@ -238,6 +311,8 @@ __device__ __forceinline__ void conv_backward_weight_partial_pass(
     BwdWeightOp op;
     op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
     op.dy = dy; op.x = x;
+    op.ohw = fast_div(OH * OW);
+    op.ow = fast_div(OW);
     const int wlen = CO * C * KS * KS;
     op.part = part + (size_t)blockIdx.z * (size_t)wlen;
     const int K = N * OH * OW;

@@ -83,6 +83,11 @@ __device__ inline float __fadd_rn(float a, float b) { return a + b; }
 __device__ inline float __fsub_rn(float a, float b) { return a - b; }
 __device__ inline float __fdiv_rn(float a, float b) { return a / b; }
 __device__ inline float __fsqrt_rn(float a) { return sqrtf(a); }
+// The high 32 bits of the 64-bit product.
+__device__ inline unsigned __umulhi(unsigned a, unsigned b)
+{
+    return (unsigned)(((unsigned long long)a * b) >> 32);
+}
 // rsqrtf is ≤2 ulp on the device; 1/sqrtf is within that.
 __device__ inline float rsqrtf(float a) { return 1.0f / sqrtf(a); }
 // fmaf, expf, logf, sqrtf, fmaxf, fminf, fabsf: <math.h> (fmaf is a true fused multiply-add).

@@ -213,6 +213,11 @@ void emu_conv2d_backward_weight_reduce(EmuDim3 g, EmuDim3 b, const float* part, 
 {
     EMU_LAUNCH(g, b, conv2d_backward_weight_reduce(part, dw, wlen, splits, beta));
 }
+// conv_ops.cuh's FastDiv, a device helper rather than a kernel: n / fast_div(d).
+int emu_fast_div(int n, int d)
+{
+    return n / fast_div(d);
+}
 
 // ---- conv_bf16.cu — the same configs, block = CONV_BF16_THREADS, tile by ConvTile::for_rows;
 // the reduce is conv.cu's ----------------------------------------------------------------------

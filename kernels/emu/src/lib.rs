@@ -349,6 +349,8 @@ extern "C" {
         p: i32,
         k_chunk: i32,
     );
+    /// conv_ops.cuh's `n / fast_div(d)` (multiply-high division), for n in [0, 2^31), d >= 1.
+    pub fn emu_fast_div(n: i32, d: i32) -> i32;
     pub fn emu_conv2d_backward_weight_reduce(
         g: Dim3,
         b: Dim3,

@@ -654,6 +654,42 @@ fn check_conv_kernels(precision: Precision, seed: u64) {
     }
 }
 
+/// conv_ops.cuh's FastDiv (the backward-weight pixel decode's OH*OW and OW divisions) equals `/`
+/// at the edges of every quotient for small divisors, and across the whole non-negative `int`
+/// range for large and awkward ones.
+#[test]
+fn fast_div_divides_exactly() {
+    let mut r = rng(11);
+    let big = [
+        1023,
+        1024,
+        1025,
+        4095,
+        65_535,
+        65_536,
+        65_537,
+        1 << 20,
+        (1 << 30) + 1,
+        i32::MAX - 1,
+        i32::MAX,
+    ];
+    for d in (1..=1100).chain(big) {
+        let mut ns: Vec<i32> = vec![0, 1, d - 1, d, i32::MAX, i32::MAX - 1, i32::MAX - d + 1];
+        for k in [1i64, 2, 3, 7, 1000, (i32::MAX as i64) / d as i64] {
+            for e in [-1i64, 0, 1] {
+                let n = k * d as i64 + e;
+                if (0..=i32::MAX as i64).contains(&n) {
+                    ns.push(n as i32);
+                }
+            }
+        }
+        ns.extend((0..20).map(|_| r.gen_range(0..=i32::MAX)));
+        for n in ns.into_iter().filter(|&n| n >= 0) {
+            assert_eq!(unsafe { emu_fast_div(n, d) }, n / d, "{n} / {d}");
+        }
+    }
+}
+
 /// Implicit-GEMM tiles (fmaf chains in tile order) vs the twin's im2col + blocked GEMM: same
 /// terms, different order; reduction lengths ≤ 603.
 #[test]
