@@ -42,7 +42,9 @@ for m in "${models[@]}"; do
       echo "{\"peer\": \"ours\", \"model\": \"$m\", \"mode\": \"$(echo $mode | sed 's/--precision //; s/ --cuda-graph/+graph/')\", \"failed\": true}" >> "$jsonl"
   done
 done
-(cd "$g/data" && python3 torch_peer.py speed --models "$(IFS=,; echo "${models[*]}")" --out "$jsonl" > /dev/null)
+# A failing peer still leaves our columns to print (the ratio column then says "?").
+(cd "$g/data" && python3 torch_peer.py speed --models "$(IFS=,; echo "${models[*]}")" --out "$jsonl" > /dev/null) ||
+  echo "torch_peer.py speed failed (exit $?): no peer columns" >&2
 
 python3 - "$jsonl" <<'PY'
 import json, sys

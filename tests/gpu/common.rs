@@ -1,6 +1,9 @@
 //! Helpers shared by the GPU test modules. Error measure: `‖gpu − cpu‖₂ / ‖cpu‖₂` over the
 //! whole tensor, in f64; each check states its bound.
 
+use std::ops::Deref;
+use std::sync::{Mutex, MutexGuard};
+
 use model::step::train_step;
 use model::{ResNet, ResNetConfig, Sgd};
 use rand::{Rng, SeedableRng};
@@ -24,9 +27,32 @@ pub const CONV_CASES: [([usize; 4], [usize; 4], usize); 10] = [
     ([8, 16, 32, 32], [16, 16, 3, 3], 1),
 ];
 
+/// The GPU, held by one test at a time. Tests run on parallel threads, and the device state
+/// they share is per GPU, not per thread: one stream (a CUDA-graph capture on it would record
+/// another test's launches, and a download from another thread breaks the capture), and the
+/// optimizer's device address tables that a captured step reads. So each test takes the GPU for
+/// its whole body; a panicking test releases it (the lock's poison is ignored).
+pub struct Gpu {
+    dev: Device,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Deref for Gpu {
+    type Target = Device;
+    fn deref(&self) -> &Device {
+        &self.dev
+    }
+}
+
 /// The GPU, or a failing test: these checks must never pass by skipping.
-pub fn gpu() -> Device {
-    Device::cuda(0).unwrap_or_else(|e| panic!("this test needs a CUDA GPU: {e}"))
+pub fn gpu() -> Gpu {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    let serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dev = Device::cuda(0).unwrap_or_else(|e| panic!("this test needs a CUDA GPU: {e}"));
+    Gpu {
+        dev,
+        _serial: serial,
+    }
 }
 
 pub fn rng(seed: u64) -> ChaCha8Rng {

@@ -406,14 +406,14 @@ fn tensors_on_the_gpu_behave() {
     let dev = gpu();
     assert_eq!(
         Device::cuda(0).unwrap(),
-        dev,
+        *dev,
         "the device is opened once and shared"
     );
     assert!(dev.to_string().starts_with("cuda:"));
     let mut r = rng(10);
     let t = rand_t(&mut r, &[2, 3, 5]);
     let g = up(&t, &dev);
-    assert_eq!(g.device(), dev);
+    assert_eq!(g.device(), *dev);
     assert_eq!(g.shape(), t.shape());
     assert_eq!(g.len(), t.len());
     assert_exact("round trip", &g, &t);
@@ -466,7 +466,7 @@ fn whole_model_step(config: &ResNetConfig, batch: usize, loss_tol: f32) {
     let mut cpu = ResNet::new(config, 7);
     let mut gpu_model = cpu.clone();
     gpu_model.to_device(&dev).expect("model to GPU");
-    assert_eq!(gpu_model.device(), dev);
+    assert_eq!(gpu_model.device(), *dev);
     let mut r = rng(11);
     let x = rand_t(&mut r, &[batch, 3, 32, 32]);
     let labels: Vec<usize> = (0..batch)
@@ -607,7 +607,7 @@ fn loss_meter_over_gpu_steps_with_device_labels_matches_the_cpu() {
     let mut r = rng(13);
     let mut cpu_meter = LossMeter::new(&Device::Cpu).unwrap();
     let mut gpu_meter = LossMeter::new(&dev).unwrap();
-    assert_eq!(gpu_meter.device(), dev);
+    assert_eq!(gpu_meter.device(), *dev);
     let mut batches = Vec::new();
     for batch in [8, 5, 8] {
         let x = rand_t(&mut r, &[batch, 3, 32, 32]);

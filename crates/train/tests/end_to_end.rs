@@ -421,11 +421,20 @@ fn device_cuda_is_a_clean_exit_2_without_a_gpu_and_trains_with_one() {
     }
 }
 
+/// The GPU for this test alone, until the guard drops. The GPU tests run in parallel threads
+/// otherwise, and the out-of-memory one fills the whole card: the others would fail with an
+/// out-of-memory of their own. (The lock's poison, from a failed test, is ignored.)
+fn gpu_to_myself() -> std::sync::MutexGuard<'static, ()> {
+    static GPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The CUDA engine end to end: two epochs on the GPU, a checkpoint, `eval` on the GPU and on
 /// the CPU agreeing on the test accuracy.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn trains_and_evaluates_on_the_gpu() {
+    let _gpu = gpu_to_myself();
     let tmp = tempfile::tempdir().unwrap();
     let data = cifar10_dir(&tmp.path().join("data"));
     let ck = tmp.path().join("gpu.safetensors");
@@ -483,6 +492,7 @@ fn trains_and_evaluates_on_the_gpu() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn cuda_graph_training_matches_eager_training_on_the_gpu() {
+    let _gpu = gpu_to_myself();
     let tmp = tempfile::tempdir().unwrap();
     let data = cifar10_dir(&tmp.path().join("data"));
     let run = |extra: &[&str]| {
@@ -516,6 +526,7 @@ fn cuda_graph_training_matches_eager_training_on_the_gpu() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn out_of_gpu_memory_is_a_clear_error_naming_the_model_and_batch_size() {
+    let _gpu = gpu_to_myself();
     let tmp = tempfile::tempdir().unwrap();
     let data = cifar10_dir_with(&tmp.path().join("data"), 3300);
     let out = train(&[
