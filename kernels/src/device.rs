@@ -15,9 +15,10 @@ use crate::error::{guard, human_bytes, KernelError, Result};
 use crate::nvrtc::{arch_for_capability, compile_all, CompiledModule};
 use crate::KERNELS;
 
-/// PTX per architecture, compiled once per process and shared by every [`Gpu`] of that arch
-/// (nvrtc takes a noticeable fraction of a second per file; modules themselves are per context).
-fn ptx_cache() -> &'static Mutex<HashMap<String, Arc<Vec<CompiledModule>>>> {
+/// Compiled modules per architecture, compiled once per process and shared by every [`Gpu`] of
+/// that arch (nvrtc takes a noticeable fraction of a second per file; modules themselves are
+/// per context).
+fn module_cache() -> &'static Mutex<HashMap<String, Arc<Vec<CompiledModule>>>> {
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<Vec<CompiledModule>>>>> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
@@ -25,7 +26,7 @@ fn ptx_cache() -> &'static Mutex<HashMap<String, Arc<Vec<CompiledModule>>>> {
 /// Compiles (or fetches from the process cache) every source for `arch`.
 pub fn cached_modules(arch: &str) -> Result<Arc<Vec<CompiledModule>>> {
     // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
-    let mut cache = ptx_cache().lock().unwrap_or_else(|p| p.into_inner());
+    let mut cache = module_cache().lock().unwrap_or_else(|p| p.into_inner());
     if let Some(m) = cache.get(arch) {
         return Ok(Arc::clone(m));
     }
@@ -58,8 +59,9 @@ impl std::fmt::Debug for Gpu {
 
 impl Gpu {
     /// Opens device `ordinal`: probes the driver and nvrtc (clean `Err` when absent, never a
-    /// panic), creates the context and a stream, compiles every module for the device's compute
-    /// capability (once per process) and loads them.
+    /// panic), creates the context and a stream, compiles every module to a cubin for the
+    /// device's exact architecture (`sm_XY`, once per process) and loads them. Cubins, not PTX:
+    /// they skip the driver's JIT, and load on any 13.x driver whichever nvrtc 13.x made them.
     pub fn new(ordinal: usize) -> Result<Gpu> {
         let info = crate::probe::driver()?;
         crate::probe::nvrtc()?;
@@ -80,6 +82,7 @@ impl Gpu {
             .compute_capability()
             .map_err(|e| KernelError::driver("querying the compute capability", e))?;
         let arch = arch_for_capability(capability.0, capability.1);
+        let nvrtc = crate::probe::nvrtc()?;
         // Every buffer is used on the one stream below only, so work is already ordered.
         // cudarc's event tracking (on once a second stream exists) exists to order work across
         // streams: two events per allocation, and a wait plus a record per buffer argument of
@@ -97,12 +100,12 @@ impl Gpu {
         let mut functions = HashMap::new();
         let mut modules = Vec::with_capacity(compiled.len());
         for m in compiled.iter() {
-            let module = ctx.load_module(m.ptx.clone()).map_err(|e| {
+            let module = ctx.load_module(m.to_ptx()).map_err(|e| {
                 KernelError::driver(
                     format!(
-                        "loading module {} ({arch}); CUDA_ERROR_UNSUPPORTED_PTX_VERSION means the \
-                         driver is older than nvrtc 13 (needs driver >= 580)",
-                        m.file
+                        "loading module {} ({arch} cubin from nvrtc {}.{}); a cubin from nvrtc \
+                         13.x needs a CUDA 13 driver (>= 580)",
+                        m.file, nvrtc.version.0, nvrtc.version.1
                     ),
                     e,
                 )
@@ -207,7 +210,7 @@ impl Gpu {
         self.capability
     }
 
-    /// The architecture the modules were compiled for, e.g. `compute_90`.
+    /// The architecture the modules were compiled for (cubins), e.g. `sm_90`.
     pub fn arch(&self) -> &str {
         &self.arch
     }

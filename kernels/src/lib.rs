@@ -2,7 +2,8 @@
 //!
 //! * [`SOURCES`]: every `kernels/cuda/*.cu` file, embedded at build time (see `build.rs`).
 //! * [`KERNELS`]: the `extern "C" __global__` entry points each source must define.
-//! * [`nvrtc`]: compile a source to PTX for an architecture (needs only `libnvrtc.so.13`).
+//! * [`nvrtc`]: compile a source to PTX (`compute_XY`) or a cubin (`sm_XY`) for an
+//!   architecture (needs only `libnvrtc.so.13`).
 //! * [`probe`]: check that libcuda / libnvrtc can be loaded *before* cudarc touches them
 //!   (cudarc panics when a library is missing; this crate returns [`KernelError`] instead).
 //! * [`Gpu`]: context + stream + every module compiled for the device, kernels by name.

@@ -1,10 +1,20 @@
-//! Compile the embedded CUDA sources to PTX with nvrtc (through cudarc).
+//! Compile the embedded CUDA sources with nvrtc (through cudarc's raw bindings).
+//!
+//! Two outputs, chosen by the architecture's prefix:
+//! * `compute_XY` (virtual): PTX text, which the driver JIT-compiles when the module is loaded.
+//!   The tests read it (entry points, `mma.sync`, no `.local`).
+//! * `sm_XY` (real): a cubin, the device's own machine code. [`crate::Gpu`] loads this: the
+//!   driver's JIT is skipped, and CUDA's minor-version compatibility lets a cubin from any
+//!   nvrtc 13.x load on any 13.x driver (>= 580), where PTX from an nvrtc newer than the
+//!   driver fails with `CUDA_ERROR_UNSUPPORTED_PTX_VERSION`.
 //!
 //! Needs only `libnvrtc.so.13` (+ its `libnvrtc-builtins`) at run time, never a CUDA toolkit at
 //! build time: `pip install "nvidia-cuda-nvrtc==13.0.*"` and put its `lib/` on
 //! `LD_LIBRARY_PATH` (see `kernels/ci-nvrtc.sh`). No GPU is needed to compile.
 
-use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
+use std::ffi::{CStr, CString};
+
+use cudarc::nvrtc::{result, sys, Ptx};
 
 use crate::error::{guard, KernelError, Result};
 use crate::KernelSource;
@@ -13,28 +23,66 @@ use crate::KernelSource;
 /// (`--use_fast_math` would flush denormals and approximate expf/logf/sqrtf/division).
 const BASE_OPTIONS: &[&str] = &["--std=c++17", "--generate-line-info"];
 
-/// PTX for one source file and one architecture.
+/// What nvrtc produced for a module: set by the architecture it was compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModuleKind {
+    /// PTX text, from a virtual architecture (`compute_XY`).
+    Ptx,
+    /// A cubin (ELF machine code), from a real architecture (`sm_XY`).
+    Cubin,
+}
+
+impl ModuleKind {
+    /// The kind nvrtc produces for `arch`: a cubin for `sm_*`, PTX for `compute_*`.
+    pub fn for_arch(arch: &str) -> ModuleKind {
+        if arch.starts_with("sm_") {
+            ModuleKind::Cubin
+        } else {
+            ModuleKind::Ptx
+        }
+    }
+}
+
+/// One source file compiled for one architecture.
 #[derive(Debug, Clone)]
 pub struct CompiledModule {
     /// Module name (source file name without `.cu`).
     pub name: &'static str,
     /// Source file name.
     pub file: &'static str,
-    /// Architecture it was compiled for, e.g. `compute_90`.
+    /// Architecture it was compiled for, e.g. `sm_90` or `compute_90`.
     pub arch: String,
-    /// The PTX image, ready for `CudaContext::load_module`.
-    pub ptx: Ptx,
+    /// PTX or cubin (follows from `arch`, see [`ModuleKind::for_arch`]).
+    pub kind: ModuleKind,
+    /// The PTX text (without nvrtc's trailing NUL) or the cubin's bytes.
+    pub image: Vec<u8>,
 }
 
 impl CompiledModule {
-    /// The PTX as text (PTX is ASCII; a trailing NUL from nvrtc is dropped).
+    /// The PTX as text; empty for a cubin (machine code has no text form).
     pub fn ptx_text(&self) -> String {
-        match self.ptx.as_bytes() {
-            Some(bytes) => String::from_utf8_lossy(bytes)
-                .trim_end_matches('\0')
-                .to_string(),
-            None => String::new(),
+        match self.kind {
+            ModuleKind::Ptx => String::from_utf8_lossy(&self.image).into_owned(),
+            ModuleKind::Cubin => String::new(),
         }
+    }
+
+    /// The image in the form `CudaContext::load_module` takes. Both kinds go through
+    /// `Ptx::from_binary` (cuModuleLoadData on the bytes, which accepts a cubin or
+    /// NUL-terminated PTX): `Ptx::from_src` would unwrap a CString conversion inside cudarc.
+    pub fn to_ptx(&self) -> Ptx {
+        Ptx::from_binary(self.load_bytes())
+    }
+
+    /// The bytes cuModuleLoadData reads: the cubin as is, or the PTX with a terminating NUL
+    /// (the driver reads PTX up to it).
+    fn load_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.image.len() + 1);
+        bytes.extend_from_slice(&self.image);
+        if self.kind == ModuleKind::Ptx {
+            bytes.push(0);
+        }
+        bytes
     }
 }
 
@@ -55,34 +103,34 @@ pub fn validate_arch(arch: &str) -> Result<()> {
     }
 }
 
-/// The PTX virtual architecture for a compute capability, e.g. (9, 0) -> `compute_90`.
-/// PTX is JIT-compiled by the driver for the exact device when the module is loaded.
+/// The real architecture of a compute capability, e.g. (9, 0) -> `sm_90`: [`compile`] then
+/// makes a cubin for exactly that device, which loads without the driver's JIT.
 pub fn arch_for_capability(major: i32, minor: i32) -> String {
-    format!("compute_{major}{minor}")
+    format!("sm_{major}{minor}")
 }
 
-/// Compiles one source for `arch` (e.g. `"compute_80"`, `"sm_90"`). Errors carry nvrtc's log
-/// and the file name. Returns `KernelError::NoNvrtc` if libnvrtc cannot be loaded.
+/// The full nvrtc option list for `arch`.
+fn options_for(arch: &str) -> Vec<String> {
+    let mut options: Vec<String> = BASE_OPTIONS.iter().map(|s| s.to_string()).collect();
+    options.push(format!("--gpu-architecture={arch}"));
+    options
+}
+
+/// Compiles one source for `arch`: PTX for `"compute_80"`, a cubin for `"sm_90"` (see
+/// [`ModuleKind`]). Errors carry nvrtc's log and the file name. Returns
+/// `KernelError::NoNvrtc` if libnvrtc cannot be loaded.
 pub fn compile(src: &KernelSource, arch: &str) -> Result<CompiledModule> {
     validate_arch(arch)?;
     crate::probe::nvrtc()?;
-    let mut options: Vec<String> = BASE_OPTIONS.iter().map(|s| s.to_string()).collect();
-    options.push(format!("--gpu-architecture={arch}"));
-    let opts = CompileOptions {
-        options,
-        name: Some(src.file.to_string()),
-        ..Default::default()
-    };
+    let kind = ModuleKind::for_arch(arch);
     let context = format!("compiling {} for {arch}", src.file);
-    let ptx = guard(&context, || {
-        cudarc::nvrtc::compile_ptx_with_opts(src.source, opts)
-            .map_err(|e| compile_error(src, arch, e))
-    })?;
+    let image = guard(&context, || run_nvrtc(src, arch, kind))?;
     Ok(CompiledModule {
         name: src.name,
         file: src.file,
         arch: arch.to_string(),
-        ptx,
+        kind,
+        image,
     })
 }
 
@@ -92,23 +140,84 @@ pub fn compile_all(arch: &str) -> Result<Vec<CompiledModule>> {
     crate::SOURCES.iter().map(|s| compile(s, arch)).collect()
 }
 
-fn compile_error(src: &KernelSource, arch: &str, e: CompileError) -> KernelError {
-    let (message, log) = match e {
-        CompileError::CompileError {
-            nvrtc,
-            options,
-            log,
-        } => (
-            format!("{nvrtc} (options: {})", options.join(" ")),
-            log.to_string_lossy().into_owned(),
-        ),
-        other => (format!("{other:?}"), String::new()),
-    };
-    KernelError::Compile {
+/// Destroys the nvrtc program when dropped, on every path out of [`run_nvrtc`].
+struct Program(sys::nvrtcProgram);
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        // SAFETY: created by `create_program` and destroyed only here. A failure to free has
+        // nowhere to go and costs only memory.
+        let _ = unsafe { result::destroy_program(self.0) };
+    }
+}
+
+/// One nvrtc compilation: create, compile, fetch the PTX or the cubin.
+fn run_nvrtc(src: &KernelSource, arch: &str, kind: ModuleKind) -> Result<Vec<u8>> {
+    let options = options_for(arch);
+    let fail = |message: String, log: String| KernelError::Compile {
         file: src.file.to_string(),
         arch: arch.to_string(),
         message,
         log,
+    };
+    // build.rs rejects NUL bytes in sources; a hand-made KernelSource could still hold one.
+    let text = CString::new(src.source)
+        .map_err(|_| fail("the source contains a NUL byte".into(), String::new()))?;
+    let name = CString::new(src.file)
+        .map_err(|_| fail("the file name contains a NUL byte".into(), String::new()))?;
+    let program = result::create_program(&text, Some(&name))
+        .map(Program)
+        .map_err(|e| fail(format!("nvrtcCreateProgram: {e:?}"), String::new()))?;
+    // SAFETY (all calls below): `program` is a live program created above; `text` and `name`
+    // outlive it (declared first, dropped last). The options hold no NUL byte (fixed strings
+    // and a validated arch), so cudarc's CString conversion cannot fail.
+    if let Err(e) = unsafe { result::compile_program(program.0, &options) } {
+        return Err(fail(
+            format!("{e:?} (options: {})", options.join(" ")),
+            program_log(&program),
+        ));
+    }
+    let image = match kind {
+        ModuleKind::Ptx => {
+            let ptx = unsafe { result::get_ptx(program.0) }
+                .map_err(|e| fail(format!("nvrtcGetPTX: {e:?}"), String::new()))?;
+            let mut bytes: Vec<u8> = ptx.into_iter().map(|c| c as u8).collect();
+            // nvrtc counts the terminating NUL in the size; keep the text only.
+            while bytes.last() == Some(&0) {
+                bytes.pop();
+            }
+            bytes
+        }
+        ModuleKind::Cubin => {
+            let mut size = 0usize;
+            unsafe { sys::nvrtcGetCUBINSize(program.0, &mut size) }
+                .result()
+                .map_err(|e| fail(format!("nvrtcGetCUBINSize: {e:?}"), String::new()))?;
+            let mut bytes = vec![0u8; size];
+            unsafe { sys::nvrtcGetCUBIN(program.0, bytes.as_mut_ptr().cast()) }
+                .result()
+                .map_err(|e| fail(format!("nvrtcGetCUBIN: {e:?}"), String::new()))?;
+            bytes
+        }
+    };
+    if image.is_empty() {
+        return Err(fail("nvrtc returned an empty image".into(), String::new()));
+    }
+    Ok(image)
+}
+
+/// nvrtc's log for `program` (errors and warnings with line numbers); empty if unavailable.
+fn program_log(program: &Program) -> String {
+    // SAFETY: a live program (see `run_nvrtc`).
+    match unsafe { result::get_program_log(program.0) } {
+        Ok(raw) => {
+            let bytes: Vec<u8> = raw.into_iter().map(|c| c as u8).collect();
+            match CStr::from_bytes_until_nul(&bytes) {
+                Ok(s) => s.to_string_lossy().into_owned(),
+                Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+            }
+        }
+        Err(e) => format!("(nvrtc log unavailable: {e:?})"),
     }
 }
 
@@ -131,6 +240,29 @@ mod tests {
         ] {
             assert!(validate_arch(bad).is_err(), "{bad}");
         }
-        assert_eq!(arch_for_capability(8, 6), "compute_86");
+        assert_eq!(arch_for_capability(8, 6), "sm_86");
+        assert_eq!(ModuleKind::for_arch("sm_90a"), ModuleKind::Cubin);
+        assert_eq!(ModuleKind::for_arch("compute_90"), ModuleKind::Ptx);
+    }
+
+    #[test]
+    fn ptx_text_is_empty_for_a_cubin_and_loadable_images_are_terminated() {
+        let ptx = CompiledModule {
+            name: "m",
+            file: "m.cu",
+            arch: "compute_90".into(),
+            kind: ModuleKind::Ptx,
+            image: b".version 9.0".to_vec(),
+        };
+        assert_eq!(ptx.ptx_text(), ".version 9.0");
+        assert_eq!(ptx.load_bytes(), b".version 9.0\0");
+        let cubin = CompiledModule {
+            kind: ModuleKind::Cubin,
+            arch: "sm_90".into(),
+            image: b"\x7fELF".to_vec(),
+            ..ptx
+        };
+        assert_eq!(cubin.ptx_text(), "");
+        assert_eq!(cubin.load_bytes(), b"\x7fELF");
     }
 }

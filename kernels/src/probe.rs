@@ -33,7 +33,7 @@ const DRIVER_SYMBOLS: &[&str] = &[
     "cuGetErrorString",
 ];
 
-/// nvrtc symbols used by [`crate::nvrtc`] (through cudarc's `compile_ptx_with_opts`).
+/// nvrtc symbols used by [`crate::nvrtc`] (through cudarc's `nvrtc::result` / `nvrtc::sys`).
 const NVRTC_SYMBOLS: &[&str] = &[
     "nvrtcVersion",
     "nvrtcCreateProgram",
@@ -42,6 +42,8 @@ const NVRTC_SYMBOLS: &[&str] = &[
     "nvrtcGetProgramLog",
     "nvrtcGetPTXSize",
     "nvrtcGetPTX",
+    "nvrtcGetCUBINSize",
+    "nvrtcGetCUBIN",
     "nvrtcDestroyProgram",
     "nvrtcGetErrorString",
 ];

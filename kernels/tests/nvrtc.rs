@@ -1,43 +1,55 @@
 //! nvrtc compile checks: need `libnvrtc.so.13` but no GPU and no driver.
 //!
 //! Ignored by default because a plain `cargo test` on a machine without nvrtc must pass; CI runs
-//! them explicitly (`kernels/ci-nvrtc.sh`). When run, they FAIL if nvrtc cannot be loaded.
+//! them explicitly (`kernels/ci-nvrtc.sh`, which selects the tests whose names start with
+//! `every_kernel_compiles`). When run, they FAIL if nvrtc cannot be loaded.
 
-use kernels::nvrtc::{compile, compile_all};
+use kernels::nvrtc::{compile, compile_all, ModuleKind};
 use kernels::{KernelError, KernelSource, KERNELS, SOURCES};
 
-/// Architectures compile-checked: real (`sm_*`, what an A100 / H100 run) and virtual
-/// (`compute_*`, what `Gpu::new` compiles for and the driver JITs).
-const ARCHES: &[&str] = &["sm_80", "sm_90", "compute_80", "compute_90"];
+/// Virtual architectures: PTX text, checked for its content (entry points, tensor-core
+/// instructions, no local memory).
+const PTX_ARCHES: &[&str] = &["compute_80", "compute_90"];
 
-#[test]
-#[ignore = "needs libnvrtc: pip install nvidia-cuda-nvrtc==13.0.*"]
-fn every_kernel_compiles_with_nvrtc() {
+/// Real architectures (A100, H100): cubins, what `Gpu::new` compiles for and loads.
+const CUBIN_ARCHES: &[&str] = &["sm_80", "sm_90"];
+
+/// The kernels `module` must define.
+fn expected_kernels(module: &str) -> &'static [&'static str] {
+    KERNELS
+        .iter()
+        .find(|(name, _)| *name == module)
+        .map(|(_, ks)| *ks)
+        .unwrap_or_else(|| panic!("{module} not in KERNELS"))
+}
+
+fn report_nvrtc() {
     let info = kernels::probe::nvrtc().unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
         "using {} (nvrtc {}.{})",
         info.library, info.version.0, info.version.1
     );
-    for arch in ARCHES {
+}
+
+#[test]
+#[ignore = "needs libnvrtc: pip install nvidia-cuda-nvrtc==13.0.*"]
+fn every_kernel_compiles_with_nvrtc() {
+    report_nvrtc();
+    for arch in PTX_ARCHES {
         let modules = compile_all(arch).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(modules.len(), SOURCES.len());
-        for m in &modules {
+        for (m, src) in modules.iter().zip(SOURCES) {
+            assert_eq!(m.file, src.file, "modules come back in SOURCES order");
+            assert_eq!(m.kind, ModuleKind::Ptx);
             let ptx = m.ptx_text();
             assert!(ptx.contains(".version"), "{} for {arch}: not PTX", m.file);
-            let target = arch
-                .trim_start_matches("compute_")
-                .trim_start_matches("sm_");
+            let target = arch.trim_start_matches("compute_");
             assert!(
                 ptx.contains(&format!(".target sm_{target}")),
                 "{} for {arch}: wrong .target",
                 m.file
             );
-            let expected = KERNELS
-                .iter()
-                .find(|(name, _)| *name == m.name)
-                .map(|(_, ks)| *ks)
-                .unwrap_or_else(|| panic!("{} not in KERNELS", m.name));
-            for k in expected {
+            for k in expected_kernels(m.name) {
                 // extern "C" keeps the name unmangled: `.visible .entry conv2d_forward(`.
                 assert!(
                     ptx.contains(&format!(".entry {k}(")),
@@ -61,7 +73,45 @@ fn every_kernel_compiles_with_nvrtc() {
                 m.file
             );
         }
-        eprintln!("{arch}: {} modules OK", modules.len());
+        eprintln!("{arch}: {} PTX modules OK", modules.len());
+    }
+}
+
+#[test]
+#[ignore = "needs libnvrtc: pip install nvidia-cuda-nvrtc==13.0.*"]
+fn every_kernel_compiles_to_a_cubin() {
+    report_nvrtc();
+    for arch in CUBIN_ARCHES {
+        let modules = compile_all(arch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(modules.len(), SOURCES.len());
+        for (m, src) in modules.iter().zip(SOURCES) {
+            assert_eq!(m.file, src.file, "modules come back in SOURCES order");
+            assert_eq!(m.kind, ModuleKind::Cubin);
+            assert!(m.ptx_text().is_empty(), "a cubin has no PTX text");
+            let elf = &m.image;
+            assert!(
+                elf.starts_with(b"\x7fELF"),
+                "{} for {arch}: not an ELF image",
+                m.file
+            );
+            // e_machine (bytes 18..20, little-endian) is EM_CUDA = 190 in a cubin.
+            assert_eq!(
+                elf.get(18..20),
+                Some(&190u16.to_le_bytes()[..]),
+                "{} for {arch}: not a CUDA ELF",
+                m.file
+            );
+            for k in expected_kernels(m.name) {
+                // Each entry point is a symbol: its name, NUL-terminated, in the string table.
+                let symbol = [b"\0", k.as_bytes(), b"\0"].concat();
+                assert!(
+                    elf.windows(symbol.len()).any(|w| w == symbol.as_slice()),
+                    "kernel {k} missing from the cubin of {} for {arch}",
+                    m.file
+                );
+            }
+        }
+        eprintln!("{arch}: {} cubins OK", modules.len());
     }
 }
 
@@ -74,14 +124,20 @@ fn every_kernel_compiles_and_errors_carry_the_nvrtc_log() {
         source: "extern \"C\" __global__ void broken(float* y) { y[0] = undefined_thing; }",
         hash: 0,
     };
-    match compile(&bad, "sm_80") {
-        Err(KernelError::Compile {
-            file, arch, log, ..
-        }) => {
-            assert_eq!(file, "broken.cu");
-            assert_eq!(arch, "sm_80");
-            assert!(log.contains("undefined_thing"), "log: {log}");
+    for arch in ["sm_80", "compute_80"] {
+        match compile(&bad, arch) {
+            Err(KernelError::Compile {
+                file,
+                arch: got,
+                log,
+                ..
+            }) => {
+                assert_eq!(file, "broken.cu");
+                assert_eq!(got, arch);
+                assert!(log.contains("undefined_thing"), "log: {log}");
+                assert!(log.contains("broken.cu"), "the log names the file: {log}");
+            }
+            other => panic!("expected a compile error for {arch}, got {other:?}"),
         }
-        other => panic!("expected a compile error, got {other:?}"),
     }
 }
