@@ -134,10 +134,50 @@ pub fn compile(src: &KernelSource, arch: &str) -> Result<CompiledModule> {
     })
 }
 
-/// Compiles every embedded source for `arch`, in [`crate::SOURCES`] order; stops at the first
-/// failure.
+/// Compiles every embedded source for `arch`, one thread per source (nvrtc compiles distinct
+/// programs concurrently; serially the conv files alone take seconds). The modules come back
+/// in [`crate::SOURCES`] order; if any fail, the error is that of the first failing source in
+/// that order, whichever thread finished first.
 pub fn compile_all(arch: &str) -> Result<Vec<CompiledModule>> {
-    crate::SOURCES.iter().map(|s| compile(s, arch)).collect()
+    // Checked once up front: otherwise every thread would report the same error.
+    validate_arch(arch)?;
+    crate::probe::nvrtc()?;
+    compile_each(crate::SOURCES, |src| compile(src, arch))
+}
+
+/// Runs `job` on every source, one scoped thread each; results in `sources` order, so
+/// `collect` returns the first error in that order. A source whose thread cannot be started
+/// (a thread limit) is compiled on the calling thread instead.
+fn compile_each<F>(sources: &[KernelSource], job: F) -> Result<Vec<CompiledModule>>
+where
+    F: Fn(&KernelSource) -> Result<CompiledModule> + Sync,
+{
+    let job = &job;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = sources
+            .iter()
+            .map(|src| {
+                let handle = std::thread::Builder::new()
+                    .name(format!("nvrtc {}", src.file))
+                    .spawn_scoped(scope, move || job(src));
+                (src, handle)
+            })
+            .collect();
+        // Every thread is joined before any result is looked at, so none is left running.
+        let results: Vec<Result<CompiledModule>> = handles
+            .into_iter()
+            .map(|(src, handle)| match handle {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    Err(KernelError::Panic {
+                        context: format!("compiling {}", src.file),
+                        message: "the compile thread panicked".into(),
+                    })
+                }),
+                Err(_) => job(src),
+            })
+            .collect();
+        results.into_iter().collect()
+    })
 }
 
 /// Destroys the nvrtc program when dropped, on every path out of [`run_nvrtc`].
@@ -243,6 +283,67 @@ mod tests {
         assert_eq!(arch_for_capability(8, 6), "sm_86");
         assert_eq!(ModuleKind::for_arch("sm_90a"), ModuleKind::Cubin);
         assert_eq!(ModuleKind::for_arch("compute_90"), ModuleKind::Ptx);
+    }
+
+    /// A stand-in source for the thread-pool tests (never handed to nvrtc).
+    fn fake(name: &'static str) -> KernelSource {
+        KernelSource {
+            name,
+            file: name,
+            source: "",
+            hash: 0,
+        }
+    }
+
+    fn fake_module(src: &KernelSource) -> CompiledModule {
+        CompiledModule {
+            name: src.name,
+            file: src.file,
+            arch: "sm_90".into(),
+            kind: ModuleKind::Cubin,
+            image: src.name.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn parallel_compiles_keep_source_order_and_report_the_first_error_in_it() {
+        let sources: Vec<KernelSource> = ["a", "b", "c", "d", "e"].into_iter().map(fake).collect();
+        // Later sources finish first: the output order must not depend on timing.
+        let delay = |src: &KernelSource| {
+            let rank = sources.iter().position(|s| s.name == src.name).unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_millis(10 * (5 - rank as u64)));
+        };
+        let ok = compile_each(&sources, |src| {
+            delay(src);
+            Ok(fake_module(src))
+        })
+        .unwrap();
+        let names: Vec<&str> = ok.iter().map(|m| m.name).collect();
+        assert_eq!(names, ["a", "b", "c", "d", "e"]);
+
+        // "b" and "d" fail; "d" fails first in time, "b" first in source order.
+        let err = compile_each(&sources, |src| {
+            delay(src);
+            match src.name {
+                "b" | "d" => Err(KernelError::UnknownKernel(src.name.into())),
+                _ => Ok(fake_module(src)),
+            }
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, KernelError::UnknownKernel(ref n) if n == "b"),
+            "{err}"
+        );
+
+        // A panicking job is an error for its source, not a panic of the caller.
+        let err = compile_each(&sources, |src| {
+            if src.name == "c" {
+                panic!("boom");
+            }
+            Ok(fake_module(src))
+        })
+        .unwrap_err();
+        assert!(matches!(err, KernelError::Panic { ref context, .. } if context == "compiling c"));
     }
 
     #[test]
