@@ -4,7 +4,7 @@
 //! them explicitly (`kernels/ci-nvrtc.sh`, which selects the tests whose names start with
 //! `every_kernel_compiles`). When run, they FAIL if nvrtc cannot be loaded.
 
-use kernels::nvrtc::{compile, compile_all, ModuleKind};
+use kernels::nvrtc::{compile, compile_all_with, DiskCache, ModuleKind};
 use kernels::{KernelError, KernelSource, KERNELS, SOURCES};
 
 /// Virtual architectures: PTX text, checked for its content (entry points, tensor-core
@@ -36,7 +36,8 @@ fn report_nvrtc() {
 fn every_kernel_compiles_with_nvrtc() {
     report_nvrtc();
     for arch in PTX_ARCHES {
-        let modules = compile_all(arch).unwrap_or_else(|e| panic!("{e}"));
+        // No disk cache: these tests are about nvrtc itself.
+        let modules = compile_all_with(arch, &DiskCache::off()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(modules.len(), SOURCES.len());
         for (m, src) in modules.iter().zip(SOURCES) {
             assert_eq!(m.file, src.file, "modules come back in SOURCES order");
@@ -82,7 +83,8 @@ fn every_kernel_compiles_with_nvrtc() {
 fn every_kernel_compiles_to_a_cubin() {
     report_nvrtc();
     for arch in CUBIN_ARCHES {
-        let modules = compile_all(arch).unwrap_or_else(|e| panic!("{e}"));
+        // No disk cache: these tests are about nvrtc itself.
+        let modules = compile_all_with(arch, &DiskCache::off()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(modules.len(), SOURCES.len());
         for (m, src) in modules.iter().zip(SOURCES) {
             assert_eq!(m.file, src.file, "modules come back in SOURCES order");
@@ -140,4 +142,46 @@ fn every_kernel_compiles_and_errors_carry_the_nvrtc_log() {
             other => panic!("expected a compile error for {arch}, got {other:?}"),
         }
     }
+}
+
+#[test]
+#[ignore = "needs libnvrtc: pip install nvidia-cuda-nvrtc==13.0.*"]
+fn every_kernel_compiles_once_then_comes_from_the_disk_cache() {
+    let dir = std::env::temp_dir().join(format!("kernels-nvrtc-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = DiskCache::at(&dir);
+    let arch = "sm_80";
+    let fresh = compile_all_with(arch, &cache).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        fresh.iter().all(|m| !m.from_cache),
+        "an empty cache cannot hit"
+    );
+    let files = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(
+        files,
+        SOURCES.len(),
+        "one file per module in {}",
+        dir.display()
+    );
+
+    let cached = compile_all_with(arch, &cache).unwrap_or_else(|e| panic!("{e}"));
+    for (a, b) in fresh.iter().zip(&cached) {
+        assert!(b.from_cache, "{} was compiled again", b.file);
+        assert_eq!((a.file, a.kind), (b.file, b.kind));
+        assert!(a.image == b.image, "{}: the cached cubin differs", a.file);
+    }
+
+    // A damaged file is compiled again (and replaced); the others still hit.
+    let victim = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().contains("elementwise-sm_80-"))
+        .unwrap_or_else(|| panic!("no elementwise cubin in {}", dir.display()));
+    std::fs::write(&victim, b"RKCACHE1 torn").unwrap_or_else(|e| panic!("{e}"));
+    let again = compile_all_with(arch, &cache).unwrap_or_else(|e| panic!("{e}"));
+    for (a, b) in fresh.iter().zip(&again) {
+        assert_eq!(b.from_cache, b.name != "elementwise", "{}", b.file);
+        assert!(a.image == b.image, "{}: the image differs", a.file);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
