@@ -35,6 +35,24 @@ pub fn cached_modules(arch: &str) -> Result<Arc<Vec<CompiledModule>>> {
     Ok(modules)
 }
 
+/// Returns the driver error that cudarc set aside for `ctx`, if any, as found `when` (e.g.
+/// "before synchronising the stream"). cudarc cannot return errors from destructors (a
+/// buffer's `cuMemFreeAsync`, a stream's or event's destruction), so it stores them in the
+/// context and hands the last one to the next call that binds the context, whatever that call
+/// is. Checking where the step's work meets the host (synchronisation, a graph capture's end,
+/// a replay) names the error for what it was instead of blaming that unrelated call.
+pub(crate) fn check_deferred(ctx: &CudaContext, when: &str) -> Result<()> {
+    ctx.check_err().map_err(|e| {
+        KernelError::driver(
+            format!(
+                "releasing device memory or another driver object in a destructor (an error \
+                 cudarc deferred, found {when})"
+            ),
+            e,
+        )
+    })
+}
+
 /// One device: context, one stream, and every kernel of [`KERNELS`] loaded and looked up.
 pub struct Gpu {
     ctx: Arc<CudaContext>,
@@ -222,8 +240,10 @@ impl Gpu {
             .ok_or_else(|| KernelError::UnknownKernel(name.to_string()))
     }
 
-    /// Blocks until all work queued on the stream has finished (surfaces asynchronous errors).
+    /// Blocks until all work queued on the stream has finished (surfaces asynchronous errors,
+    /// and first any error a destructor left behind, see [`check_deferred`]).
     pub fn synchronize(&self) -> Result<()> {
+        check_deferred(&self.ctx, "before synchronising the stream")?;
         self.stream
             .synchronize()
             .map_err(|e| KernelError::driver("synchronising the stream", e))
@@ -417,8 +437,10 @@ impl Gpu {
             .map_err(|e| KernelError::driver("copying host to device", e))
     }
 
-    /// Copies a device buffer or view back to the host (synchronises with the stream).
+    /// Copies a device buffer or view back to the host (synchronises with the stream, so it
+    /// reports deferred errors first, as [`Gpu::synchronize`] does).
     pub fn download<T: DeviceRepr>(&self, dev: &CudaView<'_, T>) -> Result<Vec<T>> {
+        check_deferred(&self.ctx, "before copying device to host")?;
         self.stream
             .clone_dtoh(dev)
             .map_err(|e| KernelError::driver("copying device to host", e))

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{result, sys, CudaContext, CudaModule, CudaStream};
 
+use crate::device::check_deferred;
 use crate::error::{KernelError, Result};
 use crate::Gpu;
 
@@ -102,6 +103,8 @@ impl Gpu {
             ));
         }
         let stream = self.stream();
+        // An error a destructor left before the capture is not the capture's.
+        check_deferred(self.context(), "before beginning a graph capture")?;
         self.context()
             .bind_to_thread()
             .map_err(|e| KernelError::driver("binding the context before a capture", e))?;
@@ -120,7 +123,23 @@ impl Gpu {
         let out = record();
         guard.armed = false;
         // SAFETY: the stream is capturing (begun above, on this thread).
-        let graph = unsafe { result::stream::end_capture(stream.cu_stream()) }.map_err(|e| {
+        let ended = unsafe { result::stream::end_capture(stream.cu_stream()) };
+        // Buffers dropped inside `record` were freed with cuMemFreeAsync, recorded into the
+        // graph; cudarc keeps a failure of that for the next call. Checked now (after the
+        // capture has ended either way), it is reported as the capture's, and it comes first:
+        // it is usually also why ending the capture failed.
+        if let Err(deferred) = check_deferred(self.context(), "during the graph capture") {
+            if let Ok(graph) = ended {
+                if !graph.is_null() {
+                    // SAFETY: a valid graph, owned here and never instantiated.
+                    unsafe {
+                        let _ = result::graph::destroy(graph);
+                    }
+                }
+            }
+            return Err(deferred);
+        }
+        let graph = ended.map_err(|e| {
             KernelError::driver(
                 "ending the graph capture (an operation in it was not capturable: a \
                  synchronisation, a download, or a copy from pageable host memory)",
@@ -159,6 +178,8 @@ impl Gpu {
 impl Graph {
     /// Queues one replay of the whole graph on the stream it was captured from.
     pub fn launch(&self) -> Result<()> {
+        // Buffers dropped between replays leave their errors here; they are not the replay's.
+        check_deferred(&self.ctx, "before launching a CUDA graph")?;
         self.ctx
             .bind_to_thread()
             .map_err(|e| KernelError::driver("binding the context to launch a CUDA graph", e))?;
