@@ -47,7 +47,9 @@ impl Deref for Gpu {
 /// The GPU, or a failing test: these checks must never pass by skipping.
 pub fn gpu() -> Gpu {
     static SERIAL: Mutex<()> = Mutex::new(());
-    let serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dev = Device::cuda(0).unwrap_or_else(|e| panic!("this test needs a CUDA GPU: {e}"));
     Gpu {
         dev,
