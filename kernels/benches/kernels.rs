@@ -152,22 +152,20 @@ fn bench_convs(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
                     _ => ("", flops),
                 };
                 let g = |dir: &str| format!("conv{k}x{k}_{dir}{suffix}");
+                // Split-K partials where the grid alone is too small (both launches timed).
+                let mut fws = gpu.zeros::<f32>(s.forward_workspace_len(p).max(1))?;
+                let mut dws = gpu.zeros::<f32>(s.backward_data_workspace_len(p).max(1))?;
                 b.run(&g("fwd"), &id, &shape, flops, || {
-                    kl::conv2d_forward(
-                        gpu,
-                        p,
-                        &s,
-                        &x.as_view(),
-                        &w.as_view(),
-                        &mut y.as_view_mut(),
-                        0.0,
-                    )
+                    let (x, w) = (x.as_view(), w.as_view());
+                    let (mut y, mut fws) = (y.as_view_mut(), fws.as_view_mut());
+                    kl::conv2d_forward(gpu, p, &s, &x, &w, &mut y, Some(&mut fws), 0.0)
                 });
                 if what != "stem" {
                     // The image's gradient is never needed.
                     b.run(&g("bwd_data"), &id, &shape, flops, || {
                         let (dy, w) = (dy.as_view(), w.as_view());
-                        kl::conv2d_backward_data(gpu, p, &s, &dy, &w, &mut dx.as_view_mut(), 0.0)
+                        let (mut dx, mut dws) = (dx.as_view_mut(), dws.as_view_mut());
+                        kl::conv2d_backward_data(gpu, p, &s, &dy, &w, &mut dx, Some(&mut dws), 0.0)
                     });
                 }
                 // beta = 1 like the training step (dW accumulates).

@@ -13,7 +13,8 @@
 //
 // Determinism: every output element is produced by exactly one thread with a fixed summation
 // order; backward-weight uses a deterministic split-K (partials to a workspace, then a fixed-order
-// reduction), never float atomics.
+// reduction), never float atomics; forward and backward-data split K the same way when their
+// grid alone is too small to fill the GPU.
 
 #include "conv_ops.cuh"
 
@@ -119,66 +120,68 @@ struct F32Tile {
 // ---- entry points: grid = (ceil(Ncols / BN), ceil(M / BM), splits), block = 256 -------------
 // (M, Ncols) = (CO, N*OH*OW) forward, (C, N*H*W) backward-data, (CO, C*KS*KS) backward-weight;
 // no suffix: 64 x 64 tiles (M > 32), _m32: 32 x 128 (M <= 32), _m16: 16 x 256 (M <= 16).
+// k_chunk: the split of K per blockIdx.z (conv_ops.cuh); >= K with one split.
 
-// y = conv(x, w) + beta * y.
+// y = conv(x, w) + beta * y (or split partials).
 extern "C" __global__ void __launch_bounds__(THREADS)
-conv2d_forward(const float* __restrict__ x, const float* __restrict__ w, float* y,
-               int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
-               float beta)
+conv2d_forward(const float* __restrict__ x, const float* __restrict__ w, float* y, int N, int C,
+               int H, int W, int CO, int OH, int OW, int KS, int S, int P, float beta, int k_chunk)
 {
-    conv_forward_pass<F32Tile<64>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_forward_pass<F32Tile<64>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta, k_chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
-conv2d_forward_m32(const float* __restrict__ x, const float* __restrict__ w, float* y,
-                   int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
-                   float beta)
+conv2d_forward_m32(const float* __restrict__ x, const float* __restrict__ w, float* y, int N, int C,
+                   int H, int W, int CO, int OH, int OW, int KS, int S, int P, float beta,
+                   int k_chunk)
 {
-    conv_forward_pass<F32Tile<32>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_forward_pass<F32Tile<32>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta, k_chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
-conv2d_forward_m16(const float* __restrict__ x, const float* __restrict__ w, float* y,
-                   int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
-                   float beta)
+conv2d_forward_m16(const float* __restrict__ x, const float* __restrict__ w, float* y, int N, int C,
+                   int H, int W, int CO, int OH, int OW, int KS, int S, int P, float beta,
+                   int k_chunk)
 {
-    conv_forward_pass<F32Tile<16>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_forward_pass<F32Tile<16>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta, k_chunk);
 }
 
-// dx = conv_transpose(dy, w) + beta * dx.
+// dx = conv_transpose(dy, w) + beta * dx (or split partials).
 extern "C" __global__ void __launch_bounds__(THREADS)
-conv2d_backward_data(const float* __restrict__ dy, const float* __restrict__ w, float* dx,
-                     int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
-                     float beta)
+conv2d_backward_data(const float* __restrict__ dy, const float* __restrict__ w, float* dx, int N,
+                     int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P, float beta,
+                     int k_chunk)
 {
-    conv_backward_data_pass<F32Tile<64>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_backward_data_pass<F32Tile<64>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta,
+                                        k_chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
 conv2d_backward_data_m32(const float* __restrict__ dy, const float* __restrict__ w, float* dx,
-                         int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
-                         int P, float beta)
+                         int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
+                         float beta, int k_chunk)
 {
-    conv_backward_data_pass<F32Tile<32>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_backward_data_pass<F32Tile<32>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta,
+                                        k_chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
 conv2d_backward_data_m16(const float* __restrict__ dy, const float* __restrict__ w, float* dx,
-                         int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
-                         int P, float beta)
+                         int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
+                         float beta, int k_chunk)
 {
-    conv_backward_data_pass<F32Tile<16>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_backward_data_pass<F32Tile<16>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta,
+                                        k_chunk);
 }
 
-// Partial dw sums; conv2d_backward_weight_reduce adds them.
+// Partial dw sums; conv2d_split_reduce adds them.
 extern "C" __global__ void __launch_bounds__(THREADS)
 conv2d_backward_weight_partial(const float* __restrict__ dy, const float* __restrict__ x,
-                               float* __restrict__ part,
-                               int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
-                               int P, int k_chunk)
+                               float* __restrict__ part, int N, int C, int H, int W, int CO, int OH,
+                               int OW, int KS, int S, int P, int k_chunk)
 {
-    conv_backward_weight_partial_pass<F32Tile<64>>(dy, x, part, N, C, H, W, CO, OH, OW, KS,
-                                                 S, P, k_chunk);
+    conv_backward_weight_partial_pass<F32Tile<64>>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P,
+                                                   k_chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
@@ -186,8 +189,8 @@ conv2d_backward_weight_partial_m32(const float* __restrict__ dy, const float* __
                                    float* __restrict__ part, int N, int C, int H, int W, int CO,
                                    int OH, int OW, int KS, int S, int P, int k_chunk)
 {
-    conv_backward_weight_partial_pass<F32Tile<32>>(dy, x, part, N, C, H, W, CO, OH, OW, KS,
-                                                 S, P, k_chunk);
+    conv_backward_weight_partial_pass<F32Tile<32>>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P,
+                                                   k_chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
@@ -195,19 +198,18 @@ conv2d_backward_weight_partial_m16(const float* __restrict__ dy, const float* __
                                    float* __restrict__ part, int N, int C, int H, int W, int CO,
                                    int OH, int OW, int KS, int S, int P, int k_chunk)
 {
-    conv_backward_weight_partial_pass<F32Tile<16>>(dy, x, part, N, C, H, W, CO, OH, OW, KS,
-                                                 S, P, k_chunk);
+    conv_backward_weight_partial_pass<F32Tile<16>>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P,
+                                                   k_chunk);
 }
 
-// dw[i] = beta * dw[i] + sum_{z=0}^{splits-1} part[z, i], summed in increasing z (deterministic).
-// grid-stride over wlen elements.
-extern "C" __global__ void conv2d_backward_weight_reduce(const float* __restrict__ part,
-                                                         float* dw, int wlen, int splits,
-                                                         float beta)
+// out[i] = beta * out[i] + sum_{z=0}^{splits-1} part[z, i], summed in increasing z
+// (deterministic): the second half of every split-K pass (conv_ops.cuh). Grid-stride over len.
+extern "C" __global__ void conv2d_split_reduce(const float* __restrict__ part, float* out, int len,
+                                               int splits, float beta)
 {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < wlen; i += gridDim.x * blockDim.x) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += gridDim.x * blockDim.x) {
         float s = 0.0f;
-        for (int z = 0; z < splits; ++z) s += part[(size_t)z * wlen + i];
-        dw[i] = (beta == 0.0f) ? s : fmaf(beta, dw[i], s);
+        for (int z = 0; z < splits; ++z) s += part[(size_t)z * len + i];
+        out[i] = (beta == 0.0f) ? s : fmaf(beta, out[i], s);
     }
 }

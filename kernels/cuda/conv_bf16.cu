@@ -2,8 +2,8 @@
 // to bf16 as they enter shared memory, products summed in fp32 by mma.sync (sm_80+).
 //
 // Same semantics, same index maps (conv_ops.cuh: FwdOp, BwdDataOp, BwdWeightOp), same
-// outputs in fp32 memory, same deterministic split-K for the weight gradient (its reduction is
-// conv.cu's conv2d_backward_weight_reduce). Only the tile differs. 128 threads = 4 warps, each
+// outputs in fp32 memory, same deterministic split-K (its reduction is conv.cu's
+// conv2d_split_reduce). Only the tile differs. 128 threads = 4 warps, each
 // owning MT x NT mma tiles of 16 x 8 (4 fp32 accumulators each), in one of three shapes chosen
 // by the GEMM's row count M — the channel count, which is small in the first stages:
 //
@@ -198,89 +198,91 @@ struct Bf16Tile {
 
 // ---- entry points: grid = (ceil(Ncols / BN), ceil(M / BM), splits), block = 128 -------------
 // (M, Ncols) = (CO, N*OH*OW) forward, (C, N*H*W) backward-data, (CO, C*KS*KS) backward-weight.
+// k_chunk: the split of K per blockIdx.z (conv_ops.cuh); >= K with one split.
 
-// y = conv(x, w) + beta * y, 64 x 64 tiles (M > 32).
+// y = conv(x, w) + beta * y (or split partials), 64 x 64 tiles (M > 32).
 extern "C" __global__ void __launch_bounds__(BF_THREADS)
-conv2d_forward_bf16(const float* __restrict__ x, const float* __restrict__ w, float* y,
-                    int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
-                    float beta)
+conv2d_forward_bf16(const float* __restrict__ x, const float* __restrict__ w, float* y, int N,
+                    int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P, float beta,
+                    int k_chunk)
 {
-    conv_forward_pass<Bf16Tile<2, 2, 4>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_forward_pass<Bf16Tile<2, 2, 4>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta, k_chunk);
 }
 
 // The same, 32 x 128 tiles (M <= 32).
 extern "C" __global__ void __launch_bounds__(BF_THREADS)
-conv2d_forward_bf16_m32(const float* __restrict__ x, const float* __restrict__ w, float* y,
-                        int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
-                        float beta)
+conv2d_forward_bf16_m32(const float* __restrict__ x, const float* __restrict__ w, float* y, int N,
+                        int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
+                        float beta, int k_chunk)
 {
-    conv_forward_pass<Bf16Tile<1, 2, 4>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_forward_pass<Bf16Tile<1, 2, 4>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta, k_chunk);
 }
 
 // The same, 16 x 128 tiles (M <= 16).
 extern "C" __global__ void __launch_bounds__(BF_THREADS)
-conv2d_forward_bf16_m16(const float* __restrict__ x, const float* __restrict__ w, float* y,
-                        int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
-                        float beta)
+conv2d_forward_bf16_m16(const float* __restrict__ x, const float* __restrict__ w, float* y, int N,
+                        int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
+                        float beta, int k_chunk)
 {
-    conv_forward_pass<Bf16Tile<1, 1, 4>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_forward_pass<Bf16Tile<1, 1, 4>>(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta, k_chunk);
 }
 
-// dx = conv_transpose(dy, w) + beta * dx, 64 x 64 tiles (M = C > 32).
+// dx = conv_transpose(dy, w) + beta * dx (or split partials), 64 x 64 tiles (M = C > 32).
 extern "C" __global__ void __launch_bounds__(BF_THREADS)
 conv2d_backward_data_bf16(const float* __restrict__ dy, const float* __restrict__ w, float* dx,
-                          int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
-                          int P, float beta)
+                          int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S, int P,
+                          float beta, int k_chunk)
 {
-    conv_backward_data_pass<Bf16Tile<2, 2, 4>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_backward_data_pass<Bf16Tile<2, 2, 4>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta,
+                                               k_chunk);
 }
 
 // The same, 32 x 128 tiles (C <= 32).
 extern "C" __global__ void __launch_bounds__(BF_THREADS)
-conv2d_backward_data_bf16_m32(const float* __restrict__ dy, const float* __restrict__ w,
-                              float* dx, int N, int C, int H, int W, int CO, int OH, int OW,
-                              int KS, int S, int P, float beta)
+conv2d_backward_data_bf16_m32(const float* __restrict__ dy, const float* __restrict__ w, float* dx,
+                              int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
+                              int P, float beta, int k_chunk)
 {
-    conv_backward_data_pass<Bf16Tile<1, 2, 4>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_backward_data_pass<Bf16Tile<1, 2, 4>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta,
+                                               k_chunk);
 }
 
 // The same, 16 x 128 tiles (C <= 16).
 extern "C" __global__ void __launch_bounds__(BF_THREADS)
-conv2d_backward_data_bf16_m16(const float* __restrict__ dy, const float* __restrict__ w,
-                              float* dx, int N, int C, int H, int W, int CO, int OH, int OW,
-                              int KS, int S, int P, float beta)
+conv2d_backward_data_bf16_m16(const float* __restrict__ dy, const float* __restrict__ w, float* dx,
+                              int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
+                              int P, float beta, int k_chunk)
 {
-    conv_backward_data_pass<Bf16Tile<1, 1, 4>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta);
+    conv_backward_data_pass<Bf16Tile<1, 1, 4>>(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta,
+                                               k_chunk);
 }
 
-// Partial dw sums (then conv.cu's conv2d_backward_weight_reduce), 64 x 64 tiles (CO > 32).
+// Partial dw sums (then conv.cu's conv2d_split_reduce), 64 x 64 tiles (CO > 32).
 extern "C" __global__ void __launch_bounds__(BF_THREADS)
 conv2d_backward_weight_partial_bf16(const float* __restrict__ dy, const float* __restrict__ x,
                                     float* __restrict__ part, int N, int C, int H, int W, int CO,
                                     int OH, int OW, int KS, int S, int P, int k_chunk)
 {
-    conv_backward_weight_partial_pass<Bf16Tile<2, 2, 4>>(dy, x, part, N, C, H, W, CO, OH, OW, KS,
-                                                       S, P, k_chunk);
+    conv_backward_weight_partial_pass<Bf16Tile<2, 2, 4>>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S,
+                                                         P, k_chunk);
 }
 
 // The same, 32 x 128 tiles (CO <= 32).
 extern "C" __global__ void __launch_bounds__(BF_THREADS)
-conv2d_backward_weight_partial_bf16_m32(const float* __restrict__ dy,
-                                        const float* __restrict__ x, float* __restrict__ part,
-                                        int N, int C, int H, int W, int CO, int OH, int OW,
-                                        int KS, int S, int P, int k_chunk)
+conv2d_backward_weight_partial_bf16_m32(const float* __restrict__ dy, const float* __restrict__ x,
+                                        float* __restrict__ part, int N, int C, int H, int W,
+                                        int CO, int OH, int OW, int KS, int S, int P, int k_chunk)
 {
-    conv_backward_weight_partial_pass<Bf16Tile<1, 2, 4>>(dy, x, part, N, C, H, W, CO, OH, OW, KS,
-                                                       S, P, k_chunk);
+    conv_backward_weight_partial_pass<Bf16Tile<1, 2, 4>>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S,
+                                                         P, k_chunk);
 }
 
 // The same, 16 x 128 tiles (CO <= 16).
 extern "C" __global__ void __launch_bounds__(BF_THREADS)
-conv2d_backward_weight_partial_bf16_m16(const float* __restrict__ dy,
-                                        const float* __restrict__ x, float* __restrict__ part,
-                                        int N, int C, int H, int W, int CO, int OH, int OW,
-                                        int KS, int S, int P, int k_chunk)
+conv2d_backward_weight_partial_bf16_m16(const float* __restrict__ dy, const float* __restrict__ x,
+                                        float* __restrict__ part, int N, int C, int H, int W,
+                                        int CO, int OH, int OW, int KS, int S, int P, int k_chunk)
 {
-    conv_backward_weight_partial_pass<Bf16Tile<1, 1, 4>>(dy, x, part, N, C, H, W, CO, OH, OW, KS,
-                                                       S, P, k_chunk);
+    conv_backward_weight_partial_pass<Bf16Tile<1, 1, 4>>(dy, x, part, N, C, H, W, CO, OH, OW, KS, S,
+                                                         P, k_chunk);
 }

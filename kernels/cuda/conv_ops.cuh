@@ -243,7 +243,7 @@ struct BwdDataOp {
 //   B[q, j]  = x[n, ci, oy*S+ky-P, ox*S+kx-P]   with j=(ci,ky,kx)
 // Here the reduction runs over output pixels and the columns are taps: the roles of forward's
 // Tap and Pixel swap. Split z writes its partial sum to part[z, co, j];
-// conv2d_backward_weight_reduce adds them.
+// conv2d_split_reduce adds them.
 struct BwdWeightOp {
     ConvGeom g;
     const float* dy;
@@ -271,38 +271,56 @@ __device__ __forceinline__ ConvGeom make_geom(int N, int C, int H, int W, int CO
 
 // The three passes, for any GEMM tile: `Tile::run(op, M, Ncols, k_begin, k_end)` computes the
 // block's tile (conv.cu's fp32 tiles, conv_bf16.cu's tensor-core tiles). Each builds its
-// functor and says what M, Ncols and K are; the grid is (ceil(Ncols / BN), ceil(M / BM), z).
+// functor and says what M, Ncols and K are; the grid is (ceil(Ncols / BN), ceil(M / BM), splits).
+//
+// Every pass can split K over blockIdx.z: split z covers [z*k_chunk, min((z+1)*k_chunk, K))
+// (k_chunk a multiple of 32, chosen by the host) and writes its partial sums to slab z of its
+// output, which then has `splits` slabs; conv2d_split_reduce adds them in increasing z
+// (deterministic). A split with an empty range still stores zeros, so the reduction never reads
+// garbage. The weight gradient (K = N*OH*OW) always splits; forward and backward-data split only
+// when their grid alone would leave the GPU underfilled (the late stages' small maps), and with
+// one split (gridDim.z = 1, k_chunk >= K) they write their output directly, with beta.
 
-// y = conv(x, w) + beta * y: M = CO, Ncols = N*OH*OW, K = C*KS*KS.
+__device__ __forceinline__ void split_range(int K, int k_chunk, int* kb, int* ke)
+{
+    *kb = blockIdx.z * k_chunk;
+    *ke = min(K, *kb + k_chunk);
+}
+
+// y = conv(x, w) + beta * y: M = CO, Ncols = N*OH*OW, K = C*KS*KS. Split: y is the workspace,
+// slab z at y + z*N*CO*OH*OW, and beta is 0.
 template <class Tile>
 __device__ __forceinline__ void conv_forward_pass(const float* x, const float* w, float* y, int N,
                                                   int C, int H, int W, int CO, int OH, int OW,
-                                                  int KS, int S, int P, float beta)
+                                                  int KS, int S, int P, float beta, int k_chunk)
 {
     FwdOp op;
     op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
-    op.x = x; op.w = w; op.y = y; op.beta = beta;
-    Tile::run(op, CO, N * OH * OW, 0, C * KS * KS);
+    op.x = x; op.w = w; op.beta = beta;
+    op.y = y + (size_t)blockIdx.z * ((size_t)N * CO * OH * OW);
+    int kb, ke;
+    split_range(C * KS * KS, k_chunk, &kb, &ke);
+    Tile::run(op, CO, N * OH * OW, kb, ke);
 }
 
 // dx = conv_transpose(dy, w) + beta * dx: M = C, Ncols = N*H*W, K = CO*KS*KS. beta = 1 lets the
-// residual block add the conv branch's dx onto the shortcut's dx in place.
+// residual block add the conv branch's dx onto the shortcut's dx in place. Split: as forward.
 template <class Tile>
 __device__ __forceinline__ void conv_backward_data_pass(const float* dy, const float* w,
                                                         float* dx, int N, int C, int H, int W,
                                                         int CO, int OH, int OW, int KS, int S,
-                                                        int P, float beta)
+                                                        int P, float beta, int k_chunk)
 {
     BwdDataOp op;
     op.g = make_geom(N, C, H, W, CO, OH, OW, KS, S, P);
-    op.dy = dy; op.w = w; op.dx = dx; op.beta = beta;
-    Tile::run(op, C, N * H * W, 0, CO * KS * KS);
+    op.dy = dy; op.w = w; op.beta = beta;
+    op.dx = dx + (size_t)blockIdx.z * ((size_t)N * C * H * W);
+    int kb, ke;
+    split_range(CO * KS * KS, k_chunk, &kb, &ke);
+    Tile::run(op, C, N * H * W, kb, ke);
 }
 
-// Partial dw sums, M = CO, Ncols = C*KS*KS, K = N*OH*OW split over blockIdx.z: split z covers
-// [z*k_chunk, min((z+1)*k_chunk, K)) (k_chunk a multiple of 32, chosen by the host) and writes
-// part[z, co, j]; conv2d_backward_weight_reduce adds the splits. A split with an empty range
-// still stores zeros, so the reduction never reads garbage.
+// Partial dw sums, M = CO, Ncols = C*KS*KS, K = N*OH*OW, always split: slab z of `part`.
 template <class Tile>
 __device__ __forceinline__ void conv_backward_weight_partial_pass(
     const float* dy, const float* x, float* part, int N, int C, int H, int W, int CO, int OH,
@@ -313,11 +331,9 @@ __device__ __forceinline__ void conv_backward_weight_partial_pass(
     op.dy = dy; op.x = x;
     op.ohw = fast_div(OH * OW);
     op.ow = fast_div(OW);
-    const int wlen = CO * C * KS * KS;
-    op.part = part + (size_t)blockIdx.z * (size_t)wlen;
-    const int K = N * OH * OW;
-    const int kb = blockIdx.z * k_chunk;
-    const int ke = min(K, kb + k_chunk);
+    op.part = part + (size_t)blockIdx.z * ((size_t)CO * C * KS * KS);
+    int kb, ke;
+    split_range(N * OH * OW, k_chunk, &kb, &ke);
     Tile::run(op, CO, C * KS * KS, kb, ke);
 }
 

@@ -143,16 +143,16 @@ void emu_batchnorm_backward_apply(EmuDim3 g, EmuDim3 b, const float* dy, const f
 // ConvShape::weight_grad_plan) ---------------------------------------------------------------------
 void emu_conv2d_forward(EmuDim3 g, EmuDim3 b, const float* x, const float* w, float* y,
                             int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
-                            int P, float beta)
+                            int P, float beta, int k_chunk)
 {
-    EMU_LAUNCH(g, b, conv2d_forward(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+    EMU_LAUNCH(g, b, conv2d_forward(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta, k_chunk));
 }
 void emu_conv2d_backward_data(EmuDim3 g, EmuDim3 b, const float* dy, const float* w,
                                   float* dx, int N, int C, int H, int W, int CO, int OH, int OW,
-                                  int KS, int S, int P, float beta)
+                                  int KS, int S, int P, float beta, int k_chunk)
 {
     EMU_LAUNCH(g, b,
-               conv2d_backward_data(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+               conv2d_backward_data(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta, k_chunk));
 }
 void emu_conv2d_backward_weight_partial(EmuDim3 g, EmuDim3 b, const float* dy,
                                             const float* x, float* part, int N, int C, int H,
@@ -165,16 +165,17 @@ void emu_conv2d_backward_weight_partial(EmuDim3 g, EmuDim3 b, const float* dy,
 }
 void emu_conv2d_forward_m32(EmuDim3 g, EmuDim3 b, const float* x, const float* w, float* y,
                             int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
-                            int P, float beta)
+                            int P, float beta, int k_chunk)
 {
-    EMU_LAUNCH(g, b, conv2d_forward_m32(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+    EMU_LAUNCH(g, b, conv2d_forward_m32(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta, k_chunk));
 }
 void emu_conv2d_backward_data_m32(EmuDim3 g, EmuDim3 b, const float* dy, const float* w,
                                   float* dx, int N, int C, int H, int W, int CO, int OH, int OW,
-                                  int KS, int S, int P, float beta)
+                                  int KS, int S, int P, float beta, int k_chunk)
 {
     EMU_LAUNCH(g, b,
-               conv2d_backward_data_m32(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+               conv2d_backward_data_m32(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta,
+                                        k_chunk));
 }
 void emu_conv2d_backward_weight_partial_m32(EmuDim3 g, EmuDim3 b, const float* dy,
                                             const float* x, float* part, int N, int C, int H,
@@ -187,16 +188,17 @@ void emu_conv2d_backward_weight_partial_m32(EmuDim3 g, EmuDim3 b, const float* d
 }
 void emu_conv2d_forward_m16(EmuDim3 g, EmuDim3 b, const float* x, const float* w, float* y,
                             int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
-                            int P, float beta)
+                            int P, float beta, int k_chunk)
 {
-    EMU_LAUNCH(g, b, conv2d_forward_m16(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+    EMU_LAUNCH(g, b, conv2d_forward_m16(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta, k_chunk));
 }
 void emu_conv2d_backward_data_m16(EmuDim3 g, EmuDim3 b, const float* dy, const float* w,
                                   float* dx, int N, int C, int H, int W, int CO, int OH, int OW,
-                                  int KS, int S, int P, float beta)
+                                  int KS, int S, int P, float beta, int k_chunk)
 {
     EMU_LAUNCH(g, b,
-               conv2d_backward_data_m16(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+               conv2d_backward_data_m16(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta,
+                                        k_chunk));
 }
 void emu_conv2d_backward_weight_partial_m16(EmuDim3 g, EmuDim3 b, const float* dy,
                                             const float* x, float* part, int N, int C, int H,
@@ -207,11 +209,11 @@ void emu_conv2d_backward_weight_partial_m16(EmuDim3 g, EmuDim3 b, const float* d
                conv2d_backward_weight_partial_m16(dy, x, part, N, C, H, W, CO, OH, OW, KS, S, P,
                                                   k_chunk));
 }
-// launch/conv.rs: grid_1d(w_len), issued right after the partial launch.
-void emu_conv2d_backward_weight_reduce(EmuDim3 g, EmuDim3 b, const float* part, float* dw,
-                                       int wlen, int splits, float beta)
+// launch/conv.rs: grid_1d(len), issued right after a split GEMM's launch.
+void emu_conv2d_split_reduce(EmuDim3 g, EmuDim3 b, const float* part, float* out, int len,
+                             int splits, float beta)
 {
-    EMU_LAUNCH(g, b, conv2d_backward_weight_reduce(part, dw, wlen, splits, beta));
+    EMU_LAUNCH(g, b, conv2d_split_reduce(part, out, len, splits, beta));
 }
 // conv_ops.cuh's FastDiv, a device helper rather than a kernel: n / fast_div(d).
 int emu_fast_div(int n, int d)
@@ -223,16 +225,17 @@ int emu_fast_div(int n, int d)
 // the reduce is conv.cu's ----------------------------------------------------------------------
 void emu_conv2d_forward_bf16(EmuDim3 g, EmuDim3 b, const float* x, const float* w,
                                  float* y, int N, int C, int H, int W, int CO, int OH, int OW,
-                                 int KS, int S, int P, float beta)
+                                 int KS, int S, int P, float beta, int k_chunk)
 {
-    EMU_LAUNCH(g, b, conv2d_forward_bf16(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+    EMU_LAUNCH(g, b, conv2d_forward_bf16(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta, k_chunk));
 }
 void emu_conv2d_backward_data_bf16(EmuDim3 g, EmuDim3 b, const float* dy, const float* w,
                                        float* dx, int N, int C, int H, int W, int CO, int OH,
-                                       int OW, int KS, int S, int P, float beta)
+                                       int OW, int KS, int S, int P, float beta, int k_chunk)
 {
     EMU_LAUNCH(g, b,
-               conv2d_backward_data_bf16(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+               conv2d_backward_data_bf16(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta,
+                                         k_chunk));
 }
 void emu_conv2d_backward_weight_partial_bf16(EmuDim3 g, EmuDim3 b, const float* dy,
                                                  const float* x, float* part, int N, int C,
@@ -245,16 +248,18 @@ void emu_conv2d_backward_weight_partial_bf16(EmuDim3 g, EmuDim3 b, const float* 
 }
 void emu_conv2d_forward_bf16_m32(EmuDim3 g, EmuDim3 b, const float* x, const float* w,
                                  float* y, int N, int C, int H, int W, int CO, int OH, int OW,
-                                 int KS, int S, int P, float beta)
+                                 int KS, int S, int P, float beta, int k_chunk)
 {
-    EMU_LAUNCH(g, b, conv2d_forward_bf16_m32(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+    EMU_LAUNCH(g, b, conv2d_forward_bf16_m32(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta,
+                                             k_chunk));
 }
 void emu_conv2d_backward_data_bf16_m32(EmuDim3 g, EmuDim3 b, const float* dy, const float* w,
                                        float* dx, int N, int C, int H, int W, int CO, int OH,
-                                       int OW, int KS, int S, int P, float beta)
+                                       int OW, int KS, int S, int P, float beta, int k_chunk)
 {
     EMU_LAUNCH(g, b,
-               conv2d_backward_data_bf16_m32(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+               conv2d_backward_data_bf16_m32(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta,
+                                             k_chunk));
 }
 void emu_conv2d_backward_weight_partial_bf16_m32(EmuDim3 g, EmuDim3 b, const float* dy,
                                                  const float* x, float* part, int N, int C,
@@ -267,16 +272,18 @@ void emu_conv2d_backward_weight_partial_bf16_m32(EmuDim3 g, EmuDim3 b, const flo
 }
 void emu_conv2d_forward_bf16_m16(EmuDim3 g, EmuDim3 b, const float* x, const float* w,
                                  float* y, int N, int C, int H, int W, int CO, int OH, int OW,
-                                 int KS, int S, int P, float beta)
+                                 int KS, int S, int P, float beta, int k_chunk)
 {
-    EMU_LAUNCH(g, b, conv2d_forward_bf16_m16(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+    EMU_LAUNCH(g, b, conv2d_forward_bf16_m16(x, w, y, N, C, H, W, CO, OH, OW, KS, S, P, beta,
+                                             k_chunk));
 }
 void emu_conv2d_backward_data_bf16_m16(EmuDim3 g, EmuDim3 b, const float* dy, const float* w,
                                        float* dx, int N, int C, int H, int W, int CO, int OH,
-                                       int OW, int KS, int S, int P, float beta)
+                                       int OW, int KS, int S, int P, float beta, int k_chunk)
 {
     EMU_LAUNCH(g, b,
-               conv2d_backward_data_bf16_m16(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta));
+               conv2d_backward_data_bf16_m16(dy, w, dx, N, C, H, W, CO, OH, OW, KS, S, P, beta,
+                                             k_chunk));
 }
 void emu_conv2d_backward_weight_partial_bf16_m16(EmuDim3 g, EmuDim3 b, const float* dy,
                                                  const float* x, float* part, int N, int C,

@@ -95,7 +95,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "conv2d_backward_weight_partial",
             "conv2d_backward_weight_partial_m32",
             "conv2d_backward_weight_partial_m16",
-            "conv2d_backward_weight_reduce",
+            "conv2d_split_reduce",
         ],
     ),
     (

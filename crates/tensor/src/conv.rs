@@ -19,6 +19,7 @@ use crate::bf16::round_tensor;
 use crate::gemm::{gemm, Mat};
 use crate::{check, chunk_ranges, cuda_of, Precision, Tensor};
 use kernels::launch as kl;
+use kernels::{CudaSlice, Gpu};
 use rayon::prelude::*;
 
 /// The geometry of one convolution, derived from the input and weight shapes.
@@ -193,6 +194,12 @@ fn col2im(g: &ConvGeom, col: &[f32], img: &mut [f32]) {
     }
 }
 
+/// The split-K workspace of a conv launch: `len` uninitialised elements (every split writes its
+/// whole slab), or none when the launch does not split.
+fn split_workspace(op: &'static str, gpu: &Gpu, len: usize) -> Option<CudaSlice<f32>> {
+    (len > 0).then(|| check(op, gpu.uninit_f32(len)))
+}
+
 /// `y = conv(x, weight)` with the given stride, in fp32.
 pub fn conv2d_forward(x: &Tensor, weight: &Tensor, stride: usize) -> Tensor {
     conv2d_forward_with(x, weight, stride, Precision::Fp32)
@@ -207,17 +214,22 @@ pub fn conv2d_forward_with(
 ) -> Tensor {
     let g = ConvGeom::new(x.shape(), weight.shape(), stride);
     if let Some(gpu) = cuda_of("conv2d_forward", &[x, weight]) {
-        let mut y = Tensor::cuda_output("conv2d_forward", &gpu, &[g.n, g.cout, g.ho, g.wo]);
+        const OP: &str = "conv2d_forward";
+        let shape = g.cuda_shape();
+        let mut y = Tensor::cuda_output(OP, &gpu, &[g.n, g.cout, g.ho, g.wo]);
+        // Split-K partials, when the grid alone is too small for the GPU (launch::conv).
+        let mut workspace = split_workspace(OP, &gpu, shape.forward_workspace_len(precision));
         let r = kl::conv2d_forward(
             &gpu,
             precision,
-            &g.cuda_shape(),
+            &shape,
             &x.cu().as_view(),
             &weight.cu().as_view(),
             &mut y.cu_mut().as_view_mut(),
+            workspace.as_mut().map(|w| w.as_view_mut()).as_mut(),
             0.0,
         );
-        check("conv2d_forward", r);
+        check(OP, r);
         return y;
     }
     if precision == Precision::Bf16 {
@@ -271,17 +283,21 @@ pub fn conv2d_backward_data_with(
     let g = ConvGeom::new(x_shape, weight.shape(), stride);
     assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
     if let Some(gpu) = cuda_of("conv2d_backward_data", &[dy, weight]) {
-        let mut dx = Tensor::cuda_output("conv2d_backward_data", &gpu, x_shape);
+        const OP: &str = "conv2d_backward_data";
+        let shape = g.cuda_shape();
+        let mut dx = Tensor::cuda_output(OP, &gpu, x_shape);
+        let mut workspace = split_workspace(OP, &gpu, shape.backward_data_workspace_len(precision));
         let r = kl::conv2d_backward_data(
             &gpu,
             precision,
-            &g.cuda_shape(),
+            &shape,
             &dy.cu().as_view(),
             &weight.cu().as_view(),
             &mut dx.cu_mut().as_view_mut(),
+            workspace.as_mut().map(|w| w.as_view_mut()).as_mut(),
             0.0,
         );
-        check("conv2d_backward_data", r);
+        check(OP, r);
         return dx;
     }
     if precision == Precision::Bf16 {

@@ -204,6 +204,7 @@ extern "C" {
         s: i32,
         p: i32,
         beta: f32,
+        k_chunk: i32,
     );
     pub fn emu_conv2d_backward_data(
         g: Dim3,
@@ -222,6 +223,7 @@ extern "C" {
         s: i32,
         p: i32,
         beta: f32,
+        k_chunk: i32,
     );
     pub fn emu_conv2d_backward_weight_partial(
         g: Dim3,
@@ -258,6 +260,7 @@ extern "C" {
         s: i32,
         p: i32,
         beta: f32,
+        k_chunk: i32,
     );
     pub fn emu_conv2d_backward_data_m32(
         g: Dim3,
@@ -276,6 +279,7 @@ extern "C" {
         s: i32,
         p: i32,
         beta: f32,
+        k_chunk: i32,
     );
     pub fn emu_conv2d_backward_weight_partial_m32(
         g: Dim3,
@@ -312,6 +316,7 @@ extern "C" {
         s: i32,
         p: i32,
         beta: f32,
+        k_chunk: i32,
     );
     pub fn emu_conv2d_backward_data_m16(
         g: Dim3,
@@ -330,6 +335,7 @@ extern "C" {
         s: i32,
         p: i32,
         beta: f32,
+        k_chunk: i32,
     );
     pub fn emu_conv2d_backward_weight_partial_m16(
         g: Dim3,
@@ -351,12 +357,12 @@ extern "C" {
     );
     /// conv_ops.cuh's `n / fast_div(d)` (multiply-high division), for n in [0, 2^31), d >= 1.
     pub fn emu_fast_div(n: i32, d: i32) -> i32;
-    pub fn emu_conv2d_backward_weight_reduce(
+    pub fn emu_conv2d_split_reduce(
         g: Dim3,
         b: Dim3,
         part: *const f32,
-        dw: *mut f32,
-        wlen: i32,
+        out: *mut f32,
+        len: i32,
         splits: i32,
         beta: f32,
     );
@@ -379,6 +385,7 @@ extern "C" {
         s: i32,
         p: i32,
         beta: f32,
+        k_chunk: i32,
     );
     pub fn emu_conv2d_backward_data_bf16(
         g: Dim3,
@@ -397,6 +404,7 @@ extern "C" {
         s: i32,
         p: i32,
         beta: f32,
+        k_chunk: i32,
     );
     pub fn emu_conv2d_backward_weight_partial_bf16(
         g: Dim3,
@@ -433,6 +441,7 @@ extern "C" {
         s: i32,
         p: i32,
         beta: f32,
+        k_chunk: i32,
     );
     pub fn emu_conv2d_backward_data_bf16_m32(
         g: Dim3,
@@ -451,6 +460,7 @@ extern "C" {
         s: i32,
         p: i32,
         beta: f32,
+        k_chunk: i32,
     );
     pub fn emu_conv2d_backward_weight_partial_bf16_m32(
         g: Dim3,
@@ -487,6 +497,7 @@ extern "C" {
         s: i32,
         p: i32,
         beta: f32,
+        k_chunk: i32,
     );
     pub fn emu_conv2d_backward_data_bf16_m16(
         g: Dim3,
@@ -505,6 +516,7 @@ extern "C" {
         s: i32,
         p: i32,
         beta: f32,
+        k_chunk: i32,
     );
     pub fn emu_conv2d_backward_weight_partial_bf16_m16(
         g: Dim3,

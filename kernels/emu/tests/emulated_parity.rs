@@ -361,6 +361,7 @@ type ConvFn = unsafe extern "C" fn(
     i32,
     i32,
     f32,
+    i32,
 );
 type PartialFn = unsafe extern "C" fn(
     Dim3,
@@ -461,24 +462,41 @@ impl ConvCase {
         .map(|v| v as i32)
     }
 
-    /// `kernel(a, b, out)` with the launcher's grid and block, as forward / backward-data do.
+    /// Forward or backward-data as the launcher issues it with split-K plan `(splits, k_chunk)`:
+    /// one split runs `kernel(a, b, out)` straight into `out` with beta; more run it into a
+    /// fresh NaN workspace (every slab must be written) with beta 0, then the split reduction
+    /// onto `out` with beta. `cfg` is the launcher's grid (its z is replaced by `splits`).
+    // The kernel, its launch, its plan, two inputs, the output and beta.
+    #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
         kernel: ConvFn,
         cfg: (Dim3, Dim3),
+        plan: (usize, usize),
         a: &[f32],
         b: &[f32],
         out: &mut [f32],
         beta: f32,
     ) {
         let [n, c, h, w, co, oh, ow, ks, s, p] = self.ints();
+        let (splits, chunk) = plan;
+        let grid = Dim3 {
+            z: splits as u32,
+            ..cfg.0
+        };
+        let mut ws = nan_vec(if splits > 1 { splits * out.len() } else { 0 });
+        let (dst, b0) = if splits > 1 {
+            (ws.as_mut_ptr(), 0.0)
+        } else {
+            (out.as_mut_ptr(), beta)
+        };
         unsafe {
             kernel(
-                cfg.0,
+                grid,
                 cfg.1,
                 a.as_ptr(),
                 b.as_ptr(),
-                out.as_mut_ptr(),
+                dst,
                 n,
                 c,
                 h,
@@ -489,8 +507,21 @@ impl ConvCase {
                 ks,
                 s,
                 p,
-                beta,
-            )
+                b0,
+                chunk as i32,
+            );
+            if splits > 1 {
+                let (g, bl) = cfg_1d(out.len());
+                emu_conv2d_split_reduce(
+                    g,
+                    bl,
+                    ws.as_ptr(),
+                    out.as_mut_ptr(),
+                    out.len() as i32,
+                    splits as i32,
+                    beta,
+                );
+            }
         }
     }
 
@@ -536,7 +567,7 @@ impl ConvCase {
                 chunk as i32,
             );
             let (g, b) = cfg_1d(wlen);
-            emu_conv2d_backward_weight_reduce(
+            emu_conv2d_split_reduce(
                 g,
                 b,
                 part.as_ptr(),
@@ -612,34 +643,40 @@ fn check_conv_kernels(precision: Precision, seed: u64) {
                 }
             };
 
-            let old = fresh(&mut r, s.y_len());
-            let mut y = old.clone();
+            // The launcher's split-K plan (these small grids split wherever K allows), and a
+            // forced 16-wide split so every shape runs the partial + reduce path (16 is half
+            // the bf16 tile's K: a split then ends inside a tile).
+            let forced = |k: usize| (k.div_ceil(16), 16);
             let cfg = cfg_of!(kl::conv2d_forward_config(&s, p));
-            case.gemm(k_out.forward, cfg, &x, &wt, &mut y, beta);
-            assert_close(
-                &format!("conv fwd beta={beta} {tag}"),
-                &y,
-                &expect(&old, ty.data()),
-                TOL,
-            );
+            assert_eq!(cfg.0.z as usize, s.forward_plan(p).0);
+            for plan in [s.forward_plan(p), forced(s.c_in * ks * ks)] {
+                let old = fresh(&mut r, s.y_len());
+                let mut y = old.clone();
+                case.gemm(k_out.forward, cfg, plan, &x, &wt, &mut y, beta);
+                assert_close(
+                    &format!("conv fwd beta={beta} plan={plan:?} {tag}"),
+                    &y,
+                    &expect(&old, ty.data()),
+                    TOL,
+                );
+            }
 
-            let old = fresh(&mut r, s.x_len());
-            let mut dx = old.clone();
             let cfg = cfg_of!(kl::conv2d_backward_data_config(&s, p));
-            case.gemm(k_in.backward_data, cfg, &dy, &wt, &mut dx, beta);
-            assert_close(
-                &format!("conv bwd-data beta={beta} {tag}"),
-                &dx,
-                &expect(&old, tdx.data()),
-                TOL,
-            );
+            assert_eq!(cfg.0.z as usize, s.backward_data_plan(p).0);
+            for plan in [s.backward_data_plan(p), forced(c_out * ks * ks)] {
+                let old = fresh(&mut r, s.x_len());
+                let mut dx = old.clone();
+                case.gemm(k_in.backward_data, cfg, plan, &dy, &wt, &mut dx, beta);
+                assert_close(
+                    &format!("conv bwd-data beta={beta} plan={plan:?} {tag}"),
+                    &dx,
+                    &expect(&old, tdx.data()),
+                    TOL,
+                );
+            }
 
-            // The launcher's split-K plan (a single split at these sizes), and a forced
-            // 16-wide split so the multi-split partial + reduce path runs too (16 is half the
-            // bf16 tile's K: a split then ends inside a tile).
-            let k_total = s.n * s.oh() * s.ow();
-            let forced = (k_total.div_ceil(16), 16);
-            for plan in [s.weight_grad_plan(), forced] {
+            // The weight gradient's plan (a single split at these sizes) and a forced one.
+            for plan in [s.weight_grad_plan(), forced(s.n * s.oh() * s.ow())] {
                 let old = fresh(&mut r, s.w_len());
                 let mut dw = old.clone();
                 case.backward_weight(&k_out, &dy, &x, &mut dw, plan, beta);
@@ -734,6 +771,7 @@ fn conv_bf16_is_a_bf16_approximation_of_fp32() {
     case.gemm(
         conv_kernels(Precision::Bf16, s.c_out).forward,
         cfg,
+        s.forward_plan(Precision::Bf16),
         &x,
         &wt,
         &mut y,

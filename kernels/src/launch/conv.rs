@@ -152,6 +152,61 @@ impl ConvShape {
     pub fn weight_grad_workspace_len(&self) -> usize {
         self.weight_grad_plan().0 * self.w_len()
     }
+
+    /// Split-K plan of the forward pass, `(splits, k_chunk)`: one split (k_chunk = K) unless
+    /// its grid alone would leave the GPU underfilled ([`FILL_BLOCKS`]).
+    pub fn forward_plan(&self, p: Precision) -> (usize, usize) {
+        let (gx, gy) = gemm_blocks(self.c_out, self.n * self.oh() * self.ow(), p);
+        split_to_fill(gx * gy, self.c_in * self.k * self.k)
+    }
+
+    /// Split-K plan of the data gradient, as [`ConvShape::forward_plan`].
+    pub fn backward_data_plan(&self, p: Precision) -> (usize, usize) {
+        let (gx, gy) = gemm_blocks(self.c_in, self.n * self.h * self.w, p);
+        split_to_fill(gx * gy, self.c_out * self.k * self.k)
+    }
+
+    /// Workspace elements [`conv2d_forward`] needs: splits * y_len, or 0 with one split.
+    pub fn forward_workspace_len(&self, p: Precision) -> usize {
+        match self.forward_plan(p).0 {
+            1 => 0,
+            splits => splits * self.y_len(),
+        }
+    }
+
+    /// Workspace elements [`conv2d_backward_data`] needs: splits * x_len, or 0 with one split.
+    pub fn backward_data_workspace_len(&self, p: Precision) -> usize {
+        match self.backward_data_plan(p).0 {
+            1 => 0,
+            splits => splits * self.x_len(),
+        }
+    }
+}
+
+/// Blocks a forward or data-gradient grid needs to fill the GPU: ~2 per SM of a 132-SM
+/// H100/H200. The late stages' small maps give fewer (ResNet-20's 8x8 stage: 128 blocks of
+/// 64 x 64, one per SM, 4 warps each, and every block walks all of K with no other warp to hide
+/// its load latency); those grids split K over blockIdx.z instead, so that more, shorter blocks
+/// run at once, and one reduction adds the splits.
+pub const FILL_BLOCKS: usize = 264;
+
+/// The shortest K range a split keeps (4 bf16 K tiles): shorter ones cost more in the
+/// reduction's traffic than they save.
+pub const MIN_SPLIT_K: usize = 128;
+
+/// `(splits, k_chunk)` for a grid of `blocks` blocks reducing over `k`; k_chunk is a multiple
+/// of both tiles' K step (16 fp32, 32 bf16), so no split ends inside a tile.
+fn split_to_fill(blocks: usize, k: usize) -> (usize, usize) {
+    if blocks >= FILL_BLOCKS || k < 2 * MIN_SPLIT_K {
+        return (1, k);
+    }
+    let want = FILL_BLOCKS.div_ceil(blocks);
+    let chunk = k.div_ceil(want).max(MIN_SPLIT_K);
+    let chunk = chunk.div_ceil(2 * CONV_TILE_K) * (2 * CONV_TILE_K);
+    match k.div_ceil(chunk) {
+        1 => (1, k),
+        splits => (splits, chunk),
+    }
 }
 
 struct ConvArgs {
@@ -185,27 +240,77 @@ impl ConvArgs {
     }
 }
 
-fn gemm_grid(m: usize, ncols: usize, z: usize, p: Precision) -> LaunchConfig {
+/// (column blocks, row blocks) of a GEMM with `m` rows and `ncols` columns.
+fn gemm_blocks(m: usize, ncols: usize, p: Precision) -> (usize, usize) {
     let (bm, bn) = ConvTile::for_rows(m).dims(p);
+    (ncols.div_ceil(bn), m.div_ceil(bm))
+}
+
+fn gemm_grid(m: usize, ncols: usize, z: usize, p: Precision) -> LaunchConfig {
+    let (gx, gy) = gemm_blocks(m, ncols, p);
     let threads = match p {
         Precision::Fp32 => CONV_THREADS,
         Precision::Bf16 => CONV_BF16_THREADS,
     };
     LaunchConfig {
-        grid_dim: (ncols.div_ceil(bn) as u32, m.div_ceil(bm) as u32, z as u32),
+        grid_dim: (gx as u32, gy as u32, z as u32),
         block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     }
 }
 
-/// Launch configuration of `conv2d_forward` (pure; exposed for tests).
+/// Launch configuration of `conv2d_forward`'s GEMM, z = its splits (pure; exposed for tests).
 pub fn conv2d_forward_config(s: &ConvShape, p: Precision) -> LaunchConfig {
-    gemm_grid(s.c_out, s.n * s.oh() * s.ow(), 1, p)
+    gemm_grid(s.c_out, s.n * s.oh() * s.ow(), s.forward_plan(p).0, p)
 }
 
-/// Launch configuration of `conv2d_backward_data` (pure; exposed for tests).
+/// Launch configuration of `conv2d_backward_data`'s GEMM, z = its splits (pure; exposed for
+/// tests).
 pub fn conv2d_backward_data_config(s: &ConvShape, p: Precision) -> LaunchConfig {
-    gemm_grid(s.c_in, s.n * s.h * s.w, 1, p)
+    gemm_grid(s.c_in, s.n * s.h * s.w, s.backward_data_plan(p).0, p)
+}
+
+/// The workspace of a split GEMM: `None` with one split (the GEMM writes its output
+/// directly), else the caller's, checked to hold `splits * len` elements.
+fn split_workspace<'a, 'b>(
+    kernel: &'static str,
+    workspace: Option<&'a mut CudaViewMut<'b, f32>>,
+    splits: usize,
+    len: usize,
+) -> Result<Option<&'a mut CudaViewMut<'b, f32>>> {
+    if splits == 1 {
+        return Ok(None);
+    }
+    let need = splits * len;
+    to_i32(kernel, "workspace", need)?;
+    match workspace {
+        Some(ws) if ws.len() >= need => Ok(Some(ws)),
+        Some(ws) => Err(KernelError::invalid(
+            kernel,
+            format!("workspace has {} elements, needs {need}", ws.len()),
+        )),
+        None => Err(KernelError::invalid(
+            kernel,
+            format!("splits K {splits} ways and needs a workspace of {need} elements"),
+        )),
+    }
+}
+
+/// out = beta * out + the sum of the `splits` slabs of `part` (each `out.len()` long), in
+/// increasing slab order: the second launch of every split GEMM.
+fn split_reduce(
+    gpu: &Gpu,
+    part: &CudaView<'_, f32>,
+    out: &mut CudaViewMut<'_, f32>,
+    splits: usize,
+    beta: f32,
+) -> Result<()> {
+    const K: &str = "conv2d_split_reduce";
+    let n = out.len();
+    let len = to_i32(K, "length", n)?;
+    let n_splits = to_i32(K, "splits", splits)?;
+    launch!(gpu, "conv2d_split_reduce", grid_1d(n),
+        [f32_in part, f32_out out, i32 len, i32 n_splits, f32 beta])
 }
 
 /// Launch configuration of `conv2d_backward_weight_partial` (pure; exposed for tests).
@@ -214,7 +319,10 @@ pub fn conv2d_backward_weight_config(s: &ConvShape, p: Precision) -> LaunchConfi
 }
 
 /// y = conv2d(x, w) + beta * y. CPU twin: tensor's conv2d forward (with x and w rounded to
-/// bf16 first for [`Precision::Bf16`]).
+/// bf16 first for [`Precision::Bf16`]). `workspace` needs
+/// [`ConvShape::forward_workspace_len`] elements (`None` when that is 0).
+// Four buffers, the shape, the arithmetic and beta: each says which is which at the call site.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
     gpu: &Gpu,
     precision: Precision,
@@ -222,6 +330,7 @@ pub fn conv2d_forward(
     x: &CudaView<'_, f32>,
     w: &CudaView<'_, f32>,
     y: &mut CudaViewMut<'_, f32>,
+    workspace: Option<&mut CudaViewMut<'_, f32>>,
     beta: f32,
 ) -> Result<()> {
     const K: &str = "conv2d_forward";
@@ -229,6 +338,9 @@ pub fn conv2d_forward(
     check_len(K, "x", x.len(), shape.x_len())?;
     check_len(K, "w", w.len(), shape.w_len())?;
     check_len(K, "y", y.len(), shape.y_len())?;
+    let (splits, chunk) = shape.forward_plan(precision);
+    let k_chunk = to_i32(K, "k_chunk", chunk)?;
+    let ws = split_workspace(K, workspace, splits, shape.y_len())?;
     let ConvArgs {
         n,
         c,
@@ -242,29 +354,44 @@ pub fn conv2d_forward(
         p,
     } = a;
     let cfg = conv2d_forward_config(shape, precision);
-    match (precision, ConvTile::for_rows(shape.c_out)) {
-        (Precision::Fp32, ConvTile::M64) => launch!(gpu, "conv2d_forward", cfg,
-            [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
-             i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Fp32, ConvTile::M32) => launch!(gpu, "conv2d_forward_m32", cfg,
-            [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
-             i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Fp32, ConvTile::M16) => launch!(gpu, "conv2d_forward_m16", cfg,
-            [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
-             i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Bf16, ConvTile::M64) => launch!(gpu, "conv2d_forward_bf16", cfg,
-            [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
-             i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Bf16, ConvTile::M32) => launch!(gpu, "conv2d_forward_bf16_m32", cfg,
-            [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
-             i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Bf16, ConvTile::M16) => launch!(gpu, "conv2d_forward_bf16_m16", cfg,
-            [f32_in x, f32_in w, f32_out y, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh, i32 ow,
-             i32 ks, i32 s, i32 p, f32 beta]),
+    // One split: straight into the output, with beta. Several: partial sums into the
+    // workspace, then one reduction adds them onto the output.
+    let gemm = |out: &mut CudaViewMut<'_, f32>, b: f32| -> Result<()> {
+        match (precision, ConvTile::for_rows(shape.c_out)) {
+            (Precision::Fp32, ConvTile::M64) => launch!(gpu, "conv2d_forward", cfg,
+                [f32_in x, f32_in w, f32_out out, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
+            (Precision::Fp32, ConvTile::M32) => launch!(gpu, "conv2d_forward_m32", cfg,
+                [f32_in x, f32_in w, f32_out out, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
+            (Precision::Fp32, ConvTile::M16) => launch!(gpu, "conv2d_forward_m16", cfg,
+                [f32_in x, f32_in w, f32_out out, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
+            (Precision::Bf16, ConvTile::M64) => launch!(gpu, "conv2d_forward_bf16", cfg,
+                [f32_in x, f32_in w, f32_out out, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
+            (Precision::Bf16, ConvTile::M32) => launch!(gpu, "conv2d_forward_bf16_m32", cfg,
+                [f32_in x, f32_in w, f32_out out, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
+            (Precision::Bf16, ConvTile::M16) => launch!(gpu, "conv2d_forward_bf16_m16", cfg,
+                [f32_in x, f32_in w, f32_out out, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
+        }
+    };
+    match ws {
+        Some(ws) => {
+            gemm(ws, 0.0)?;
+            split_reduce(gpu, &ws.as_view(), y, splits, beta)
+        }
+        None => gemm(y, beta),
     }
 }
 
-/// dx = conv2d_backward_data(dy, w) + beta * dx. CPU twin: tensor's conv2d backward (input grad).
+/// dx = conv2d_backward_data(dy, w) + beta * dx. CPU twin: tensor's conv2d backward (input
+/// grad). `workspace` needs [`ConvShape::backward_data_workspace_len`] elements (`None` when
+/// that is 0).
+// Four buffers, the shape, the arithmetic and beta: each says which is which at the call site.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_data(
     gpu: &Gpu,
     precision: Precision,
@@ -272,6 +399,7 @@ pub fn conv2d_backward_data(
     dy: &CudaView<'_, f32>,
     w: &CudaView<'_, f32>,
     dx: &mut CudaViewMut<'_, f32>,
+    workspace: Option<&mut CudaViewMut<'_, f32>>,
     beta: f32,
 ) -> Result<()> {
     const K: &str = "conv2d_backward_data";
@@ -279,6 +407,9 @@ pub fn conv2d_backward_data(
     check_len(K, "dy", dy.len(), shape.y_len())?;
     check_len(K, "w", w.len(), shape.w_len())?;
     check_len(K, "dx", dx.len(), shape.x_len())?;
+    let (splits, chunk) = shape.backward_data_plan(precision);
+    let k_chunk = to_i32(K, "k_chunk", chunk)?;
+    let ws = split_workspace(K, workspace, splits, shape.x_len())?;
     let ConvArgs {
         n,
         c,
@@ -292,25 +423,36 @@ pub fn conv2d_backward_data(
         p,
     } = a;
     let cfg = conv2d_backward_data_config(shape, precision);
-    match (precision, ConvTile::for_rows(shape.c_in)) {
-        (Precision::Fp32, ConvTile::M64) => launch!(gpu, "conv2d_backward_data", cfg,
-            [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
-             i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Fp32, ConvTile::M32) => launch!(gpu, "conv2d_backward_data_m32", cfg,
-            [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
-             i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Fp32, ConvTile::M16) => launch!(gpu, "conv2d_backward_data_m16", cfg,
-            [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
-             i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Bf16, ConvTile::M64) => launch!(gpu, "conv2d_backward_data_bf16", cfg,
-            [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
-             i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Bf16, ConvTile::M32) => launch!(gpu, "conv2d_backward_data_bf16_m32", cfg,
-            [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
-             i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
-        (Precision::Bf16, ConvTile::M16) => launch!(gpu, "conv2d_backward_data_bf16_m16", cfg,
-            [f32_in dy, f32_in w, f32_out dx, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
-             i32 ow, i32 ks, i32 s, i32 p, f32 beta]),
+    let gemm = |out: &mut CudaViewMut<'_, f32>, b: f32| -> Result<()> {
+        match (precision, ConvTile::for_rows(shape.c_in)) {
+            (Precision::Fp32, ConvTile::M64) => launch!(gpu, "conv2d_backward_data", cfg,
+                [f32_in dy, f32_in w, f32_out out, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
+            (Precision::Fp32, ConvTile::M32) => launch!(gpu, "conv2d_backward_data_m32", cfg,
+                [f32_in dy, f32_in w, f32_out out, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
+            (Precision::Fp32, ConvTile::M16) => launch!(gpu, "conv2d_backward_data_m16", cfg,
+                [f32_in dy, f32_in w, f32_out out, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
+            (Precision::Bf16, ConvTile::M64) => launch!(gpu, "conv2d_backward_data_bf16", cfg,
+                [f32_in dy, f32_in w, f32_out out, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
+            (Precision::Bf16, ConvTile::M32) => launch!(gpu, "conv2d_backward_data_bf16_m32",
+                cfg,
+                [f32_in dy, f32_in w, f32_out out, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
+            (Precision::Bf16, ConvTile::M16) => launch!(gpu, "conv2d_backward_data_bf16_m16",
+                cfg,
+                [f32_in dy, f32_in w, f32_out out, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
+                 i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
+        }
+    };
+    match ws {
+        Some(ws) => {
+            gemm(ws, 0.0)?;
+            split_reduce(gpu, &ws.as_view(), dx, splits, beta)
+        }
+        None => gemm(dx, beta),
     }
 }
 
@@ -344,8 +486,6 @@ pub fn conv2d_backward_weight(
         ));
     }
     let k_chunk = to_i32(K, "k_chunk", chunk)?;
-    let n_splits = to_i32(K, "splits", splits)?;
-    let wlen = to_i32(K, "w length", shape.w_len())?;
     to_i32(K, "workspace", need)?;
     let ConvArgs {
         n,
@@ -388,10 +528,7 @@ pub fn conv2d_backward_weight(
                 [f32_in dy, f32_in x, f32_out ws, i32 n, i32 c, i32 h, i32 wd, i32 co, i32 oh,
                  i32 ow, i32 ks, i32 s, i32 p, i32 k_chunk])?,
         }
-        let part = ws.as_view();
-        let part = &part;
-        launch!(gpu, "conv2d_backward_weight_reduce", grid_1d(shape.w_len()),
-            [f32_in part, f32_out dw, i32 wlen, i32 n_splits, f32 beta])
+        split_reduce(gpu, &ws.as_view(), dw, splits, beta)
     }
 }
 
@@ -484,6 +621,50 @@ mod tests {
             ((16 * 9usize).div_ceil(128) as u32, 1)
         );
         assert_eq!(w.grid_dim.2 as usize, s.weight_grad_plan().0);
+    }
+
+    #[test]
+    fn forward_and_data_grids_split_only_when_too_small_and_cover_k_once() {
+        for p in [Precision::Fp32, Precision::Bf16] {
+            // ResNet-20 at batch 128: stage 1 fills the GPU alone; stage 3 (8x8 maps, 64
+            // channels: 128 blocks of 64 x 64) splits its K = 576.
+            let stage1 = conv(128, 16, 32, 16, 3, 1);
+            assert_eq!(stage1.forward_plan(p), (1, 16 * 9), "{p}");
+            assert_eq!(stage1.forward_workspace_len(p), 0);
+            assert_eq!(stage1.backward_data_workspace_len(p), 0);
+            let stage3 = conv(128, 64, 8, 64, 3, 1);
+            let (splits, _) = stage3.forward_plan(p);
+            assert!(splits > 1, "{p}: {:?}", stage3.forward_plan(p));
+            assert_eq!(stage3.forward_workspace_len(p), splits * stage3.y_len());
+            assert_eq!(
+                conv2d_forward_config(&stage3, p).grid_dim.2 as usize,
+                splits
+            );
+            for s in [
+                stage1,
+                stage3,
+                conv(128, 512, 4, 512, 3, 1), // depth 34, width 64, last stage
+                conv(128, 128, 4, 128, 3, 1), // depth 34, width 16, last stage
+                conv(1, 67, 4, 3, 3, 2),
+                conv(1, 1, 1, 1, 1, 1),
+                conv(128, 32, 16, 64, 1, 2),
+            ] {
+                let k_fwd = s.c_in * s.k * s.k;
+                let k_bwd = s.c_out * s.k * s.k;
+                for ((splits, chunk), k) in
+                    [(s.forward_plan(p), k_fwd), (s.backward_data_plan(p), k_bwd)]
+                {
+                    assert!(splits * chunk >= k, "{s:?}: splits do not cover K");
+                    if splits > 1 {
+                        assert!((splits - 1) * chunk < k, "{s:?}: a split would be empty");
+                        assert_eq!(chunk % (2 * CONV_TILE_K), 0, "{s:?}");
+                        assert!(chunk >= MIN_SPLIT_K, "{s:?}");
+                    } else {
+                        assert_eq!(chunk, k, "{s:?}: one split takes all of K");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
