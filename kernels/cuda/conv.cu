@@ -207,7 +207,9 @@ conv2d_backward_weight_partial_m16(const float* __restrict__ dy, const float* __
 extern "C" __global__ void conv2d_split_reduce(const float* __restrict__ part, float* out, int len,
                                                int splits, float beta)
 {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += gridDim.x * blockDim.x) {
+    // size_t index: len may come within a grid stride of INT_MAX.
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)len;
+         i += (size_t)gridDim.x * blockDim.x) {
         float s = 0.0f;
         for (int z = 0; z < splits; ++z) s += part[(size_t)z * len + i];
         out[i] = (beta == 0.0f) ? s : fmaf(beta, out[i], s);

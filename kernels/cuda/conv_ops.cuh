@@ -283,8 +283,8 @@ __device__ __forceinline__ ConvGeom make_geom(int N, int C, int H, int W, int CO
 
 __device__ __forceinline__ void split_range(int K, int k_chunk, int* kb, int* ke)
 {
-    *kb = blockIdx.z * k_chunk;
-    *ke = min(K, *kb + k_chunk);
+    *kb = blockIdx.z * k_chunk;  // the host keeps splits * k_chunk within int
+    *ke = *kb + min(k_chunk, K - *kb);  // not min(K, kb + k_chunk): that sum may pass INT_MAX
 }
 
 // y = conv(x, w) + beta * y: M = CO, Ncols = N*OH*OW, K = C*KS*KS. Split: y is the workspace,

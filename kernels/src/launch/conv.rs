@@ -340,6 +340,7 @@ pub fn conv2d_forward(
     check_len(K, "y", y.len(), shape.y_len())?;
     let (splits, chunk) = shape.forward_plan(precision);
     let k_chunk = to_i32(K, "k_chunk", chunk)?;
+    to_i32(K, "splits * k_chunk", splits * chunk)?; // the kernel's split offsets are ints
     let ws = split_workspace(K, workspace, splits, shape.y_len())?;
     let ConvArgs {
         n,
@@ -409,6 +410,7 @@ pub fn conv2d_backward_data(
     check_len(K, "dx", dx.len(), shape.x_len())?;
     let (splits, chunk) = shape.backward_data_plan(precision);
     let k_chunk = to_i32(K, "k_chunk", chunk)?;
+    to_i32(K, "splits * k_chunk", splits * chunk)?; // the kernel's split offsets are ints
     let ws = split_workspace(K, workspace, splits, shape.x_len())?;
     let ConvArgs {
         n,
@@ -486,6 +488,7 @@ pub fn conv2d_backward_weight(
         ));
     }
     let k_chunk = to_i32(K, "k_chunk", chunk)?;
+    to_i32(K, "splits * k_chunk", splits * chunk)?; // the kernel's split offsets are ints
     to_i32(K, "workspace", need)?;
     let ConvArgs {
         n,
