@@ -138,9 +138,9 @@ void emu_batchnorm_backward_apply(EmuDim3 g, EmuDim3 b, const float* dy, const f
                                         dgamma, dbeta, N, C, HW, relu));
 }
 
-// ---- conv.cu — launch/conv.rs: conv2d_forward_config / conv2d_backward_data_config /
-// conv2d_backward_weight_config (tile by ConvTile::for_rows; grid z = splits of
-// ConvShape::weight_grad_plan) ---------------------------------------------------------------------
+// ---- conv.cu — launch/conv_plan.rs: conv2d_forward_config / conv2d_backward_data_config /
+// conv2d_backward_weight_config (tile by ConvTile::for_rows; grid z = the splits of
+// ConvShape::forward_plan / backward_data_plan / weight_grad_plan) -------------------------------
 void emu_conv2d_forward(EmuDim3 g, EmuDim3 b, const float* x, const float* w, float* y,
                             int N, int C, int H, int W, int CO, int OH, int OW, int KS, int S,
                             int P, float beta, int k_chunk)

@@ -253,6 +253,7 @@ mod tests {
     const LAUNCH_FILES: &[(&str, &str)] = &[
         ("mod.rs", include_str!("launch/mod.rs")),
         ("conv.rs", include_str!("launch/conv.rs")),
+        ("conv_plan.rs", include_str!("launch/conv_plan.rs")),
         ("batchnorm.rs", include_str!("launch/batchnorm.rs")),
         ("elementwise.rs", include_str!("launch/elementwise.rs")),
         ("shortcut.rs", include_str!("launch/shortcut.rs")),

@@ -120,6 +120,7 @@ macro_rules! launch {
 mod augment;
 mod batchnorm;
 mod conv;
+mod conv_plan;
 mod elementwise;
 mod loss;
 mod peak;
@@ -132,10 +133,11 @@ pub use batchnorm::{
     batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BnParams, BnShape,
     BN_CHUNK, BN_PER_THREAD, BN_THREADS,
 };
-pub use conv::{
-    conv2d_backward_data, conv2d_backward_data_config, conv2d_backward_weight,
-    conv2d_backward_weight_config, conv2d_forward, conv2d_forward_config, ConvShape, ConvTile,
-    CONV_BF16_THREADS, CONV_THREADS, CONV_TILE_K, CONV_TILE_M, CONV_TILE_N,
+pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward};
+pub use conv_plan::{
+    conv2d_backward_data_config, conv2d_backward_weight_config, conv2d_forward_config, ConvShape,
+    ConvTile, CONV_BF16_THREADS, CONV_THREADS, CONV_TILE_K, CONV_TILE_M, CONV_TILE_N, FILL_BLOCKS,
+    MIN_SPLIT_K,
 };
 pub use elementwise::{accumulate, add_forward, add_relu_forward, relu_backward, relu_forward};
 pub use loss::{softmax_xent_forward, softmax_xent_forward_backward, XENT_THREADS};
