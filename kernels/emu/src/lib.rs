@@ -5,7 +5,7 @@
 //!
 //! Pointers are host memory. Each call runs the whole grid before returning. The grid and block
 //! should be the [`LaunchConfig`](https://docs.rs/cudarc) the real launcher in
-//! `kernels/src/launch` builds; `tests/emulated_parity.rs` takes them from there and checks every
+//! `kernels/src/launch` builds; `tests/emulated/` takes them from there and checks every
 //! kernel against its Rust CPU twin. See `kernels/README.md`, "Emulated on the CPU".
 #![allow(clippy::too_many_arguments)]
 
