@@ -196,7 +196,7 @@ fn col2im(g: &ConvGeom, col: &[f32], img: &mut [f32]) {
 
 /// The split-K workspace of a conv launch: `len` uninitialised elements (every split writes its
 /// whole slab), or none when the launch does not split.
-fn split_workspace(op: &'static str, gpu: &Gpu, len: usize) -> Option<CudaSlice<f32>> {
+fn alloc_split_workspace(op: &'static str, gpu: &Gpu, len: usize) -> Option<CudaSlice<f32>> {
     (len > 0).then(|| check(op, gpu.uninit_f32(len)))
 }
 
@@ -218,7 +218,7 @@ pub fn conv2d_forward_with(
         let shape = g.cuda_shape();
         let mut y = Tensor::cuda_output(OP, &gpu, &[g.n, g.cout, g.ho, g.wo]);
         // Split-K partials, when the grid alone is too small for the GPU (launch::conv).
-        let mut workspace = split_workspace(OP, &gpu, shape.forward_workspace_len(precision));
+        let mut workspace = alloc_split_workspace(OP, &gpu, shape.forward_workspace_len(precision));
         let r = kl::conv2d_forward(
             &gpu,
             precision,
@@ -286,7 +286,8 @@ pub fn conv2d_backward_data_with(
         const OP: &str = "conv2d_backward_data";
         let shape = g.cuda_shape();
         let mut dx = Tensor::cuda_output(OP, &gpu, x_shape);
-        let mut workspace = split_workspace(OP, &gpu, shape.backward_data_workspace_len(precision));
+        let mut workspace =
+            alloc_split_workspace(OP, &gpu, shape.backward_data_workspace_len(precision));
         let r = kl::conv2d_backward_data(
             &gpu,
             precision,

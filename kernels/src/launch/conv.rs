@@ -55,18 +55,57 @@ fn split_workspace<'a, 'b>(
     if splits == 1 {
         return Ok(None);
     }
-    let need = splits * len;
-    to_i32(kernel, "workspace", need)?;
     match workspace {
-        Some(ws) if ws.len() >= need => Ok(Some(ws)),
-        Some(ws) => Err(KernelError::invalid(
-            kernel,
-            format!("workspace has {} elements, needs {need}", ws.len()),
-        )),
+        Some(ws) => {
+            check_workspace(kernel, ws.len(), splits * len)?;
+            Ok(Some(ws))
+        }
         None => Err(KernelError::invalid(
             kernel,
-            format!("splits K {splits} ways and needs a workspace of {need} elements"),
+            format!(
+                "splits K {splits} ways and needs a workspace of {} elements",
+                splits * len
+            ),
         )),
+    }
+}
+
+/// A split workspace of `have` elements holds the `need` the kernel writes, and the kernel's
+/// int offsets reach all of it.
+fn check_workspace(kernel: &'static str, have: usize, need: usize) -> Result<()> {
+    if have < need {
+        return Err(KernelError::invalid(
+            kernel,
+            format!("workspace has {have} elements, needs {need}"),
+        ));
+    }
+    to_i32(kernel, "workspace", need).map(|_| ())
+}
+
+/// The `k_chunk` argument of a split plan `(splits, chunk)`, checked so that the kernel's split
+/// offsets (up to splits * chunk) stay within int.
+fn k_chunk_arg(kernel: &'static str, (splits, chunk): (usize, usize)) -> Result<i32> {
+    to_i32(kernel, "splits * k_chunk", splits * chunk)?;
+    to_i32(kernel, "k_chunk", chunk)
+}
+
+/// Runs a forward or data-gradient GEMM launch `gemm(into, beta)` as planned: with no
+/// workspace (one split) straight into `out` with `beta`; else into the workspace with beta 0,
+/// then [`split_reduce`] adds the `splits` slabs onto `out` with `beta`.
+fn run_split_gemm(
+    gpu: &Gpu,
+    workspace: Option<&mut CudaViewMut<'_, f32>>,
+    out: &mut CudaViewMut<'_, f32>,
+    splits: usize,
+    beta: f32,
+    gemm: impl Fn(&mut CudaViewMut<'_, f32>, f32) -> Result<()>,
+) -> Result<()> {
+    match workspace {
+        Some(ws) => {
+            gemm(ws, 0.0)?;
+            split_reduce(gpu, &ws.as_view(), out, splits, beta)
+        }
+        None => gemm(out, beta),
     }
 }
 
@@ -107,9 +146,8 @@ pub fn conv2d_forward(
     check_len(K, "x", x.len(), shape.x_len())?;
     check_len(K, "w", w.len(), shape.w_len())?;
     check_len(K, "y", y.len(), shape.y_len())?;
-    let (splits, chunk) = shape.forward_plan(precision);
-    let k_chunk = to_i32(K, "k_chunk", chunk)?;
-    to_i32(K, "splits * k_chunk", splits * chunk)?; // the kernel's split offsets are ints
+    let plan = shape.forward_plan(precision);
+    let (splits, k_chunk) = (plan.0, k_chunk_arg(K, plan)?);
     let ws = split_workspace(K, workspace, splits, shape.y_len())?;
     let ConvArgs {
         n,
@@ -148,13 +186,7 @@ pub fn conv2d_forward(
                  i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
         }
     };
-    match ws {
-        Some(ws) => {
-            gemm(ws, 0.0)?;
-            split_reduce(gpu, &ws.as_view(), y, splits, beta)
-        }
-        None => gemm(y, beta),
-    }
+    run_split_gemm(gpu, ws, y, splits, beta, gemm)
 }
 
 /// dx = conv2d_backward_data(dy, w) + beta * dx. CPU twin: tensor's conv2d backward (input
@@ -177,9 +209,8 @@ pub fn conv2d_backward_data(
     check_len(K, "dy", dy.len(), shape.y_len())?;
     check_len(K, "w", w.len(), shape.w_len())?;
     check_len(K, "dx", dx.len(), shape.x_len())?;
-    let (splits, chunk) = shape.backward_data_plan(precision);
-    let k_chunk = to_i32(K, "k_chunk", chunk)?;
-    to_i32(K, "splits * k_chunk", splits * chunk)?; // the kernel's split offsets are ints
+    let plan = shape.backward_data_plan(precision);
+    let (splits, k_chunk) = (plan.0, k_chunk_arg(K, plan)?);
     let ws = split_workspace(K, workspace, splits, shape.x_len())?;
     let ConvArgs {
         n,
@@ -218,13 +249,7 @@ pub fn conv2d_backward_data(
                  i32 ow, i32 ks, i32 s, i32 p, f32 b, i32 k_chunk]),
         }
     };
-    match ws {
-        Some(ws) => {
-            gemm(ws, 0.0)?;
-            split_reduce(gpu, &ws.as_view(), dx, splits, beta)
-        }
-        None => gemm(dx, beta),
-    }
+    run_split_gemm(gpu, ws, dx, splits, beta, gemm)
 }
 
 /// dw = beta * dw + sum_{n,oy,ox} dy * x (deterministic split-K: partials into `workspace`,
@@ -248,17 +273,9 @@ pub fn conv2d_backward_weight(
     check_len(K, "dy", dy.len(), shape.y_len())?;
     check_len(K, "x", x.len(), shape.x_len())?;
     check_len(K, "dw", dw.len(), shape.w_len())?;
-    let (splits, chunk) = shape.weight_grad_plan();
-    let need = splits * shape.w_len();
-    if workspace.len() < need {
-        return Err(KernelError::invalid(
-            K,
-            format!("workspace has {} elements, needs {need}", workspace.len()),
-        ));
-    }
-    let k_chunk = to_i32(K, "k_chunk", chunk)?;
-    to_i32(K, "splits * k_chunk", splits * chunk)?; // the kernel's split offsets are ints
-    to_i32(K, "workspace", need)?;
+    let plan = shape.weight_grad_plan();
+    let (splits, k_chunk) = (plan.0, k_chunk_arg(K, plan)?);
+    check_workspace(K, workspace.len(), splits * shape.w_len())?;
     let ConvArgs {
         n,
         c,

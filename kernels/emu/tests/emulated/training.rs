@@ -9,18 +9,15 @@ use crate::common::*;
 
 // ---- sgd.cu --------------------------------------------------------------------------------------
 
+/// (length, weight decay) of the SGD tests' parameter tensors: uneven, including 1-element
+/// ones, across two blocks.
+const SGD_SEGMENTS: [(usize, f32); 5] = [(7, 5e-4), (1, 0.0), (300, 1e-3), (3, 0.0), (1, 5e-4)];
+
 /// Exact: the same f32 expression in the same order (no contraction under the emulator).
 #[test]
 fn sgd_step_matches_cpu_exactly() {
     let mut r = rng(7);
-    // Uneven segments, including 1-element ones, across two blocks.
-    let segs = [
-        (7usize, 5e-4f32),
-        (1, 0.0),
-        (300, 1e-3),
-        (3, 0.0),
-        (1, 5e-4),
-    ];
+    let segs = SGD_SEGMENTS;
     let table = kl::SgdSegments::new(&segs).unwrap();
     let total = table.total();
     let (g, b) = cfg_1d(total);
@@ -79,13 +76,7 @@ fn sgd_step_matches_cpu_exactly() {
 #[test]
 fn sgd_step_tensors_matches_cpu_exactly() {
     let mut r = rng(8);
-    let segs = [
-        (7usize, 5e-4f32),
-        (1, 0.0),
-        (300, 1e-3),
-        (3, 0.0),
-        (1, 5e-4),
-    ];
+    let segs = SGD_SEGMENTS;
     let table = kl::SgdSegments::new(&segs).unwrap();
     let total = table.total();
     let (g, b) = cfg_1d(total);
