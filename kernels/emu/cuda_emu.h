@@ -1,31 +1,37 @@
 // cuda_emu.h — run the CUDA C++ kernels in kernels/cuda/*.cu, unmodified, on the CPU.
 //
-// Model: one OS thread per CUDA thread of a block; the blocks of a grid run one after another
-// (so at most one block is alive at a time and `__shared__` can be plain static storage);
-// `__syncthreads()` is a barrier over the block's live threads; warp shuffles go through a
-// per-warp exchange buffer between two per-warp barriers. That is enough to execute every index
-// map, bounds check, grid-stride loop, shared-memory tile and block/warp reduction exactly as
-// written, with real concurrency between the threads of a block (a missing __syncthreads shows
-// up as a wrong result or a race, not as a silently sequential "pass").
+// Model: the threads of a block are fibers (user-level contexts, runtime.cpp) run one at a time
+// on the calling OS thread; the blocks of a grid run one after another, so `__shared__` can be
+// plain static storage. A fiber runs until it reaches `__syncthreads()` or a warp collective
+// (shuffle, mma), then the next fiber runs; a barrier releases when every live thread of the
+// block (or warp) has arrived. That executes every index map, bounds check, grid-stride loop,
+// shared-memory tile and block/warp reduction exactly as written, and a missing
+// `__syncthreads` shows up deterministically: thread 0 runs ahead and reads a tile the others
+// have not written yet.
 //
 // Tensor cores: `mma.sync.m16n8k16` (bf16 in, fp32 out) is implemented from the PTX ISA's
 // fragment tables as a warp-collective exchange (mma_bf16_16x8x16 below); the sources call it
 // through mma_bf16.cuh, whose only `#ifdef CUDA_EMU` swaps the inline PTX for this function.
 //
+// Device memory (launch_emu.cpp is compiled with -fsanitize=kernel-address, whose load/store
+// callbacks live in runtime.cpp): an access inside the registered device arena that no live
+// allocation covers, or a misaligned one, stops the kernel with a report naming the kernel,
+// block, thread and address (what compute-sanitizer's memcheck would say). So do a deadlocked
+// barrier and a collective with missing lanes. Nothing aborts the process: the caller gets the
+// fault (emu_launch's EmuFault) and decides.
+//
 // What it cannot model (a GPU run is still needed for these):
-//  * the memory model: every barrier here is a mutex + condition variable, i.e. a full fence,
-//    and ordinary loads/stores between threads are x86-TSO, stronger than CUDA's; a kernel that
-//    relies on ordering without __syncthreads/__threadfence may pass here and fail on a GPU.
-//  * real warp scheduling: threads of a warp are not in lock-step; only the shuffles synchronise
-//    the warp. Code relying on implicit warp-synchronous execution (pre-Volta style) is not
-//    modelled — it would be a bug on Volta+ too. Blocks never run concurrently, so inter-block
-//    races (e.g. two blocks writing one element) are not detected.
+//  * the memory model and real warp scheduling: fibers interleave only at barriers, so code
+//    that relies on ordering without __syncthreads/__threadfence, or on implicit warp lock-step,
+//    may pass here and fail on a GPU (both are bugs on Volta+). Blocks never run concurrently,
+//    so inter-block races (two blocks writing one element) are not detected.
 //  * floating point details: nvrtc contracts a*b+c into fma by default (--fmad=true); g++ is
 //    run with -ffp-contract=off, so only explicit fmaf() is fused here. expf/logf/sqrtf are
 //    glibc's (correctly rounded or ≤1 ulp) while CUDA's are ≤2 ulp (expf, logf) / IEEE (sqrtf).
 //  * uninitialised shared memory: static storage keeps the previous block's values instead of
 //    garbage, so a read-before-write of shared memory is not caught.
-//  * timing, occupancy, register/shared-memory limits (__launch_bounds__ is ignored).
+//  * timing, occupancy, register/shared-memory limits (__launch_bounds__ is ignored here; the
+//    stand-in driver checks a launch against the cubin's own limits instead).
 #pragma once
 
 // Lets a source swap an inline-PTX instruction for its emulation (only mma_bf16.cuh does).
@@ -33,17 +39,9 @@
 
 #include <math.h>
 
-#include <chrono>
-#include <condition_variable>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <array>
-#include <memory>
-#include <mutex>
-#include <thread>
-#include <vector>
+#include <cstdint>
+#include <cstring>
 
 // ---- CUDA keywords ---------------------------------------------------------------------------
 #define __global__
@@ -52,14 +50,15 @@
 #define __forceinline__ inline
 // __restrict__ is a GNU keyword already: g++ accepts it as is.
 #define __launch_bounds__(...)
-// One block alive at a time, process-wide (emu::launch serialises launches), so per-block shared
-// memory can be function-local static storage: all threads of the block see the same object,
-// exactly like __shared__.
+// One block alive at a time, process-wide (launches are serialised), so per-block shared memory
+// can be function-local static storage: all threads of the block see the same object, exactly
+// like __shared__.
 #define __shared__ static
 
 // ---- built-in variables ----------------------------------------------------------------------
 // uint3/dim3: unsigned members, as in CUDA, so `blockIdx.x * blockDim.x + threadIdx.x` has the
-// same (unsigned) arithmetic as on the device.
+// same (unsigned) arithmetic as on the device. The scheduler sets them before it resumes a
+// fiber.
 struct dim3 {
     unsigned x, y, z;
     constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
@@ -106,78 +105,23 @@ __device__ inline float __uint_as_float(unsigned u)
 
 namespace emu {
 
-// Barrier over a changing set of participants. `drop()` is arrive-and-leave: a thread that has
-// returned from the kernel no longer holds up __syncthreads of the others (as on the GPU, where
-// exited threads do not participate). A wait longer than the timeout means a __syncthreads or
-// shuffle that not every live thread reaches: reported and aborted rather than hanging CI.
-class Barrier {
-  public:
-    void reset(int n)
-    {
-        std::lock_guard<std::mutex> g(m_);
-        expected_ = n;
-        arrived_ = 0;
-    }
-    int expected()
-    {
-        std::lock_guard<std::mutex> g(m_);
-        return expected_;
-    }
-    void sync(const char* what)
-    {
-        std::unique_lock<std::mutex> g(m_);
-        const unsigned long gen = gen_;
-        if (++arrived_ == expected_) {
-            release();
-            return;
-        }
-        if (!cv_.wait_for(g, std::chrono::seconds(60), [&] { return gen_ != gen; })) {
-            std::fprintf(stderr, "cuda_emu: deadlock in %s (block %u,%u,%u thread %u): %d of %d arrived\n",
-                         what, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, arrived_, expected_);
-            std::abort();
-        }
-    }
-    void drop()
-    {
-        std::lock_guard<std::mutex> g(m_);
-        --expected_;
-        if (arrived_ > 0 && arrived_ == expected_) release();
-    }
-
-  private:
-    void release()
-    {
-        arrived_ = 0;
-        ++gen_;
-        cv_.notify_all();
-    }
-    std::mutex m_;
-    std::condition_variable cv_;
-    int expected_ = 0, arrived_ = 0;
-    unsigned long gen_ = 0;
-};
-
-struct Block {
-    int nthreads = 0;
-    Barrier block;                                  // __syncthreads
-    std::vector<std::unique_ptr<Barrier>> warps;    // one per warp, for the shuffles
-    std::vector<std::uint64_t> xchg;                // shuffle exchange slot per thread
-    std::vector<std::array<unsigned, 6>> mma_xchg;  // mma operand registers (a[4], b[2]) per thread
-};
-inline Block* g_block = nullptr;
-// One launch at a time, process-wide (a non-template variable: a function-local static in the
-// launch template would be one mutex per kernel).
-inline std::mutex g_launch_mutex;
-
-inline int linear_tid()
-{
-    return (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
-}
-inline int warp_size_of(int warp)
-{
-    const int rest = g_block->nthreads - warp * 32;
-    return rest < 32 ? rest : 32;
-}
+// ---- the runtime's side (runtime.cpp) ------------------------------------------------------------
+// `__syncthreads()`: wait until every live thread of the block has arrived.
+void sync_block();
+// A warp-collective rendezvous of the calling thread's warp (`what` names it in reports).
+void sync_warp(const char* what);
+// Live (not yet returned) threads in the calling thread's warp, and in the block.
+int warp_live();
+int block_threads();
+// Linear thread index within the block.
+int linear_tid();
+// Per-thread exchange slots of the running block: one 64-bit value (shuffles) and the six
+// 32-bit mma operand registers per thread.
+std::uint64_t* shuffle_slots();
+std::array<unsigned, 6>* mma_slots();
+// Stops the kernel with an error (the emulator's `__trap()`): printf-style message, reported
+// with the thread's position. Never returns to the caller.
+[[noreturn]] void trap(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // Lane `lane` publishes v; after a warp barrier it reads the value of lane src(lane), or keeps
 // its own when src is outside [0, width) of its segment (CUDA's rule for down/up/idx/xor).
@@ -186,28 +130,25 @@ T shfl(unsigned mask, T v, int width, Src src)
 {
     static_assert(sizeof(T) <= 8, "shuffle of a type wider than 8 bytes");
     const int t = linear_tid(), warp = t / 32, lane = t % 32;
-    Barrier& wb = *g_block->warps[warp];
+    const int rest = block_threads() - warp * 32, size = rest < 32 ? rest : 32;
     // Every lane named in the mask must take part; the sources use full masks, so a warp with
     // exited lanes here would be undefined behaviour on the GPU.
-    const int want = __builtin_popcount(mask & (warp_size_of(warp) == 32 ? 0xffffffffu
-                                                : ((1u << warp_size_of(warp)) - 1)));
-    if (wb.expected() != want) {
-        std::fprintf(stderr, "cuda_emu: shuffle mask %#x but %d live lanes in warp %d\n", mask,
-                     wb.expected(), warp);
-        std::abort();
-    }
+    const int want = __builtin_popcount(mask & (size == 32 ? 0xffffffffu : ((1u << size) - 1)));
+    if (warp_live() != want)
+        trap("__shfl_*_sync with mask %#x but %d live lanes in warp %d", mask, warp_live(), warp);
     std::uint64_t bits = 0;
     std::memcpy(&bits, &v, sizeof(T));
-    g_block->xchg[t] = bits;
-    wb.sync("warp shuffle");
+    std::uint64_t* slots = shuffle_slots();
+    slots[t] = bits;
+    sync_warp("warp shuffle");
     const int seg = lane - lane % width;
     const int s = src(lane - seg);
     T r = v;
-    if (s >= 0 && s < width && seg + s < warp_size_of(warp)) {
-        bits = g_block->xchg[warp * 32 + seg + s];
+    if (s >= 0 && s < width && seg + s < size) {
+        bits = slots[warp * 32 + seg + s];
         std::memcpy(&r, &bits, sizeof(T));
     }
-    wb.sync("warp shuffle");  // nobody overwrites a slot before every lane has read it
+    sync_warp("warp shuffle");  // nobody overwrites a slot before every lane has read it
     return r;
 }
 
@@ -221,18 +162,15 @@ inline float bf16_value(unsigned bits16) { return __uint_as_float(bits16 << 16);
 inline void mma_bf16_16x8x16(float d[4], const unsigned a[4], const unsigned b[2])
 {
     const int tid = linear_tid(), warp = tid / 32, lane = tid % 32;
-    Barrier& wb = *g_block->warps[warp];
-    if (warp_size_of(warp) != 32 || wb.expected() != 32) {
-        std::fprintf(stderr, "cuda_emu: mma.sync in warp %d with %d live lanes (all 32 must execute it)\n",
-                     warp, wb.expected());
-        std::abort();
-    }
-    auto& mine = g_block->mma_xchg[tid];
+    if (warp_live() != 32)
+        trap("mma.sync in warp %d with %d live lanes (all 32 must execute it)", warp, warp_live());
+    std::array<unsigned, 6>* all = mma_slots();
+    auto& mine = all[tid];
     for (int i = 0; i < 4; ++i) mine[i] = a[i];
     mine[4] = b[0];
     mine[5] = b[1];
-    wb.sync("mma.sync");
-    const auto* regs = &g_block->mma_xchg[(size_t)warp * 32];
+    sync_warp("mma.sync");
+    const auto* regs = &all[(size_t)warp * 32];
     // A[row][col]: lane (row % 8) * 4 + (col % 8) / 2, register (row >= 8) + 2 * (col >= 8),
     // low half for even col.
     auto A = [&](int row, int col) {
@@ -252,53 +190,8 @@ inline void mma_bf16_16x8x16(float d[4], const unsigned a[4], const unsigned b[2
         for (int k = 0; k < 16; ++k) s += A(row, k) * B(k, col);
         out[i] = s;
     }
-    wb.sync("mma.sync");  // nobody republishes before every lane has read
+    sync_warp("mma.sync");  // nobody republishes before every lane has read
     for (int i = 0; i < 4; ++i) d[i] = out[i];
-}
-
-// Runs `body` (the kernel call) over `grid` with `block` threads per block. Launches are
-// serialised process-wide (tests run in parallel threads; there is one static __shared__ set).
-template <class F>
-void launch(dim3 grid, dim3 block, F body)
-{
-    std::lock_guard<std::mutex> lock(g_launch_mutex);
-    const int n = (int)(block.x * block.y * block.z);
-    Block b;
-    b.nthreads = n;
-    b.xchg.assign((size_t)n, 0);
-    b.mma_xchg.assign((size_t)n, {});
-    const int nwarps = (n + 31) / 32;
-    for (int w = 0; w < nwarps; ++w) b.warps.emplace_back(new Barrier());
-    auto reset = [&] {
-        b.block.reset(n);
-        for (int w = 0; w < nwarps; ++w) b.warps[w]->reset(warp_size_of(w));
-    };
-    g_block = &b;
-    reset();
-    Barrier fence;  // end of block: everyone done before the next block starts
-    fence.reset(n);
-    std::vector<std::thread> threads;
-    threads.reserve((size_t)n);
-    for (int t = 0; t < n; ++t) {
-        threads.emplace_back([&, t] {
-            gridDim = grid;
-            blockDim = block;
-            threadIdx = uint3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-            for (unsigned bz = 0; bz < grid.z; ++bz)
-                for (unsigned by = 0; by < grid.y; ++by)
-                    for (unsigned bx = 0; bx < grid.x; ++bx) {
-                        blockIdx = uint3(bx, by, bz);
-                        body();
-                        b.warps[t / 32]->drop();
-                        b.block.drop();
-                        fence.sync("end of block");
-                        if (t == 0) reset();
-                        fence.sync("end of block");
-                    }
-        });
-    }
-    for (auto& th : threads) th.join();
-    g_block = nullptr;
 }
 
 }  // namespace emu
@@ -324,4 +217,5 @@ T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32)
     return emu::shfl(mask, v, width, [&](int) { return src_lane % width; });
 }
 
-#define __syncthreads() emu::g_block->block.sync("__syncthreads")
+#define __syncthreads() emu::sync_block()
+#define __trap() emu::trap("__trap()")

@@ -1,13 +1,23 @@
 //! The CUDA kernels of `kernels/cuda/*.cu`, compiled unmodified with the host C++ compiler
-//! against a small emulation header (`cuda_emu.h`: one OS thread per CUDA thread, blocks one
-//! after another, `__syncthreads` = a barrier, warp shuffles through an exchange buffer) and
-//! exposed as `emu_<kernel>(grid, block, args...)`.
+//! against a small emulation header (`cuda_emu.h`: a block's threads are fibers, blocks run one
+//! after another, `__syncthreads` and warp collectives are cooperative barriers) and reached
+//! through one table, generated from the sources by `build.rs`:
 //!
-//! Pointers are host memory. Each call runs the whole grid before returning. The grid and block
-//! should be the [`LaunchConfig`](https://docs.rs/cudarc) the real launcher in
-//! `kernels/src/launch` builds; `tests/emulated/` takes them from there and checks every
-//! kernel against its Rust CPU twin. See `kernels/README.md`, "Emulated on the CPU".
-#![allow(clippy::too_many_arguments)]
+//! * [`kernel`] / [`launch`]: a kernel by name, run with a CUDA-style parameter buffer (what the
+//!   stand-in CUDA driver, `kernels/standin`, does for `cuLaunchKernel`);
+//! * `emu_<kernel>(grid, block, args...)`: typed wrappers generated from the same table, for the
+//!   parity tests in `tests/emulated/`.
+//!
+//! Memory checks: the kernels are compiled with `-fsanitize=kernel-address` callbacks, so once a
+//! device arena is registered ([`mem_set_arena`], [`mem_map`]) every access inside it must fall
+//! in a mapped range and be aligned, or the launch stops with a [`Fault`] that names kernel,
+//! block, thread and address. Accesses outside the arena (host memory) are not checked.
+//!
+//! The grid and block should be the `LaunchConfig` the real launcher in `kernels/src/launch`
+//! builds; `tests/emulated/` takes them from there and checks every kernel against its Rust CPU
+//! twin. See `kernels/README.md`, "Emulated on the CPU".
+
+use std::ffi::{c_char, c_int, c_uint, CStr};
 
 /// A grid or block size, `#[repr(C)]` like the emulator's `EmuDim3`.
 #[repr(C)]
@@ -24,599 +34,239 @@ impl From<(u32, u32, u32)> for Dim3 {
     }
 }
 
-// SAFETY contract of every function: each pointer must be valid for the elements the kernel
-// touches for the given shape (the same lengths the launcher in kernels/src/launch checks).
-extern "C" {
-    // elementwise.cu
-    pub fn emu_relu_forward(g: Dim3, b: Dim3, x: *const f32, y: *mut f32, n: i32);
-    pub fn emu_relu_backward(g: Dim3, b: Dim3, dy: *const f32, y: *const f32, dx: *mut f32, n: i32);
-    pub fn emu_add_forward(g: Dim3, b: Dim3, a: *const f32, bb: *const f32, out: *mut f32, n: i32);
-    pub fn emu_add_relu_forward(
-        g: Dim3,
-        b: Dim3,
-        a: *const f32,
-        bb: *const f32,
-        out: *mut f32,
-        n: i32,
-    );
-    pub fn emu_accumulate(g: Dim3, b: Dim3, acc: *mut f32, x: *const f32, n: i32);
+const MAX_PARAMS: usize = 24;
 
-    // shortcut.cu
-    pub fn emu_shortcut_forward(
-        g: Dim3,
-        b: Dim3,
-        x: *const f32,
-        out: *mut f32,
-        n: i32,
-        cin: i32,
-        h: i32,
-        w: i32,
-        cout: i32,
-        oh: i32,
-        ow: i32,
-        s: i32,
-    );
-    pub fn emu_shortcut_backward(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        dx: *mut f32,
-        n: i32,
-        cin: i32,
-        h: i32,
-        w: i32,
-        cout: i32,
-        oh: i32,
-        ow: i32,
-        s: i32,
-        beta: f32,
-    );
-
-    // pool_fc.cu
-    pub fn emu_avgpool_forward(g: Dim3, b: Dim3, x: *const f32, y: *mut f32, nc: i32, hw: i32);
-    pub fn emu_avgpool_backward(g: Dim3, b: Dim3, dy: *const f32, dx: *mut f32, nc: i32, hw: i32);
-    pub fn emu_linear_forward(
-        g: Dim3,
-        b: Dim3,
-        x: *const f32,
-        w: *const f32,
-        bias: *const f32,
-        y: *mut f32,
-        n: i32,
-        fin: i32,
-        fout: i32,
-    );
-    pub fn emu_linear_backward_data(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        w: *const f32,
-        dx: *mut f32,
-        n: i32,
-        fin: i32,
-        fout: i32,
-    );
-    pub fn emu_linear_backward_weight(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        x: *const f32,
-        dw: *mut f32,
-        db: *mut f32,
-        n: i32,
-        fin: i32,
-        fout: i32,
-        beta: f32,
-    );
-
-    // batchnorm.cu
-    pub fn emu_batchnorm_forward_train_partial(
-        g: Dim3,
-        b: Dim3,
-        x: *const f32,
-        part: *mut f32,
-        n: i32,
-        c: i32,
-        hw: i32,
-    );
-    pub fn emu_batchnorm_forward_train_apply(
-        g: Dim3,
-        b: Dim3,
-        x: *const f32,
-        part: *const f32,
-        y: *mut f32,
-        gamma: *const f32,
-        beta: *const f32,
-        running_mean: *mut f32,
-        running_var: *mut f32,
-        save_mean: *mut f32,
-        save_invstd: *mut f32,
-        n: i32,
-        c: i32,
-        hw: i32,
-        momentum: f32,
-        eps: f32,
-        relu: i32,
-    );
-    pub fn emu_batchnorm_forward_eval(
-        g: Dim3,
-        b: Dim3,
-        x: *const f32,
-        y: *mut f32,
-        gamma: *const f32,
-        beta: *const f32,
-        running_mean: *const f32,
-        running_var: *const f32,
-        n: i32,
-        c: i32,
-        hw: i32,
-        eps: f32,
-        relu: i32,
-    );
-    pub fn emu_batchnorm_backward_partial(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        x: *const f32,
-        save_mean: *const f32,
-        save_invstd: *const f32,
-        relu_out: *const f32,
-        part: *mut f32,
-        n: i32,
-        c: i32,
-        hw: i32,
-        relu: i32,
-    );
-    pub fn emu_batchnorm_backward_apply(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        x: *const f32,
-        gamma: *const f32,
-        save_mean: *const f32,
-        save_invstd: *const f32,
-        relu_out: *const f32,
-        part: *const f32,
-        dx: *mut f32,
-        dgamma: *mut f32,
-        dbeta: *mut f32,
-        n: i32,
-        c: i32,
-        hw: i32,
-        relu: i32,
-    );
-
-    // conv.cu; the suffix is the tile (kernels::launch::ConvTile)
-    pub fn emu_conv2d_forward(
-        g: Dim3,
-        b: Dim3,
-        x: *const f32,
-        w: *const f32,
-        y: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        beta: f32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_backward_data(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        w: *const f32,
-        dx: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        beta: f32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_backward_weight_partial(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        x: *const f32,
-        part: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_forward_m32(
-        g: Dim3,
-        b: Dim3,
-        x: *const f32,
-        w: *const f32,
-        y: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        beta: f32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_backward_data_m32(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        w: *const f32,
-        dx: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        beta: f32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_backward_weight_partial_m32(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        x: *const f32,
-        part: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_forward_m16(
-        g: Dim3,
-        b: Dim3,
-        x: *const f32,
-        w: *const f32,
-        y: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        beta: f32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_backward_data_m16(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        w: *const f32,
-        dx: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        beta: f32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_backward_weight_partial_m16(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        x: *const f32,
-        part: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        k_chunk: i32,
-    );
-    /// conv_ops.cuh's `n / fast_div(d)` (multiply-high division), for n in [0, 2^31), d >= 1.
-    pub fn emu_fast_div(n: i32, d: i32) -> i32;
-    pub fn emu_conv2d_split_reduce(
-        g: Dim3,
-        b: Dim3,
-        part: *const f32,
-        out: *mut f32,
-        len: i32,
-        splits: i32,
-        beta: f32,
-    );
-
-    // conv_bf16.cu (the reduce is conv.cu's); the suffix is the tile (kernels::launch::ConvTile)
-    pub fn emu_conv2d_forward_bf16(
-        g: Dim3,
-        b: Dim3,
-        x: *const f32,
-        w: *const f32,
-        y: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        beta: f32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_backward_data_bf16(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        w: *const f32,
-        dx: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        beta: f32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_backward_weight_partial_bf16(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        x: *const f32,
-        part: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_forward_bf16_m32(
-        g: Dim3,
-        b: Dim3,
-        x: *const f32,
-        w: *const f32,
-        y: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        beta: f32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_backward_data_bf16_m32(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        w: *const f32,
-        dx: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        beta: f32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_backward_weight_partial_bf16_m32(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        x: *const f32,
-        part: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_forward_bf16_m16(
-        g: Dim3,
-        b: Dim3,
-        x: *const f32,
-        w: *const f32,
-        y: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        beta: f32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_backward_data_bf16_m16(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        w: *const f32,
-        dx: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        beta: f32,
-        k_chunk: i32,
-    );
-    pub fn emu_conv2d_backward_weight_partial_bf16_m16(
-        g: Dim3,
-        b: Dim3,
-        dy: *const f32,
-        x: *const f32,
-        part: *mut f32,
-        n: i32,
-        c: i32,
-        h: i32,
-        wd: i32,
-        co: i32,
-        oh: i32,
-        ow: i32,
-        ks: i32,
-        s: i32,
-        p: i32,
-        k_chunk: i32,
-    );
-
-    // loss.cu
-    pub fn emu_softmax_xent_forward_backward(
-        g: Dim3,
-        b: Dim3,
-        logits: *const f32,
-        labels: *const i32,
-        dlogits: *mut f32,
-        loss_acc: *mut f64,
-        correct_acc: *mut i32,
-        n: i32,
-        k: i32,
-    );
-    pub fn emu_softmax_xent_forward(
-        g: Dim3,
-        b: Dim3,
-        logits: *const f32,
-        labels: *const i32,
-        loss_acc: *mut f64,
-        correct_acc: *mut i32,
-        n: i32,
-        k: i32,
-    );
-
-    // sgd.cu
-    pub fn emu_sgd_step(
-        g: Dim3,
-        b: Dim3,
-        params: *mut f32,
-        grads: *const f32,
-        bufs: *mut f32,
-        seg_offsets: *const i32,
-        seg_wd: *const f32,
-        num_segs: i32,
-        total: i32,
-        lr: f32,
-        momentum: f32,
-        nesterov: i32,
-    );
-    pub fn emu_sgd_step_tensors(
-        g: Dim3,
-        b: Dim3,
-        ptrs: *const u64,
-        seg_offsets: *const i32,
-        seg_wd: *const f32,
-        num_segs: i32,
-        total: i32,
-        lr_ptr: *const f32,
-        momentum: f32,
-        nesterov: i32,
-    );
-    pub fn emu_zero_tensors(
-        g: Dim3,
-        b: Dim3,
-        ptrs: *const u64,
-        seg_offsets: *const i32,
-        num_segs: i32,
-        total: i32,
-    );
-
-    // peak.cu
-    pub fn emu_peak_mma_bf16(g: Dim3, b: Dim3, out: *mut f32, iters: i32, m: f32);
-    pub fn emu_peak_fma_f32(g: Dim3, b: Dim3, out: *mut f32, iters: i32, m: f32);
-
-    // augment.cu
-    pub fn emu_augment_batch(
-        g: Dim3,
-        b: Dim3,
-        images: *const u8,
-        labels: *const u8,
-        params: *const i32,
-        out: *mut f32,
-        out_labels: *mut i32,
-        batch: i32,
-        h: i32,
-        w: i32,
-        mean0: f32,
-        mean1: f32,
-        mean2: f32,
-        std0: f32,
-        std1: f32,
-        std2: f32,
-    );
+#[repr(C)]
+struct RawKernel {
+    name: *const c_char,
+    nparams: c_uint,
+    param_bytes: c_uint,
+    sizes: [c_uint; MAX_PARAMS],
+    offsets: [c_uint; MAX_PARAMS],
+    is_pointer: [c_uint; MAX_PARAMS],
+    invoke: *const std::ffi::c_void,
 }
+
+#[repr(C)]
+struct RawFault {
+    kind: c_int,
+    block: [c_uint; 3],
+    thread: [c_uint; 3],
+    address: u64,
+    size: c_uint,
+    is_write: c_int,
+    message: [c_char; 768],
+}
+
+extern "C" {
+    fn emu_kernel_count() -> c_int;
+    fn emu_kernel_at(index: c_int) -> *const RawKernel;
+    fn emu_launch(
+        index: c_int,
+        grid: Dim3,
+        block: Dim3,
+        params: *const u8,
+        fault: *mut RawFault,
+    ) -> c_int;
+    fn emu_mem_set_arena(lo: u64, span: u64);
+    fn emu_mem_map(start: u64, size: u64, id: u64);
+    fn emu_mem_unmap(start: u64) -> c_int;
+    fn emu_fast_div(n: i32, d: i32) -> i32;
+}
+
+/// One kernel of the table: its name and its parameter buffer's layout.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernel {
+    index: c_int,
+    /// The `extern "C"` name.
+    pub name: &'static str,
+    /// Bytes of the parameter buffer (each parameter at its natural alignment, in order).
+    pub param_bytes: usize,
+    sizes: &'static [c_uint],
+    offsets: &'static [c_uint],
+    is_pointer: &'static [c_uint],
+}
+
+impl Kernel {
+    /// Each parameter in order: where it sits in the buffer and what it is.
+    pub fn params(&self) -> impl Iterator<Item = ParamSlot> + '_ {
+        (0..self.sizes.len()).map(|i| ParamSlot {
+            offset: self.offsets[i] as usize,
+            size: self.sizes[i] as usize,
+            is_pointer: self.is_pointer[i] != 0,
+        })
+    }
+}
+
+/// One parameter of a kernel's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamSlot {
+    /// Byte offset in the buffer.
+    pub offset: usize,
+    /// Bytes.
+    pub size: usize,
+    /// A device address (else a scalar).
+    pub is_pointer: bool,
+}
+
+/// Every kernel of `kernels/cuda/*.cu`, in the table's order.
+pub fn kernels() -> impl Iterator<Item = Kernel> {
+    // SAFETY: plain reads of the static table.
+    (0..unsafe { emu_kernel_count() }).map(|i| unsafe {
+        let raw = &*emu_kernel_at(i);
+        let n = raw.nparams as usize;
+        Kernel {
+            index: i,
+            name: CStr::from_ptr(raw.name)
+                .to_str()
+                .expect("ASCII kernel name"),
+            param_bytes: raw.param_bytes as usize,
+            sizes: &raw.sizes[..n],
+            offsets: &raw.offsets[..n],
+            is_pointer: &raw.is_pointer[..n],
+        }
+    })
+}
+
+/// The kernel named `name`, if the sources define it.
+pub fn kernel(name: &str) -> Option<Kernel> {
+    kernels().find(|k| k.name == name)
+}
+
+/// Why a launch stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// An access inside the device arena that no live allocation covers
+    /// (`CUDA_ERROR_ILLEGAL_ADDRESS` on a GPU).
+    Address,
+    /// An access not aligned to its size (`CUDA_ERROR_MISALIGNED_ADDRESS`).
+    Misaligned,
+    /// `__trap()`, a deadlocked barrier, a warp collective with missing lanes, an impossible
+    /// launch shape (`CUDA_ERROR_ILLEGAL_INSTRUCTION` / a hang on a GPU).
+    Trap,
+}
+
+/// The first fault of a launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// What kind of fault.
+    pub kind: FaultKind,
+    /// `blockIdx` of the faulting thread.
+    pub block: [u32; 3],
+    /// `threadIdx` of the faulting thread.
+    pub thread: [u32; 3],
+    /// The address accessed (0 for traps).
+    pub address: u64,
+    /// Bytes accessed.
+    pub size: u32,
+    /// A store (else a load).
+    pub is_write: bool,
+    /// The report, in compute-sanitizer's words.
+    pub message: String,
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Runs `kernel` over `grid` x `block` with `params`, a buffer laid out as
+/// [`Kernel::params`] says. Launches are serialised process-wide.
+///
+/// # Safety
+/// Every pointer in `params` must be valid for what the kernel touches, or lie inside the
+/// registered device arena (where a bad access is caught and reported instead).
+pub unsafe fn launch(kernel: &Kernel, grid: Dim3, block: Dim3, params: &[u8]) -> Result<(), Fault> {
+    assert_eq!(
+        params.len(),
+        kernel.param_bytes,
+        "{}: parameter buffer size",
+        kernel.name
+    );
+    let mut raw: RawFault = std::mem::zeroed();
+    let kind = emu_launch(kernel.index, grid, block, params.as_ptr(), &mut raw);
+    let kind = match kind {
+        0 => return Ok(()),
+        1 => FaultKind::Address,
+        2 => FaultKind::Misaligned,
+        _ => FaultKind::Trap,
+    };
+    Err(Fault {
+        kind,
+        block: raw.block,
+        thread: raw.thread,
+        address: raw.address,
+        size: raw.size,
+        is_write: raw.is_write != 0,
+        message: CStr::from_ptr(raw.message.as_ptr())
+            .to_string_lossy()
+            .into_owned(),
+    })
+}
+
+/// Declares `[lo, lo + span)` the device arena: accesses inside it are checked against the
+/// mapped ranges. `span = 0` turns the checks off.
+///
+/// # Safety
+/// No launch may be running.
+pub unsafe fn mem_set_arena(lo: u64, span: u64) {
+    emu_mem_set_arena(lo, span)
+}
+
+/// Marks `[start, start + size)` as a live allocation (`id` names it in reports).
+///
+/// # Safety
+/// No launch may be running; ranges must not overlap.
+pub unsafe fn mem_map(start: u64, size: u64, id: u64) {
+    emu_mem_map(start, size, id)
+}
+
+/// Unmaps the allocation at `start` (remembered as freed, for reports); `false` if none.
+///
+/// # Safety
+/// No launch may be running.
+pub unsafe fn mem_unmap(start: u64) -> bool {
+    emu_mem_unmap(start) != 0
+}
+
+/// conv_ops.cuh's `n / fast_div(d)` (multiply-high division), for n in [0, 2^31), d >= 1.
+pub fn fast_div(n: i32, d: i32) -> i32 {
+    // SAFETY: pure arithmetic.
+    unsafe { emu_fast_div(n, d) }
+}
+
+/// A kernel parameter buffer: values appended at their natural alignment, as CUDA lays out
+/// `CU_LAUNCH_PARAM_BUFFER_POINTER`.
+#[derive(Debug, Default)]
+pub struct ParamBuffer(Vec<u8>);
+
+impl ParamBuffer {
+    pub fn new() -> Self {
+        ParamBuffer(Vec::with_capacity(128))
+    }
+    /// Appends `v` (a pointer or a scalar).
+    pub fn push<T: Copy>(&mut self, v: T) {
+        let align = std::mem::align_of::<T>();
+        self.0.resize(self.0.len().next_multiple_of(align), 0);
+        // SAFETY: T is Copy plain data; its bytes are read once.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        };
+        self.0.extend_from_slice(bytes);
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The generated wrappers' launch: panics with the emulator's report on a fault (tests).
+fn run_or_panic(name: &str, g: Dim3, b: Dim3, p: &ParamBuffer) {
+    let k = kernel(name).unwrap_or_else(|| panic!("kernel {name} is not in the table"));
+    // SAFETY: the wrapper's caller vouches for the pointers.
+    if let Err(fault) = unsafe { launch(&k, g, b, p.as_bytes()) } {
+        panic!("emulated {name} faulted:\n{fault}");
+    }
+}
+
+include!(concat!(env!("OUT_DIR"), "/wrappers.rs"));

@@ -24,5 +24,6 @@ mod common;
 
 mod batchnorm;
 mod conv;
+mod emulator;
 mod layers;
 mod training;
