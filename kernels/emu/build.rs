@@ -102,6 +102,16 @@ fn main() {
             .flag("--param=asan-stack=0")
             .flag("--param=asan-globals=0");
     }
+    // fmaf() is a libm call without FMA code generation; the kernels call it in every inner
+    // loop. The build host's CPU is the one that runs the tests (and every x86-64 GPU host has
+    // FMA), so use the instruction when this CPU has it.
+    if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") && host_has_fma() {
+        kernels.flag("-mfma");
+    }
+    // The built-in variables are thread-locals read in every index computation: the initial-
+    // exec model makes them plain %fs-relative loads, also when loaded as a shared library (the
+    // stand-in driver; they fit easily in the loader's static TLS reserve).
+    kernels.flag("-ftls-model=initial-exec");
     kernels.compile("kernels_emu_kernels");
 
     cc::Build::new()
@@ -110,7 +120,17 @@ fn main() {
         .include(".")
         .std("c++17")
         .opt_level(2)
+        .flag("-ftls-model=initial-exec")
         .compile("kernels_emu_runtime");
+}
+
+#[cfg(target_arch = "x86_64")]
+fn host_has_fma() -> bool {
+    std::arch::is_x86_feature_detected!("fma")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn host_has_fma() -> bool {
+    false
 }
 
 /// `pub unsafe fn emu_<name>(g, b, params...)`: packs the parameters as the kernel's buffer

@@ -220,7 +220,8 @@ struct Range {
 };
 std::uint64_t g_lo = 0, g_span = 0;
 std::vector<Range> g_mapped;   // sorted by start, disjoint
-Range g_last{0, 0, 0};         // the last range an access hit
+Range g_hit[4];                // the last ranges accesses hit (a GEMM reads two, writes one)
+unsigned g_hit_next = 0;
 std::vector<Range> g_freed;    // the most recent frees, for reports (a ring)
 size_t g_freed_next = 0;
 constexpr size_t FREED_KEPT = 4096;
@@ -318,10 +319,11 @@ inline void check(const void* p, size_t size, bool write)
     // scalar accesses into wider ones, so only the scalar granule (<= 4 bytes) is checked.
     const size_t granule = size < 4 ? size : 4;
     if (granule > 1 && (a & (granule - 1)) != 0) memory_fault(a, (unsigned)size, write, true);
-    if (a >= g_last.start && a + size <= g_last.end) return;
+    for (const Range& h : g_hit)
+        if (a >= h.start && a + size <= h.end) return;
     const Range* r = find_mapped(a);
     if (!r || a + size > r->end) memory_fault(a, (unsigned)size, write, false);
-    g_last = *r;
+    g_hit[g_hit_next++ % 4] = *r;
 }
 
 }  // namespace
@@ -543,7 +545,7 @@ extern "C" int emu_mem_unmap(std::uint64_t start)
         emu::g_freed[emu::g_freed_next] = *it;
     emu::g_freed_next = (emu::g_freed_next + 1) % emu::FREED_KEPT;
     emu::g_mapped.erase(it);
-    emu::g_last = Range{0, 0, 0};
+    for (Range& h : emu::g_hit) h = Range{0, 0, 0};
     return 1;
 }
 

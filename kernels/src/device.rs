@@ -246,7 +246,9 @@ impl Gpu {
         check_deferred(&self.ctx, "before synchronising the stream")?;
         self.stream
             .synchronize()
-            .map_err(|e| KernelError::driver("synchronising the stream", e))
+            .map_err(|e| KernelError::driver("synchronising the stream", e))?;
+        crate::fault::synchronised();
+        Ok(())
     }
 
     /// `(free, total)` bytes of device memory, as the driver sees it (`cuMemGetInfo`: cheap,
@@ -441,8 +443,11 @@ impl Gpu {
     /// reports deferred errors first, as [`Gpu::synchronize`] does).
     pub fn download<T: DeviceRepr>(&self, dev: &CudaView<'_, T>) -> Result<Vec<T>> {
         check_deferred(&self.ctx, "before copying device to host")?;
-        self.stream
+        let host = self
+            .stream
             .clone_dtoh(dev)
-            .map_err(|e| KernelError::driver("copying device to host", e))
+            .map_err(|e| KernelError::driver("copying device to host", e))?;
+        crate::fault::synchronised();
+        Ok(host)
     }
 }

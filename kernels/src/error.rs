@@ -40,6 +40,25 @@ pub enum KernelError {
         source: DriverError,
     },
 
+    /// A kernel faulted on the device (an illegal address, a trap, ...): the context is lost and
+    /// every later call fails. Names the kernel (see [`crate::fault`]), not the call that
+    /// happened to notice.
+    #[error(
+        "GPU fault in kernel `{kernel}`: {code:?} ({}; the error surfaced while {noticed}). The \
+         CUDA context is lost; CUDA_LAUNCH_BLOCKING=1 makes every launch report its own fault",
+        if *queued == 1 { "the only launch since the stream was last synchronised".to_string() } else { format!("the last of {queued} launches since the stream was last synchronised") }
+    )]
+    KernelFault {
+        /// The last kernel queued before the error surfaced.
+        kernel: &'static str,
+        /// Launches queued since the last clean synchronisation (1: no doubt about the kernel).
+        queued: u64,
+        /// The driver's error.
+        code: CUresult,
+        /// What was being done when the error surfaced.
+        noticed: String,
+    },
+
     /// A kernel name that no compiled module defines.
     #[error("unknown kernel `{0}` (not in kernels::KERNELS)")]
     UnknownKernel(String),
@@ -64,8 +83,19 @@ pub enum KernelError {
 }
 
 impl KernelError {
-    /// Wraps a driver error with what was being done.
+    /// Wraps a driver error with what was being done. A kernel fault (which surfaces at some
+    /// later call) becomes [`KernelError::KernelFault`], naming the kernel.
     pub fn driver(context: impl Into<String>, source: DriverError) -> Self {
+        if crate::fault::is_kernel_fault(source.0) {
+            if let Some((kernel, queued)) = crate::fault::suspect() {
+                return KernelError::KernelFault {
+                    kernel,
+                    queued,
+                    code: source.0,
+                    noticed: context.into(),
+                };
+            }
+        }
         KernelError::Driver {
             context: context.into(),
             source,

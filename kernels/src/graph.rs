@@ -185,7 +185,9 @@ impl Graph {
             .map_err(|e| KernelError::driver("binding the context to launch a CUDA graph", e))?;
         // SAFETY: valid executable graph and stream (kept alive by `self`).
         unsafe { result::graph::launch(self.exec, self.stream.cu_stream()) }
-            .map_err(|e| KernelError::driver("launching a CUDA graph", e))
+            .map_err(|e| KernelError::driver("launching a CUDA graph", e))?;
+        crate::fault::launched("(a kernel of) the CUDA graph replay");
+        Ok(())
     }
 
     /// Uploads the graph's resources ahead of the first launch (optional; saves that launch

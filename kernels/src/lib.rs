@@ -17,6 +17,7 @@
 
 pub mod device;
 pub mod error;
+pub mod fault;
 pub mod graph;
 pub mod launch;
 pub mod nvrtc;

@@ -8,6 +8,12 @@
 //! first one that loads wins, so the library checked here is the one cudarc will use.
 //!
 //! Results are cached for the process (a library does not appear or vanish mid-run).
+//!
+//! **The stand-in driver.** When [`STANDIN_ENV`] names a file, that library (`kernels/standin`,
+//! which runs the kernels under the CPU emulator) is loaded first and kept loaded; its SONAME is
+//! `libcuda.so`, so the search below, and then cudarc, get it instead of any real driver. Only
+//! an explicit setting does this: without it the search is the plain one, and a machine without
+//! a GPU has no driver.
 
 use std::sync::OnceLock;
 
@@ -48,11 +54,17 @@ const NVRTC_SYMBOLS: &[&str] = &[
     "nvrtcGetErrorString",
 ];
 
+/// The environment variable that names the stand-in driver library to use instead of libcuda.
+pub const STANDIN_ENV: &str = "RESNET_CUDA_STANDIN";
+
 /// What the driver probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriverInfo {
     /// The library name that loaded (e.g. `libcuda.so.1`).
     pub library: String,
+    /// `Some(path)` when that library is the stand-in named by [`STANDIN_ENV`] (no GPU: the
+    /// kernels run on the CPU under the emulator).
+    pub standin: Option<String>,
     /// `cuDriverGetVersion`, e.g. 13000 for CUDA 13.0.
     pub version: i32,
     /// Number of CUDA devices (at least 1, else the probe fails).
@@ -138,7 +150,33 @@ pub fn driver() -> Result<DriverInfo> {
         .map_err(KernelError::NoDriver)
 }
 
+/// Loads the stand-in named by [`STANDIN_ENV`], if set, and keeps it loaded for the process.
+fn load_standin() -> std::result::Result<Option<String>, String> {
+    let Some(path) = std::env::var_os(STANDIN_ENV).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let shown = path.to_string_lossy().into_owned();
+    // SAFETY: loading the stand-in runs no initialisers beyond Rust's and the C++ runtime's.
+    let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| {
+        format!(
+            "{STANDIN_ENV}={shown} could not be loaded ({}); build it with `cargo build -p \
+             cuda-standin` or run through scripts/emulated-gpu.sh",
+            std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string())
+        )
+    })?;
+    // SAFETY: only looks the symbol up.
+    if unsafe { lib.get::<*const ()>(b"cuda_standin_version") }.is_err() {
+        return Err(format!(
+            "{STANDIN_ENV}={shown} is not the stand-in driver (no cuda_standin_version)"
+        ));
+    }
+    // Keep it loaded: cudarc's dlopen("libcuda.so") must find this copy by its SONAME.
+    std::mem::forget(lib);
+    Ok(Some(shown))
+}
+
 fn probe_driver_uncached() -> std::result::Result<DriverInfo, String> {
+    let standin = load_standin()?;
     let library = find_library(&["cuda", "nvcuda"], DRIVER_SYMBOLS)?;
     // The library and symbols exist, so cudarc will not panic from here on; the guard is a
     // second line of defence against anything unforeseen.
@@ -157,6 +195,7 @@ fn probe_driver_uncached() -> std::result::Result<DriverInfo, String> {
     match checked {
         Ok((version, device_count)) if device_count > 0 => Ok(DriverInfo {
             library,
+            standin,
             version,
             device_count,
         }),

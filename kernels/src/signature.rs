@@ -133,6 +133,7 @@ mod tests {
         ("sgd.rs", include_str!("launch/sgd.rs")),
         ("peak.rs", include_str!("launch/peak.rs")),
         ("augment.rs", include_str!("launch/augment.rs")),
+        ("params.rs", include_str!("launch/params.rs")),
     ];
 
     /// Every file in `src/launch/` is in [`LAUNCH_FILES`], so no launcher escapes the check below.

@@ -1,6 +1,6 @@
 //! Data-augmentation launcher (`augment.cu`).
 
-use cudarc::driver::{CudaView, CudaViewMut, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut};
 
 use super::{
     check_len, check_positive, f32_out, f32_val, grid_1d, i32_in, i32_out, i32_val, to_i32, u8_in,

@@ -5,7 +5,7 @@
 //! the header of `batchnorm.cu`). The caller provides the workspace,
 //! [`BnShape::stats_workspace_len`] floats; it needs no initialisation.
 
-use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
 
 use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_i32};
 use crate::error::{KernelError, Result};

@@ -3,7 +3,7 @@
 //! (`conv_bf16.cu`), chosen per call by [`Precision`]. Their tiles, grids and split-K plans
 //! are in `conv_plan.rs`.
 
-use cudarc::driver::{CudaView, CudaViewMut, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut};
 
 use super::conv_plan::{
     conv2d_backward_data_config, conv2d_backward_weight_config, conv2d_forward_config, ConvShape,

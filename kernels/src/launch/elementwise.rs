@@ -1,6 +1,6 @@
 //! Elementwise launchers (`elementwise.cu`): relu, add, add+relu, accumulate.
 
-use cudarc::driver::{CudaView, CudaViewMut, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut};
 
 use super::{f32_in, f32_out, grid_1d, i32_val, to_i32};
 use crate::error::{KernelError, Result};

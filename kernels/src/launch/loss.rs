@@ -1,11 +1,11 @@
 //! Softmax cross-entropy launchers (`loss.cu`).
 
-use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
 
 use super::{
     check_len, check_positive, f32_in, f32_out, f64_out, i32_in, i32_out, i32_val, to_i32,
 };
-use crate::error::{KernelError, Result};
+use crate::error::Result;
 use crate::Gpu;
 
 /// Block size of the loss kernel (must equal `XENT_THREADS` in loss.cu).

@@ -84,34 +84,30 @@ fn f32_val(v: &f32) -> &f32 {
     v
 }
 
-/// `launch!(gpu, "kernel", cfg, [tag arg, ...])` pushes each argument in order and launches.
-/// Tags: `f32_in f32_out f64_out i32_in i32_out u8_in u64_in` (device pointers; `_in` = `const T*`,
-/// `_out` = `T*`) and `i32 f32` (scalars, which must be named local variables so they outlive
-/// the builder). The test in `signature.rs` parses these invocations from the text of the
-/// files in `launch/`.
+/// `launch!(gpu, "kernel", cfg, [tag arg, ...])` packs each argument in order into the kernel's
+/// parameter buffer and launches ([`params`]). Tags: `f32_in f32_out f64_out i32_in i32_out u8_in
+/// u64_in` (device pointers; `_in` = `const T*`, `_out` = `T*`) and `i32 f32` (scalars). The
+/// test in `signature.rs` parses these invocations from the text of the files in `launch/`, and
+/// the driver checks the buffer's size against the kernel's signature.
 macro_rules! launch {
     ($gpu:expr, $name:literal, $cfg:expr, [$($tag:ident $arg:ident),* $(,)?]) => {{
         let gpu: &Gpu = $gpu;
-        let func = gpu.function($name)?;
-        let mut builder = gpu.stream().launch_builder(func);
-        $( launch!(@push builder, $tag, $arg); )*
-        // SAFETY: the argument list matches the kernel's C signature (tags checked against the
-        // .cu source by `signature::tests::launchers_match_kernel_signatures`), every buffer
-        // length was validated against the shape by the caller, and all buffers belong to this
-        // context.
-        unsafe { builder.launch($cfg) }
-            .map(|_| ())
-            .map_err(|e| KernelError::driver(concat!("launching ", $name), e))
+        let mut params = $crate::launch::params::ParamBuffer::new();
+        $( launch!(@push gpu, params, $tag, $arg); )*
+        // The argument list matches the kernel's C signature (tags checked against the .cu
+        // source by `signature::tests::launchers_match_kernel_signatures`), and every buffer
+        // length was validated against the shape by the caller.
+        gpu.launch_packed($name, $cfg, &params)
     }};
-    (@push $b:ident, f32_in, $a:ident) => { $b.arg(f32_in($a)) };
-    (@push $b:ident, f32_out, $a:ident) => { $b.arg(f32_out($a)) };
-    (@push $b:ident, f64_out, $a:ident) => { $b.arg(f64_out($a)) };
-    (@push $b:ident, i32_in, $a:ident) => { $b.arg(i32_in($a)) };
-    (@push $b:ident, i32_out, $a:ident) => { $b.arg(i32_out($a)) };
-    (@push $b:ident, u8_in, $a:ident) => { $b.arg(u8_in($a)) };
-    (@push $b:ident, u64_in, $a:ident) => { $b.arg(u64_in($a)) };
-    (@push $b:ident, i32, $a:ident) => { $b.arg(i32_val(&$a)) };
-    (@push $b:ident, f32, $a:ident) => { $b.arg(f32_val(&$a)) };
+    (@push $g:ident, $p:ident, f32_in, $a:ident) => { $p.push($g.addr_of_view(f32_in($a))) };
+    (@push $g:ident, $p:ident, f32_out, $a:ident) => { $p.push($g.addr_of_view_mut(f32_out($a))) };
+    (@push $g:ident, $p:ident, f64_out, $a:ident) => { $p.push($g.addr_of_view_mut(f64_out($a))) };
+    (@push $g:ident, $p:ident, i32_in, $a:ident) => { $p.push($g.addr_of_view(i32_in($a))) };
+    (@push $g:ident, $p:ident, i32_out, $a:ident) => { $p.push($g.addr_of_view_mut(i32_out($a))) };
+    (@push $g:ident, $p:ident, u8_in, $a:ident) => { $p.push($g.addr_of_view(u8_in($a))) };
+    (@push $g:ident, $p:ident, u64_in, $a:ident) => { $p.push($g.addr_of_view(u64_in($a))) };
+    (@push $g:ident, $p:ident, i32, $a:ident) => { $p.push(*i32_val(&$a)) };
+    (@push $g:ident, $p:ident, f32, $a:ident) => { $p.push(*f32_val(&$a)) };
 }
 
 // One module per op family, mirroring `kernels/cuda/*.cu`; everything public is re-exported
@@ -123,6 +119,7 @@ mod conv;
 mod conv_plan;
 mod elementwise;
 mod loss;
+pub mod params;
 mod peak;
 mod pool_fc;
 mod sgd;

@@ -1,7 +1,7 @@
 //! Launchers of the ceiling probes (`peak.cu`), used by `cargo bench -p kernels` to measure
 //! the card's tensor-core and fp32 peaks for the roofline column.
 
-use cudarc::driver::{CudaViewMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaViewMut, LaunchConfig};
 
 use super::{f32_out, f32_val, i32_val, to_i32};
 use crate::error::{KernelError, Result};

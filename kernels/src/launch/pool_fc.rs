@@ -1,9 +1,9 @@
 //! Global average pool and linear launchers (`pool_fc.cu`).
 
-use cudarc::driver::{CudaView, CudaViewMut, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut};
 
 use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_i32};
-use crate::error::{KernelError, Result};
+use crate::error::Result;
 use crate::Gpu;
 
 /// y[n,c] = mean over H*W of x[n,c]. `nc` = N*C rows of `hw` values. CPU twin: tensor's global

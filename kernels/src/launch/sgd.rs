@@ -1,6 +1,6 @@
 //! SGD launcher and its parameter-segment table (`sgd.cu`).
 
-use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 
 use super::{check_len, f32_in, f32_out, f32_val, grid_1d, i32_in, i32_val, to_i32, u64_in};
 use crate::error::{KernelError, Result};

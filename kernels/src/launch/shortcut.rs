@@ -1,6 +1,6 @@
 //! Option-A shortcut launchers (`shortcut.cu`).
 
-use cudarc::driver::{CudaView, CudaViewMut, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut};
 
 use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_i32};
 use crate::error::{KernelError, Result};

@@ -1,0 +1,115 @@
+//! How a launch reaches the driver: one packed parameter buffer (`CU_LAUNCH_PARAM_BUFFER_POINTER`
+//! with its size) rather than an array of pointers to each value. The buffer's size tells the
+//! driver how many bytes we pass, so a launch whose arguments do not match the kernel's C
+//! signature is refused (the stand-in driver checks it against the cubin; a real driver against
+//! its own copy of the same metadata) instead of reading past our argument list.
+
+use cudarc::driver::{sys, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig};
+
+use crate::error::{KernelError, Result};
+use crate::Gpu;
+
+/// A kernel's parameters, each at its natural alignment, in order (CUDA's layout).
+#[derive(Debug, Default)]
+pub struct ParamBuffer(Vec<u8>);
+
+impl ParamBuffer {
+    pub fn new() -> Self {
+        ParamBuffer(Vec::with_capacity(96))
+    }
+
+    /// Appends a scalar (`int`, `float`) or a device address (`u64`).
+    pub fn push<T: Copy>(&mut self, v: T) {
+        let align = std::mem::align_of::<T>();
+        self.0.resize(self.0.len().next_multiple_of(align), 0);
+        // SAFETY: `T: Copy` plain data, read once as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        };
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// The buffer's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Gpu {
+    /// The device address of a view (a kernel's `const T*`).
+    pub(crate) fn addr_of_view<T>(&self, v: &CudaView<'_, T>) -> u64 {
+        // Event tracking is off (see `Gpu::open`): the guard records nothing.
+        let (addr, _guard) = v.device_ptr(self.stream());
+        addr
+    }
+
+    /// The device address of a mutable view (a kernel's `T*`).
+    pub(crate) fn addr_of_view_mut<T>(&self, v: &mut CudaViewMut<'_, T>) -> u64 {
+        let (addr, _guard) = v.device_ptr_mut(self.stream());
+        addr
+    }
+
+    /// Queues kernel `name` on the stream with `params`.
+    pub(crate) fn launch_packed(
+        &self,
+        name: &'static str,
+        cfg: LaunchConfig,
+        params: &ParamBuffer,
+    ) -> Result<()> {
+        let func = self.function(name)?.cu_function();
+        self.context()
+            .bind_to_thread()
+            .map_err(|e| KernelError::driver(format!("binding the context to launch {name}"), e))?;
+        let mut size = params.0.len();
+        // The keys are small integers cast to pointers, as CUDA's header defines them.
+        let key = |k: usize| std::ptr::without_provenance_mut::<std::ffi::c_void>(k);
+        let mut extra = [
+            key(1), // CU_LAUNCH_PARAM_BUFFER_POINTER
+            params.0.as_ptr() as *mut std::ffi::c_void,
+            key(2), // CU_LAUNCH_PARAM_BUFFER_SIZE
+            (&mut size as *mut usize).cast(),
+            key(0), // CU_LAUNCH_PARAM_END
+        ];
+        let (g, b) = (cfg.grid_dim, cfg.block_dim);
+        // SAFETY: a function of this context; `extra` describes a buffer that lives until the
+        // call returns (the driver copies it); the caller validated every buffer's length.
+        unsafe {
+            sys::cuLaunchKernel(
+                func,
+                g.0,
+                g.1,
+                g.2,
+                b.0,
+                b.1,
+                b.2,
+                cfg.shared_mem_bytes,
+                self.stream().cu_stream(),
+                std::ptr::null_mut(),
+                extra.as_mut_ptr(),
+            )
+        }
+        .result()
+        .map_err(|e| KernelError::driver(format!("launching {name}"), e))?;
+        crate::fault::launched(name);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_sit_at_their_natural_alignment() {
+        let mut p = ParamBuffer::new();
+        p.push(7i32);
+        p.push(0x1122_3344_5566_7788u64); // pads to offset 8
+        p.push(2.5f32);
+        let b = p.as_bytes();
+        assert_eq!(b.len(), 20);
+        assert_eq!(&b[0..4], &7i32.to_le_bytes());
+        assert_eq!(&b[4..8], &[0; 4]);
+        assert_eq!(&b[8..16], &0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(&b[16..20], &2.5f32.to_le_bytes());
+    }
+}

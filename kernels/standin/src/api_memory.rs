@@ -1,0 +1,265 @@
+//! Memory entry points: allocation (synchronous, stream-ordered, in a capture), copies, memsets,
+//! page-locked host memory, the pool and graph-memory queries.
+
+use std::ffi::c_void;
+
+use crate::config::FailPoint;
+use crate::driver::{self, Driver, POOL};
+use crate::exec::Op;
+use crate::memory::Owner;
+use crate::status::*;
+use crate::{entry, out};
+
+impl Driver {
+    /// Queues `op` on `stream`: runs it now, or records it if the stream is capturing (after the
+    /// checks capture adds: page-locked host memory, addresses that exist).
+    pub fn enqueue(&mut self, stream: u64, op: Op, what: &str) -> Result<(), CUresult> {
+        let key = self.stream_key(stream)?;
+        self.legacy_stream_use(key, what)?;
+        if self.capturing(key)?.is_none() {
+            return self.run(&op, false);
+        }
+        let s = key.expect("a capturing stream is a real stream");
+        let pageable = match op {
+            Op::HtoD { src, bytes, .. } => !self.mem.is_pinned(src, bytes),
+            Op::DtoH { dst, bytes, .. } => !self.mem.is_pinned(dst, bytes),
+            _ => false,
+        };
+        if pageable {
+            self.invalidate(
+                s,
+                CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
+                &format!("{what} with pageable host memory"),
+            );
+            return Err(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+        }
+        let devices: Vec<(u64, u64)> = match &op {
+            Op::HtoD { dst, bytes, .. } => vec![(*dst, *bytes)],
+            Op::Memset {
+                dst, elem, count, ..
+            } => vec![(*dst, count * u64::from(*elem))],
+            Op::DtoH { src, bytes, .. } => vec![(*src, *bytes)],
+            Op::DtoD { dst, src, bytes } => vec![(*dst, *bytes), (*src, *bytes)],
+            _ => vec![],
+        };
+        if let Some(&(a, _)) = devices
+            .iter()
+            .find(|&&(a, n)| self.mem.containing(a, n).is_none())
+        {
+            eprintln!(
+                "cuda-standin: {what} during capture: {a:#x} is {}",
+                self.where_is(a)
+            );
+            self.invalidate(s, CUDA_ERROR_INVALID_VALUE, what);
+            return Err(CUDA_ERROR_INVALID_VALUE);
+        }
+        self.capturing(key)?.expect("capturing").ops.push(op);
+        Ok(())
+    }
+
+    fn alloc_async(&mut self, bytes: u64, stream: u64) -> Result<u64, CUresult> {
+        let key = self.stream_key(stream)?;
+        self.legacy_stream_use(key, "cuMemAllocAsync")?;
+        if let Some(cap) = self.capturing(key)? {
+            let graph = cap.id;
+            let addr = self.mem.reserve(bytes, Owner::Graph(graph))?;
+            let cap = self.capturing(key)?.expect("capturing");
+            cap.allocs.push(addr);
+            cap.ops.push(Op::Alloc { addr });
+            return Ok(addr);
+        }
+        self.counters.allocs += 1;
+        if self.injected(FailPoint::Alloc) {
+            return Err(CUDA_ERROR_OUT_OF_MEMORY);
+        }
+        self.mem.alloc(bytes, Owner::Pool)
+    }
+
+    fn free_async(&mut self, addr: u64, stream: u64) -> Result<(), CUresult> {
+        let key = self.stream_key(stream)?;
+        self.legacy_stream_use(key, "cuMemFreeAsync")?;
+        if let Some(cap) = self.capturing(key)? {
+            // In a capture only the capture's own allocations can be freed (a free node).
+            let ok = cap.allocs.contains(&addr)
+                && !cap
+                    .ops
+                    .iter()
+                    .any(|o| matches!(o, Op::Free { addr: a } if *a == addr));
+            if ok {
+                cap.ops.push(Op::Free { addr });
+                return Ok(());
+            }
+            let s = key.expect("capturing");
+            eprintln!(
+                "cuda-standin: cuMemFreeAsync({addr:#x}) during capture: not an allocation made \
+                 in this capture (or freed twice in it); {}",
+                self.where_is(addr)
+            );
+            self.invalidate(
+                s,
+                CUDA_ERROR_INVALID_VALUE,
+                "cuMemFreeAsync of memory the graph did not allocate",
+            );
+            return Err(CUDA_ERROR_INVALID_VALUE);
+        }
+        self.free_now(addr, "cuMemFreeAsync")
+    }
+
+    fn free_now(&mut self, addr: u64, what: &str) -> Result<(), CUresult> {
+        self.mem.free(addr).map(|_| ()).inspect_err(|_| {
+            eprintln!(
+                "cuda-standin: {what}({addr:#x}): not a live allocation (a double free?): {}",
+                self.where_is(addr)
+            )
+        })
+    }
+}
+
+entry! {
+    fn cuMemAlloc_v2(dptr: *mut u64, bytes: usize) {
+        driver::with_ctx(|d| {
+            d.unsafe_call("cuMemAlloc")?;
+            d.counters.allocs += 1;
+            if d.injected(FailPoint::Alloc) {
+                return Err(CUDA_ERROR_OUT_OF_MEMORY);
+            }
+            let a = d.mem.alloc(bytes as u64, Owner::Sync)?;
+            out(dptr, a)
+        })
+    }
+    fn cuMemFree_v2(dptr: u64) {
+        driver::with_ctx(|d| {
+            d.unsafe_call("cuMemFree")?;
+            d.free_now(dptr, "cuMemFree")
+        })
+    }
+    fn cuMemAllocAsync(dptr: *mut u64, bytes: usize, stream: u64) {
+        driver::with_ctx(|d| {
+            let a = d.alloc_async(bytes as u64, stream)?;
+            out(dptr, a)
+        })
+    }
+    fn cuMemFreeAsync(dptr: u64, stream: u64) {
+        driver::with_ctx(|d| d.free_async(dptr, stream))
+    }
+    fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) {
+        driver::with_ctx(|d| {
+            out(free, (d.mem.limit - d.mem.live_bytes) as usize)?;
+            out(total, d.mem.limit as usize)
+        })
+    }
+    fn cuMemcpyHtoDAsync_v2(dst: u64, src: *const c_void, bytes: usize, stream: u64) {
+        driver::with_ctx(|d| d.enqueue(stream, Op::HtoD { dst, src: src as u64, bytes: bytes as u64 }, "cuMemcpyHtoDAsync"))
+    }
+    fn cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: u64, bytes: usize, stream: u64) {
+        driver::with_ctx(|d| d.enqueue(stream, Op::DtoH { dst: dst as u64, src, bytes: bytes as u64 }, "cuMemcpyDtoHAsync"))
+    }
+    fn cuMemcpyDtoDAsync_v2(dst: u64, src: u64, bytes: usize, stream: u64) {
+        driver::with_ctx(|d| d.enqueue(stream, Op::DtoD { dst, src, bytes: bytes as u64 }, "cuMemcpyDtoDAsync"))
+    }
+    fn cuMemcpyHtoD_v2(dst: u64, src: *const c_void, bytes: usize) {
+        driver::with_ctx(|d| {
+            d.unsafe_call("cuMemcpyHtoD")?;
+            d.enqueue(0, Op::HtoD { dst, src: src as u64, bytes: bytes as u64 }, "cuMemcpyHtoD")
+        })
+    }
+    fn cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, bytes: usize) {
+        driver::with_ctx(|d| {
+            d.unsafe_call("cuMemcpyDtoH")?;
+            d.enqueue(0, Op::DtoH { dst: dst as u64, src, bytes: bytes as u64 }, "cuMemcpyDtoH")
+        })
+    }
+    fn cuMemcpyDtoD_v2(dst: u64, src: u64, bytes: usize) {
+        driver::with_ctx(|d| {
+            d.unsafe_call("cuMemcpyDtoD")?;
+            d.enqueue(0, Op::DtoD { dst, src, bytes: bytes as u64 }, "cuMemcpyDtoD")
+        })
+    }
+    fn cuMemsetD8Async(dst: u64, value: u8, count: usize, stream: u64) {
+        driver::with_ctx(|d| d.enqueue(stream, Op::Memset { dst, value: value.into(), elem: 1, count: count as u64 }, "cuMemsetD8Async"))
+    }
+    fn cuMemsetD32Async(dst: u64, value: u32, count: usize, stream: u64) {
+        driver::with_ctx(|d| d.enqueue(stream, Op::Memset { dst, value, elem: 4, count: count as u64 }, "cuMemsetD32Async"))
+    }
+    fn cuMemsetD8_v2(dst: u64, value: u8, count: usize) {
+        driver::with_ctx(|d| {
+            d.unsafe_call("cuMemsetD8")?;
+            d.enqueue(0, Op::Memset { dst, value: value.into(), elem: 1, count: count as u64 }, "cuMemsetD8")
+        })
+    }
+    fn cuMemHostAlloc(pp: *mut *mut c_void, bytes: usize, _flags: u32) {
+        driver::with_ctx(|d| {
+            let p = d.mem.host_alloc(bytes)?;
+            out(pp, p.cast())
+        })
+    }
+    fn cuMemAllocHost_v2(pp: *mut *mut c_void, bytes: usize) {
+        driver::with_ctx(|d| {
+            let p = d.mem.host_alloc(bytes)?;
+            out(pp, p.cast())
+        })
+    }
+    fn cuMemFreeHost(p: *mut c_void) {
+        driver::with_ctx(|d| d.mem.host_free(p.cast()))
+    }
+    fn cuDeviceGetMemPool(pool: *mut u64, dev: i32) {
+        driver::with(|_| if dev == 0 { out(pool, POOL) } else { Err(CUDA_ERROR_INVALID_DEVICE) })
+    }
+    fn cuDeviceGetDefaultMemPool(pool: *mut u64, dev: i32) {
+        driver::with(|_| if dev == 0 { out(pool, POOL) } else { Err(CUDA_ERROR_INVALID_DEVICE) })
+    }
+    fn cuMemPoolGetAttribute(pool: u64, attr: i32, value: *mut c_void) {
+        driver::with(|d| {
+            if pool != POOL {
+                return Err(CUDA_ERROR_INVALID_HANDLE);
+            }
+            match attr {
+                1..=3 => out(value.cast::<i32>(), 1),
+                4 => out(value.cast::<u64>(), d.pool_release_threshold),
+                // Nothing is cached: reserved = used.
+                5 | 7 => out(value.cast::<u64>(), d.mem.pool.current),
+                6 | 8 => out(value.cast::<u64>(), d.mem.pool.high),
+                _ => Err(CUDA_ERROR_INVALID_VALUE),
+            }
+        })
+    }
+    fn cuMemPoolSetAttribute(pool: u64, attr: i32, value: *mut c_void) {
+        driver::with(|d| {
+            if pool != POOL || value.is_null() {
+                return Err(CUDA_ERROR_INVALID_VALUE);
+            }
+            // SAFETY: the caller passes the attribute's type.
+            match attr {
+                1..=3 => Ok(()),
+                4 => {
+                    d.pool_release_threshold = unsafe { *value.cast::<u64>() };
+                    Ok(())
+                }
+                // The high-water marks can only be reset, to zero.
+                6 | 8 if unsafe { *value.cast::<u64>() } == 0 => {
+                    d.mem.pool.high = d.mem.pool.current;
+                    Ok(())
+                }
+                _ => Err(CUDA_ERROR_INVALID_VALUE),
+            }
+        })
+    }
+    fn cuMemPoolTrimTo(pool: u64, _keep: usize) {
+        driver::with(|_| if pool == POOL { Ok(()) } else { Err(CUDA_ERROR_INVALID_HANDLE) })
+    }
+    fn cuDeviceGetGraphMemAttribute(dev: i32, attr: i32, value: *mut c_void) {
+        driver::with(|d| {
+            if dev != 0 {
+                return Err(CUDA_ERROR_INVALID_DEVICE);
+            }
+            match attr {
+                0 | 2 => out(value.cast::<u64>(), d.mem.graph.current),
+                1 | 3 => out(value.cast::<u64>(), d.mem.graph.high),
+                _ => Err(CUDA_ERROR_INVALID_VALUE),
+            }
+        })
+    }
+    fn cuDeviceGraphMemTrim(dev: i32) {
+        driver::with(|_| if dev == 0 { Ok(()) } else { Err(CUDA_ERROR_INVALID_DEVICE) })
+    }
+}

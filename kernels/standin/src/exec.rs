@@ -1,0 +1,221 @@
+//! The work a stream does, as values: run now on a running stream, recorded on a capturing one
+//! and run again by each graph replay. Every device range is checked when the work runs, as a
+//! GPU's copy engines and memory system would refuse or fault on it.
+
+use std::sync::Arc;
+
+use crate::config::FailPoint;
+use crate::driver::Driver;
+use crate::memory::Owner;
+use crate::module::KernelMeta;
+use crate::status::*;
+
+/// A kernel launch, validated and with its parameter buffer copied (as the driver copies it
+/// at launch or capture time).
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub kernel: Arc<KernelMeta>,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub params: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    Kernel(Launch),
+    /// Host (page-locked when captured) to device.
+    HtoD {
+        dst: u64,
+        src: u64,
+        bytes: u64,
+    },
+    /// Device to host.
+    DtoH {
+        dst: u64,
+        src: u64,
+        bytes: u64,
+    },
+    DtoD {
+        dst: u64,
+        src: u64,
+        bytes: u64,
+    },
+    /// `count` elements of `elem` bytes set to `value`.
+    Memset {
+        dst: u64,
+        value: u32,
+        elem: u8,
+        count: u64,
+    },
+    /// A graph's allocation node: the reserved range becomes live.
+    Alloc {
+        addr: u64,
+    },
+    /// A free node (or, eagerly, `cuMemFreeAsync`).
+    Free {
+        addr: u64,
+    },
+}
+
+impl Driver {
+    /// Runs one operation now. A fault inside a kernel or copy becomes the sticky error (and
+    /// `Ok` is returned: the call that queued the work succeeded, as on a GPU); an invalid
+    /// free or a failed allocation is the call's own error.
+    pub fn run(&mut self, op: &Op, replay: bool) -> Result<(), CUresult> {
+        match op {
+            Op::Kernel(l) => {
+                if replay {
+                    self.counters.replayed += 1;
+                } else {
+                    self.counters.launches += 1;
+                }
+                if self.injected(FailPoint::Launch) {
+                    let n = self.counters.launches + self.counters.replayed;
+                    self.fault(
+                        CUDA_ERROR_ILLEGAL_ADDRESS,
+                        format!(
+                            "Injected fault (CUDA_STANDIN_FAIL=launch:{n}) in kernel {}",
+                            l.kernel.name
+                        ),
+                    );
+                    return Ok(());
+                }
+                let grid = kernels_emu::Dim3 {
+                    x: l.grid[0],
+                    y: l.grid[1],
+                    z: l.grid[2],
+                };
+                let block = kernels_emu::Dim3 {
+                    x: l.block[0],
+                    y: l.block[1],
+                    z: l.block[2],
+                };
+                // SAFETY: every pointer parameter is a device address (checked by the memory
+                // map on access) or was validated as host memory by the launcher's caller.
+                if let Err(fault) =
+                    unsafe { kernels_emu::launch(&l.kernel.emu, grid, block, &l.params) }
+                {
+                    let code = match fault.kind {
+                        kernels_emu::FaultKind::Address => CUDA_ERROR_ILLEGAL_ADDRESS,
+                        kernels_emu::FaultKind::Misaligned => CUDA_ERROR_MISALIGNED_ADDRESS,
+                        kernels_emu::FaultKind::Trap => CUDA_ERROR_ILLEGAL_INSTRUCTION,
+                    };
+                    let how = if replay {
+                        " (in a CUDA graph replay)"
+                    } else {
+                        ""
+                    };
+                    self.fault(
+                        code,
+                        format!("kernel {}{how}\n{}", l.kernel.name, fault.message),
+                    );
+                }
+                Ok(())
+            }
+            Op::HtoD { dst, src, bytes } => self.copy(*dst, *src, *bytes, (true, false), replay),
+            Op::DtoH { dst, src, bytes } => self.copy(*dst, *src, *bytes, (false, true), replay),
+            Op::DtoD { dst, src, bytes } => self.copy(*dst, *src, *bytes, (true, true), replay),
+            Op::Memset {
+                dst,
+                value,
+                elem,
+                count,
+            } => {
+                let bytes = count * u64::from(*elem);
+                if !self.mem.is_live(*dst, bytes) {
+                    self.fault(
+                        CUDA_ERROR_ILLEGAL_ADDRESS,
+                        format!(
+                            "memset of {bytes} bytes at {dst:#x}: {}",
+                            self.where_is(*dst)
+                        ),
+                    );
+                    return Ok(());
+                }
+                // SAFETY: [dst, dst + bytes) is one live device allocation.
+                unsafe {
+                    match elem {
+                        1 => std::ptr::write_bytes(*dst as *mut u8, *value as u8, *count as usize),
+                        2 => std::slice::from_raw_parts_mut(*dst as *mut u16, *count as usize)
+                            .fill(*value as u16),
+                        _ => std::slice::from_raw_parts_mut(*dst as *mut u32, *count as usize)
+                            .fill(*value),
+                    }
+                }
+                Ok(())
+            }
+            Op::Alloc { addr } => {
+                self.counters.allocs += 1;
+                if self.injected(FailPoint::Alloc) {
+                    return Err(CUDA_ERROR_OUT_OF_MEMORY);
+                }
+                self.mem.commit(*addr)
+            }
+            Op::Free { addr } => self.mem.free(*addr).map(|_| ()),
+        }
+    }
+
+    /// A copy between host and device or within the device; `device` says which side is which.
+    fn copy(
+        &mut self,
+        dst: u64,
+        src: u64,
+        bytes: u64,
+        device: (bool, bool),
+        replay: bool,
+    ) -> Result<(), CUresult> {
+        self.counters.copies += 1;
+        if self.injected(FailPoint::Copy) {
+            let n = self.counters.copies;
+            self.fault(
+                CUDA_ERROR_ILLEGAL_ADDRESS,
+                format!("Injected fault (CUDA_STANDIN_FAIL=copy:{n}) in a copy of {bytes} bytes"),
+            );
+            return Ok(());
+        }
+        for (is_device, addr, role) in [(device.0, dst, "destination"), (device.1, src, "source")] {
+            if is_device && !self.mem.is_live(addr, bytes) {
+                let report = format!(
+                    "copy of {bytes} bytes{}: the {role} {addr:#x}: {}",
+                    if replay {
+                        " in a CUDA graph replay"
+                    } else {
+                        ""
+                    },
+                    self.where_is(addr)
+                );
+                if replay {
+                    self.fault(CUDA_ERROR_ILLEGAL_ADDRESS, report);
+                    return Ok(());
+                }
+                eprintln!("cuda-standin: invalid {report}");
+                return Err(CUDA_ERROR_INVALID_VALUE);
+            }
+        }
+        // SAFETY: device sides are live allocations of `bytes`; host sides are the caller's
+        // buffers of that length (the API's contract). The ranges may not overlap (CUDA's
+        // contract too); `copy` tolerates it anyway.
+        unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes as usize) };
+        Ok(())
+    }
+
+    /// Where a device address lies, for messages.
+    pub fn where_is(&self, addr: u64) -> String {
+        match self.mem.containing(addr, 1) {
+            Some((start, r)) if r.live => format!(
+                "{} bytes into allocation #{} of {} bytes (too short for this access)",
+                addr - start,
+                r.id,
+                r.size
+            ),
+            Some((_, r)) if matches!(r.owner, Owner::Graph(_)) => format!(
+                "inside graph allocation #{} of {} bytes, which is not allocated at this point \
+                 of the graph",
+                r.id, r.size
+            ),
+            Some((_, r)) => format!("inside allocation #{}, which has been freed", r.id),
+            None if self.mem.in_arena(addr) => "not inside any live allocation".to_string(),
+            None => "not a device address".to_string(),
+        }
+    }
+}

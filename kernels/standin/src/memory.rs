@@ -1,0 +1,305 @@
+//! Device memory: one reserved address range (the arena), carved into page-aligned allocations
+//! with an unmapped guard page between neighbours, and registered with the emulator so that
+//! every kernel access is checked against it (`kernels_emu::mem_map`).
+//!
+//! What makes it stricter than a plain heap, on purpose:
+//! * a fresh allocation is filled with 0xFF bytes (a NaN in every f32): code that reads memory
+//!   before writing it gets NaN, not a lucky zero;
+//! * addresses are not reused while there is room further on, so a use after free hits
+//!   unmapped pages and a recorded "freed" range instead of someone else's live buffer;
+//! * the device has a size (`CUDA_STANDIN_MEMORY`): going over it is `CUDA_ERROR_OUT_OF_MEMORY`.
+//!
+//! A range is *reserved* (address chosen) before it is *live* (mapped, counted, accessible):
+//! a CUDA graph's allocations get their address at capture time and are live only between the
+//! graph's alloc and free nodes in each replay.
+
+use std::collections::BTreeMap;
+
+use crate::status::*;
+
+/// Who allocated a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// `cuMemAlloc` (synchronous).
+    Sync,
+    /// `cuMemAllocAsync` outside a capture (the device's stream-ordered pool).
+    Pool,
+    /// An alloc node of graph `id` (a capture).
+    Graph(u64),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    /// Allocation number, for reports (`allocation #12`).
+    pub id: u64,
+    /// Bytes asked for (the mapping is rounded up to pages).
+    pub size: u64,
+    pub owner: Owner,
+    pub live: bool,
+}
+
+/// Bytes in use now and at most since the last reset.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Usage {
+    pub current: u64,
+    pub high: u64,
+}
+
+impl Usage {
+    fn add(&mut self, n: u64) {
+        self.current += n;
+        self.high = self.high.max(self.current);
+    }
+    fn sub(&mut self, n: u64) {
+        self.current -= n;
+    }
+}
+
+pub struct Memory {
+    lo: u64,
+    span: u64,
+    cursor: u64,
+    ranges: BTreeMap<u64, Range>,
+    /// The device's size.
+    pub limit: u64,
+    /// Live bytes of every owner (what `cuMemGetInfo` subtracts from the limit).
+    pub live_bytes: u64,
+    pub pool: Usage,
+    pub graph: Usage,
+    /// Page-locked host buffers (`cuMemHostAlloc`): start -> length.
+    pinned: BTreeMap<u64, u64>,
+    next_id: u64,
+}
+
+const PAGE: u64 = 4096;
+/// Address space reserved up front (not memory: nothing is committed until allocated).
+const ARENA_SPANS: [u64; 4] = [1 << 40, 1 << 38, 1 << 36, 1 << 34];
+
+fn round_up(n: u64, to: u64) -> u64 {
+    n.div_ceil(to) * to
+}
+
+impl Memory {
+    /// Reserves the arena and registers it with the emulator's memory check.
+    pub fn new(limit: u64) -> Result<Memory, String> {
+        for span in ARENA_SPANS {
+            // SAFETY: a fresh anonymous mapping with no access; nothing else refers to it.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    span as usize,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                let lo = p as u64;
+                // SAFETY: no launch runs yet.
+                unsafe { kernels_emu::mem_set_arena(lo, span) };
+                return Ok(Memory {
+                    lo,
+                    span,
+                    // Start one page in: address `lo` itself is never handed out.
+                    cursor: PAGE,
+                    ranges: BTreeMap::new(),
+                    limit,
+                    live_bytes: 0,
+                    pool: Usage::default(),
+                    graph: Usage::default(),
+                    pinned: BTreeMap::new(),
+                    next_id: 1,
+                });
+            }
+        }
+        Err("cannot reserve address space for the device memory".into())
+    }
+
+    /// Chooses an address for `size` bytes (not yet live). Fails only when the arena's address
+    /// space is exhausted, which the limit normally prevents.
+    pub fn reserve(&mut self, size: u64, owner: Owner) -> Result<u64, CUresult> {
+        let need = round_up(size.max(1), PAGE) + PAGE; // + an unmapped guard page
+        let start = if self.cursor + need <= self.span {
+            self.cursor
+        } else {
+            self.first_gap(need).ok_or(CUDA_ERROR_OUT_OF_MEMORY)?
+        };
+        self.cursor = start + need;
+        let addr = self.lo + start;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.ranges.insert(
+            addr,
+            Range {
+                id,
+                size,
+                owner,
+                live: false,
+            },
+        );
+        Ok(addr)
+    }
+
+    /// The lowest offset with `need` free bytes before the next range (after the arena wrapped).
+    fn first_gap(&self, need: u64) -> Option<u64> {
+        let mut at = PAGE;
+        for (&addr, r) in &self.ranges {
+            let off = addr - self.lo;
+            if off >= at + need {
+                return Some(at);
+            }
+            at = at.max(off + round_up(r.size.max(1), PAGE) + PAGE);
+        }
+        (at + need <= self.span).then_some(at)
+    }
+
+    /// Makes a reserved range live: counted against the limit, mapped, filled with 0xFF.
+    pub fn commit(&mut self, addr: u64) -> Result<(), CUresult> {
+        let r = *self.ranges.get(&addr).ok_or(CUDA_ERROR_INVALID_VALUE)?;
+        if r.live {
+            return Err(CUDA_ERROR_INVALID_VALUE);
+        }
+        if self.live_bytes + r.size > self.limit {
+            return Err(CUDA_ERROR_OUT_OF_MEMORY);
+        }
+        let len = round_up(r.size.max(1), PAGE) as usize;
+        // SAFETY: [addr, addr + len) lies inside the arena and belongs to this range only.
+        let ok =
+            unsafe { libc::mprotect(addr as *mut _, len, libc::PROT_READ | libc::PROT_WRITE) == 0 };
+        if !ok {
+            return Err(CUDA_ERROR_OUT_OF_MEMORY);
+        }
+        // SAFETY: just made writable.
+        unsafe {
+            std::ptr::write_bytes(addr as *mut u8, 0xFF, r.size as usize);
+            kernels_emu::mem_map(addr, r.size, r.id);
+        }
+        self.live_bytes += r.size;
+        match r.owner {
+            Owner::Pool => self.pool.add(r.size),
+            Owner::Graph(_) => self.graph.add(r.size),
+            Owner::Sync => {}
+        }
+        self.ranges.get_mut(&addr).expect("range").live = true;
+        Ok(())
+    }
+
+    /// Makes a live range inaccessible again (its address stays reserved).
+    pub fn decommit(&mut self, addr: u64) -> Result<Range, CUresult> {
+        let r = *self.ranges.get(&addr).ok_or(CUDA_ERROR_INVALID_VALUE)?;
+        if !r.live {
+            return Err(CUDA_ERROR_INVALID_VALUE);
+        }
+        let len = round_up(r.size.max(1), PAGE) as usize;
+        // SAFETY: the range's own pages; no launch is running (the driver lock is held).
+        unsafe {
+            kernels_emu::mem_unmap(addr);
+            libc::madvise(addr as *mut _, len, libc::MADV_DONTNEED);
+            libc::mprotect(addr as *mut _, len, libc::PROT_NONE);
+        }
+        self.live_bytes -= r.size;
+        match r.owner {
+            Owner::Pool => self.pool.sub(r.size),
+            Owner::Graph(_) => self.graph.sub(r.size),
+            Owner::Sync => {}
+        }
+        self.ranges.get_mut(&addr).expect("range").live = false;
+        Ok(r)
+    }
+
+    /// Forgets a range that is not live (its address may be handed out again later).
+    pub fn release(&mut self, addr: u64) {
+        if self.ranges.get(&addr).is_some_and(|r| !r.live) {
+            self.ranges.remove(&addr);
+        }
+    }
+
+    /// Reserve + commit.
+    pub fn alloc(&mut self, size: u64, owner: Owner) -> Result<u64, CUresult> {
+        if size > self.limit.saturating_sub(self.live_bytes) {
+            return Err(CUDA_ERROR_OUT_OF_MEMORY);
+        }
+        let addr = self.reserve(size, owner)?;
+        if let Err(e) = self.commit(addr) {
+            self.ranges.remove(&addr);
+            return Err(e);
+        }
+        Ok(addr)
+    }
+
+    /// Decommit + release. `CUDA_ERROR_INVALID_VALUE` for anything but the start of a live range
+    /// (a double free, a pointer into the middle of a buffer).
+    pub fn free(&mut self, addr: u64) -> Result<Range, CUresult> {
+        let r = self.decommit(addr)?;
+        if !matches!(r.owner, Owner::Graph(_)) {
+            self.release(addr);
+        }
+        Ok(r)
+    }
+
+    /// The range starting at `addr`, live or reserved.
+    pub fn range(&self, addr: u64) -> Option<Range> {
+        self.ranges.get(&addr).copied()
+    }
+
+    /// The range (live or reserved) holding `[addr, addr + len)` entirely, with its start.
+    pub fn containing(&self, addr: u64, len: u64) -> Option<(u64, Range)> {
+        let (&start, r) = self.ranges.range(..=addr).next_back()?;
+        (addr + len <= start + r.size.max(1)).then_some((start, *r))
+    }
+
+    /// Whether `[addr, addr + len)` lies inside one live allocation.
+    pub fn is_live(&self, addr: u64, len: u64) -> bool {
+        self.containing(addr, len).is_some_and(|(_, r)| r.live)
+    }
+
+    /// Whether `addr` lies inside the arena (a device address at all).
+    pub fn in_arena(&self, addr: u64) -> bool {
+        addr.wrapping_sub(self.lo) < self.span
+    }
+
+    /// The ranges an owner holds (live or not).
+    pub fn owned_by(&self, owner: Owner) -> Vec<u64> {
+        self.ranges
+            .iter()
+            .filter(|(_, r)| r.owner == owner)
+            .map(|(&a, _)| a)
+            .collect()
+    }
+
+    /// Page-locked host memory: `cuMemHostAlloc`.
+    pub fn host_alloc(&mut self, size: usize) -> Result<*mut u8, CUresult> {
+        let layout = std::alloc::Layout::from_size_align(size.max(1), PAGE as usize)
+            .map_err(|_| CUDA_ERROR_INVALID_VALUE)?;
+        // SAFETY: non-zero size.
+        let p = unsafe { std::alloc::alloc(layout) };
+        if p.is_null() {
+            return Err(CUDA_ERROR_OUT_OF_MEMORY);
+        }
+        self.pinned.insert(p as u64, size as u64);
+        Ok(p)
+    }
+
+    /// # Safety
+    /// `p` must come from [`Memory::host_alloc`] and not be used afterwards.
+    pub unsafe fn host_free(&mut self, p: *mut u8) -> Result<(), CUresult> {
+        let size = self
+            .pinned
+            .remove(&(p as u64))
+            .ok_or(CUDA_ERROR_INVALID_VALUE)?;
+        let layout = std::alloc::Layout::from_size_align(size.max(1) as usize, PAGE as usize)
+            .map_err(|_| CUDA_ERROR_INVALID_VALUE)?;
+        // SAFETY: allocated by host_alloc with this layout.
+        unsafe { std::alloc::dealloc(p, layout) };
+        Ok(())
+    }
+
+    /// Whether `[p, p + len)` is page-locked host memory (else it is pageable).
+    pub fn is_pinned(&self, p: u64, len: u64) -> bool {
+        self.pinned
+            .range(..=p)
+            .next_back()
+            .is_some_and(|(&s, &n)| p + len <= s + n)
+    }
+}
