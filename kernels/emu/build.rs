@@ -108,10 +108,6 @@ fn main() {
     if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") && host_has_fma() {
         kernels.flag("-mfma");
     }
-    // The built-in variables are thread-locals read in every index computation: the initial-
-    // exec model makes them plain %fs-relative loads, also when loaded as a shared library (the
-    // stand-in driver; they fit easily in the loader's static TLS reserve).
-    kernels.flag("-ftls-model=initial-exec");
     kernels.compile("kernels_emu_kernels");
 
     cc::Build::new()
@@ -120,7 +116,6 @@ fn main() {
         .include(".")
         .std("c++17")
         .opt_level(2)
-        .flag("-ftls-model=initial-exec")
         .compile("kernels_emu_runtime");
 }
 

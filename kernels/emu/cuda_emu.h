@@ -1,9 +1,10 @@
 // cuda_emu.h — run the CUDA C++ kernels in kernels/cuda/*.cu, unmodified, on the CPU.
 //
 // Model: the threads of a block are fibers (user-level contexts, runtime.cpp) run one at a time
-// on the calling OS thread; the blocks of a grid run one after another, so `__shared__` can be
-// plain static storage. A fiber runs until it reaches `__syncthreads()` or a warp collective
-// (shuffle, mma), then the next fiber runs; a barrier releases when every live thread of the
+// on one OS thread; the blocks of a grid are shared out among a few OS threads
+// (CUDA_EMU_THREADS, default: the CPU count), so `__shared__` is per-OS-thread static storage.
+// A fiber runs until it reaches `__syncthreads()` or a warp collective (shuffle, mma), then the
+// next fiber runs; a barrier releases when every live thread of the
 // block (or warp) has arrived. That executes every index map, bounds check, grid-stride loop,
 // shared-memory tile and block/warp reduction exactly as written, and a missing
 // `__syncthreads` shows up deterministically: thread 0 runs ahead and reads a tile the others
@@ -23,8 +24,9 @@
 // What it cannot model (a GPU run is still needed for these):
 //  * the memory model and real warp scheduling: fibers interleave only at barriers, so code
 //    that relies on ordering without __syncthreads/__threadfence, or on implicit warp lock-step,
-//    may pass here and fail on a GPU (both are bugs on Volta+). Blocks never run concurrently,
-//    so inter-block races (two blocks writing one element) are not detected.
+//    may pass here and fail on a GPU (both are bugs on Volta+). Blocks run concurrently on a
+//    few OS threads, so an inter-block race (two blocks writing one element) shows only as a
+//    run-to-run difference, not as a report.
 //  * floating point details: nvrtc contracts a*b+c into fma by default (--fmad=true); g++ is
 //    run with -ffp-contract=off, so only explicit fmaf() is fused here. expf/logf/sqrtf are
 //    glibc's (correctly rounded or ≤1 ulp) while CUDA's are ≤2 ulp (expf, logf) / IEEE (sqrtf).
@@ -50,10 +52,11 @@
 #define __forceinline__ inline
 // __restrict__ is a GNU keyword already: g++ accepts it as is.
 #define __launch_bounds__(...)
-// One block alive at a time, process-wide (launches are serialised), so per-block shared memory
-// can be function-local static storage: all threads of the block see the same object, exactly
-// like __shared__.
-#define __shared__ static
+// The threads of a block run on one OS thread (fibers), and an OS thread runs one block at a
+// time; blocks of a launch may run on several OS threads at once. So per-block shared memory
+// is function-local thread-local storage: all threads of the block see the same object,
+// exactly like __shared__.
+#define __shared__ static thread_local
 
 // ---- built-in variables ----------------------------------------------------------------------
 // uint3/dim3: unsigned members, as in CUDA, so `blockIdx.x * blockDim.x + threadIdx.x` has the

@@ -21,10 +21,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #if !defined(__x86_64__)
@@ -123,8 +126,8 @@ struct Run {
 };
 
 thread_local Run* g_run = nullptr;
-std::mutex g_launch_mutex;  // one launch at a time, process-wide (static __shared__ storage)
-std::vector<Stack> g_stacks;
+std::mutex g_launch_mutex;  // one launch at a time, process-wide
+thread_local std::vector<Stack> g_stacks;  // each worker's fiber stacks
 
 Stack new_stack()
 {
@@ -220,8 +223,12 @@ struct Range {
 };
 std::uint64_t g_lo = 0, g_span = 0;
 std::vector<Range> g_mapped;   // sorted by start, disjoint
-Range g_hit[4];                // the last ranges accesses hit (a GEMM reads two, writes one)
-unsigned g_hit_next = 0;
+// The last ranges this OS thread's accesses hit (a GEMM reads two, writes one). Cleared by
+// emu_mem_unmap through the generation counter.
+thread_local Range g_hit[4];
+thread_local unsigned g_hit_next = 0;
+thread_local unsigned g_hit_gen = 0;
+std::atomic<unsigned> g_map_gen{1};
 std::vector<Range> g_freed;    // the most recent frees, for reports (a ring)
 size_t g_freed_next = 0;
 constexpr size_t FREED_KEPT = 4096;
@@ -238,9 +245,15 @@ const Range* find_mapped(std::uint64_t a)
 // Where `a` lies relative to the allocations, in compute-sanitizer's manner.
 void describe(std::uint64_t a, unsigned size, char* out, size_t n)
 {
+    // A freed range counts only while no live allocation has taken its addresses over.
+    auto reused = [](const Range& f) {
+        for (const Range& r : g_mapped)
+            if (r.start < f.end && f.start < r.end) return true;
+        return false;
+    };
     for (size_t i = 0; i < g_freed.size(); ++i) {
         const Range& f = g_freed[(g_freed_next + g_freed.size() - 1 - i) % g_freed.size()];
-        if (a >= f.start && a < f.end) {
+        if (a >= f.start && a < f.end && !reused(f)) {
             std::snprintf(out, n,
                           "Address 0x%llx is %llu bytes inside allocation #%llu of %llu bytes at "
                           "0x%llx, which has been freed",
@@ -319,6 +332,10 @@ inline void check(const void* p, size_t size, bool write)
     // scalar accesses into wider ones, so only the scalar granule (<= 4 bytes) is checked.
     const size_t granule = size < 4 ? size : 4;
     if (granule > 1 && (a & (granule - 1)) != 0) memory_fault(a, (unsigned)size, write, true);
+    if (g_hit_gen != g_map_gen.load(std::memory_order_relaxed)) {
+        for (Range& h : g_hit) h = Range{0, 0, 0};
+        g_hit_gen = g_map_gen.load(std::memory_order_relaxed);
+    }
     for (const Range& h : g_hit)
         if (a >= h.start && a + size <= h.end) return;
     const Range* r = find_mapped(a);
@@ -466,6 +483,134 @@ void run_block(Run& r)
 
 }  // namespace
 
+namespace {
+
+// The blocks of a grid, shared out among the workers: each takes the next block index.
+struct Grid {
+    const char* kernel;
+    dim3 grid, block;
+    int n;
+    void (*body)(void*);
+    void* ctx;
+    long blocks;
+    std::atomic<long> next{0};
+    std::atomic<bool> stop{false};
+    // The fault of the lowest-numbered faulting block: the report does not depend on which
+    // worker got there first.
+    std::mutex fault_mutex;
+    long fault_block = -1;
+    EmuFault fault{};
+};
+
+// Runs blocks of `g` on the calling OS thread until none is left or one faulted.
+void work(Grid& g)
+{
+    while ((long)g_stacks.size() < g.n) g_stacks.push_back(new_stack());
+    Run r;
+    r.kernel = g.kernel;
+    r.grid = g.grid;
+    r.block = g.block;
+    r.n = g.n;
+    r.nwarps = (r.n + 31) / 32;
+    r.fibers.resize((size_t)r.n);
+    r.warp_live.assign((size_t)r.nwarps, 0);
+    r.warp_arrived.assign((size_t)r.nwarps, 0);
+    r.xchg.assign((size_t)r.n, 0);
+    r.mma.assign((size_t)r.n, {});
+    r.body = g.body;
+    r.ctx = g.ctx;
+    EmuFault mine{};
+    r.fault = &mine;
+    Run* outer = g_run;
+    g_run = &r;
+    const uint3 saved_t = threadIdx, saved_b = blockIdx;
+    const dim3 saved_bd = blockDim, saved_gd = gridDim;
+    gridDim = r.grid;
+    blockDim = r.block;
+    for (;;) {
+        const long b = g.next.fetch_add(1);
+        if (b >= g.blocks || g.stop.load(std::memory_order_relaxed)) break;
+        const unsigned bx = (unsigned)(b % g.grid.x);
+        const unsigned by = (unsigned)(b / g.grid.x % g.grid.y);
+        const unsigned bz = (unsigned)(b / ((long)g.grid.x * g.grid.y));
+        blockIdx = uint3(bx, by, bz);
+        run_block(r);
+        if (r.faulted) {
+            std::lock_guard<std::mutex> lock(g.fault_mutex);
+            if (g.fault_block < 0 || b < g.fault_block) {
+                g.fault_block = b;
+                g.fault = mine;
+            }
+            g.stop.store(true);
+            break;
+        }
+    }
+    threadIdx = saved_t, blockIdx = saved_b, blockDim = saved_bd, gridDim = saved_gd;
+    g_run = outer;
+}
+
+// Helper threads that run blocks beside the launching thread. Blocks are independent (no
+// kernel here shares data between blocks), so the result does not depend on their order; a
+// kernel that did race between blocks would now show it as a run-to-run difference.
+class Pool {
+  public:
+    static Pool& get()
+    {
+        static Pool* pool = new Pool();  // never destroyed: workers outlive static destructors
+        return *pool;
+    }
+    int helpers() const { return (int)threads_.size(); }
+    // Runs `g` on the helpers and the calling thread; returns when every block is done.
+    void run(Grid& g)
+    {
+        {
+            std::lock_guard<std::mutex> lock(m_);
+            job_ = &g;
+            busy_ = (int)threads_.size();
+            ++generation_;
+        }
+        cv_.notify_all();
+        work(g);
+        std::unique_lock<std::mutex> lock(m_);
+        done_.wait(lock, [&] { return busy_ == 0; });
+        job_ = nullptr;
+    }
+
+  private:
+    Pool()
+    {
+        int n = (int)std::thread::hardware_concurrency();
+        if (const char* e = std::getenv("CUDA_EMU_THREADS")) n = std::atoi(e);
+        n = std::max(1, std::min(n, 16));
+        for (int i = 0; i + 1 < n; ++i) threads_.emplace_back([this] { loop(); });
+        for (auto& t : threads_) t.detach();
+    }
+    void loop()
+    {
+        unsigned long seen = 0;
+        for (;;) {
+            Grid* g;
+            {
+                std::unique_lock<std::mutex> lock(m_);
+                cv_.wait(lock, [&] { return generation_ != seen; });
+                seen = generation_;
+                g = job_;
+            }
+            work(*g);
+            std::lock_guard<std::mutex> lock(m_);
+            if (--busy_ == 0) done_.notify_all();
+        }
+    }
+    std::vector<std::thread> threads_;
+    std::mutex m_;
+    std::condition_variable cv_, done_;
+    Grid* job_ = nullptr;
+    int busy_ = 0;
+    unsigned long generation_ = 0;
+};
+
+}  // namespace
+
 int run_grid(const char* kernel, EmuDim3 grid, EmuDim3 block, void (*body)(void*), void* ctx,
              EmuFault* fault)
 {
@@ -479,35 +624,21 @@ int run_grid(const char* kernel, EmuDim3 grid, EmuDim3 block, void (*body)(void*
                       grid.y, grid.z, block.x, block.y, block.z);
         return fault->kind;
     }
-    while ((long)g_stacks.size() < n) g_stacks.push_back(new_stack());
-    Run r;
-    r.kernel = kernel;
-    r.grid = dim3(grid.x, grid.y, grid.z);
-    r.block = dim3(block.x, block.y, block.z);
-    r.n = (int)n;
-    r.nwarps = (r.n + 31) / 32;
-    r.fibers.resize((size_t)n);
-    r.warp_live.assign((size_t)r.nwarps, 0);
-    r.warp_arrived.assign((size_t)r.nwarps, 0);
-    r.xchg.assign((size_t)n, 0);
-    r.mma.assign((size_t)n, {});
-    r.body = body;
-    r.ctx = ctx;
-    r.fault = fault;
-    Run* outer = g_run;
-    g_run = &r;
-    const uint3 saved_t = threadIdx, saved_b = blockIdx;
-    const dim3 saved_bd = blockDim, saved_gd = gridDim;
-    gridDim = r.grid;
-    blockDim = r.block;
-    for (unsigned bz = 0; bz < grid.z && !r.faulted; ++bz)
-        for (unsigned by = 0; by < grid.y && !r.faulted; ++by)
-            for (unsigned bx = 0; bx < grid.x && !r.faulted; ++bx) {
-                blockIdx = uint3(bx, by, bz);
-                run_block(r);
-            }
-    threadIdx = saved_t, blockIdx = saved_b, blockDim = saved_bd, gridDim = saved_gd;
-    g_run = outer;
+    Grid g;
+    g.kernel = kernel;
+    g.grid = dim3(grid.x, grid.y, grid.z);
+    g.block = dim3(block.x, block.y, block.z);
+    g.n = (int)n;
+    g.body = body;
+    g.ctx = ctx;
+    g.blocks = (long)grid.x * grid.y * grid.z;
+    // Small grids are not worth waking the helpers for.
+    Pool& pool = Pool::get();
+    if (g.blocks >= 2 && (long)g.n * g.blocks >= 4096 && pool.helpers() > 0)
+        pool.run(g);
+    else
+        work(g);
+    *fault = g.fault;
     return fault->kind;
 }
 
@@ -520,6 +651,10 @@ extern "C" void emu_mem_set_arena(std::uint64_t lo, std::uint64_t span)
     std::lock_guard<std::mutex> lock(emu::g_launch_mutex);
     emu::g_lo = lo;
     emu::g_span = span;
+    // A new device: what the old one freed is not this one's history.
+    emu::g_freed.clear();
+    emu::g_freed_next = 0;
+    emu::g_map_gen.fetch_add(1);
 }
 
 extern "C" void emu_mem_map(std::uint64_t start, std::uint64_t size, std::uint64_t id)
@@ -545,7 +680,7 @@ extern "C" int emu_mem_unmap(std::uint64_t start)
         emu::g_freed[emu::g_freed_next] = *it;
     emu::g_freed_next = (emu::g_freed_next + 1) % emu::FREED_KEPT;
     emu::g_mapped.erase(it);
-    for (Range& h : emu::g_hit) h = Range{0, 0, 0};
+    emu::g_map_gen.fetch_add(1);
     return 1;
 }
 

@@ -57,6 +57,8 @@ pub(crate) fn check_deferred(ctx: &CudaContext, when: &str) -> Result<()> {
 pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    name: String,
+    standin: bool,
     capability: (i32, i32),
     arch: String,
     functions: HashMap<&'static str, CudaFunction>,
@@ -68,6 +70,7 @@ impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gpu")
             .field("ordinal", &self.ctx.ordinal())
+            .field("name", &self.name)
             .field("capability", &self.capability)
             .field("arch", &self.arch)
             .field("kernels", &self.functions.len())
@@ -99,6 +102,10 @@ impl Gpu {
         let capability = ctx
             .compute_capability()
             .map_err(|e| KernelError::driver("querying the compute capability", e))?;
+        let name = ctx
+            .name()
+            .map_err(|e| KernelError::driver("querying the device name", e))?;
+        let standin = crate::probe::driver()?.standin.is_some();
         let arch = arch_for_capability(capability.0, capability.1);
         let nvrtc = crate::probe::nvrtc()?;
         // Every buffer is used on the one stream below only, so work is already ordered.
@@ -144,6 +151,8 @@ impl Gpu {
         let gpu = Gpu {
             ctx,
             stream,
+            name,
+            standin,
             capability,
             arch,
             functions,
@@ -221,6 +230,17 @@ impl Gpu {
     /// The stream every launcher in [`crate::launch`] enqueues on.
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
+    }
+
+    /// The device's name, as the driver reports it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this "GPU" is the stand-in driver (`kernels/standin`): the kernels run on the CPU
+    /// under the emulator. Tests pick smaller shapes there; timings mean nothing.
+    pub fn is_standin(&self) -> bool {
+        self.standin
     }
 
     /// `(major, minor)` compute capability.

@@ -161,7 +161,7 @@ impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Device::Cpu => write!(f, "cpu"),
-            Device::Cuda(gpu) => write!(f, "cuda:{}", gpu.context().ordinal()),
+            Device::Cuda(gpu) => write!(f, "cuda:{} ({})", gpu.context().ordinal(), gpu.name()),
         }
     }
 }

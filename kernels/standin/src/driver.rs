@@ -118,17 +118,39 @@ fn lock() -> MutexGuard<'static, Option<Driver>> {
 
 /// `cuInit`: reads the configuration and sets up the device once.
 pub fn init() -> CUresult {
+    if lock().is_some() {
+        return CUDA_SUCCESS;
+    }
+    match Config::from_env() {
+        Ok(c) => init_with(c),
+        Err(e) => {
+            eprintln!("cuda-standin: {e}");
+            CUDA_ERROR_INVALID_VALUE
+        }
+    }
+}
+
+/// Tests of the stand-in itself: forgets the device (as if the process had restarted) and
+/// unbinds the calling thread. A real driver has nothing like it.
+#[doc(hidden)]
+pub fn reset_for_tests() {
+    *lock() = None;
+    CURRENT.with(|c| c.set(false));
+    THREAD_MODE.with(|m| m.set(CAPTURE_GLOBAL));
+}
+
+/// Tests of the stand-in itself: the sticky fault's code and report, if a kernel faulted.
+#[doc(hidden)]
+pub fn fault_for_tests() -> Option<(CUresult, String)> {
+    lock().as_ref().and_then(|d| d.sticky.clone())
+}
+
+/// Sets the device up with `config` (once; `cuInit` with the environment's settings).
+pub fn init_with(config: Config) -> CUresult {
     let mut guard = lock();
     if guard.is_some() {
         return CUDA_SUCCESS;
     }
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("cuda-standin: {e}");
-            return CUDA_ERROR_INVALID_VALUE;
-        }
-    };
     let mem = match Memory::new(config.memory_bytes) {
         Ok(m) => m,
         Err(e) => {

@@ -31,7 +31,7 @@ mod api_device;
 mod api_memory;
 mod api_stream;
 pub mod config;
-mod driver;
+pub mod driver;
 mod exec;
 mod launch;
 pub mod memory;

@@ -79,6 +79,21 @@ fn round_up(n: u64, to: u64) -> u64 {
     n.div_ceil(to) * to
 }
 
+impl Drop for Memory {
+    fn drop(&mut self) {
+        // SAFETY: the driver lock is held by whoever drops the driver: no launch is running.
+        unsafe {
+            for (&addr, r) in &self.ranges {
+                if r.live {
+                    kernels_emu::mem_unmap(addr);
+                }
+            }
+            kernels_emu::mem_set_arena(0, 0);
+            libc::munmap(self.lo as *mut _, self.span as usize);
+        }
+    }
+}
+
 impl Memory {
     /// Reserves the arena and registers it with the emulator's memory check.
     pub fn new(limit: u64) -> Result<Memory, String> {
