@@ -44,7 +44,7 @@ pub use kernels::Graph;
 pub use kernels::Precision;
 use kernels::{CudaSlice, Gpu};
 pub use meter::{Labels, LossMeter, MeterReading};
-pub use oom::OutOfMemory;
+pub use oom::{Caught, GpuFailure, OutOfMemory};
 
 /// Where a tensor's values are.
 enum Storage {
@@ -74,7 +74,11 @@ pub(crate) fn check<T>(op: &str, r: kernels::Result<T>) -> T {
 fn gpu_failed(op: &str, e: &kernels::KernelError) -> ! {
     match OutOfMemory::from_kernel_error(op, e) {
         Some(oom) => oom.raise(),
-        None => panic!("{op} on the GPU failed: {e}"),
+        None => oom::GpuFailure {
+            op: op.to_string(),
+            message: e.to_string(),
+        }
+        .raise(),
     }
 }
 

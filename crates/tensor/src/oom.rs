@@ -1,9 +1,10 @@
-//! Running out of GPU memory inside an op, as a value the caller can report.
+//! A GPU failure inside an op, as a value the caller can report.
 //!
 //! Ops keep their infallible signatures, so a GPU failure inside one panics (see the crate
-//! docs). When the driver says `CUDA_ERROR_OUT_OF_MEMORY` the panic carries a typed payload,
-//! [`OutOfMemory`], instead of a message: a command line wraps its GPU work in [`catch`] and
-//! turns it into an error naming the model and batch size, and installs
+//! docs), with a typed payload instead of a message: [`OutOfMemory`] when the driver says
+//! `CUDA_ERROR_OUT_OF_MEMORY`, [`GpuFailure`] for anything else (a kernel fault, which loses
+//! the context, names the kernel). A command line wraps its GPU work in [`catch`] and turns
+//! either into an error naming the model and batch size, and installs
 //! [`install_quiet_panic_hook`] so that the panic itself prints nothing. Every other panic
 //! passes through [`catch`] unchanged.
 
@@ -45,30 +46,67 @@ impl fmt::Display for OutOfMemory {
 
 impl std::error::Error for OutOfMemory {}
 
-/// Runs `f`; an [`OutOfMemory`] panic inside it becomes `Err`. Any other panic is re-raised
-/// unchanged (with `resume_unwind`, so the panic hook does not run a second time).
+/// Any other GPU failure in `op`: the driver's error, e.g. a kernel fault (`GPU fault in
+/// kernel `conv2d_forward`: CUDA_ERROR_ILLEGAL_ADDRESS ...`). Raised like [`OutOfMemory`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuFailure {
+    /// The op that noticed, e.g. `batchnorm_forward`.
+    pub op: String,
+    /// The error, as `kernels::KernelError` describes it.
+    pub message: String,
+}
+
+impl GpuFailure {
+    /// Raises `self` as a panic with this typed payload.
+    pub fn raise(self) -> ! {
+        panic::panic_any(self)
+    }
+}
+
+impl fmt::Display for GpuFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on the GPU failed: {}", self.op, self.message)
+    }
+}
+
+impl std::error::Error for GpuFailure {}
+
+/// What [`catch`] caught.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caught {
+    OutOfMemory(OutOfMemory),
+    Failed(GpuFailure),
+}
+
+/// Runs `f`; an [`OutOfMemory`] or [`GpuFailure`] panic inside it becomes `Err`. Any other
+/// panic is re-raised unchanged (with `resume_unwind`, so the panic hook does not run a second
+/// time).
 ///
 /// `f` is treated as unwind-safe: after an `Err`, whatever `f` was changing (a model half way
 /// through a step) must be considered garbage; the caller reports the error and stops.
-pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, OutOfMemory> {
+pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Caught> {
     match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => Ok(v),
         Err(payload) => match payload.downcast::<OutOfMemory>() {
-            Ok(oom) => Err(*oom),
-            Err(other) => panic::resume_unwind(other),
+            Ok(oom) => Err(Caught::OutOfMemory(*oom)),
+            Err(other) => match other.downcast::<GpuFailure>() {
+                Ok(failure) => Err(Caught::Failed(*failure)),
+                Err(other) => panic::resume_unwind(other),
+            },
         },
     }
 }
 
-/// Installs (once per process) a panic hook that prints nothing for an [`OutOfMemory`]
-/// payload, which [`catch`] turns into an error for the user, and defers to the previous hook
-/// (the default: `thread '…' panicked at …`) for every other panic.
+/// Installs (once per process) a panic hook that prints nothing for an [`OutOfMemory`] or
+/// [`GpuFailure`] payload, which [`catch`] turns into an error for the user, and defers to the
+/// previous hook (the default: `thread '…' panicked at …`) for every other panic.
 pub fn install_quiet_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<OutOfMemory>().is_none() {
+            let p = info.payload();
+            if !p.is::<OutOfMemory>() && !p.is::<GpuFailure>() {
                 previous(info);
             }
         }));
@@ -96,7 +134,9 @@ mod tests {
                 fabricated(CUresult::CUDA_ERROR_OUT_OF_MEMORY),
             )
         });
-        let oom = r.expect_err("check should have raised OutOfMemory");
+        let Err(Caught::OutOfMemory(oom)) = r else {
+            panic!("check should have raised OutOfMemory: {r:?}");
+        };
         assert_eq!(oom.op, "conv2d_forward");
         assert_eq!(
             oom.detail,
@@ -121,21 +161,25 @@ mod tests {
         let r = panic::catch_unwind(|| catch(|| std::panic::panic_any(7u8)));
         let payload = r.expect_err("any payload passes through");
         assert_eq!(payload.downcast_ref::<u8>(), Some(&7));
-        // A non-OOM driver failure stays the usual panic naming the op.
-        let r = panic::catch_unwind(|| {
-            catch(|| {
-                crate::check(
-                    "relu_forward",
-                    Err::<(), _>(KernelError::invalid("relu_forward", "bad length")),
-                )
-            })
+        // A GPU failure other than OOM is caught too, as a value naming the op and the error.
+        install_quiet_panic_hook();
+        let r = catch(|| {
+            crate::check(
+                "relu_forward",
+                Err::<(), _>(KernelError::invalid("relu_forward", "bad length")),
+            )
         });
-        let payload = r.expect_err("a non-OOM GPU failure must panic through");
-        let msg = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_default();
-        assert!(msg.contains("relu_forward on the GPU failed"), "{msg}");
+        let Err(Caught::Failed(failure)) = r else {
+            panic!("a GPU failure must be caught: {r:?}");
+        };
+        assert_eq!(failure.op, "relu_forward");
+        assert!(failure.message.contains("bad length"), "{failure}");
+        assert!(
+            failure
+                .to_string()
+                .starts_with("relu_forward on the GPU failed: "),
+            "{failure}"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Running out of GPU memory, as an error that says what to change.
+//! Running out of GPU memory, as an error that says what to change (and any other GPU failure
+//! inside an op, as an error that says what failed).
 //!
 //! GPU work (training, evaluation, the bench) runs inside [`guard`]: an op that cannot
 //! allocate panics with a typed [`OutOfMemory`] payload (see `tensor::oom`), and a fallible
@@ -94,7 +95,17 @@ pub fn guard<T>(
             Some(oom) => oom,
             None => return Err(e),
         },
-        Err(oom) => oom,
+        Err(tensor::Caught::OutOfMemory(oom)) => oom,
+        // A kernel fault (the context is lost: nothing more can run on it) or another driver
+        // error inside an op: one line naming the job and what the driver said.
+        Err(tensor::Caught::Failed(failure)) => {
+            return Err(anyhow!(
+                "GPU failure while {} {} at batch size {}: {failure}",
+                job.what,
+                job.model,
+                job.batch_size
+            ))
+        }
     };
     // Whatever `f` allocated was dropped while unwinding; once that has run (synchronise),
     // trimming the pool hands the blocks back to the driver, so the free figure counts them.
