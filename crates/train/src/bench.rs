@@ -44,10 +44,21 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
     });
     let config = ResNetConfig::from_depth(args.depth, args.width, shortcut, args.classes)?;
     let device = crate::device::select(args.device)?;
+    let work = crate::memory::Work::Train {
+        batch: args.batch_size,
+    };
+    // The four synthetic batches beside the model.
+    let batches = 4.0 * args.batch_size as f64 * 3072.0 * 4.0;
+    crate::memory::ensure_fits(
+        &config,
+        work,
+        &device,
+        batches.min(usize::MAX as f64) as usize,
+    )?;
     let job = crate::oom::Job {
         what: "benchmarking",
         model: config.name(),
-        params: ResNet::new(&config, 0).num_params(),
+        params: model::Footprint::of(&config).params as usize,
         batch_size: args.batch_size,
     };
     crate::oom::guard(&job, &device, || bench_on(args, &config, &device))
