@@ -189,6 +189,20 @@ fn hint(config: &ResNetConfig, parts: &[Part]) -> &'static str {
     }
 }
 
+/// What training `config` at `batch` needs, on the CPU and on a GPU, for `--dry-run`.
+pub fn estimate_line(config: &ResNetConfig, batch: usize) -> String {
+    let work = Work::Train { batch };
+    let total = |parts: &[Part]| human(parts.iter().map(|p| p.floats).sum::<f64>() * F32);
+    let f = Footprint::of(config);
+    format!(
+        "memory to train at batch size {batch}: about {} on the CPU, {} on a GPU (parameters, \
+         gradients and momentum {}; the rest activations)",
+        total(&parts(config, work, true)),
+        total(&parts(config, work, false)),
+        human((3.0 * f.params + f.buffers) * F32)
+    )
+}
+
 /// Errors when `work` on `config` cannot fit on `device` (and on the host, where every model
 /// is built first). `extra_host_bytes`: what else the run holds on the host (the data set).
 pub fn ensure_fits(

@@ -154,6 +154,7 @@ pub fn train_run(args: &TrainArgs) -> Result<Option<RunOutcome>> {
     if args.dry_run {
         memory::ensure_fits(&config, Work::Build, &Device::Cpu, 0)?;
         let job = job(&config, spec.batch_size);
+        println!("{}", memory::estimate_line(&config, spec.batch_size));
         return oom::guard(&job, &Device::Cpu, || {
             print!("{}", ResNet::new(&config, spec.seed).summary_text());
             Ok(None)
