@@ -43,6 +43,11 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         ShortcutArg::Conv => ShortcutKind::Conv,
     });
     let config = ResNetConfig::from_depth(args.depth, args.width, shortcut, args.classes)?;
+    // A model the host cannot even build is refused before the device is opened.
+    let building = crate::memory::Work::BuildToTrain {
+        batch: args.batch_size,
+    };
+    crate::memory::ensure_fits(&config, building, &Device::Cpu, 0)?;
     let device = crate::device::select(args.device)?;
     let work = crate::memory::Work::Train {
         batch: args.batch_size,

@@ -63,6 +63,10 @@ pub enum Work {
     Eval { batch: usize },
     /// Only building the model (`--dry-run`).
     Build,
+    /// Building the model to train it at this batch size: checked before the device is
+    /// chosen (every model is built on the host first), so only the building counts; the
+    /// message says what the activations would add.
+    BuildToTrain { batch: usize },
 }
 
 /// One part of the need, for the message.
@@ -94,7 +98,7 @@ fn parts(config: &ResNetConfig, work: Work, on_cpu: bool) -> Vec<Part> {
     let (activations, batch) = match work {
         Work::Train { batch } => (f.training_activations(batch as f64, on_cpu), batch),
         Work::Eval { batch } => (f.eval_activations(batch as f64), batch),
-        Work::Build => return parts,
+        Work::Build | Work::BuildToTrain { .. } => return parts,
     };
     parts.push(Part {
         what: format!(
@@ -134,7 +138,7 @@ pub fn human(bytes: f64) -> String {
 fn asked(config: &ResNetConfig, work: Work) -> String {
     let batch = match work {
         Work::Train { batch } | Work::Eval { batch } => format!(", batch size {batch}"),
-        Work::Build => String::new(),
+        Work::Build | Work::BuildToTrain { .. } => String::new(),
     };
     format!(
         "{} (depth {}, width {}, {} classes{batch})",
@@ -160,13 +164,23 @@ fn refusal(config: &ResNetConfig, work: Work, parts: &[Part], memory: &str, have
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let verb = match work {
-        Work::Train { .. } => "training",
-        Work::Eval { .. } => "evaluating",
-        Work::Build => "building",
+    let (verb, then) = match work {
+        Work::Train { .. } => ("training", String::new()),
+        Work::Eval { .. } => ("evaluating", String::new()),
+        Work::Build => ("building", String::new()),
+        Work::BuildToTrain { batch } => {
+            let a = Footprint::of(config).training_activations(batch as f64, true);
+            (
+                "building",
+                format!(
+                    "; training would add activations of about {} at batch size {batch}",
+                    human(a * F32)
+                ),
+            )
+        }
     };
     format!(
-        "{verb} {} needs about {} of {memory} ({list}), but {have}; {hint}",
+        "{verb} {} needs about {} of {memory} ({list}{then}), but {have}; {hint}",
         asked(config, work),
         human(need)
     )

@@ -151,8 +151,17 @@ pub fn train_run(args: &TrainArgs) -> Result<Option<RunOutcome>> {
         }
     };
     check_spec(&spec)?;
+    // Every model is built on the host first: one that cannot be is refused here, before the
+    // device is opened (and before its notice).
+    let building = if args.dry_run {
+        Work::Build
+    } else {
+        Work::BuildToTrain {
+            batch: spec.batch_size,
+        }
+    };
+    memory::ensure_fits(&config, building, &Device::Cpu, 0)?;
     if args.dry_run {
-        memory::ensure_fits(&config, Work::Build, &Device::Cpu, 0)?;
         let job = job(&config, spec.batch_size);
         println!("{}", memory::estimate_line(&config, spec.batch_size));
         return oom::guard(&job, &Device::Cpu, || {

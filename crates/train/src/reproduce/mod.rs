@@ -190,7 +190,10 @@ fn write_results(args: &ReproduceArgs) -> Result<Vec<RunResult>> {
     let table_path = dir.join("table.md");
     crate::atomic::write_atomic(&table_path, md.as_bytes())
         .with_context(|| format!("cannot write {}", table_path.display()))?;
-    let title = format!("ResNets on {dataset}: error against epoch (like the paper's Figure 6)");
+    let title = format!(
+        "ResNets on {}: error against epoch (like the paper's Figure 6)",
+        table::pretty(dataset)
+    );
     figure::write(&dir.join("figure.png"), &args.depths, &runs, &title)?;
     Ok(runs)
 }

@@ -85,6 +85,14 @@ pub fn paper_error(dataset: data::Dataset, depth: usize) -> &'static str {
     }
 }
 
+/// `CIFAR-10`, `CIFAR-100`.
+pub fn pretty(dataset: data::Dataset) -> &'static str {
+    match dataset {
+        data::Dataset::Cifar10 => "CIFAR-10",
+        data::Dataset::Cifar100 => "CIFAR-100",
+    }
+}
+
 /// The markdown document: a heading, the recipe, the table, and notes.
 pub fn markdown(
     dataset: data::Dataset,
@@ -94,10 +102,7 @@ pub fn markdown(
     recipe: &str,
 ) -> String {
     let mut s = String::new();
-    let name = match dataset {
-        data::Dataset::Cifar10 => "CIFAR-10",
-        data::Dataset::Cifar100 => "CIFAR-100",
-    };
+    let name = pretty(dataset);
     let _ = writeln!(s, "# ResNets on {name}: the paper's table, reproduced\n");
     let _ = writeln!(s, "{recipe}\n");
     let _ = writeln!(
