@@ -100,7 +100,7 @@ def main():
         ck1, ck2 = os.path.join(work, "step1.safetensors"), os.path.join(work, "step2.safetensors")
         subprocess.run(run + ["--epochs", "1", "--save", ck1], check=True, capture_output=True)
         shutil.copy(ck1, ck2)
-        subprocess.run(run + ["--epochs", "2", "--resume", ck2, "--save", ck2], check=True, capture_output=True)
+        subprocess.run(run + ["--epochs", "2", "--extend", "--resume", ck2, "--save", ck2], check=True, capture_output=True)
         t1, meta1 = load_ours(ck1)
         t2, meta2 = load_ours(ck2)
 

@@ -130,6 +130,24 @@ impl Split {
         }
     }
 
+    /// Moves images `at..` into a split of their own and keeps `..at` (like
+    /// `Vec::split_off`): the held-out validation images of `--val-split`.
+    ///
+    /// # Panics
+    /// If `at > len()`.
+    pub fn split_off(&mut self, at: usize) -> Split {
+        assert!(
+            at <= self.len(),
+            "split_off at {at} of {} images",
+            self.len()
+        );
+        Split {
+            images: self.images.split_off(at * IMAGE_BYTES),
+            labels: self.labels.split_off(at),
+            coarse_labels: self.coarse_labels.as_mut().map(|c| c.split_off(at)),
+        }
+    }
+
     /// The CHW bytes of image `i`. Panics if `i >= len()`, like slice indexing.
     pub fn image(&self, i: usize) -> &[u8] {
         &self.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES]

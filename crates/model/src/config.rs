@@ -50,6 +50,8 @@ pub enum ConfigError {
     Width(usize),
     #[error("invalid number of classes {0}: it must be at least 2")]
     Classes(usize),
+    #[error("width {0} is too large: the widest layer would have more channels than this machine can count")]
+    WidthTooLarge(usize),
 }
 
 /// Every depth the CLI accepts.
@@ -97,7 +99,17 @@ impl ResNetConfig {
             BlockKind::Basic => ShortcutKind::Pad,
             BlockKind::Bottleneck => ShortcutKind::Conv,
         });
-        let widths = (0..blocks.len()).map(|i| width << i).collect();
+        // The last stage is width·2^(stages-1) (·4 at a bottleneck's output): refuse widths
+        // whose channel counts would not fit a usize rather than let them wrap.
+        let expand = if block == BlockKind::Bottleneck { 4 } else { 1 };
+        let widths = (0..blocks.len())
+            .map(|i| {
+                width
+                    .checked_mul(expand << i)
+                    .map(|_| width << i)
+                    .ok_or(ConfigError::WidthTooLarge(width))
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
         Ok(ResNetConfig {
             blocks,
             widths,

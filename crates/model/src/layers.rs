@@ -29,9 +29,11 @@ impl Conv2d {
     ) -> Self {
         let std = (2.0 / (cout * k * k) as f64).sqrt() as f32;
         let normal = Normal::new(0.0, std).expect("finite std");
-        let data = (0..cout * cin * k * k)
-            .map(|_| normal.sample(rng))
-            .collect();
+        // Allocated fallibly (too large a model is an error, not an abort), then drawn in order.
+        let len = [cin, k, k].iter().try_fold(cout, |n, &d| n.checked_mul(d));
+        let what = format!("initialising {name}.weight");
+        let mut data = tensor::oom::host_zeros(&what, len.unwrap_or(usize::MAX));
+        data.iter_mut().for_each(|v| *v = normal.sample(rng));
         let weight = Param::new(
             format!("{name}.weight"),
             Tensor::from_vec(&[cout, cin, k, k], data),
@@ -201,8 +203,13 @@ impl Linear {
     pub fn new(name: &str, fin: usize, fout: usize, rng: &mut impl Rng) -> Self {
         let bound = 1.0 / (fin as f32).sqrt();
         let uniform = Uniform::new_inclusive(-bound, bound);
-        let w = (0..fout * fin).map(|_| uniform.sample(rng)).collect();
-        let b = (0..fout).map(|_| uniform.sample(rng)).collect();
+        let draw = |what: &str, n: usize, rng: &mut _| {
+            let mut v = tensor::oom::host_zeros(&format!("initialising {name}.{what}"), n);
+            v.iter_mut().for_each(|x| *x = uniform.sample(rng));
+            v
+        };
+        let w = draw("weight", fout.saturating_mul(fin), rng);
+        let b = draw("bias", fout, rng);
         Linear {
             weight: Param::new(
                 format!("{name}.weight"),

@@ -5,10 +5,12 @@
 //! - [`block`]: the `BasicBlock` (the seed's `ResBlock`) and the `Bottleneck`, with the
 //!   residual shortcut (identity, option-A zero padding, or option-B 1x1 conv + BN).
 //! - [`resnet`]: configurations (depth, width, shortcut, classes), the network, its summary.
+//! - [`footprint`]: the memory a configuration needs, counted without building it.
 //! - [`optim`] and [`step`]: SGD over the parameters and one whole training step.
 
 pub mod block;
 pub mod config;
+pub mod footprint;
 pub mod layers;
 pub mod optim;
 pub mod param;
@@ -16,6 +18,7 @@ pub mod resnet;
 pub mod step;
 
 pub use config::{BlockKind, ConfigError, ResNetConfig, ShortcutKind};
+pub use footprint::Footprint;
 pub use optim::Sgd;
 pub use param::Param;
 pub use resnet::{ResNet, SummaryRow};

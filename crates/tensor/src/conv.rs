@@ -242,7 +242,7 @@ pub fn conv2d_forward_with(
         .par_chunks_mut(out_len)
         .zip(x.data().par_chunks(img_len))
         .for_each_init(
-            || vec![0.0f32; g.scratch_len()],
+            || crate::oom::host_zeros("conv2d im2col workspace", g.scratch_len()),
             |col, (yi, xi)| {
                 let cols = if g.is_pointwise() {
                     xi
@@ -311,7 +311,7 @@ pub fn conv2d_backward_data_with(
         .par_chunks_mut(img_len)
         .zip(dy.data().par_chunks(out_len))
         .for_each_init(
-            || vec![0.0f32; g.scratch_len()],
+            || crate::oom::host_zeros("conv2d im2col workspace", g.scratch_len()),
             |dcol, (dxi, dyi)| {
                 let dyi = Mat::rm(dyi, g.cout, g.out_pixels());
                 if g.is_pointwise() {
@@ -369,8 +369,8 @@ pub fn conv2d_backward_weight_with(
     let partials: Vec<Vec<f32>> = chunk_ranges(g.n)
         .into_par_iter()
         .map(|images| {
-            let mut part = vec![0.0f32; wlen];
-            let mut col = vec![0.0f32; g.scratch_len()];
+            let mut part = crate::oom::host_zeros("conv2d weight-gradient partial", wlen);
+            let mut col = crate::oom::host_zeros("conv2d im2col workspace", g.scratch_len());
             for i in images {
                 let xi = &x.data()[i * img_len..][..img_len];
                 let cols = if g.is_pointwise() {

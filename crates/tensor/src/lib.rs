@@ -119,17 +119,22 @@ pub(crate) fn cuda_of(op: &str, ts: &[&Tensor]) -> Option<Arc<Gpu>> {
 }
 
 impl Tensor {
+    /// Zeros in host memory. More than the allocator gives raises [`OutOfMemory`] (see
+    /// [`oom::host_zeros`]), as a GPU allocation does, instead of aborting the process.
+    #[track_caller]
     pub fn zeros(shape: &[usize]) -> Self {
         Tensor {
             shape: shape.to_vec(),
-            storage: Storage::Host(vec![0.0; shape.iter().product()]),
+            storage: Storage::Host(oom::host_zeros("allocating a tensor", elements(shape))),
         }
     }
 
+    /// `value` everywhere, in host memory (fallible like [`Tensor::zeros`]).
+    #[track_caller]
     pub fn full(shape: &[usize], value: f32) -> Self {
         Tensor {
             shape: shape.to_vec(),
-            storage: Storage::Host(vec![value; shape.iter().product()]),
+            storage: Storage::Host(oom::host_vec("allocating a tensor", elements(shape), value)),
         }
     }
 
@@ -514,6 +519,15 @@ impl PartialEq for Tensor {
             }
         }
     }
+}
+
+/// Elements of `shape`; a product past `usize` is more than any allocator gives.
+#[track_caller]
+fn elements(shape: &[usize]) -> usize {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .unwrap_or_else(|| OutOfMemory::host("allocating a tensor", usize::MAX).raise())
 }
 
 /// How many chunks a parallel reduction over `n` items is split into. Fixed, so the order

@@ -7,6 +7,12 @@
 //! either into an error naming the model and batch size, and installs
 //! [`install_quiet_panic_hook`] so that the panic itself prints nothing. Every other panic
 //! passes through [`catch`] unchanged.
+//!
+//! Host memory is the same story: Rust's infallible allocation aborts the process when the
+//! allocator refuses (`memory allocation of N bytes failed`, exit 134). Host tensors are
+//! allocated through [`host_zeros`] / [`host_vec`] instead, which raise the same typed
+//! payload (with `host: true`), so an allocation larger than the machine can give ends in an
+//! error like a full GPU does.
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -21,6 +27,8 @@ pub struct OutOfMemory {
     /// What the driver said and what was being done, e.g. `CUDA_ERROR_OUT_OF_MEMORY while
     /// allocating 1.00 GiB of device memory`.
     pub detail: String,
+    /// Host memory ran out (a refused allocation), not the GPU's.
+    pub host: bool,
 }
 
 impl OutOfMemory {
@@ -29,7 +37,20 @@ impl OutOfMemory {
         e.is_out_of_memory().then(|| OutOfMemory {
             op: op.to_string(),
             detail: e.brief(),
+            host: false,
         })
+    }
+
+    /// The host allocator refused `bytes` for `op`.
+    pub fn host(op: &str, bytes: usize) -> OutOfMemory {
+        OutOfMemory {
+            op: op.to_string(),
+            detail: format!(
+                "the host allocator refused {:.2} GiB",
+                bytes as f64 / (1u64 << 30) as f64
+            ),
+            host: true,
+        }
     }
 
     /// Raises `self` as a panic with this typed payload (what the ops do).
@@ -95,6 +116,39 @@ pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Caught> {
             },
         },
     }
+}
+
+/// `n` zeros in host memory, allocated fallibly (zeroed pages from the allocator, as
+/// `vec![0.0; n]`): a refusal raises [`OutOfMemory::host`] naming `op` instead of aborting.
+#[track_caller]
+pub fn host_zeros(op: &str, n: usize) -> Vec<f32> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let refused = || OutOfMemory::host(op, n.saturating_mul(4));
+    let layout = std::alloc::Layout::array::<f32>(n).unwrap_or_else(|_| refused().raise());
+    // SAFETY: `layout` has a non-zero size (n > 0). A non-null result is a zeroed block of
+    // `n` f32s from the global allocator with exactly this layout, which is what
+    // `Vec::from_raw_parts` requires (capacity n, length n, all values initialised: 0.0 is
+    // all-zero bits).
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout).cast::<f32>();
+        if ptr.is_null() {
+            refused().raise()
+        }
+        Vec::from_raw_parts(ptr, n, n)
+    }
+}
+
+/// `n` copies of `value` in host memory, allocated fallibly like [`host_zeros`].
+#[track_caller]
+pub fn host_vec<T: Clone>(op: &str, n: usize, value: T) -> Vec<T> {
+    let mut v = Vec::new();
+    if v.try_reserve_exact(n).is_err() {
+        OutOfMemory::host(op, n.saturating_mul(std::mem::size_of::<T>())).raise()
+    }
+    v.resize(n, value);
+    v
 }
 
 /// Installs (once per process) a panic hook that prints nothing for an [`OutOfMemory`] or
@@ -180,6 +234,32 @@ mod tests {
                 .starts_with("relu_forward on the GPU failed: "),
             "{failure}"
         );
+    }
+
+    #[test]
+    fn a_refused_host_allocation_is_caught_as_a_value_not_an_abort() {
+        install_quiet_panic_hook();
+        // More than any address space holds: the allocator must refuse.
+        let huge = usize::MAX / 8;
+        fn oom<T>(r: Result<T, Caught>) -> OutOfMemory {
+            match r {
+                Err(Caught::OutOfMemory(oom)) => oom,
+                Err(other) => panic!("expected a refused allocation: {other:?}"),
+                Ok(_) => panic!("expected a refused allocation"),
+            }
+        }
+        let o = oom(catch(|| host_zeros("activations", huge)));
+        assert!(o.host && o.op == "activations", "{o:?}");
+        assert!(o.detail.contains("host allocator refused"), "{o}");
+        let o = oom(catch(|| host_vec("weights", huge, 1.5f32)));
+        assert!(o.host && o.op == "weights", "{o:?}");
+        let o = oom(catch(|| crate::Tensor::zeros(&[1 << 40, 1 << 20])));
+        assert!(o.host, "{o:?}");
+        // Ordinary sizes are plain buffers.
+        assert_eq!(host_zeros("x", 3), vec![0.0; 3]);
+        assert!(host_zeros("x", 0).is_empty());
+        assert_eq!(host_vec("x", 2, 7u8), vec![7, 7]);
+        assert_eq!(crate::Tensor::full(&[2], 0.5).data(), &[0.5, 0.5]);
     }
 
     #[test]

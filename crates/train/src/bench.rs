@@ -43,11 +43,27 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         ShortcutArg::Conv => ShortcutKind::Conv,
     });
     let config = ResNetConfig::from_depth(args.depth, args.width, shortcut, args.classes)?;
+    // A model the host cannot even build is refused before the device is opened.
+    let building = crate::memory::Work::BuildToTrain {
+        batch: args.batch_size,
+    };
+    crate::memory::ensure_fits(&config, building, &Device::Cpu, 0)?;
     let device = crate::device::select(args.device)?;
+    let work = crate::memory::Work::Train {
+        batch: args.batch_size,
+    };
+    // The four synthetic batches beside the model.
+    let batches = 4.0 * args.batch_size as f64 * 3072.0 * 4.0;
+    crate::memory::ensure_fits(
+        &config,
+        work,
+        &device,
+        batches.min(usize::MAX as f64) as usize,
+    )?;
     let job = crate::oom::Job {
         what: "benchmarking",
         model: config.name(),
-        params: ResNet::new(&config, 0).num_params(),
+        params: model::Footprint::of(&config).params as usize,
         batch_size: args.batch_size,
     };
     crate::oom::guard(&job, &device, || bench_on(args, &config, &device))

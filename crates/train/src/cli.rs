@@ -1,5 +1,8 @@
-//! The command line: `train [OPTIONS]` trains; `train eval --checkpoint FILE` evaluates.
-//! Every default is the paper's recipe (He et al. 2016, §4.2) and shows in `--help`.
+//! The command line: `train [OPTIONS]` trains; `train eval --checkpoint FILE` evaluates;
+//! `train predict` classifies images; `train reproduce` runs the paper's CIFAR table.
+//! Every default is the paper's recipe (He et al. 2016, §4.2) and shows in `--help`. The flags
+//! that define a run are `Option`s without a clap default, so that a resumed run can tell a
+//! flag left out (the checkpoint's value) from one given (which must agree; `crate::spec`).
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -12,7 +15,10 @@ use std::path::PathBuf;
     long_about = "Train ResNets on CIFAR-10/100 with a hand-written engine.\n\n\
         Defaults reproduce the paper's CIFAR recipe: SGD lr 0.1, momentum 0.9, weight decay 1e-4, \
         batch 128, 164 epochs with lr/10 at 50% and 75% of training, 4-pixel pad + random crop + \
-        horizontal flip, per-channel normalisation.\n\n\
+        horizontal flip, per-channel normalisation; at depth 110 and 1202 the paper's warm-up \
+        (lr 0.01 until the training error is below 80%).\n\n\
+        --resume takes every setting from the checkpoint: leave the flags out (a flag that \
+        disagrees is an error; --extend --epochs N trains a run past its end).\n\n\
         Get the data first: cargo xtask fetch-cifar",
     args_conflicts_with_subcommands = true
 )]
@@ -30,6 +36,11 @@ pub enum Command {
     /// Time training steps on synthetic data (ms/step, images/s, peak memory), like the
     /// PyTorch peer's `speed`.
     Bench(BenchArgs),
+    /// Classify PNG or JPEG images with a checkpoint: the top-5 classes with probabilities.
+    Predict(crate::predict::PredictArgs),
+    /// Reproduce the paper's CIFAR table: train depth 20, 32, 44, 56 and 110 with its recipe
+    /// (resumable), then write a markdown table and a plot of test error against epoch.
+    Reproduce(crate::reproduce::ReproduceArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -103,16 +114,17 @@ pub struct DataArgs {
     /// Where to run
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
-    /// Arithmetic of the convolutions
-    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
-    pub precision: PrecisionArg,
+    /// Arithmetic of the convolutions [default: fp32]
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionArg>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// ResNet depth: 20, 32, 44, 56, 110, 1202 (the paper's CIFAR family) or 18, 34, 50, 101, 152
-    #[arg(long, default_value_t = 20)]
-    pub depth: usize,
+    /// ResNet depth: 20, 32, 44, 56, 110, 1202 (the paper's CIFAR family) or 18, 34, 50, 101,
+    /// 152 [default: 20]
+    #[arg(long)]
+    pub depth: Option<usize>,
     /// Width of the first stage [default: 16 for 6n+2 depths, 64 for 18..152]
     #[arg(long)]
     pub width: Option<usize>,
@@ -121,45 +133,55 @@ pub struct TrainArgs {
     pub shortcut: Option<ShortcutArg>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Number of epochs
-    #[arg(long, default_value_t = 164)]
-    pub epochs: usize,
-    /// Mini-batch size
-    #[arg(long, default_value_t = 128)]
-    pub batch_size: usize,
-    /// Peak learning rate
-    #[arg(long, default_value_t = 0.1)]
-    pub lr: f32,
-    /// SGD momentum
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f32,
+    /// Number of epochs [default: 164]
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// With --resume: train past the checkpoint's planned epochs up to --epochs, on the
+    /// schedule it had (its lr drops stay where they were)
+    #[arg(long, requires = "resume")]
+    pub extend: bool,
+    /// Mini-batch size [default: 128]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate [default: 0.1]
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// SGD momentum [default: 0.9]
+    #[arg(long)]
+    pub momentum: Option<f32>,
     /// Use Nesterov momentum
     #[arg(long)]
     pub nesterov: bool,
-    /// L2 weight decay
-    #[arg(long, default_value_t = 1e-4)]
-    pub weight_decay: f32,
+    /// L2 weight decay [default: 0.0001]
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
     /// Do not decay BatchNorm parameters and biases (the PyTorch peer's recipe)
     #[arg(long)]
     pub no_decay_bn_bias: bool,
-    /// Learning-rate schedule
-    #[arg(long, value_enum, default_value_t = ScheduleArg::Step)]
-    pub schedule: ScheduleArg,
+    /// Learning-rate schedule [default: step]
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleArg>,
     /// Epochs at which the step schedule divides lr by 10 [default: at 50% and 75% of all iterations]
     #[arg(long, value_delimiter = ',', value_name = "E1,E2,...")]
     pub milestones: Option<Vec<usize>>,
-    /// Train at lr/10 for the first N iterations (the paper's ResNet-110 used 400)
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub warmup_iters: usize,
+    /// Train at lr/10 for the first N iterations (0: no warm-up). [default: none, except at
+    /// depth 110 and 1202: the paper's rule, lr/10 until the training error is below 80%
+    /// (about 400 iterations), checked every 10 iterations; the log says when it switches]
+    #[arg(long, value_name = "N")]
+    pub warmup_iters: Option<usize>,
     /// Turn off random crop + flip (the seed's first experiment, which overfits)
     #[arg(long)]
     pub no_augment: bool,
-    /// Seed for weights, shuffling and augmentation
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed for weights, shuffling and augmentation [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Use only the first N training images
     #[arg(long, value_name = "N")]
     pub limit_train: Option<usize>,
+    /// Hold out the last N training images for validation (the paper's 45k/5k split: 5000),
+    /// reported each epoch beside test; the best epoch is then chosen on validation
+    #[arg(long, value_name = "N")]
+    pub val_split: Option<usize>,
     /// Write one CSV row per epoch (epoch, lr, train/test loss and accuracy, seconds)
     #[arg(long, value_name = "FILE.csv")]
     pub metrics: Option<PathBuf>,
@@ -169,7 +191,8 @@ pub struct TrainArgs {
     /// Save a checkpoint (safetensors) after every epoch, atomically
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
-    /// Continue from a checkpoint written by --save
+    /// Continue from a checkpoint written by --save, with its settings (model, recipe, data
+    /// split, normalisation); flags that disagree with it are an error
     #[arg(long, value_name = "FILE")]
     pub resume: Option<PathBuf>,
     /// Print the model summary and parameter count, then exit

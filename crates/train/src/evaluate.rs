@@ -105,14 +105,14 @@ pub fn run_eval(args: &crate::cli::EvalArgs) -> anyhow::Result<()> {
             .context("checkpoint metadata lacks `normalization`")?,
     )?;
     let device = crate::device::select(args.data.device)?;
-    let mut model = ResNet::new(&config, 0);
-    model.set_precision(args.data.precision.into());
-    crate::state::load_model_tensors(&mut model, &tensors, false)
-        .with_context(|| format!("loading {}", args.checkpoint.display()))?;
     let mut cifar = data::load(&args.data.data_dir, dataset)?;
     if let Some(n) = args.data.limit_test {
         cifar.test.truncate(n);
     }
+    // A batch never holds more than the test set.
+    let batch = args.batch_size.min(cifar.test.len().max(1));
+    let work = crate::memory::Work::Eval { batch };
+    crate::memory::ensure_fits(&config, work, &device, cifar.test.images.len())?;
     let epoch = meta.get("epoch").map_or("?", String::as_str);
     println!(
         "{} after epoch {epoch}, on the {} {dataset} test images",
@@ -122,12 +122,20 @@ pub fn run_eval(args: &crate::cli::EvalArgs) -> anyhow::Result<()> {
     let job = crate::oom::Job {
         what: "evaluating",
         model: config.name(),
-        params: model.num_params(),
+        params: model::Footprint::of(&config).params as usize,
         batch_size: args.batch_size,
     };
-    // The model moves in, so that running out of memory drops it before the report.
+    // The model is built inside, so that running out of memory drops it before the report.
     let r = crate::oom::guard(&job, &device, || {
-        let mut model = model;
+        let mut model = ResNet::new(&config, 0);
+        model.set_precision(
+            args.data
+                .precision
+                .unwrap_or(crate::cli::PrecisionArg::Fp32)
+                .into(),
+        );
+        crate::state::load_model_tensors(&mut model, &tensors, false)
+            .with_context(|| format!("loading {}", args.checkpoint.display()))?;
         model
             .to_device(&device)
             .context("moving the model to the device")?;

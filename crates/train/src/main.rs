@@ -1,4 +1,4 @@
-//! `train`: train a ResNet on CIFAR (default), or `train eval --checkpoint FILE`.
+//! `train`: train a ResNet on CIFAR (default); `train eval`, `predict`, `reproduce`, `bench`.
 //! Errors print as `error: ...` with their causes and exit 1 (2 for an unusable --device);
 //! running out of GPU memory is such an error (`train::oom`), not a panic.
 
@@ -14,6 +14,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Eval(args)) => train::evaluate::run_eval(args),
         Some(Command::Bench(args)) => train::bench::run_bench(args),
+        Some(Command::Predict(args)) => train::predict::run_predict(args),
+        Some(Command::Reproduce(args)) => train::reproduce::run_reproduce(args),
         None => train::run::train(&cli.train),
     };
     match result {

@@ -15,6 +15,18 @@ use crate::atomic::write_atomic;
 /// The CSV header, in column order.
 pub const CSV_HEADER: &str = "epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds";
 
+/// The header of a run with a validation split (`--val-split`): two more columns before
+/// `seconds`. A run without one keeps [`CSV_HEADER`], so older files and tools read as before.
+pub const CSV_HEADER_WITH_VAL: &str =
+    "epoch,lr,train_loss,train_acc,test_loss,test_acc,val_loss,val_acc,seconds";
+
+/// Loss and accuracy on the held-out validation images.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ValScore {
+    pub loss: f64,
+    pub acc: f64,
+}
+
 /// Metrics of one finished epoch. Accuracies are fractions in `[0, 1]`, not percentages.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochRecord {
@@ -30,6 +42,8 @@ pub struct EpochRecord {
     pub test_loss: f64,
     /// Fraction of test images classified correctly after the epoch.
     pub test_acc: f64,
+    /// The same on the validation images, in a run with `--val-split`.
+    pub val: Option<ValScore>,
     /// Wall-clock seconds the epoch took (training plus evaluation).
     pub seconds: f64,
 }
@@ -38,16 +52,26 @@ pub struct EpochRecord {
 ///
 /// Floats use Rust's shortest round-trip formatting, so `read_csv(write_csv(x)) == x` exactly.
 pub fn to_csv_string(records: &[EpochRecord]) -> String {
+    let with_val = records.iter().any(|r| r.val.is_some());
     let mut s = String::with_capacity(64 * (records.len() + 1));
-    s.push_str(CSV_HEADER);
+    s.push_str(if with_val {
+        CSV_HEADER_WITH_VAL
+    } else {
+        CSV_HEADER
+    });
     s.push('\n');
     for r in records {
         // Writing to a String cannot fail.
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "{},{},{},{},{},{},{}",
-            r.epoch, r.lr, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.seconds
+            "{},{},{},{},{},{},",
+            r.epoch, r.lr, r.train_loss, r.train_acc, r.test_loss, r.test_acc
         );
+        if with_val {
+            let (loss, acc) = r.val.map_or((f64::NAN, f64::NAN), |v| (v.loss, v.acc));
+            let _ = write!(s, "{loss},{acc},");
+        }
+        let _ = writeln!(s, "{}", r.seconds);
     }
     s
 }
@@ -74,19 +98,22 @@ pub fn parse_csv(text: &str) -> Result<Vec<EpochRecord>> {
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty());
-    match lines.next() {
-        Some((_, header)) if header.trim() == CSV_HEADER => {}
+    let header = match lines.next() {
+        Some((_, h)) if h.trim() == CSV_HEADER => CSV_HEADER,
+        Some((_, h)) if h.trim() == CSV_HEADER_WITH_VAL => CSV_HEADER_WITH_VAL,
         Some((_, header)) => bail!("line 1: expected header `{CSV_HEADER}`, found `{header}`"),
         None => bail!("file is empty (expected header `{CSV_HEADER}`)"),
-    }
+    };
     lines
-        .map(|(i, line)| parse_row(line).with_context(|| format!("line {}: `{line}`", i + 1)))
+        .map(|(i, line)| {
+            parse_row(line, header).with_context(|| format!("line {}: `{line}`", i + 1))
+        })
         .collect()
 }
 
-fn parse_row(line: &str) -> Result<EpochRecord> {
+fn parse_row(line: &str, header: &str) -> Result<EpochRecord> {
     let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-    let names: Vec<&str> = CSV_HEADER.split(',').collect();
+    let names: Vec<&str> = header.split(',').collect();
     if fields.len() != names.len() {
         bail!("expected {} fields, found {}", names.len(), fields.len());
     }
@@ -98,6 +125,14 @@ fn parse_row(line: &str) -> Result<EpochRecord> {
     let epoch = fields[0]
         .parse::<usize>()
         .with_context(|| format!("column `epoch`: `{}` is not an epoch number", fields[0]))?;
+    let val = if names.len() == 9 {
+        Some(ValScore {
+            loss: float(6)?,
+            acc: float(7)?,
+        })
+    } else {
+        None
+    };
     Ok(EpochRecord {
         epoch,
         lr: float(1)?,
@@ -105,7 +140,8 @@ fn parse_row(line: &str) -> Result<EpochRecord> {
         train_acc: float(3)?,
         test_loss: float(4)?,
         test_acc: float(5)?,
-        seconds: float(6)?,
+        val,
+        seconds: float(names.len() - 1)?,
     })
 }
 
@@ -122,6 +158,7 @@ mod tests {
                 train_acc: 1.0 - 0.9 / e as f64,
                 test_loss: 2.4 / e as f64 + 0.01,
                 test_acc: 1.0 - 0.95 / e as f64,
+                val: None,
                 seconds: 12.345 + e as f64 / 7.0,
             })
             .collect()
@@ -140,6 +177,21 @@ mod tests {
         assert_eq!(lines.next(), Some(CSV_HEADER));
         assert!(lines.next().unwrap().starts_with("1,0.1,2.3,"));
         assert_eq!(text.lines().count(), 8);
+    }
+
+    #[test]
+    fn validation_columns_round_trip_and_only_appear_with_a_split() {
+        let mut recs = sample(3);
+        for (i, r) in recs.iter_mut().enumerate() {
+            r.val = Some(ValScore {
+                loss: 1.5 / (i + 1) as f64,
+                acc: 0.25 * i as f64,
+            });
+        }
+        let text = to_csv_string(&recs);
+        assert!(text.starts_with(CSV_HEADER_WITH_VAL), "{text}");
+        assert_eq!(parse_csv(&text).unwrap(), recs);
+        assert!(to_csv_string(&sample(2)).starts_with(&format!("{CSV_HEADER}\n")));
     }
 
     #[test]

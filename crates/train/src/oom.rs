@@ -1,5 +1,5 @@
-//! Running out of GPU memory, as an error that says what to change (and any other GPU failure
-//! inside an op, as an error that says what failed).
+//! Running out of GPU (or host) memory, as an error that says what to change (and any other
+//! GPU failure inside an op, as an error that says what failed).
 //!
 //! GPU work (training, evaluation, the bench) runs inside [`guard`]: an op that cannot
 //! allocate panics with a typed [`OutOfMemory`] payload (see `tensor::oom`), and a fallible
@@ -7,6 +7,10 @@
 //! `CUDA_ERROR_OUT_OF_MEMORY`. Both become one line naming the model and the batch size, with
 //! the GPU's free and total memory; `main` installs the panic hook that keeps the panic itself
 //! quiet, so the user sees `error: out of GPU memory ...` and exit status 1, never a backtrace.
+//! Host tensors are allocated fallibly and raise the same payload (`host: true`): a host
+//! allocation the machine refuses reads `error: out of host memory ...`, never an abort.
+//! (`crate::memory` refuses sizes that cannot fit before anything is allocated; this is what
+//! still catches an estimate that was too low.)
 
 use anyhow::anyhow;
 use tensor::{Device, OutOfMemory};
@@ -23,7 +27,7 @@ pub struct Job {
 }
 
 /// `1727962` → `1,727,962`.
-fn thousands(n: usize) -> String {
+pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -39,15 +43,20 @@ fn thousands(n: usize) -> String {
 /// `mem` is the GPU's `(free, total)` bytes when known.
 pub fn message(job: &Job, oom: &OutOfMemory, mem: Option<(usize, usize)>) -> String {
     const GIB: f64 = (1u64 << 30) as f64;
+    let (memory, holder) = if oom.host {
+        ("host", "this machine")
+    } else {
+        ("GPU", "GPU")
+    };
     let mem = mem.map_or(String::new(), |(free, total)| {
         format!(
-            "; GPU has {:.1} GiB free of {:.1} GiB",
+            "; {holder} has {:.1} GiB free of {:.1} GiB",
             free as f64 / GIB,
             total as f64 / GIB
         )
     });
     format!(
-        "out of GPU memory {} {} ({} parameters) at batch size {}: {oom}{mem}. \
+        "out of {memory} memory {} {} ({} parameters) at batch size {}: {oom}{mem}. \
          Try a smaller --batch-size (or --width).",
         job.what,
         job.model,
@@ -109,11 +118,15 @@ pub fn guard<T>(
     };
     // Whatever `f` allocated was dropped while unwinding; once that has run (synchronise),
     // trimming the pool hands the blocks back to the driver, so the free figure counts them.
-    let mem = device.gpu().and_then(|gpu| {
-        let _ = gpu.synchronize();
-        let _ = gpu.trim_pool(); // the pool keeps freed blocks (Gpu's release threshold)
-        gpu.mem_info().ok()
-    });
+    let mem = if oom.host {
+        crate::memory::host_memory().map(|m| (m.available, m.total))
+    } else {
+        device.gpu().and_then(|gpu| {
+            let _ = gpu.synchronize();
+            let _ = gpu.trim_pool(); // the pool keeps freed blocks (Gpu's release threshold)
+            gpu.mem_info().ok()
+        })
+    };
     Err(anyhow!(message(job, &oom, mem)))
 }
 
@@ -144,6 +157,7 @@ mod tests {
         let oom = OutOfMemory {
             op: "conv2d_forward".into(),
             detail: "CUDA_ERROR_OUT_OF_MEMORY while allocating 1.00 GiB of device memory".into(),
+            host: false,
         };
         let m = message(&job(), &oom, Some((3 << 29, 140 << 30)));
         assert_eq!(
@@ -155,6 +169,14 @@ mod tests {
         );
         let m = message(&job(), &oom, None);
         assert!(m.contains("1.00 GiB of device memory). Try"), "{m}");
+        let host = OutOfMemory::host("allocating a tensor", 3 << 40);
+        let m = message(&job(), &host, Some((1 << 30, 24 << 30)));
+        assert!(
+            m.starts_with("out of host memory training resnet110")
+                && m.contains("the host allocator refused 3072.00 GiB")
+                && m.contains("this machine has 1.0 GiB free of 24.0 GiB"),
+            "{m}"
+        );
         assert_eq!(thousands(7), "7");
         assert_eq!(thousands(123_456), "123,456");
         assert_eq!(thousands(58_156_618), "58,156,618");

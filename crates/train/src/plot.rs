@@ -27,12 +27,14 @@ pub const WIDTH: u32 = 1400;
 pub const HEIGHT: u32 = 560;
 
 /// The family name under which the embedded font is registered with plotters.
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 /// matplotlib's default colour cycle, so the curves look familiar: blue for train, orange for
 /// test.
 const TRAIN_COLOR: RGBColor = RGBColor(31, 119, 180);
 const TEST_COLOR: RGBColor = RGBColor(255, 127, 14);
+/// Validation (with `--val-split`): matplotlib's green.
+const VAL_COLOR: RGBColor = RGBColor(44, 160, 44);
 const GRID_COLOR: RGBColor = RGBColor(225, 225, 225);
 
 /// Render `records` and atomically write the PNG to `path`.
@@ -59,7 +61,7 @@ pub fn render_png(records: &[EpochRecord], title: &str) -> Result<Vec<u8>> {
 
 /// Register the embedded font once per process. plotters keeps a global font table, and
 /// registering is cheap but not free (it parses the font), so do it only the first time.
-fn ensure_font() -> Result<()> {
+pub(crate) fn ensure_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED
         .get_or_init(|| register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok());
@@ -70,7 +72,7 @@ fn ensure_font() -> Result<()> {
     }
 }
 
-fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
+pub(crate) fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut enc = png::Encoder::new(&mut out, width, height);
     enc.set_color(png::ColorType::Rgb);
@@ -104,18 +106,7 @@ where
     let pct = |f: fn(&EpochRecord) -> f64| records.iter().map(|r| 100.0 * f(r)).collect();
     let raw = |f: fn(&EpochRecord) -> f64| records.iter().map(f).collect();
 
-    let best = records
-        .iter()
-        .filter(|r| r.test_acc.is_finite())
-        .max_by(|a, b| a.test_acc.total_cmp(&b.test_acc));
-    let acc_caption = match best {
-        Some(b) => format!(
-            "Accuracy (best test {:.2}% at epoch {})",
-            100.0 * b.test_acc,
-            b.epoch
-        ),
-        None => "Accuracy".to_string(),
-    };
+    let acc_caption = crate::report::accuracy_caption(records);
     let loss_caption = match records.last() {
         Some(r) if r.test_loss.is_finite() => format!("Loss (last test {:.4})", r.test_loss),
         _ => "Loss".to_string(),
@@ -126,10 +117,14 @@ where
         &acc_caption,
         "accuracy (%)",
         &epochs,
-        &[
-            ("train", TRAIN_COLOR, pct(|r| r.train_acc)),
-            ("test", TEST_COLOR, pct(|r| r.test_acc)),
-        ],
+        &with_val(
+            vec![
+                ("train", TRAIN_COLOR, pct(|r| r.train_acc)),
+                ("test", TEST_COLOR, pct(|r| r.test_acc)),
+            ],
+            records,
+            |v| 100.0 * v.acc,
+        ),
         Some((0.0, 100.0)),
         SeriesLabelPosition::LowerRight,
     )?;
@@ -138,14 +133,36 @@ where
         &loss_caption,
         "cross-entropy loss",
         &epochs,
-        &[
-            ("train", TRAIN_COLOR, raw(|r| r.train_loss)),
-            ("test", TEST_COLOR, raw(|r| r.test_loss)),
-        ],
+        &with_val(
+            vec![
+                ("train", TRAIN_COLOR, raw(|r| r.train_loss)),
+                ("test", TEST_COLOR, raw(|r| r.test_loss)),
+            ],
+            records,
+            |v| v.loss,
+        ),
         Some((0.0, f64::INFINITY)),
         SeriesLabelPosition::UpperRight,
     )?;
     Ok(())
+}
+
+type Series = (&'static str, RGBColor, Vec<f64>);
+
+/// `series` plus the validation curve when the run has a split.
+fn with_val(
+    mut series: Vec<Series>,
+    records: &[EpochRecord],
+    value: fn(crate::metrics::ValScore) -> f64,
+) -> Vec<Series> {
+    if records.iter().any(|r| r.val.is_some()) {
+        let v = records
+            .iter()
+            .map(|r| r.val.map_or(f64::NAN, value))
+            .collect();
+        series.push(("validation", VAL_COLOR, v));
+    }
+    series
 }
 
 /// One chart: a line (plus markers when sparse) per series against epoch.
@@ -227,7 +244,7 @@ where
 
 /// Split a series into runs of consecutive finite points, so a NaN breaks the line instead
 /// of poisoning it.
-fn finite_runs(xs: &[f64], ys: &[f64]) -> Vec<Vec<(f64, f64)>> {
+pub(crate) fn finite_runs(xs: &[f64], ys: &[f64]) -> Vec<Vec<(f64, f64)>> {
     let mut runs = vec![];
     let mut cur = vec![];
     for (&x, &y) in xs.iter().zip(ys) {
@@ -245,7 +262,7 @@ fn finite_runs(xs: &[f64], ys: &[f64]) -> Vec<Vec<(f64, f64)>> {
 
 /// Epoch axis: from the first to the last epoch with a small margin; a single epoch (or none)
 /// still gets a sensible, non-empty range.
-fn x_range(epochs: &[f64]) -> Range<f64> {
+pub(crate) fn x_range(epochs: &[f64]) -> Range<f64> {
     let lo = epochs.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = epochs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if !lo.is_finite() || hi - lo < 1.0 {
@@ -258,7 +275,7 @@ fn x_range(epochs: &[f64]) -> Range<f64> {
 
 /// Value axis: the data's span plus 5% headroom, never beyond `clamp` (accuracy stays within
 /// 0..100, loss stays >= 0), and never empty.
-fn y_range(values: impl Iterator<Item = f64>, clamp: Option<(f64, f64)>) -> Range<f64> {
+pub(crate) fn y_range(values: impl Iterator<Item = f64>, clamp: Option<(f64, f64)>) -> Range<f64> {
     let (lo_clamp, hi_clamp) = clamp.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite()) {
@@ -290,7 +307,7 @@ fn y_range(values: impl Iterator<Item = f64>, clamp: Option<(f64, f64)>) -> Rang
     }
 }
 
-fn format_epoch(x: f64) -> String {
+pub(crate) fn format_epoch(x: f64) -> String {
     if (x - x.round()).abs() < 1e-6 && x >= 0.0 {
         format!("{}", x.round() as i64)
     } else {
@@ -300,7 +317,7 @@ fn format_epoch(x: f64) -> String {
 
 /// Enough decimals to tell ticks apart on an axis spanning `span`, and no
 /// more: `80`, not `80.0`; `0.25`, not `0.250000`. plotters picks 5-10 ticks per axis.
-fn tick_decimals(span: f64) -> usize {
+pub(crate) fn tick_decimals(span: f64) -> usize {
     if span.is_nan() || span <= 0.0 {
         return 2;
     }
@@ -324,6 +341,7 @@ mod tests {
                     train_acc: 1.0 - 0.9 * (-t / 8.0).exp() * drop,
                     test_loss: 2.3 * (-t / 12.0).exp() * drop + 0.3,
                     test_acc: 0.92 - 0.82 * (-t / 9.0).exp() * drop,
+                    val: None,
                     seconds: 30.0,
                 }
             })
@@ -399,6 +417,21 @@ mod tests {
             )
             .unwrap();
         }
+    }
+
+    #[test]
+    fn a_validation_split_adds_its_curve() {
+        let mut recs = run(8);
+        for r in &mut recs {
+            r.val = Some(crate::metrics::ValScore {
+                loss: r.test_loss * 0.9,
+                acc: r.test_acc * 0.98,
+            });
+        }
+        let (_, _, rgb) = decode(&render_png(&recs, "with validation").unwrap());
+        assert!(count_color(&rgb, VAL_COLOR) > 20, "no validation curve");
+        let (_, _, rgb) = decode(&render_png(&run(8), "without").unwrap());
+        assert_eq!(count_color(&rgb, VAL_COLOR), 0);
     }
 
     #[test]

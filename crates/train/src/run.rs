@@ -1,45 +1,34 @@
-//! The training run: data, model, the epoch loop with progress, evaluation, metrics, plot
-//! and checkpoints. One training step itself is `model::step::train_step_into`.
+//! A training run, from the command line to the epoch loop: what defines the run (the flags of
+//! a fresh run, the checkpoint of a resumed one: `crate::spec`), the data (with the held-out
+//! validation images of `--val-split`), whether it fits in memory (`crate::memory`, before
+//! anything big is allocated), then the model and the loop (`crate::epochs`).
 //!
-//! On a GPU the loop never waits for the device after a step: the loss and hits accumulate in
-//! a [`LossMeter`] on the device, which is read (the one synchronisation) only when the
-//! progress line is refreshed, about four times a second, and at the end of the epoch. The
-//! divergence check happens at each read, so it names the steps between two reads. Running
-//! out of GPU memory ends the run with an error naming the model and batch size
-//! ([`crate::oom`]).
-//!
-//! Resuming is exact on the CPU: weights, BN buffers, momentum and the metrics history come
-//! from the checkpoint, and every random choice of epoch `e` (order, crops, flips) is drawn
-//! from streams seeded by `(seed, e)`, so there is no generator state to carry over.
+//! Resuming is exact on the CPU: weights, BN buffers, momentum, the metrics history and the
+//! warm-up's state come from the checkpoint, and every random choice of epoch `e` (order,
+//! crops, flips) is drawn from streams seeded by `(seed, e)`, so there is no generator state to
+//! carry over.
 
-use crate::batches::TrainBatches;
 use crate::checkpoint::{self, NamedTensor};
-use crate::cli::{ScheduleArg, ShortcutArg, TrainArgs};
+use crate::cli::{ShortcutArg, TrainArgs};
 use crate::device;
-use crate::evaluate::evaluate;
+use crate::epochs::{self, Plan};
+use crate::memory::{self, Work};
 use crate::metrics::{self, EpochRecord};
 use crate::oom;
-use crate::plot;
-use crate::schedule::{LrSchedule, Schedule};
+use crate::spec::{self, RunSpec};
 use crate::state;
 use anyhow::{bail, ensure, Context, Result};
-use data::{Loader, Normalization};
-use indicatif::{ProgressBar, ProgressStyle};
-use model::step::{train_step_into, CapturedStep};
-use model::{ResNet, ResNetConfig, Sgd, ShortcutKind};
+use data::{Cifar, Normalization};
+use model::{Footprint, ResNet, ResNetConfig, ShortcutKind};
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::Path;
-use std::time::{Duration, Instant};
-use tensor::{Device, LossMeter, MeterReading};
+use tensor::Device;
 
-/// Checkpoint format tag (metadata `format`).
-pub const FORMAT: &str = "resnet-cifar-checkpoint/1";
+/// Checkpoint format tag (metadata `format`). Version 2 records the run's settings (`run`),
+/// the warm-up's state and the dataset's class names.
+pub const FORMAT: &str = "resnet-cifar-checkpoint/2";
 
-/// How often the GPU loop reads its loss meter (and so waits for the queued steps) to
-/// refresh the progress line. On the CPU it reads after every step, which costs nothing.
-const READ_EVERY: Duration = Duration::from_millis(250);
-
+/// The model the flags of a fresh run ask for.
 pub fn model_config(args: &TrainArgs) -> Result<ResNetConfig> {
     let dataset: data::Dataset = args.data.dataset.map_or(data::Dataset::Cifar10, Into::into);
     let shortcut = args.shortcut.map(|s| match s {
@@ -47,35 +36,32 @@ pub fn model_config(args: &TrainArgs) -> Result<ResNetConfig> {
         ShortcutArg::Conv => ShortcutKind::Conv,
     });
     Ok(ResNetConfig::from_depth(
-        args.depth,
+        args.depth.unwrap_or(20),
         args.width,
         shortcut,
         dataset.num_classes(),
     )?)
 }
 
-fn check_args(args: &TrainArgs) -> Result<()> {
-    ensure!(args.epochs > 0, "--epochs must be at least 1");
-    ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+fn check_spec(s: &RunSpec) -> Result<()> {
+    ensure!(s.epochs > 0, "--epochs must be at least 1");
+    ensure!(s.batch_size > 0, "--batch-size must be at least 1");
     ensure!(
-        args.lr.is_finite() && args.lr > 0.0,
+        s.lr.is_finite() && s.lr > 0.0,
         "--lr must be a positive number, got {}",
-        args.lr
+        s.lr
     );
     ensure!(
-        args.momentum.is_finite() && (0.0..1.0).contains(&args.momentum),
+        s.momentum.is_finite() && (0.0..1.0).contains(&s.momentum),
         "--momentum must be in [0, 1), got {}",
-        args.momentum
+        s.momentum
     );
     ensure!(
-        args.weight_decay.is_finite() && args.weight_decay >= 0.0,
+        s.weight_decay.is_finite() && s.weight_decay >= 0.0,
         "--weight-decay must be >= 0, got {}",
-        args.weight_decay
+        s.weight_decay
     );
-    ensure!(
-        args.limit_train != Some(0),
-        "--limit-train must be at least 1"
-    );
+    ensure!(s.limit_train != Some(0), "--limit-train must be at least 1");
     Ok(())
 }
 
@@ -103,297 +89,223 @@ pub fn norm_from_string(s: &str) -> Result<Normalization> {
     })
 }
 
-pub fn train(args: &TrainArgs) -> Result<()> {
-    let config = model_config(args)?;
-    let mut model = ResNet::new(&config, args.seed);
-    model.set_precision(args.data.precision.into());
-    if args.dry_run {
-        print!("{}", model.summary_text());
-        return Ok(());
+/// The device for a table or a log: `cpu (Intel ..., 16 threads)`, `cuda:0 (139.8 GiB)`.
+pub fn describe_device(device: &Device) -> String {
+    match device.gpu() {
+        Some(gpu) => match gpu.mem_info() {
+            Ok((_, total)) => format!("{device} ({})", memory::human(total as f64)),
+            Err(_) => device.to_string(),
+        },
+        None => {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let model = std::fs::read_to_string("/proc/cpuinfo")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("model name"))
+                        .and_then(|l| l.split(':').nth(1))
+                        .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
+                })
+                .map_or(String::new(), |m| format!("{m}, "));
+            format!("cpu ({model}{threads} threads)")
+        }
     }
-    check_args(args)?;
-    let device = device::select(args.data.device)?;
-    let job = oom::Job {
-        what: "training",
-        model: config.name(),
-        params: model.num_params(),
-        batch_size: args.batch_size,
-    };
-    oom::guard(&job, &device, || train_on(args, &config, model, &device))
 }
 
-/// The run after the flags are checked and the device chosen: everything that touches the GPU.
-fn train_on(
-    args: &TrainArgs,
-    config: &ResNetConfig,
-    mut model: ResNet,
-    device: &Device,
-) -> Result<()> {
-    let device = device.clone();
-    let dataset: data::Dataset = args.data.dataset.map_or(data::Dataset::Cifar10, Into::into);
-    let mut cifar = data::load(&args.data.data_dir, dataset)?;
-    if let Some(n) = args.limit_train {
+/// A finished (or already complete) run, for `train reproduce`.
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    pub config: ResNetConfig,
+    pub params: usize,
+    pub records: Vec<EpochRecord>,
+    /// Every device the run trained on, in order (a resumed run may change device).
+    pub devices: Vec<String>,
+}
+
+/// `train [OPTIONS]`.
+pub fn train(args: &TrainArgs) -> Result<()> {
+    train_run(args).map(|_| ())
+}
+
+/// A checkpoint being resumed: its tensors and metadata.
+struct Resumed {
+    tensors: Vec<NamedTensor>,
+    meta: BTreeMap<String, String>,
+}
+
+/// Runs training as `args` say; `None` for `--dry-run`.
+pub fn train_run(args: &TrainArgs) -> Result<Option<RunOutcome>> {
+    let resumed = match &args.resume {
+        Some(path) => {
+            let (tensors, meta) = checkpoint::load(path)?;
+            Some(Resumed { tensors, meta })
+        }
+        None => None,
+    };
+    let (config, spec) = match (&resumed, &args.resume) {
+        (Some(r), Some(path)) => resolve_resumed(args, r, path)?,
+        _ => {
+            let config = model_config(args)?;
+            let spec = RunSpec::from_args(args, config.depth);
+            (config, spec)
+        }
+    };
+    check_spec(&spec)?;
+    // Every model is built on the host first: one that cannot be is refused here, before the
+    // device is opened (and before its notice).
+    let building = if args.dry_run {
+        Work::Build
+    } else {
+        Work::BuildToTrain {
+            batch: spec.batch_size,
+        }
+    };
+    memory::ensure_fits(&config, building, &Device::Cpu, 0)?;
+    if args.dry_run {
+        let job = job(&config, spec.batch_size);
+        println!("{}", memory::estimate_line(&config, spec.batch_size));
+        return oom::guard(&job, &Device::Cpu, || {
+            print!("{}", ResNet::new(&config, spec.seed).summary_text());
+            Ok(None)
+        });
+    }
+    let device = device::select(args.data.device)?;
+    let mut cifar = data::load(&args.data.data_dir, spec.dataset)?;
+    if let Some(n) = spec.limit_train {
         cifar.train.truncate(n);
     }
+    ensure!(
+        spec.val_split < cifar.train.len(),
+        "--val-split {} leaves no training images: there are {} (after --limit-train)",
+        spec.val_split,
+        cifar.train.len()
+    );
+    let val = cifar.train.split_off(cifar.train.len() - spec.val_split);
     if let Some(n) = args.data.limit_test {
         cifar.test.truncate(n);
     }
     let norm = Normalization::from_split(&cifar.train);
-    let loader = Loader::new(
-        &cifar.train,
-        args.batch_size,
-        true,
-        !args.no_augment,
-        norm,
-        args.seed,
-    );
-    let batches = TrainBatches::new(loader, &cifar.train, &device)?;
-    let steps_per_epoch = batches.batches_per_epoch();
-    let schedule = LrSchedule {
-        base_lr: args.lr,
-        schedule: match args.schedule {
-            ScheduleArg::Step => Schedule::Step {
-                milestones: LrSchedule::milestones(
-                    args.milestones.as_deref(),
-                    args.epochs,
-                    steps_per_epoch,
-                ),
-            },
-            ScheduleArg::Cosine => Schedule::Cosine,
-        },
-        epochs: args.epochs,
-        steps_per_epoch,
-        warmup_iters: args.warmup_iters,
-    };
-    let sgd = Sgd {
-        momentum: args.momentum,
-        weight_decay: args.weight_decay,
-        nesterov: args.nesterov,
-        decay_weights_only: args.no_decay_bn_bias,
-    };
+    if let (Some(r), Some(path)) = (&resumed, &args.resume) {
+        ensure_same_normalization(r, path, &norm)?;
+    }
+    let batch = spec.batch_size.min(cifar.train.len());
+    let data_bytes = cifar.train.images.len() + val.images.len() + cifar.test.images.len();
+    let fits = memory::ensure_fits(&config, Work::Train { batch }, &device, data_bytes);
+    if batch < spec.batch_size {
+        fits.with_context(|| {
+            format!(
+                "--batch-size {} is more than the {batch} training images, so a step takes them all",
+                spec.batch_size
+            )
+        })?;
+    } else {
+        fits?;
+    }
+    let job = job(&config, spec.batch_size);
+    oom::guard(&job, &device, || {
+        let mut model = ResNet::new(&config, spec.seed);
+        model.set_precision(spec.precision.into());
+        let mut records = Vec::new();
+        let mut warmup_done_at = None;
+        let mut devices = Vec::new();
+        if let (Some(r), Some(path)) = (&resumed, &args.resume) {
+            state::load_model_tensors(&mut model, &r.tensors, true)
+                .with_context(|| format!("loading {}", path.display()))?;
+            records = records_of(&r.meta, path)?;
+            warmup_done_at = r
+                .meta
+                .get("warmup_done_at")
+                .map(|s| s.parse::<usize>())
+                .transpose()
+                .context("bad `warmup_done_at` in checkpoint metadata")?;
+            devices = r
+                .meta
+                .get("devices")
+                .map(|d| d.split('|').map(str::to_string).collect())
+                .unwrap_or_default();
+            println!(
+                "resumed from {} after epoch {} of {}",
+                path.display(),
+                records.len(),
+                spec.epochs
+            );
+        }
+        let here = describe_device(&device);
+        if devices.last() != Some(&here) {
+            devices.push(here);
+        }
+        let params = model.num_params();
+        let records = epochs::run(Plan {
+            args,
+            spec: &spec,
+            model,
+            device: &device,
+            cifar: &cifar,
+            val: &val,
+            norm,
+            records,
+            warmup_done_at,
+            devices: &devices,
+        })?;
+        Ok(Some(RunOutcome {
+            config: config.clone(),
+            params,
+            records,
+            devices,
+        }))
+    })
+}
 
-    let mut records: Vec<EpochRecord> = Vec::new();
-    if let Some(path) = &args.resume {
-        records = resume(path, &mut model, dataset)?;
-        println!(
-            "resumed from {} after epoch {}",
+fn job(config: &ResNetConfig, batch_size: usize) -> oom::Job {
+    oom::Job {
+        what: "training",
+        model: config.name(),
+        params: Footprint::of(config).params as usize,
+        batch_size,
+    }
+}
+
+/// The model and run of a checkpoint, with the flags checked against them.
+fn resolve_resumed(args: &TrainArgs, r: &Resumed, path: &Path) -> Result<(ResNetConfig, RunSpec)> {
+    let config = state::config_from_metadata(&r.meta)
+        .with_context(|| format!("reading {}", path.display()))?;
+    spec::ensure_model_flags_agree(args, &config, path)?;
+    let Some(run) = r.meta.get("run") else {
+        bail!(
+            "checkpoint {} was written before runs recorded their settings (format {}): it \
+             cannot be resumed without guessing them; `train eval` still reads it",
             path.display(),
-            records.len()
+            r.meta.get("format").map_or("unknown", String::as_str)
         );
-    }
-    model
-        .to_device(&device)
-        .context("moving the model to the GPU")?;
-    let start_epoch = records.len();
-    if start_epoch >= args.epochs {
-        println!(
-            "nothing to do: the checkpoint has {start_epoch} epochs, --epochs is {}",
-            args.epochs
-        );
-        return Ok(());
-    }
-    println!(
-        "training {} ({} parameters) on {dataset}: {} train / {} test images, {device}, epochs {}..{} of {steps_per_epoch} steps, batch {}",
-        config.name(),
-        model.num_params(),
-        cifar.train.len(),
-        cifar.test.len(),
-        start_epoch + 1,
-        args.epochs,
-        args.batch_size
-    );
-    let interactive = std::io::stderr().is_terminal();
-    let title = format!("{} on {dataset}", config.name());
-    let mut meter = LossMeter::new(&device).context("allocating the loss meter")?;
+    };
+    let recorded =
+        RunSpec::from_json(run).with_context(|| format!("reading {}", path.display()))?;
+    let spec = recorded.resume_with(args, config.depth, path)?;
+    Ok((config, spec))
+}
+
+fn ensure_same_normalization(r: &Resumed, path: &Path, now: &Normalization) -> Result<()> {
+    let had = norm_from_string(
+        r.meta
+            .get("normalization")
+            .context("checkpoint metadata lacks `normalization`")?,
+    )?;
     ensure!(
-        !args.cuda_graph || device.is_cuda(),
-        "--cuda-graph needs a GPU, but training runs on {device}"
+        had == *now,
+        "the training images are not the run's: their normalisation is mean {:?} std {:?}, \
+         the checkpoint {} was trained with mean {:?} std {:?}; use the data (--data-dir) the \
+         run was started on",
+        now.mean,
+        now.std,
+        path.display(),
+        had.mean,
+        had.std
     );
-    // With --cuda-graph: captured after the run's first (eager) step, for full-size batches.
-    let mut captured: Option<CapturedStep> = None;
-    for epoch in start_epoch..args.epochs {
-        let started = Instant::now();
-        let bar = if interactive {
-            ProgressBar::new(steps_per_epoch as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{}/{}", epoch + 1, args.epochs));
-        // One meter for the whole run, reset per epoch: a captured step writes into it.
-        meter.reset().context("resetting the loss meter")?;
-        let mut lr = schedule.lr(epoch * steps_per_epoch);
-        // Steps done, and steps and time at the last read of the meter.
-        let (mut steps, mut read_steps, mut read_at) = (0usize, 0usize, Instant::now());
-        // Reads the meter (on a GPU: waits for the queued steps), stops a diverged run, and
-        // refreshes the progress line.
-        let read = |meter: &LossMeter,
-                    steps: usize,
-                    read_steps: usize,
-                    lr: f32|
-         -> Result<MeterReading> {
-            let m = meter_of(meter)?;
-            if m.count > 0 && !m.loss.is_finite() {
-                bar.abandon();
-                let kept = args.save.as_ref().map_or(String::new(), |p| {
-                    format!("; the last good checkpoint, {}, is unchanged", p.display())
-                });
-                let when = if read_steps + 1 >= steps {
-                    format!("at epoch {}, step {steps}", epoch + 1)
-                } else {
-                    format!(
-                        "at epoch {}, between steps {} and {steps}",
-                        epoch + 1,
-                        read_steps + 1
-                    )
-                };
-                bail!("the training loss became {} {when} (lr {lr}): training diverged; try a lower --lr or --warmup-iters{kept}", m.loss);
-            }
-            let secs = started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!(
-                "loss {:.4} acc {:5.2}% {:.0} img/s",
-                m.loss,
-                100.0 * m.accuracy(),
-                m.count as f64 / secs
-            ));
-            Ok(m)
-        };
-        for (i, batch) in batches.epoch(epoch).enumerate() {
-            let (x, labels) = batch.context("making a training batch on the device")?;
-            lr = schedule.lr(epoch * steps_per_epoch + i);
-            match &mut captured {
-                Some(step) if step.batch_size() == labels.len() => step
-                    .run(&mut model, &x, &labels, lr, &mut meter)
-                    .context("replaying the captured training step")?,
-                _ => {
-                    train_step_into(&mut model, &sgd, &x, &labels, lr, &mut meter);
-                    if args.cuda_graph && captured.is_none() && labels.len() == args.batch_size {
-                        let step = CapturedStep::capture(&mut model, &sgd, &x, &labels, &mut meter)
-                            .context("capturing the training step as a CUDA graph (run without --cuda-graph to train eagerly)")?;
-                        captured = Some(step);
-                    }
-                }
-            }
-            steps = i + 1;
-            if device.is_cpu() || read_at.elapsed() >= READ_EVERY {
-                read(&meter, steps, read_steps, lr)?;
-                (read_steps, read_at) = (steps, Instant::now());
-            }
-            bar.inc(1);
-        }
-        // The epoch's totals (on a GPU: waits for its last steps).
-        let train = read(&meter, steps, read_steps, lr)?;
-        bar.finish_and_clear();
-        let seen = train.count;
-        let train_secs = started.elapsed().as_secs_f64();
-        let test = evaluate(&mut model, &cifar.test, norm, args.batch_size, interactive)?;
-        if captured.is_some() {
-            // The epoch's short last batch and the evaluation ran eagerly from the pool, which
-            // keeps what it grew to: hand that back, so it is not resident beside the graph's
-            // working set for the rest of the run.
-            if let Some(gpu) = device.gpu() {
-                gpu.synchronize().context("waiting for the evaluation")?;
-                gpu.trim_pool().context("trimming the memory pool")?;
-            }
-        }
-        let record = EpochRecord {
-            epoch: epoch + 1,
-            lr: lr as f64,
-            train_loss: train.loss,
-            train_acc: train.accuracy(),
-            test_loss: test.loss,
-            test_acc: test.accuracy,
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        println!(
-            "epoch {:>3}/{}  lr {:.4}  train loss {:.4} acc {:6.2}%  test loss {:.4} acc {:6.2}%  {:.1}s ({:.0} img/s training)",
-            record.epoch,
-            args.epochs,
-            record.lr,
-            record.train_loss,
-            100.0 * record.train_acc,
-            record.test_loss,
-            100.0 * record.test_acc,
-            record.seconds,
-            seen as f64 / train_secs.max(1e-9)
-        );
-        records.push(record);
-        if let Some(path) = &args.metrics {
-            metrics::write_csv(path, &records)?;
-        }
-        if let Some(path) = &args.plot {
-            plot::write_plot(path, &records, &title)?;
-        }
-        if let Some(path) = &args.save {
-            save(path, &mut model, args, dataset, norm, &records)?;
-        }
-    }
-    if let Some(best) = records
-        .iter()
-        .max_by(|a, b| a.test_acc.total_cmp(&b.test_acc))
-    {
-        let total: f64 = records.iter().map(|r| r.seconds).sum();
-        println!(
-            "done: {} epochs in {:.1}s; best test accuracy {:.2}% at epoch {}, last {:.2}%",
-            records.len(),
-            total,
-            100.0 * best.test_acc,
-            best.epoch,
-            100.0 * records.last().map_or(0.0, |r| r.test_acc)
-        );
-    }
     Ok(())
 }
 
-/// Reads a training meter; the error says what was being read.
-fn meter_of(meter: &LossMeter) -> Result<MeterReading> {
-    meter
-        .read()
-        .context("reading the training loss from the device")
-}
-
-fn save(
-    path: &Path,
-    model: &mut ResNet,
-    args: &TrainArgs,
-    dataset: data::Dataset,
-    norm: Normalization,
-    records: &[EpochRecord],
-) -> Result<()> {
-    let mut meta: BTreeMap<String, String> = state::config_metadata(&model.config);
-    meta.insert("format".into(), FORMAT.into());
-    meta.insert("dataset".into(), dataset.to_string());
-    meta.insert("epoch".into(), records.len().to_string());
-    meta.insert("seed".into(), args.seed.to_string());
-    meta.insert("normalization".into(), norm_to_string(&norm));
-    meta.insert("metrics_csv".into(), metrics::to_csv_string(records));
-    meta.insert("rng".into(), "none to save: epoch e draws order, crops and flips from ChaCha8 streams seeded by (seed, e)".into());
-    meta.insert("args".into(), format!("{args:?}"));
-    meta.insert("build".into(), resnet_cifar::BUILD_INFO.into());
-    let tensors: Vec<NamedTensor> = state::model_tensors(model, true)?;
-    checkpoint::save(path, &tensors, &meta)
-}
-
-/// Load a checkpoint into `model` (which was built from the requested flags) and return the
-/// metrics history it carries.
-fn resume(path: &Path, model: &mut ResNet, dataset: data::Dataset) -> Result<Vec<EpochRecord>> {
-    let (tensors, meta) = checkpoint::load(path)?;
-    let found = state::config_from_metadata(&meta)
-        .with_context(|| format!("reading {}", path.display()))?;
-    state::ensure_same_model(path, &found, &model.config)?;
-    if let Some(d) = meta.get("dataset") {
-        ensure!(
-            *d == dataset.to_string(),
-            "checkpoint {} was trained on {d}, but --dataset is {dataset}",
-            path.display()
-        );
-    }
-    state::load_model_tensors(model, &tensors, true)
-        .with_context(|| format!("loading {}", path.display()))?;
+/// The metrics history of a checkpoint, checked against its epoch count.
+fn records_of(meta: &BTreeMap<String, String>, path: &Path) -> Result<Vec<EpochRecord>> {
     let records = metrics::parse_csv(meta.get("metrics_csv").map_or("", String::as_str))
         .with_context(|| format!("metrics history in {}", path.display()))?;
     let epoch: usize = meta
@@ -408,4 +320,40 @@ fn resume(path: &Path, model: &mut ResNet, dataset: data::Dataset) -> Result<Vec
         records.len()
     );
     Ok(records)
+}
+
+/// What a checkpoint says beside the tensors.
+pub struct SaveInfo<'a> {
+    pub args: &'a TrainArgs,
+    pub spec: &'a RunSpec,
+    pub cifar: &'a Cifar,
+    pub norm: Normalization,
+    pub records: &'a [EpochRecord],
+    pub warmup_done_at: Option<usize>,
+    pub devices: &'a [String],
+}
+
+/// Writes the checkpoint (atomically).
+pub fn save(path: &Path, model: &mut ResNet, info: &SaveInfo) -> Result<()> {
+    let mut meta: BTreeMap<String, String> = state::config_metadata(&model.config);
+    meta.insert("format".into(), FORMAT.into());
+    meta.insert("dataset".into(), info.spec.dataset.to_string());
+    meta.insert(
+        "class_names".into(),
+        serde_json::to_string(&info.cifar.class_names).expect("strings serialise"),
+    );
+    meta.insert("epoch".into(), info.records.len().to_string());
+    meta.insert("seed".into(), info.spec.seed.to_string());
+    meta.insert("run".into(), info.spec.to_json());
+    if let Some(at) = info.warmup_done_at {
+        meta.insert("warmup_done_at".into(), at.to_string());
+    }
+    meta.insert("devices".into(), info.devices.join("|"));
+    meta.insert("normalization".into(), norm_to_string(&info.norm));
+    meta.insert("metrics_csv".into(), metrics::to_csv_string(info.records));
+    meta.insert("rng".into(), "none to save: epoch e draws order, crops and flips from ChaCha8 streams seeded by (seed, e)".into());
+    meta.insert("args".into(), format!("{:?}", info.args));
+    meta.insert("build".into(), resnet_cifar::BUILD_INFO.into());
+    let tensors: Vec<NamedTensor> = state::model_tensors(model, true)?;
+    checkpoint::save(path, &tensors, &meta)
 }

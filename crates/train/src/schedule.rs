@@ -55,9 +55,29 @@ impl LrSchedule {
     }
 }
 
+/// A learning rate for people: `0.01`, not f32's `0.010000001`.
+pub fn show_lr(lr: f32) -> String {
+    let s = format!("{lr:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "0" && lr != 0.0 {
+        format!("{lr:e}")
+    } else {
+        s.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn learning_rates_print_short() {
+        assert_eq!(show_lr(0.1 * 0.1), "0.01");
+        assert_eq!(show_lr(0.1), "0.1");
+        assert_eq!(show_lr(0.001), "0.001");
+        assert_eq!(show_lr(1e-9), "1e-9");
+        assert_eq!(show_lr(2.0), "2");
+    }
 
     #[test]
     fn paper_schedule_drops_at_82_and_123_of_164() {

@@ -120,7 +120,8 @@ fn two_epochs_then_resume_for_a_third_matches_a_straight_three_epoch_run_exactly
     let data = cifar10_dir(&tmp.path().join("data"));
     let file = |n: &str| tmp.path().join(n);
     // Explicit milestones: the lr of every epoch is then the same whether the run is told
-    // --epochs 2 or --epochs 3 (the defaults scale with --epochs).
+    // --epochs 2 or --epochs 3 (the defaults scale with --epochs), so extending the 2-epoch
+    // run (--extend) continues exactly as the 3-epoch run goes on.
     let mut args = SMALL.to_vec();
     args.extend([
         "--data-dir",
@@ -160,6 +161,7 @@ fn two_epochs_then_resume_for_a_third_matches_a_straight_three_epoch_run_exactly
         &[
             "--epochs",
             "3",
+            "--extend",
             "--resume",
             p(&ck),
             "--save",
@@ -370,8 +372,6 @@ fn user_errors_are_clear_and_never_panic() {
         p(&data),
         "--epochs",
         "3",
-        "--resume",
-        p(&ck),
         "--save",
         p(&ck),
         "--lr",

@@ -103,6 +103,15 @@ fn loads_cifar100_layout_with_fine_and_coarse_labels() {
     assert_eq!(c.test.labels, vec![100 % 100, 101 % 100]);
     assert_eq!(c.train.image(5), &record(Dataset::Cifar100, 5, 0, 0)[2..]);
     assert_eq!(c.class_names[99], "fine99");
+    // The last two images held out (`--val-split 2`): the rest stays, in order.
+    let mut rest = c.train.clone();
+    let val = rest.split_off(5);
+    assert_eq!((rest.len(), val.len()), (5, 2));
+    assert_eq!(val.labels, vec![5, 6]);
+    assert_eq!(val.coarse_labels.as_deref(), Some(&[5u8, 6][..]));
+    assert_eq!(val.image(1), c.train.image(6));
+    assert_eq!(rest.image(4), c.train.image(4));
+    assert_eq!(rest.images.len(), 5 * IMAGE_BYTES);
     c.train.truncate(3);
     assert_eq!(c.train.len(), 3);
     assert_eq!(c.train.images.len(), 3 * IMAGE_BYTES);

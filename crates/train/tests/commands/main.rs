@@ -1,0 +1,12 @@
+//! The `train` binary end to end, as a user runs it, for what issue 13 asked: sizes that
+//! cannot fit, resumed runs that keep their settings, the paper's warm-up, the validation
+//! split, `train reproduce` and `train predict`. Everything runs on the CPU on small
+//! generated CIFAR files.
+
+mod common;
+mod memory;
+mod predict;
+mod reproduce;
+mod resume;
+mod validation;
+mod warmup;
