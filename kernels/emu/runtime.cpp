@@ -223,12 +223,18 @@ struct Range {
 };
 std::uint64_t g_lo = 0, g_span = 0;
 std::vector<Range> g_mapped;   // sorted by start, disjoint
-// The last ranges this OS thread's accesses hit (a GEMM reads two, writes one). Cleared by
-// emu_mem_unmap through the generation counter.
-thread_local Range g_hit[4];
-thread_local unsigned g_hit_next = 0;
-thread_local unsigned g_hit_gen = 0;
-std::atomic<unsigned> g_map_gen{1};
+// The last ranges accesses hit (a GEMM reads two, writes one), as indices into g_mapped, which
+// does not change while a kernel runs (the emu_mem_* calls take the launch lock and reset
+// these). Shared by the workers: plain atomics, no thread-locals (which cost a
+// __tls_get_addr call each in a shared library).
+constexpr unsigned NO_HIT = ~0u;
+std::atomic<unsigned> g_hit[4] = {NO_HIT, NO_HIT, NO_HIT, NO_HIT};
+std::atomic<unsigned> g_hit_next{0};
+
+void forget_hits()
+{
+    for (auto& h : g_hit) h.store(NO_HIT, std::memory_order_relaxed);
+}
 std::vector<Range> g_freed;    // the most recent frees, for reports (a ring)
 size_t g_freed_next = 0;
 constexpr size_t FREED_KEPT = 4096;
@@ -332,15 +338,14 @@ inline void check(const void* p, size_t size, bool write)
     // scalar accesses into wider ones, so only the scalar granule (<= 4 bytes) is checked.
     const size_t granule = size < 4 ? size : 4;
     if (granule > 1 && (a & (granule - 1)) != 0) memory_fault(a, (unsigned)size, write, true);
-    if (g_hit_gen != g_map_gen.load(std::memory_order_relaxed)) {
-        for (Range& h : g_hit) h = Range{0, 0, 0};
-        g_hit_gen = g_map_gen.load(std::memory_order_relaxed);
+    for (const auto& h : g_hit) {
+        const unsigned i = h.load(std::memory_order_relaxed);
+        if (i != NO_HIT && a >= g_mapped[i].start && a + size <= g_mapped[i].end) return;
     }
-    for (const Range& h : g_hit)
-        if (a >= h.start && a + size <= h.end) return;
     const Range* r = find_mapped(a);
     if (!r || a + size > r->end) memory_fault(a, (unsigned)size, write, false);
-    g_hit[g_hit_next++ % 4] = *r;
+    g_hit[g_hit_next.fetch_add(1, std::memory_order_relaxed) % 4].store(
+        (unsigned)(r - g_mapped.data()), std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -654,7 +659,7 @@ extern "C" void emu_mem_set_arena(std::uint64_t lo, std::uint64_t span)
     // A new device: what the old one freed is not this one's history.
     emu::g_freed.clear();
     emu::g_freed_next = 0;
-    emu::g_map_gen.fetch_add(1);
+    emu::forget_hits();
 }
 
 extern "C" void emu_mem_map(std::uint64_t start, std::uint64_t size, std::uint64_t id)
@@ -665,6 +670,7 @@ extern "C" void emu_mem_map(std::uint64_t start, std::uint64_t size, std::uint64
     auto it = std::upper_bound(emu::g_mapped.begin(), emu::g_mapped.end(), start,
                                [](std::uint64_t v, const Range& x) { return v < x.start; });
     emu::g_mapped.insert(it, r);
+    emu::forget_hits();  // the indices after the insertion point moved
 }
 
 extern "C" int emu_mem_unmap(std::uint64_t start)
@@ -680,7 +686,7 @@ extern "C" int emu_mem_unmap(std::uint64_t start)
         emu::g_freed[emu::g_freed_next] = *it;
     emu::g_freed_next = (emu::g_freed_next + 1) % emu::FREED_KEPT;
     emu::g_mapped.erase(it);
-    emu::g_map_gen.fetch_add(1);
+    emu::forget_hits();
     return 1;
 }
 

@@ -42,7 +42,6 @@ pub fn thousands(n: usize) -> String {
 /// The message: what ran out, where, how much the GPU has, and what to try.
 /// `mem` is the GPU's `(free, total)` bytes when known.
 pub fn message(job: &Job, oom: &OutOfMemory, mem: Option<(usize, usize)>) -> String {
-    const GIB: f64 = (1u64 << 30) as f64;
     let (memory, holder) = if oom.host {
         ("host", "this machine")
     } else {
@@ -50,9 +49,9 @@ pub fn message(job: &Job, oom: &OutOfMemory, mem: Option<(usize, usize)>) -> Str
     };
     let mem = mem.map_or(String::new(), |(free, total)| {
         format!(
-            "; {holder} has {:.1} GiB free of {:.1} GiB",
-            free as f64 / GIB,
-            total as f64 / GIB
+            "; {holder} has {} free of {}",
+            kernels::human_bytes(free as u64),
+            kernels::human_bytes(total as u64)
         )
     });
     format!(
@@ -164,7 +163,7 @@ mod tests {
             m,
             "out of GPU memory training resnet110 (1,727,962 parameters) at batch size 16384: \
              conv2d_forward could not allocate (CUDA_ERROR_OUT_OF_MEMORY while allocating 1.00 \
-             GiB of device memory); GPU has 1.5 GiB free of 140.0 GiB. Try a smaller \
+             GiB of device memory); GPU has 1.50 GiB free of 140.00 GiB. Try a smaller \
              --batch-size (or --width)."
         );
         let m = message(&job(), &oom, None);
@@ -174,7 +173,7 @@ mod tests {
         assert!(
             m.starts_with("out of host memory training resnet110")
                 && m.contains("the host allocator refused 3072.00 GiB")
-                && m.contains("this machine has 1.0 GiB free of 24.0 GiB"),
+                && m.contains("this machine has 1.00 GiB free of 24.00 GiB"),
             "{m}"
         );
         assert_eq!(thousands(7), "7");

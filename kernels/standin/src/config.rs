@@ -2,7 +2,7 @@
 //!
 //! | variable | meaning |
 //! | --- | --- |
-//! | `CUDA_STANDIN_MEMORY` | device memory, e.g. `512MiB`, `2GiB`, `80GB` (default: an H100's 80 GiB) |
+//! | `CUDA_STANDIN_MEMORY` | device memory, e.g. `512MiB`, `2GiB`, `80GB` (default: an H100's 80 GiB, or half the host's memory if that is less: device memory here is host memory) |
 //! | `CUDA_STANDIN_FAIL` | fault injection: `launch:N` (the Nth kernel faults), `alloc:N` (the Nth device allocation is out of memory), `copy:N` (the Nth copy faults) |
 //! | `CUDA_STANDIN_STATS` | `1`: print launches, allocations and copies when the process exits |
 //! | `CUDA_STANDIN_QUIET` | `1`: no banner at `cuInit` |
@@ -46,7 +46,7 @@ impl Config {
         let flag = |k: &str| var(k).is_some_and(|v| v != "0");
         let memory_bytes = match var("CUDA_STANDIN_MEMORY") {
             Some(v) => parse_bytes(&v).map_err(|e| format!("CUDA_STANDIN_MEMORY={v}: {e}"))?,
-            None => DEFAULT_MEMORY,
+            None => host_memory().map_or(DEFAULT_MEMORY, |m| DEFAULT_MEMORY.min(m / 2)),
         };
         let fail = match var("CUDA_STANDIN_FAIL") {
             Some(v) => Some(parse_fail(&v).map_err(|e| format!("CUDA_STANDIN_FAIL={v}: {e}"))?),
@@ -60,6 +60,20 @@ impl Config {
             launch_blocking: flag("CUDA_LAUNCH_BLOCKING"),
         })
     }
+}
+
+/// The host's physical memory (`MemTotal` of /proc/meminfo), if readable.
+fn host_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib << 10)
 }
 
 /// `123`, `64K`, `512MiB`, `2GiB`, `80GB` (K/M/G/T, binary either way).

@@ -85,12 +85,14 @@ pub struct Function {
     pub max_dynamic_shared: u32,
 }
 
-#[derive(Default, Debug, Clone, Copy)]
+#[derive(Default, Debug, Clone)]
 pub struct Counters {
     pub launches: u64,
     pub replayed: u64,
     pub allocs: u64,
     pub copies: u64,
+    /// Per kernel: launches and seconds spent emulating them (`CUDA_STANDIN_STATS`).
+    pub per_kernel: HashMap<String, (u64, f64)>,
 }
 
 pub struct Driver {
@@ -189,7 +191,12 @@ pub fn init_with(config: Config) -> CUresult {
 
 extern "C" fn print_stats() {
     if let Some(d) = lock().as_ref() {
-        let c = d.counters;
+        let c = &d.counters;
+        let mut kernels: Vec<_> = c.per_kernel.iter().collect();
+        kernels.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        for (name, (n, secs)) in kernels.iter().take(12) {
+            eprintln!("cuda-standin:   {secs:8.3} s  {n:6} x {name}");
+        }
         eprintln!(
             "cuda-standin: {} kernel launches ({} of them in graph replays), {} device \
              allocations, {} copies",

@@ -90,11 +90,20 @@ impl Driver {
                     y: l.block[1],
                     z: l.block[2],
                 };
+                let started = self.config.stats.then(std::time::Instant::now);
                 // SAFETY: every pointer parameter is a device address (checked by the memory
                 // map on access) or was validated as host memory by the launcher's caller.
-                if let Err(fault) =
-                    unsafe { kernels_emu::launch(&l.kernel.emu, grid, block, &l.params) }
-                {
+                let result = unsafe { kernels_emu::launch(&l.kernel.emu, grid, block, &l.params) };
+                if let Some(t) = started {
+                    let e = self
+                        .counters
+                        .per_kernel
+                        .entry(l.kernel.name.clone())
+                        .or_default();
+                    e.0 += 1;
+                    e.1 += t.elapsed().as_secs_f64();
+                }
+                if let Err(fault) = result {
                     let code = match fault.kind {
                         kernels_emu::FaultKind::Address => CUDA_ERROR_ILLEGAL_ADDRESS,
                         kernels_emu::FaultKind::Misaligned => CUDA_ERROR_MISALIGNED_ADDRESS,

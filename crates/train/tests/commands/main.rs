@@ -4,6 +4,7 @@
 //! generated CIFAR files.
 
 mod common;
+mod gpu;
 mod memory;
 mod predict;
 mod reproduce;
