@@ -307,3 +307,33 @@ fn assert_standin() {
         "run under scripts/emulated-gpu.sh (RESNET_CUDA_STANDIN names the stand-in driver)"
     );
 }
+
+/// `RESNET_CUDA_STANDIN` is honoured only for the stand-in itself: a missing file or another
+/// library is a clean `--device cuda` refusal naming the variable, never a silent fallback to a
+/// real driver or a panic. (Runs everywhere: no GPU or nvrtc involved.)
+#[test]
+fn a_standin_setting_that_is_not_the_standin_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cifar10(&tmp.path().join("data"), 24, 5, None);
+    let not_a_driver = tmp.path().join("libcuda_standin.so");
+    std::fs::write(&not_a_driver, b"not a shared library").unwrap();
+    for (path, want) in [
+        ("/nonexistent/libcuda_standin.so", "could not be loaded"),
+        (p(&not_a_driver), "could not be loaded"),
+    ] {
+        let out = train_with(
+            &small(&["--data-dir", p(&data), "--epochs", "1"])
+                .into_iter()
+                .map(|a| if a == "cpu" { "cuda" } else { a })
+                .collect::<Vec<_>>(),
+            &[("RESNET_CUDA_STANDIN", path)],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("RESNET_CUDA_STANDIN") && err.contains(want),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
