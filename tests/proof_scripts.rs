@@ -197,6 +197,21 @@ case $1 in
 esac
 "#;
 
+const FAKE_PEER: &str = r#"
+# torch_peer.py speed: logs the call, notes what the script had printed when it started,
+# writes one result, then takes FAKE_PEER_SLEEP seconds.
+import json, os, sys, time
+out = sys.argv[sys.argv.index("--out") + 1]
+with open(os.environ["FAKE_LOG"], "a") as f:
+    f.write(f"peer {os.getpid()} LD={os.environ.get('LD_LIBRARY_PATH', '')}\n")
+with open(os.environ["FAKE_SAW"], "w") as f:
+    f.write(open(os.environ["FAKE_STDOUT"]).read())
+with open(out, "a") as f:
+    f.write(json.dumps({"peer": "pytorch", "model": "resnet20", "mode": "fp32", "ms_per_step": 3.0,
+                        "peak_mem_mb": 200, "gpu": "Fake H200"}) + "\n")
+time.sleep(float(os.environ.get("FAKE_PEER_SLEEP", "0")))
+"#;
+
 /// compute-sanitizer on gVisor (as seen on the device machines, 2026-11-04).
 const SANITIZER_GVISOR: &str = r#"#!/usr/bin/env bash
 echo "========= COMPUTE-SANITIZER"
@@ -244,6 +259,7 @@ impl Bundle {
         }
         write_exe(&g.join("bin/train"), FAKE_TRAIN);
         write_exe(&g.join("remote.sh"), FAKE_REMOTE);
+        fs::write(g.join("data/torch_peer.py"), FAKE_PEER).unwrap();
         write_exe(&dir.path().join("sanitizer-gvisor"), SANITIZER_GVISOR);
         write_exe(&dir.path().join("sanitizer-finds"), SANITIZER_FINDS);
         Bundle { dir }
@@ -452,6 +468,60 @@ fn our_binaries_get_the_toolkits_nvrtc_and_the_peer_the_machines_library_path() 
     let peer: Vec<_> = calls.iter().filter(|(n, _, _)| n == "peer").collect();
     assert_eq!(peer.len(), 1, "{calls:?}");
     assert!(peer[0].2.ends_with(" LD=/machine/lib"), "{calls:?}");
+}
+
+#[test]
+fn speed_prints_our_columns_first_and_gives_the_peer_only_the_time_left() {
+    let b = Bundle::new();
+    let stdout = b.path("stdout");
+    let saw = b.path("peer-saw");
+    let t0 = Instant::now();
+    // Our bf16+graph run hangs (cut at its 1 s limit); the peer would take 30 s and gets what is
+    // left of the 6 s.
+    let ran = b.run(
+        "speed-vs-peer.sh",
+        &format!("--time-limit 6 --run-limit 1 --peer-time 2 resnet20 > {stdout}"),
+        &[
+            ("FAKE_HANG", "bf16+graph"),
+            ("FAKE_PEER_SLEEP", "30"),
+            ("FAKE_STDOUT", &stdout),
+            ("FAKE_SAW", &saw),
+        ],
+    );
+    let took = t0.elapsed().as_secs_f64();
+    let out = fs::read_to_string(&stdout).unwrap();
+    assert!(
+        (5.5..8.5).contains(&took),
+        "took {took:.2} s\n{out}{}",
+        ran.out
+    );
+    assert_eq!(ran.code, Some(1), "{out}");
+    // What the peer found printed when it started: our columns, the timeout named.
+    let seen = fs::read_to_string(&saw).unwrap();
+    assert!(
+        seen.contains("| resnet20 | 1.50 | 1.50 | 1.50 | timeout | 100 |"),
+        "{seen}"
+    );
+    assert!(!seen.contains("peer fp32"), "{seen}");
+    // Then the whole table, with the result the peer finished before its time ran out.
+    assert!(out.contains("--- peer: ran out of time"), "{out}");
+    assert!(
+        out.contains(
+            "| resnet20 | 1.50 | 1.50 | 1.50 | timeout | 3.00 | - | 2.00x (fp32) | 100 / 200 |"
+        ),
+        "{out}"
+    );
+    let calls = b.calls();
+    let ours = format!("LD={}:/machine/lib", b.path("nvrtc"));
+    assert_eq!(calls.iter().filter(|(n, _, _)| n == "train").count(), 4);
+    for (name, _, rest) in &calls {
+        let want = if name == "peer" {
+            "LD=/machine/lib"
+        } else {
+            &ours
+        };
+        assert!(rest.ends_with(want), "{name}: {rest}");
+    }
 }
 
 #[test]
