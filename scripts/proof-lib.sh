@@ -66,8 +66,12 @@ within() {
   left=$(proof_left_ms "$1")
   shift
   ((left >= 100)) || return 124
+  # The limits inside end a little sooner (1/20, at most 1 s), so that a run cut short is named
+  # by the stage around it and the runs after it are listed as not started, before this limit
+  # (the backstop) ends the whole.
+  local margin=$((left / 20 < 1000 ? left / 20 : 1000))
   # In the background so that its pid, which timeout makes its process group's id, is known.
-  PROOF_DEADLINE_MS=$(($(proof_now_ms) + left)) \
+  PROOF_DEADLINE_MS=$(($(proof_now_ms) + left - margin)) \
     timeout --kill-after="${PROOF_KILL_AFTER:-5}" "$(proof_secs "$left")" "$@" < /dev/null &
   pid=$!
   # This shell stopped (an enclosing limit, Ctrl-C) stops the command at once, not at its limit.
@@ -104,7 +108,8 @@ proof_run() {
   rc=$?
   case $rc in
     0) ;;
-    124 | 137) echo "--- TIMED OUT after $((($(proof_now_ms) - t0) / 1000)) s: $shown" ;;
+    # (After a newline: the output cut short may have ended mid-line.)
+    124 | 137) printf '\n--- TIMED OUT after %d s: %s\n' $((($(proof_now_ms) - t0) / 1000)) "$shown" ;;
     *) echo "--- FAILED (exit $rc): $shown" ;;
   esac
   return "$rc"
@@ -131,6 +136,7 @@ stage() {
   within "$want" bash -c '"$@"' "$name" "$@" 2>&1 | tee "${OUT:?}/$name.log"
   rc=${PIPESTATUS[0]}
   local took=$((($(proof_now_ms) - t0) / 1000))
+  [[ -z $(tail -c 1 "$OUT/$name.log") ]] || echo # the log cut mid-line
   case $rc in
     0) echo "=== $name: ok ($took s)" ;;
     "$PROOF_UNAVAILABLE")
