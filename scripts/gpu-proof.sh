@@ -36,11 +36,17 @@
 #
 # Settings: OUT (where logs go; the device tool's $OUT), PROOF_CALL_LIMIT (seconds),
 # PROOF_BUNDLE (default .gpu), NVRTC_LIB_DIR (the directory of libnvrtc.so.13, if the toolkit's
-# usual places lack it), PROOF_SANITIZER (a compute-sanitizer other than the one on PATH).
+# usual places lack it), PROOF_SANITIZER (the compute-sanitizer to use instead of the PATH's or
+# the toolkit's; a path that does not exist means none).
 
 # The stage functions below run through `stage` (bash -c), which shellcheck cannot follow.
 # shellcheck disable=SC2317
 set -uo pipefail
+case ${1:-call1} in
+  call1 | call2 | call3 | smoke | tests | speed | memcheck | racecheck | accuracy | bench | paper) ;;
+  # Before anything else: a typo must not cost a fresh machine's ~40 s of data decoding.
+  *) echo "unknown stage $1 (call1|call2|call3|smoke|tests|speed|memcheck|racecheck|accuracy|bench|paper)" >&2; exit 2 ;;
+esac
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/proof-lib.sh
 source "$root/scripts/proof-lib.sh"
@@ -265,7 +271,6 @@ case ${1:-call1} in
   call3)
     gpu_stage racecheck 200 sanitizer racecheck
     gpu_stage paper 300 paper ;;
-  *) echo "unknown stage $1 (call1|call2|call3|smoke|tests|speed|memcheck|racecheck|accuracy|bench|paper)" >&2; exit 2 ;;
 esac
 echo "gpu-proof ${1:-call1}: $([ "$status" = 0 ] && echo "all ok" || echo "something FAILED or timed out (see above)")"
 exit $status

@@ -95,7 +95,7 @@ run() {
 proof_run() {
   local shown=${1//${PROOF_BUNDLE:-\/nowhere}\//} left rc t0
   shift
-  shown=${shown#* } # the limit
+  shown=${shown#* } # without its first word, the limit
   left=$(proof_left_ms "$1")
   shift
   if ((left < 100)); then
