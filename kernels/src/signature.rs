@@ -134,6 +134,7 @@ mod tests {
         ("peak.rs", include_str!("launch/peak.rs")),
         ("augment.rs", include_str!("launch/augment.rs")),
         ("params.rs", include_str!("launch/params.rs")),
+        ("param_buffer.rs", include_str!("launch/param_buffer.rs")),
     ];
 
     /// Every file in `src/launch/` is in [`LAUNCH_FILES`], so no launcher escapes the check below.

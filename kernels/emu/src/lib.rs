@@ -236,29 +236,9 @@ pub fn fast_div(n: i32, d: i32) -> i32 {
     unsafe { emu_fast_div(n, d) }
 }
 
-/// A kernel parameter buffer: values appended at their natural alignment, as CUDA lays out
-/// `CU_LAUNCH_PARAM_BUFFER_POINTER`.
-#[derive(Debug, Default)]
-pub struct ParamBuffer(Vec<u8>);
-
-impl ParamBuffer {
-    pub fn new() -> Self {
-        ParamBuffer(Vec::with_capacity(128))
-    }
-    /// Appends `v` (a pointer or a scalar).
-    pub fn push<T: Copy>(&mut self, v: T) {
-        let align = std::mem::align_of::<T>();
-        self.0.resize(self.0.len().next_multiple_of(align), 0);
-        // SAFETY: T is Copy plain data; its bytes are read once.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&v as *const T).cast::<u8>(), std::mem::size_of::<T>())
-        };
-        self.0.extend_from_slice(bytes);
-    }
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
+#[path = "../../src/launch/param_buffer.rs"]
+mod param_buffer;
+pub use param_buffer::ParamBuffer;
 
 /// The generated wrappers' launch: panics with the emulator's report on a fault (tests).
 fn run_or_panic(name: &str, g: Dim3, b: Dim3, p: &ParamBuffer) {

@@ -119,6 +119,7 @@ mod conv;
 mod conv_plan;
 mod elementwise;
 mod loss;
+mod param_buffer;
 pub mod params;
 mod peak;
 mod pool_fc;

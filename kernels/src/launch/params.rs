@@ -9,31 +9,7 @@ use cudarc::driver::{sys, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, Launch
 use crate::error::{KernelError, Result};
 use crate::Gpu;
 
-/// A kernel's parameters, each at its natural alignment, in order (CUDA's layout).
-#[derive(Debug, Default)]
-pub struct ParamBuffer(Vec<u8>);
-
-impl ParamBuffer {
-    pub fn new() -> Self {
-        ParamBuffer(Vec::with_capacity(96))
-    }
-
-    /// Appends a scalar (`int`, `float`) or a device address (`u64`).
-    pub fn push<T: Copy>(&mut self, v: T) {
-        let align = std::mem::align_of::<T>();
-        self.0.resize(self.0.len().next_multiple_of(align), 0);
-        // SAFETY: `T: Copy` plain data, read once as bytes.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&v as *const T).cast::<u8>(), std::mem::size_of::<T>())
-        };
-        self.0.extend_from_slice(bytes);
-    }
-
-    /// The buffer's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
+pub use super::param_buffer::ParamBuffer;
 
 impl Gpu {
     /// The device address of a view (a kernel's `const T*`).
@@ -60,12 +36,12 @@ impl Gpu {
         self.context()
             .bind_to_thread()
             .map_err(|e| KernelError::driver(format!("binding the context to launch {name}"), e))?;
-        let mut size = params.0.len();
+        let mut size = params.as_bytes().len();
         // The keys are small integers cast to pointers, as CUDA's header defines them.
         let key = |k: usize| std::ptr::without_provenance_mut::<std::ffi::c_void>(k);
         let mut extra = [
             key(1), // CU_LAUNCH_PARAM_BUFFER_POINTER
-            params.0.as_ptr() as *mut std::ffi::c_void,
+            params.as_bytes().as_ptr() as *mut std::ffi::c_void,
             key(2), // CU_LAUNCH_PARAM_BUFFER_SIZE
             (&mut size as *mut usize).cast(),
             key(0), // CU_LAUNCH_PARAM_END
@@ -92,24 +68,5 @@ impl Gpu {
         .map_err(|e| KernelError::driver(format!("launching {name}"), e))?;
         crate::fault::launched(name);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parameters_sit_at_their_natural_alignment() {
-        let mut p = ParamBuffer::new();
-        p.push(7i32);
-        p.push(0x1122_3344_5566_7788u64); // pads to offset 8
-        p.push(2.5f32);
-        let b = p.as_bytes();
-        assert_eq!(b.len(), 20);
-        assert_eq!(&b[0..4], &7i32.to_le_bytes());
-        assert_eq!(&b[4..8], &[0; 4]);
-        assert_eq!(&b[8..16], &0x1122_3344_5566_7788u64.to_le_bytes());
-        assert_eq!(&b[16..20], &2.5f32.to_le_bytes());
     }
 }
