@@ -144,7 +144,7 @@ entry! {
     }
     fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) {
         driver::with_ctx(|d| {
-            out(free, (d.mem.limit - d.mem.live_bytes) as usize)?;
+            out(free, (d.mem.limit - d.mem.in_use()) as usize)?;
             out(total, d.mem.limit as usize)
         })
     }
@@ -260,6 +260,18 @@ entry! {
         })
     }
     fn cuDeviceGraphMemTrim(dev: i32) {
-        driver::with(|_| if dev == 0 { Ok(()) } else { Err(CUDA_ERROR_INVALID_DEVICE) })
+        driver::with(|d| {
+            if dev != 0 {
+                return Err(CUDA_ERROR_INVALID_DEVICE);
+            }
+            // Memory of graphs that are not running (none is, between calls) and hold no live
+            // allocation goes back to the device.
+            for g in d.mem.graphs_with_memory() {
+                if !d.mem.graph_busy(g) {
+                    d.mem.release_graph(g);
+                }
+            }
+            Ok(())
+        })
     }
 }

@@ -14,6 +14,7 @@ use std::time::Instant;
 use crate::driver::{
     self, Capture, Driver, Event, Exec, Graph, Stream, CAPTURE_RELAXED, THREAD_MODE,
 };
+use crate::exec::Op;
 use crate::memory::Owner;
 use crate::status::*;
 use crate::{entry, out};
@@ -111,6 +112,17 @@ impl Driver {
             );
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
+        // The graph's peak working set is associated with it from its first launch on.
+        let (mut live, mut peak) = (0u64, 0u64);
+        for op in ops.iter() {
+            match op {
+                Op::Alloc { addr } => live += self.mem.range(*addr).map_or(0, |r| r.size),
+                Op::Free { addr } => live -= self.mem.range(*addr).map_or(0, |r| r.size),
+                _ => {}
+            }
+            peak = peak.max(live);
+        }
+        self.mem.reserve_graph(graph, peak)?;
         for op in ops.iter() {
             self.run(op, true)?;
             if self.sticky.is_some() {
@@ -338,6 +350,7 @@ entry! {
 /// A graph and all its executables are gone: its reserved addresses that are not live (freed
 /// in the graph, or never launched) can be reused. Live ones stay until the user frees them.
 fn release_graph_addresses(d: &mut Driver, graph: u64) {
+    d.mem.release_graph(graph);
     for a in d.mem.owned_by(Owner::Graph(graph)) {
         d.mem.release(a);
     }

@@ -9,9 +9,11 @@
 //!   unmapped pages and a recorded "freed" range instead of someone else's live buffer;
 //! * the device has a size (`CUDA_STANDIN_MEMORY`): going over it is `CUDA_ERROR_OUT_OF_MEMORY`.
 //!
-//! A range is *reserved* (address chosen) before it is *live* (mapped, counted, accessible):
-//! a CUDA graph's allocations get their address at capture time and are live only between the
-//! graph's alloc and free nodes in each replay.
+//! A range is *reserved* (address chosen) before it is *live* (mapped, accessible): a CUDA
+//! graph's allocations get their address at capture time and are live only between the graph's
+//! alloc and free nodes in each replay. Their memory is counted as the driver counts graph
+//! memory: from a graph's first launch on, its peak working set stays associated with the graph
+//! (reused by every replay, and counted as used) until the graph goes or the memory is trimmed.
 
 use std::collections::BTreeMap;
 
@@ -62,10 +64,12 @@ pub struct Memory {
     ranges: BTreeMap<u64, Range>,
     /// The device's size.
     pub limit: u64,
-    /// Live bytes of every owner (what `cuMemGetInfo` subtracts from the limit).
+    /// Live bytes of synchronous and pool allocations.
     pub live_bytes: u64,
     pub pool: Usage,
+    /// Memory associated with graphs: the sum of `graph_reserve`.
     pub graph: Usage,
+    graph_reserve: std::collections::HashMap<u64, u64>,
     /// Page-locked host buffers (`cuMemHostAlloc`): start -> length.
     pinned: BTreeMap<u64, u64>,
     next_id: u64,
@@ -123,6 +127,7 @@ impl Memory {
                     live_bytes: 0,
                     pool: Usage::default(),
                     graph: Usage::default(),
+                    graph_reserve: std::collections::HashMap::new(),
                     pinned: BTreeMap::new(),
                     next_id: 1,
                 });
@@ -175,7 +180,9 @@ impl Memory {
         if r.live {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
-        if self.live_bytes + r.size > self.limit {
+        // A graph's allocations live in its reserve (`reserve_graph`), already counted.
+        let graph = matches!(r.owner, Owner::Graph(_));
+        if !graph && self.in_use() + r.size > self.limit {
             return Err(CUDA_ERROR_OUT_OF_MEMORY);
         }
         let len = round_up(r.size.max(1), PAGE) as usize;
@@ -190,11 +197,11 @@ impl Memory {
             std::ptr::write_bytes(addr as *mut u8, 0xFF, r.size as usize);
             kernels_emu::mem_map(addr, r.size, r.id);
         }
-        self.live_bytes += r.size;
-        match r.owner {
-            Owner::Pool => self.pool.add(r.size),
-            Owner::Graph(_) => self.graph.add(r.size),
-            Owner::Sync => {}
+        if !graph {
+            self.live_bytes += r.size;
+        }
+        if r.owner == Owner::Pool {
+            self.pool.add(r.size);
         }
         self.ranges.get_mut(&addr).expect("range").live = true;
         Ok(())
@@ -213,11 +220,11 @@ impl Memory {
             libc::madvise(addr as *mut _, len, libc::MADV_DONTNEED);
             libc::mprotect(addr as *mut _, len, libc::PROT_NONE);
         }
-        self.live_bytes -= r.size;
-        match r.owner {
-            Owner::Pool => self.pool.sub(r.size),
-            Owner::Graph(_) => self.graph.sub(r.size),
-            Owner::Sync => {}
+        if !matches!(r.owner, Owner::Graph(_)) {
+            self.live_bytes -= r.size;
+        }
+        if r.owner == Owner::Pool {
+            self.pool.sub(r.size);
         }
         self.ranges.get_mut(&addr).expect("range").live = false;
         Ok(r)
@@ -230,9 +237,56 @@ impl Memory {
         }
     }
 
+    /// Bytes counted against the device's size: live allocations and graph memory.
+    pub fn in_use(&self) -> u64 {
+        self.live_bytes + self.graph.current
+    }
+
+    /// Associates at least `bytes` of memory with `graph` (its peak working set), as its first
+    /// launch does on a GPU; `CUDA_ERROR_OUT_OF_MEMORY` if the device cannot hold it.
+    pub fn reserve_graph(&mut self, graph: u64, bytes: u64) -> Result<(), CUresult> {
+        let have = self.graph_reserve.get(&graph).copied().unwrap_or(0);
+        if bytes <= have {
+            return Ok(());
+        }
+        if self.in_use() + (bytes - have) > self.limit {
+            return Err(CUDA_ERROR_OUT_OF_MEMORY);
+        }
+        self.graph_reserve.insert(graph, bytes);
+        self.graph.add(bytes - have);
+        Ok(())
+    }
+
+    /// Gives `graph`'s memory back (trimmed, or the graph is gone). Its allocations that are
+    /// still live (not freed in the graph, not yet by the user) move to the plain count.
+    pub fn release_graph(&mut self, graph: u64) {
+        if let Some(bytes) = self.graph_reserve.remove(&graph) {
+            self.graph.sub(bytes);
+            let still: u64 = self
+                .ranges
+                .values()
+                .filter(|r| r.owner == Owner::Graph(graph) && r.live)
+                .map(|r| r.size)
+                .sum();
+            self.live_bytes += still;
+        }
+    }
+
+    /// Whether any allocation of `graph` is live.
+    pub fn graph_busy(&self, graph: u64) -> bool {
+        self.ranges
+            .values()
+            .any(|r| r.owner == Owner::Graph(graph) && r.live)
+    }
+
+    /// The graphs that hold memory.
+    pub fn graphs_with_memory(&self) -> Vec<u64> {
+        self.graph_reserve.keys().copied().collect()
+    }
+
     /// Reserve + commit.
     pub fn alloc(&mut self, size: u64, owner: Owner) -> Result<u64, CUresult> {
-        if size > self.limit.saturating_sub(self.live_bytes) {
+        if size > self.limit.saturating_sub(self.in_use()) {
             return Err(CUDA_ERROR_OUT_OF_MEMORY);
         }
         let addr = self.reserve(size, owner)?;

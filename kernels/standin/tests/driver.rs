@@ -606,3 +606,55 @@ fn calls_need_a_current_context() {
         );
     }
 }
+
+#[test]
+fn graph_memory_stays_with_the_graph_after_a_launch_until_trimmed() {
+    let d = device(config());
+    let (mut a, mut b, mut graph, mut exec) = (0u64, 0u64, 0u64, 0u64);
+    let info = || {
+        let (mut free, mut total, mut used) = (0usize, 0usize, 0u64);
+        // SAFETY: out-parameters.
+        unsafe {
+            ok(cuMemGetInfo_v2(&mut free, &mut total), "info");
+            ok(
+                cuDeviceGetGraphMemAttribute(0, 0, (&mut used as *mut u64).cast()),
+                "graph memory in use",
+            );
+        }
+        (free, used)
+    };
+    // SAFETY: handles and pointers as the API wants.
+    unsafe {
+        ok(cuStreamBeginCapture_v2(d.stream, 1), "begin");
+        ok(cuMemAllocAsync(&mut a, 8 << 20, d.stream), "a");
+        ok(cuMemAllocAsync(&mut b, 4 << 20, d.stream), "b");
+        ok(cuMemFreeAsync(a, d.stream), "free a");
+        ok(cuMemFreeAsync(b, d.stream), "free b");
+        ok(cuStreamEndCapture(d.stream, &mut graph), "end");
+        ok(
+            cuGraphInstantiateWithFlags(&mut exec, graph, 0),
+            "instantiate",
+        );
+        assert_eq!(info(), (64 << 20, 0), "nothing before the first launch");
+        ok(cuGraphLaunch(exec, d.stream), "launch");
+        // The peak of the replay (a and b at once) stays associated with the graph.
+        assert_eq!(info(), ((64 - 12) << 20, 12 << 20));
+        ok(cuGraphLaunch(exec, d.stream), "relaunch reuses it");
+        assert_eq!(info(), ((64 - 12) << 20, 12 << 20));
+        // Eager allocations compete with it ...
+        let mut c = 0u64;
+        assert_eq!(
+            cuMemAllocAsync(&mut c, 60 << 20, d.stream),
+            CUDA_ERROR_OUT_OF_MEMORY
+        );
+        // ... until it is trimmed.
+        ok(cuDeviceGraphMemTrim(0), "trim");
+        assert_eq!(info(), (64 << 20, 0));
+        ok(
+            cuMemAllocAsync(&mut c, 60 << 20, d.stream),
+            "fits after the trim",
+        );
+        // Now the graph's own working set no longer fits: its launch is out of memory.
+        assert_eq!(cuGraphLaunch(exec, d.stream), CUDA_ERROR_OUT_OF_MEMORY);
+    }
+}
