@@ -144,6 +144,11 @@ T shfl(unsigned mask, T v, int width, Src src)
     std::uint64_t* slots = shuffle_slots();
     slots[t] = bits;
     sync_warp("warp shuffle");
+    // Lanes that were still running at the check above may have returned instead of arriving
+    // (fibers run in lane order): the barrier then released without them.
+    if (warp_live() != want)
+        trap("__shfl_*_sync with mask %#x, but lanes of warp %d returned before reaching it",
+             mask, warp);
     const int seg = lane - lane % width;
     const int s = src(lane - seg);
     T r = v;
@@ -173,6 +178,9 @@ inline void mma_bf16_16x8x16(float d[4], const unsigned a[4], const unsigned b[2
     mine[4] = b[0];
     mine[5] = b[1];
     sync_warp("mma.sync");
+    if (warp_live() != 32)
+        trap("mma.sync in warp %d, but lanes returned before reaching it (all 32 must execute it)",
+             warp);
     const auto* regs = &all[(size_t)warp * 32];
     // A[row][col]: lane (row % 8) * 4 + (col % 8) / 2, register (row >= 8) + 2 * (col >= 8),
     // low half for even col.

@@ -25,6 +25,7 @@ struct EmuKernel {
     unsigned sizes[EMU_MAX_PARAMS];
     unsigned offsets[EMU_MAX_PARAMS];
     unsigned is_pointer[EMU_MAX_PARAMS];  // a device address (else a scalar)
+    unsigned pointee[EMU_MAX_PARAMS];     // bytes of what a pointer points to (0: a scalar)
     void (*invoke)(const unsigned char* params, const unsigned* offsets);
 };
 

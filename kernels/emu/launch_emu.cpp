@@ -28,6 +28,16 @@ T param_at(const unsigned char* p)
     return v;
 }
 
+// Bytes of what a pointer parameter points to (its required alignment), 0 for a scalar.
+template <class T>
+constexpr unsigned pointee_size()
+{
+    if constexpr (std::is_pointer<T>::value)
+        return (unsigned)sizeof(typename std::remove_pointer<T>::type);
+    else
+        return 0;
+}
+
 template <class Fn, Fn F>
 struct Entry;
 
@@ -53,12 +63,14 @@ struct Entry<void (*)(A...), F> {
         const unsigned sizes[] = {(unsigned)sizeof(A)..., 0};
         const unsigned aligns[] = {(unsigned)alignof(A)..., 1};
         const unsigned pointers[] = {(unsigned)std::is_pointer<A>::value..., 0};
+        const unsigned pointees[] = {pointee_size<A>()..., 0};
         unsigned off = 0;
         for (unsigned i = 0; i < k.nparams; ++i) {
             off = (off + aligns[i] - 1) / aligns[i] * aligns[i];
             k.offsets[i] = off;
             k.sizes[i] = sizes[i];
             k.is_pointer[i] = pointers[i];
+            k.pointee[i] = pointees[i];
             off += sizes[i];
         }
         k.param_bytes = off;

@@ -46,7 +46,7 @@ namespace {
 extern "C" void emu_ctx_switch(void** save, void* next);
 extern "C" void emu_ctx_trampoline();
 asm(R"(
-    .text
+    .pushsection .text
     .p2align 4
     .type emu_ctx_switch,@function
 emu_ctx_switch:
@@ -76,11 +76,15 @@ emu_ctx_switch:
     .p2align 4
     .type emu_ctx_trampoline,@function
 emu_ctx_trampoline:
+    .cfi_startproc
+    .cfi_undefined rip
     movq %rbx, %rdi
     andq $-16, %rsp
     call emu_fiber_entry
     ud2
+    .cfi_endproc
     .size emu_ctx_trampoline, .-emu_ctx_trampoline
+    .popsection
 )");
 #endif
 
@@ -110,6 +114,7 @@ struct Run {
     dim3 grid, block;
     int n = 0, nwarps = 0;
     std::vector<Fiber> fibers;
+    std::vector<Stack> stacks;  // one per fiber
     int cur = -1;
     void* sched_sp = nullptr;
 #if !defined(__x86_64__)
@@ -127,7 +132,10 @@ struct Run {
 
 thread_local Run* g_run = nullptr;
 std::mutex g_launch_mutex;  // one launch at a time, process-wide
-thread_local std::vector<Stack> g_stacks;  // each worker's fiber stacks
+// Fiber stacks not in use, shared by every OS thread that runs blocks (kept, not unmapped: a
+// launch takes its stacks from here and gives them back).
+std::mutex g_stack_mutex;
+std::vector<Stack> g_free_stacks;
 
 Stack new_stack()
 {
@@ -138,8 +146,33 @@ Stack new_stack()
         std::fprintf(stderr, "cuda_emu: cannot map a fiber stack\n");
         std::abort();
     }
-    mprotect(p, page, PROT_NONE);
+    if (mprotect(p, page, PROT_NONE) != 0) {
+        std::fprintf(stderr, "cuda_emu: cannot protect a fiber stack's guard page\n");
+        std::abort();
+    }
     return Stack{(char*)p, STACK_BYTES + page};
+}
+
+// `n` stacks for one worker's run, from the free list (new ones when it runs short).
+std::vector<Stack> take_stacks(int n)
+{
+    std::vector<Stack> out;
+    {
+        std::lock_guard<std::mutex> lock(g_stack_mutex);
+        while ((int)out.size() < n && !g_free_stacks.empty()) {
+            out.push_back(g_free_stacks.back());
+            g_free_stacks.pop_back();
+        }
+    }
+    while ((int)out.size() < n) out.push_back(new_stack());
+    return out;
+}
+
+void give_back_stacks(std::vector<Stack>& stacks)
+{
+    std::lock_guard<std::mutex> lock(g_stack_mutex);
+    g_free_stacks.insert(g_free_stacks.end(), stacks.begin(), stacks.end());
+    stacks.clear();
 }
 
 void switch_to_scheduler(Run& r, Fiber& f)
@@ -419,7 +452,7 @@ void start_fiber(Run& r, int t)
 {
     Fiber& f = r.fibers[t];
     f.state = READY;
-    const Stack& s = g_stacks[t];
+    const Stack& s = r.stacks[t];
 #if defined(__x86_64__)
     // The frame emu_ctx_switch pops: control words, r15, r14, r13, r12, rbx, rbp, return address.
     std::uint64_t* sp = (std::uint64_t*)(((uintptr_t)s.top() & ~(uintptr_t)15) - 64);
@@ -510,8 +543,8 @@ struct Grid {
 // Runs blocks of `g` on the calling OS thread until none is left or one faulted.
 void work(Grid& g)
 {
-    while ((long)g_stacks.size() < g.n) g_stacks.push_back(new_stack());
     Run r;
+    r.stacks = take_stacks(g.n);
     r.kernel = g.kernel;
     r.grid = g.grid;
     r.block = g.block;
@@ -552,6 +585,7 @@ void work(Grid& g)
     }
     threadIdx = saved_t, blockIdx = saved_b, blockDim = saved_bd, gridDim = saved_gd;
     g_run = outer;
+    give_back_stacks(r.stacks);
 }
 
 // Helper threads that run blocks beside the launching thread. Blocks are independent (no

@@ -36,3 +36,13 @@ extern "C" __global__ void emu_selftest_neighbour(const float* x, float* y, int 
     if (sync) __syncthreads();
     y[t] = s[(t + 1) % blockDim.x];
 }
+
+// The upper half of a warp returns, the lower half then shuffles with a full mask: lanes the
+// mask names are gone (undefined on a GPU; here a trap, whichever order the fibers ran in).
+extern "C" __global__ void emu_selftest_shuffle_after_return(float* y)
+{
+    if (threadIdx.x >= 16) return;
+    float v = (float)threadIdx.x;
+    v += __shfl_down_sync(0xffffffffu, v, 16);
+    y[threadIdx.x] = v;
+}

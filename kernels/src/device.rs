@@ -353,15 +353,20 @@ impl Gpu {
 
     /// Copies a host slice to a new device buffer.
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
-        self.stream.clone_htod(host).map_err(|e| {
-            KernelError::driver(
-                format!(
-                    "copying {} from host to device",
-                    human_bytes(std::mem::size_of_val(host) as u64)
-                ),
-                e,
-            )
-        })
+        self.stream
+            .clone_htod(host)
+            .map_err(|e| {
+                KernelError::driver(
+                    format!(
+                        "copying {} from host to device",
+                        human_bytes(std::mem::size_of_val(host) as u64)
+                    ),
+                    e,
+                )
+            })
+            .inspect(|_| {
+                crate::fault::queued(crate::fault::Suspect::Transfer("a host-to-device copy"))
+            })
     }
 
     /// A new zero-filled device buffer of `len` elements.
@@ -405,9 +410,14 @@ impl Gpu {
     /// A new device buffer with the same contents as `src` (device-to-device copy, queued on
     /// the stream).
     pub fn clone_buffer<T: DeviceRepr>(&self, src: &CudaSlice<T>) -> Result<CudaSlice<T>> {
-        self.stream.clone_dtod(src).map_err(|e| {
-            KernelError::driver(format!("copying {} elements on the device", src.len()), e)
-        })
+        self.stream
+            .clone_dtod(src)
+            .map_err(|e| {
+                KernelError::driver(format!("copying {} elements on the device", src.len()), e)
+            })
+            .inspect(|_| {
+                crate::fault::queued(crate::fault::Suspect::Transfer("a device-to-device copy"))
+            })
     }
 
     /// Copies `src` into the existing buffer `dst` of the same length (device to device, queued
@@ -430,6 +440,9 @@ impl Gpu {
         self.stream
             .memcpy_dtod(src, dst)
             .map_err(|e| KernelError::driver("copying on the device", e))
+            .inspect(|_| {
+                crate::fault::queued(crate::fault::Suspect::Transfer("a device-to-device copy"))
+            })
     }
 
     /// Sets every element of `dst` to zero bits (queued on the stream).
@@ -440,6 +453,7 @@ impl Gpu {
         self.stream
             .memset_zeros(dst)
             .map_err(|e| KernelError::driver("zero-filling a device buffer", e))
+            .inspect(|_| crate::fault::queued(crate::fault::Suspect::Transfer("a memset")))
     }
 
     /// Copies `src` into the existing device buffer `dst` (same length).
@@ -457,6 +471,9 @@ impl Gpu {
         self.stream
             .memcpy_htod(src, dst)
             .map_err(|e| KernelError::driver("copying host to device", e))
+            .inspect(|_| {
+                crate::fault::queued(crate::fault::Suspect::Transfer("a host-to-device copy"))
+            })
     }
 
     /// Copies a device buffer or view back to the host (synchronises with the stream, so it

@@ -40,18 +40,18 @@ pub enum KernelError {
         source: DriverError,
     },
 
-    /// A kernel faulted on the device (an illegal address, a trap, ...): the context is lost and
-    /// every later call fails. Names the kernel (see [`crate::fault`]), not the call that
-    /// happened to notice.
+    /// A kernel (or copy) faulted on the device (an illegal address, a trap, ...): the context
+    /// is lost and every later call fails. Names the operation (see [`crate::fault`]), not the
+    /// call that happened to notice.
     #[error(
-        "GPU fault in kernel `{kernel}`: {code:?} ({}; the error surfaced while {noticed}). The \
-         CUDA context is lost; CUDA_LAUNCH_BLOCKING=1 makes every launch report its own fault",
-        if *queued == 1 { "the only launch since the stream was last synchronised".to_string() } else { format!("the last of {queued} launches since the stream was last synchronised") }
+        "GPU fault in {suspect}: {code:?} ({}; the error surfaced while {noticed}). The CUDA \
+         context is lost; CUDA_LAUNCH_BLOCKING=1 makes every launch report its own fault",
+        if *queued == 1 { "the only operation since the stream was last synchronised".to_string() } else { format!("the last of {queued} operations since the stream was last synchronised") }
     )]
     KernelFault {
-        /// The last kernel queued before the error surfaced.
-        kernel: &'static str,
-        /// Launches queued since the last clean synchronisation (1: no doubt about the kernel).
+        /// The last operation queued before the error surfaced.
+        suspect: crate::fault::Suspect,
+        /// Operations queued since the last clean synchronisation (1: no doubt about it).
         queued: u64,
         /// The driver's error.
         code: CUresult,
@@ -87,9 +87,9 @@ impl KernelError {
     /// later call) becomes [`KernelError::KernelFault`], naming the kernel.
     pub fn driver(context: impl Into<String>, source: DriverError) -> Self {
         if crate::fault::is_kernel_fault(source.0) {
-            if let Some((kernel, queued)) = crate::fault::suspect() {
+            if let Some((suspect, queued)) = crate::fault::suspect() {
                 return KernelError::KernelFault {
-                    kernel,
+                    suspect,
                     queued,
                     code: source.0,
                     noticed: context.into(),

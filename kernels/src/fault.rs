@@ -1,22 +1,44 @@
-//! Which kernel a GPU fault belongs to.
+//! Which operation a GPU fault belongs to.
 //!
-//! A kernel that faults (an illegal address, a trap) does not fail its own launch: launches are
-//! asynchronous, so the error surfaces at whatever driver call comes next — often a buffer's
-//! free in a destructor, or the next launch — and from then on every call returns it (the
-//! context is lost). Naming that call would blame the wrong thing. So every launch is noted
-//! here, the list is cleared whenever the stream has been synchronised without error, and a
-//! sticky error is reported with the kernels launched since: on the stand-in driver (which runs
-//! each kernel when it is queued) the last one is exactly the kernel that faulted; on a GPU it
-//! is the last candidate, and `CUDA_LAUNCH_BLOCKING=1` makes it exact there too.
+//! A kernel (or copy) that faults does not fail its own call: work is queued asynchronously,
+//! so the error surfaces at whatever driver call comes next — often a buffer's free in a
+//! destructor, or the next launch — and from then on every call returns it (the context is
+//! lost). Naming that call would blame the wrong thing. So every queued kernel and copy is
+//! noted here, the list is cleared whenever the stream has been synchronised without error,
+//! and a fault is reported with what was queued since: on the stand-in driver (which runs each
+//! operation when it is queued) the last one is exactly the one that faulted; on a GPU it is
+//! the last candidate, and with `CUDA_LAUNCH_BLOCKING=1` (each launch waits for its kernel
+//! and returns its fault) the launch that fails names its own kernel.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use cudarc::driver::sys::CUresult;
 
-/// Launches since the last clean synchronisation: the total and the most recent names.
+/// A queued operation that can fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspect {
+    /// A kernel launch, by kernel name.
+    Kernel(&'static str),
+    /// The replay of a captured CUDA graph (one of its kernels).
+    GraphReplay,
+    /// A copy or memset, described (`a host-to-device copy`).
+    Transfer(&'static str),
+}
+
+impl std::fmt::Display for Suspect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Suspect::Kernel(k) => write!(f, "kernel `{k}`"),
+            Suspect::GraphReplay => f.write_str("a kernel of the CUDA graph replay"),
+            Suspect::Transfer(what) => f.write_str(what),
+        }
+    }
+}
+
+/// Operations since the last clean synchronisation: the total and the most recent.
 struct Pending {
     count: u64,
-    recent: Vec<&'static str>,
+    recent: Vec<Suspect>,
 }
 
 const KEPT: usize = 8;
@@ -30,8 +52,8 @@ fn pending() -> std::sync::MutexGuard<'static, Pending> {
     PENDING.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Notes a launch (a kernel name, or "a CUDA graph replay").
-pub(crate) fn launched(what: &'static str) {
+/// Notes a queued operation.
+pub(crate) fn queued(what: Suspect) {
     let mut p = pending();
     p.count += 1;
     if p.recent.len() == KEPT {
@@ -63,9 +85,34 @@ pub fn is_kernel_fault(code: CUresult) -> bool {
     )
 }
 
-/// The kernel to blame: `(last launched, launches since the last clean synchronisation)`, or
-/// `None` if nothing was launched since.
-pub(crate) fn suspect() -> Option<(&'static str, u64)> {
+/// The operation to blame: `(last queued, operations since the last clean synchronisation)`,
+/// or `None` if nothing was queued since.
+pub(crate) fn suspect() -> Option<(Suspect, u64)> {
     let p = pending();
     p.recent.last().map(|&k| (k, p.count))
+}
+
+/// `CUDA_LAUNCH_BLOCKING=1`: every launch waits for its kernel, so a fault returned by a launch
+/// is that kernel's own.
+pub(crate) fn launches_block() -> bool {
+    static BLOCKING: OnceLock<bool> = OnceLock::new();
+    *BLOCKING.get_or_init(|| std::env::var("CUDA_LAUNCH_BLOCKING").is_ok_and(|v| v == "1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suspects_read_as_what_they_are() {
+        assert_eq!(
+            Suspect::Kernel("relu_forward").to_string(),
+            "kernel `relu_forward`"
+        );
+        assert_eq!(
+            Suspect::Transfer("a host-to-device copy").to_string(),
+            "a host-to-device copy"
+        );
+        assert!(Suspect::GraphReplay.to_string().contains("graph"));
+    }
 }

@@ -186,7 +186,7 @@ impl Graph {
         // SAFETY: valid executable graph and stream (kept alive by `self`).
         unsafe { result::graph::launch(self.exec, self.stream.cu_stream()) }
             .map_err(|e| KernelError::driver("launching a CUDA graph", e))?;
-        crate::fault::launched("(a kernel of) the CUDA graph replay");
+        crate::fault::queued(crate::fault::Suspect::GraphReplay);
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! The CUDA kernels of `kernels/cuda/*.cu`, compiled unmodified with the host C++ compiler
-//! against a small emulation header (`cuda_emu.h`: a block's threads are fibers, blocks run one
-//! after another, `__syncthreads` and warp collectives are cooperative barriers) and reached
-//! through one table, generated from the sources by `build.rs`:
+//! against a small emulation header (`cuda_emu.h`: a block's threads are fibers, the blocks of a
+//! grid are shared out among a few OS threads, `__syncthreads` and warp collectives are
+//! cooperative barriers) and reached through one table, generated from the sources by
+//! `build.rs`:
 //!
 //! * [`kernel`] / [`launch`]: a kernel by name, run with a CUDA-style parameter buffer (what the
 //!   stand-in CUDA driver, `kernels/standin`, does for `cuLaunchKernel`);
@@ -44,6 +45,7 @@ struct RawKernel {
     sizes: [c_uint; MAX_PARAMS],
     offsets: [c_uint; MAX_PARAMS],
     is_pointer: [c_uint; MAX_PARAMS],
+    pointee: [c_uint; MAX_PARAMS],
     invoke: *const std::ffi::c_void,
 }
 
@@ -85,6 +87,7 @@ pub struct Kernel {
     sizes: &'static [c_uint],
     offsets: &'static [c_uint],
     is_pointer: &'static [c_uint],
+    pointee: &'static [c_uint],
 }
 
 impl Kernel {
@@ -94,6 +97,7 @@ impl Kernel {
             offset: self.offsets[i] as usize,
             size: self.sizes[i] as usize,
             is_pointer: self.is_pointer[i] != 0,
+            pointee: self.pointee[i] as usize,
         })
     }
 }
@@ -107,6 +111,8 @@ pub struct ParamSlot {
     pub size: usize,
     /// A device address (else a scalar).
     pub is_pointer: bool,
+    /// Bytes of what it points to: the alignment the address needs (0 for a scalar).
+    pub pointee: usize,
 }
 
 /// Every kernel of `kernels/cuda/*.cu`, in the table's order.
@@ -124,6 +130,7 @@ pub fn kernels() -> impl Iterator<Item = Kernel> {
             sizes: &raw.sizes[..n],
             offsets: &raw.offsets[..n],
             is_pointer: &raw.is_pointer[..n],
+            pointee: &raw.pointee[..n],
         }
     })
 }

@@ -1,8 +1,8 @@
 //! How a launch reaches the driver: one packed parameter buffer (`CU_LAUNCH_PARAM_BUFFER_POINTER`
-//! with its size) rather than an array of pointers to each value. The buffer's size tells the
-//! driver how many bytes we pass, so a launch whose arguments do not match the kernel's C
-//! signature is refused (the stand-in driver checks it against the cubin; a real driver against
-//! its own copy of the same metadata) instead of reading past our argument list.
+//! with its size) rather than an array of pointers to each value. The buffer's size says how
+//! many bytes we pass, so a launch whose arguments do not match the kernel's C signature can be
+//! refused instead of read past: the stand-in driver checks it against the cubin's parameter
+//! table (and `signature.rs`'s test checks every `launch!` against the sources, GPU or not).
 
 use cudarc::driver::{sys, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig};
 
@@ -65,8 +65,19 @@ impl Gpu {
             )
         }
         .result()
-        .map_err(|e| KernelError::driver(format!("launching {name}"), e))?;
-        crate::fault::launched(name);
+        .map_err(|e| {
+            if crate::fault::launches_block() && crate::fault::is_kernel_fault(e.0) {
+                // The launch waited for the kernel: the fault is this kernel's own.
+                return KernelError::KernelFault {
+                    suspect: crate::fault::Suspect::Kernel(name),
+                    queued: 1,
+                    code: e.0,
+                    noticed: format!("launching {name} (CUDA_LAUNCH_BLOCKING=1)"),
+                };
+            }
+            KernelError::driver(format!("launching {name}"), e)
+        })?;
+        crate::fault::queued(crate::fault::Suspect::Kernel(name));
         Ok(())
     }
 }

@@ -60,6 +60,9 @@ impl Driver {
     fn alloc_async(&mut self, bytes: u64, stream: u64) -> Result<u64, CUresult> {
         let key = self.stream_key(stream)?;
         self.legacy_stream_use(key, "cuMemAllocAsync")?;
+        if bytes == 0 {
+            return Err(CUDA_ERROR_INVALID_VALUE);
+        }
         if let Some(cap) = self.capturing(key)? {
             let graph = cap.id;
             let addr = self.mem.reserve(bytes, Owner::Graph(graph))?;
@@ -216,9 +219,10 @@ entry! {
             match attr {
                 1..=3 => out(value.cast::<i32>(), 1),
                 4 => out(value.cast::<u64>(), d.pool_release_threshold),
-                // Nothing is cached: reserved = used.
-                5 | 7 => out(value.cast::<u64>(), d.mem.pool.current),
-                6 | 8 => out(value.cast::<u64>(), d.mem.pool.high),
+                5 => out(value.cast::<u64>(), d.mem.pool_reserved.current),
+                6 => out(value.cast::<u64>(), d.mem.pool_reserved.high),
+                7 => out(value.cast::<u64>(), d.mem.pool.current),
+                8 => out(value.cast::<u64>(), d.mem.pool.high),
                 _ => Err(CUDA_ERROR_INVALID_VALUE),
             }
         })
@@ -236,7 +240,11 @@ entry! {
                     Ok(())
                 }
                 // The high-water marks can only be reset, to zero.
-                6 | 8 if unsafe { *value.cast::<u64>() } == 0 => {
+                6 if unsafe { *value.cast::<u64>() } == 0 => {
+                    d.mem.pool_reserved.high = d.mem.pool_reserved.current;
+                    Ok(())
+                }
+                8 if unsafe { *value.cast::<u64>() } == 0 => {
                     d.mem.pool.high = d.mem.pool.current;
                     Ok(())
                 }
@@ -244,8 +252,14 @@ entry! {
             }
         })
     }
-    fn cuMemPoolTrimTo(pool: u64, _keep: usize) {
-        driver::with(|_| if pool == POOL { Ok(()) } else { Err(CUDA_ERROR_INVALID_HANDLE) })
+    fn cuMemPoolTrimTo(pool: u64, keep: usize) {
+        driver::with(|d| {
+            if pool != POOL {
+                return Err(CUDA_ERROR_INVALID_HANDLE);
+            }
+            d.mem.trim_pool(keep as u64);
+            Ok(())
+        })
     }
     fn cuDeviceGetGraphMemAttribute(dev: i32, attr: i32, value: *mut c_void) {
         driver::with(|d| {

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::config::FailPoint;
 use crate::driver::{
     self, Capture, Driver, Event, Exec, Graph, Stream, CAPTURE_RELAXED, THREAD_MODE,
 };
@@ -39,11 +40,33 @@ impl Driver {
                     CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
                     "synchronising the capturing stream",
                 );
-                Err(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)
+                return Err(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
             }
-            Some(_) => Ok(()),
-            None => self.legacy_stream_use(None, "synchronising"),
+            Some(_) => {}
+            None => self.legacy_stream_use(None, "synchronising")?,
         }
+        self.synchronised();
+        Ok(())
+    }
+
+    /// After a synchronisation the pool hands back what it keeps beyond its release threshold.
+    pub fn synchronised(&mut self) {
+        self.mem.trim_pool(self.pool_release_threshold);
+    }
+
+    /// Associates the graph's peak working set with it (at its first upload or launch), before
+    /// any of its nodes runs: on a GPU a replay's memory is in place before it starts.
+    fn graph_memory_for(&mut self, graph: u64, ops: &[Op]) -> Result<(), CUresult> {
+        let (mut live, mut peak) = (0u64, 0u64);
+        for op in ops {
+            match op {
+                Op::Alloc { addr } => live += self.mem.range(*addr).map_or(0, |r| r.size),
+                Op::Free { addr } => live -= self.mem.range(*addr).map_or(0, |r| r.size),
+                _ => {}
+            }
+            peak = peak.max(live);
+        }
+        self.mem.reserve_graph(graph, peak)
     }
 
     fn end_capture(&mut self, stream: u64) -> Result<u64, CUresult> {
@@ -67,15 +90,12 @@ impl Driver {
         {
             e.captured_in = None;
         }
-        if let Some(code) = cap.invalidated {
+        if cap.invalidated.is_some() {
             for a in cap.allocs {
                 self.mem.release(a);
             }
-            return Err(if code == CUDA_ERROR_STREAM_CAPTURE_IMPLICIT {
-                code
-            } else {
-                CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
-            });
+            // An invalidated capture ends in this error and no graph, whatever invalidated it.
+            return Err(CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
         }
         self.graphs.insert(
             cap.id,
@@ -96,14 +116,20 @@ impl Driver {
             return Err(CUDA_ERROR_NOT_SUPPORTED);
         }
         let e = self.execs.get(&exec).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
-        let (graph, ops) = (e.graph, Arc::clone(&e.ops));
+        let (graph, ops, auto_free) = (e.graph, Arc::clone(&e.ops), e.auto_free);
         let still_live: Vec<u64> = self
             .mem
             .owned_by(Owner::Graph(graph))
             .into_iter()
             .filter(|&a| self.mem.range(a).is_some_and(|r| r.live))
             .collect();
-        if !still_live.is_empty() {
+        if auto_free {
+            // CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH: the previous launch's
+            // allocations are freed first.
+            for &a in &still_live {
+                self.mem.decommit(a)?;
+            }
+        } else if !still_live.is_empty() {
             eprintln!(
                 "cuda-standin: cuGraphLaunch refused: {} allocation(s) of this graph's previous \
                  launch were not freed (a graph with allocation nodes cannot be relaunched until \
@@ -112,19 +138,25 @@ impl Driver {
             );
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
-        // The graph's peak working set is associated with it from its first launch on.
-        let (mut live, mut peak) = (0u64, 0u64);
-        for op in ops.iter() {
-            match op {
-                Op::Alloc { addr } => live += self.mem.range(*addr).map_or(0, |r| r.size),
-                Op::Free { addr } => live -= self.mem.range(*addr).map_or(0, |r| r.size),
-                _ => {}
+        self.graph_memory_for(graph, &ops)?;
+        // Fault injection for the replay's allocations is decided before any node runs: an
+        // allocation node never fails on its own on a GPU, the launch does.
+        let allocs = ops.iter().filter(|o| matches!(o, Op::Alloc { .. })).count();
+        for _ in 0..allocs {
+            self.counters.allocs += 1;
+            if self.injected(FailPoint::Alloc) {
+                eprintln!("cuda-standin: injected out of memory for a graph replay's allocation");
+                return Err(CUDA_ERROR_OUT_OF_MEMORY);
             }
-            peak = peak.max(live);
         }
-        self.mem.reserve_graph(graph, peak)?;
         for op in ops.iter() {
-            self.run(op, true)?;
+            if let Err(e) = self.run(op, true) {
+                // Nothing of a failed replay stays allocated.
+                for a in self.mem.owned_by(Owner::Graph(graph)) {
+                    let _ = self.mem.decommit(a);
+                }
+                return Err(e);
+            }
             if self.sticky.is_some() {
                 break; // the GPU stops at the first fault too
             }
@@ -174,7 +206,16 @@ entry! {
     fn cuStreamWaitEvent(stream: u64, event: u64, _flags: u32) {
         driver::with_ctx(|d| {
             let key = d.stream_key(stream)?;
-            d.events.get(&event).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+            let in_capture = d.events.get(&event).ok_or(CUDA_ERROR_INVALID_HANDLE)?.captured_in;
+            if in_capture.is_some() && d.capturing(key)?.is_none() {
+                // On a GPU this stream would join that capture (a fork); captures of several
+                // streams are not emulated, so say so rather than run its work eagerly.
+                eprintln!(
+                    "cuda-standin: cuStreamWaitEvent would join another stream to a capture; \
+                     multi-stream capture is not emulated"
+                );
+                return Err(CUDA_ERROR_NOT_SUPPORTED);
+            }
             d.legacy_stream_use(key, "cuStreamWaitEvent")?;
             d.capturing(key).map(|_| ())
         })
@@ -182,7 +223,9 @@ entry! {
     fn cuCtxSynchronize() {
         driver::with_ctx(|d| {
             d.unsafe_call("cuCtxSynchronize")?;
-            d.legacy_stream_use(None, "cuCtxSynchronize")
+            d.legacy_stream_use(None, "cuCtxSynchronize")?;
+            d.synchronised();
+            Ok(())
         })
     }
     fn cuEventCreate(event: *mut u64, flags: u32) {
@@ -215,7 +258,10 @@ entry! {
         driver::with_ctx(|d| match d.events.get(&event) {
             None => Err(CUDA_ERROR_INVALID_HANDLE),
             Some(e) if e.captured_in.is_some() => Err(CUDA_ERROR_CAPTURED_EVENT),
-            Some(_) => Ok(()),
+            Some(_) => {
+                d.synchronised();
+                Ok(())
+            }
         })
     }
     fn cuEventQuery(event: u64) {
@@ -310,7 +356,12 @@ entry! {
                 return Err(CUDA_ERROR_INVALID_VALUE);
             }
             g.execs += 1;
-            let e = Exec { graph, ops: Arc::clone(&g.ops), has_allocs: !g.allocs.is_empty() };
+            let e = Exec {
+                graph,
+                ops: Arc::clone(&g.ops),
+                has_allocs: !g.allocs.is_empty(),
+                auto_free: flags & AUTO_FREE_ON_LAUNCH != 0,
+            };
             let h = d.handle(KIND_EXEC);
             d.execs.insert(h, e);
             out(exec, h)
@@ -322,7 +373,11 @@ entry! {
     fn cuGraphUpload(exec: u64, stream: u64) {
         driver::with_ctx(|d| {
             d.stream_key(stream)?;
-            d.execs.get(&exec).map(|_| ()).ok_or(CUDA_ERROR_INVALID_HANDLE)
+            let e = d.execs.get(&exec).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+            let (graph, ops) = (e.graph, Arc::clone(&e.ops));
+            // The upload backs the graph's allocations: a graph too big for the device fails
+            // here, as on a GPU.
+            d.graph_memory_for(graph, &ops)
         })
     }
     fn cuGraphExecDestroy(exec: u64) {

@@ -76,6 +76,8 @@ pub struct Exec {
     pub graph: u64,
     pub ops: Arc<Vec<Op>>,
     pub has_allocs: bool,
+    /// `CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH`.
+    pub auto_free: bool,
 }
 
 /// A loaded function: its kernel and its settable attributes.
@@ -313,9 +315,12 @@ impl Driver {
         }
     }
 
-    /// A "potentially unsafe" call (synchronous allocation, copy, synchronisation): illegal while
-    /// a capture that the calling thread's mode cares about is in progress; such a call
-    /// invalidates those captures and fails with `CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED`.
+    /// A "potentially unsafe" call (synchronous allocation, copy, synchronisation), judged by
+    /// the calling thread's mode as the driver documents (`cuThreadExchangeStreamCaptureMode`):
+    /// relaxed: allowed; thread-local: refused while this thread has a capture that is not
+    /// relaxed; global (the default): that, or while another thread has a global-mode capture.
+    /// A refused call invalidates those captures and fails with
+    /// `CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED`.
     pub fn unsafe_call(&mut self, what: &str) -> Result<(), CUresult> {
         let me = std::thread::current().id();
         let thread_mode = THREAD_MODE.with(Cell::get);
@@ -324,8 +329,12 @@ impl Driver {
             .iter()
             .filter_map(|(&h, s)| {
                 let c = s.capture.as_ref()?;
-                let applies = (c.mode == CAPTURE_GLOBAL && thread_mode != CAPTURE_RELAXED)
-                    || (c.mode == CAPTURE_THREAD_LOCAL && c.thread == me);
+                let mine = c.thread == me && c.mode != CAPTURE_RELAXED;
+                let applies = match thread_mode {
+                    CAPTURE_RELAXED => false,
+                    CAPTURE_THREAD_LOCAL => mine,
+                    _ => mine || (c.thread != me && c.mode == CAPTURE_GLOBAL),
+                };
                 applies.then_some(h)
             })
             .collect();

@@ -80,6 +80,10 @@ impl Driver {
                     );
                     return Ok(());
                 }
+                if let Some((code, report)) = self.bad_pointer(l) {
+                    self.fault(code, report);
+                    return Ok(());
+                }
                 let grid = kernels_emu::Dim3 {
                     x: l.grid[0],
                     y: l.grid[1],
@@ -91,8 +95,8 @@ impl Driver {
                     z: l.block[2],
                 };
                 let started = self.config.stats.then(std::time::Instant::now);
-                // SAFETY: every pointer parameter is a device address (checked by the memory
-                // map on access) or was validated as host memory by the launcher's caller.
+                // SAFETY: every non-null pointer parameter lies in the device arena (checked just
+                // above), where the memory map checks each access.
                 let result = unsafe { kernels_emu::launch(&l.kernel.emu, grid, block, &l.params) };
                 if let Some(t) = started {
                     let e = self
@@ -153,13 +157,9 @@ impl Driver {
                 }
                 Ok(())
             }
-            Op::Alloc { addr } => {
-                self.counters.allocs += 1;
-                if self.injected(FailPoint::Alloc) {
-                    return Err(CUDA_ERROR_OUT_OF_MEMORY);
-                }
-                self.mem.commit(*addr)
-            }
+            // A replay's allocations come out of the graph's memory, reserved (and counted for
+            // fault injection) by `cuGraphLaunch` before any node runs.
+            Op::Alloc { addr } => self.mem.commit(*addr),
             Op::Free { addr } => self.mem.free(*addr).map(|_| ()),
         }
     }
@@ -206,6 +206,38 @@ impl Driver {
         // contract too); `copy` tolerates it anyway.
         unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes as usize) };
         Ok(())
+    }
+
+    /// A pointer parameter a GPU would fault on as soon as the kernel used it: a non-null
+    /// address outside device memory (a host pointer), or one not aligned to what it points to.
+    fn bad_pointer(&self, l: &Launch) -> Option<(CUresult, String)> {
+        for (i, slot) in l.kernel.emu.params().enumerate() {
+            if !slot.is_pointer {
+                continue;
+            }
+            let bytes = &l.params[slot.offset..slot.offset + 8];
+            let addr = u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+            if addr == 0 {
+                continue;
+            }
+            let name = &l.kernel.name;
+            if !self.mem.in_arena(addr) {
+                return Some((
+                    CUDA_ERROR_ILLEGAL_ADDRESS,
+                    format!("kernel {name}: pointer parameter #{i} is {addr:#x}, not a device address (host memory?)"),
+                ));
+            }
+            if slot.pointee > 1 && addr % slot.pointee as u64 != 0 {
+                return Some((
+                    CUDA_ERROR_MISALIGNED_ADDRESS,
+                    format!(
+                        "kernel {name}: pointer parameter #{i} is {addr:#x}, not aligned to its {}-byte elements",
+                        slot.pointee
+                    ),
+                ));
+            }
+        }
+        None
     }
 
     /// Where a device address lies, for messages.

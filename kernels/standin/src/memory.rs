@@ -7,7 +7,10 @@
 //!   before writing it gets NaN, not a lucky zero;
 //! * addresses are not reused while there is room further on, so a use after free hits
 //!   unmapped pages and a recorded "freed" range instead of someone else's live buffer;
-//! * the device has a size (`CUDA_STANDIN_MEMORY`): going over it is `CUDA_ERROR_OUT_OF_MEMORY`.
+//! * the device has a size (`CUDA_STANDIN_MEMORY`): going over it is `CUDA_ERROR_OUT_OF_MEMORY`;
+//! * the stream-ordered pool keeps what is freed (up to its release threshold, handed back at
+//!   the next synchronisation, or by `cuMemPoolTrimTo`), and kept memory counts as used, as on
+//!   a GPU: a working set that is never trimmed competes with the next one.
 //!
 //! A range is *reserved* (address chosen) before it is *live* (mapped, accessible): a CUDA
 //! graph's allocations get their address at capture time and are live only between the graph's
@@ -66,7 +69,12 @@ pub struct Memory {
     pub limit: u64,
     /// Live bytes of synchronous and pool allocations.
     pub live_bytes: u64,
+    /// Pool allocations in use.
     pub pool: Usage,
+    /// Bytes the pool keeps after frees, for its next allocations.
+    pub pool_cached: u64,
+    /// What the pool holds (in use + kept), for the RESERVED attributes.
+    pub pool_reserved: Usage,
     /// Memory associated with graphs: the sum of `graph_reserve`.
     pub graph: Usage,
     graph_reserve: std::collections::HashMap<u64, u64>,
@@ -126,6 +134,8 @@ impl Memory {
                     limit,
                     live_bytes: 0,
                     pool: Usage::default(),
+                    pool_cached: 0,
+                    pool_reserved: Usage::default(),
                     graph: Usage::default(),
                     graph_reserve: std::collections::HashMap::new(),
                     pinned: BTreeMap::new(),
@@ -182,7 +192,13 @@ impl Memory {
         }
         // A graph's allocations live in its reserve (`reserve_graph`), already counted.
         let graph = matches!(r.owner, Owner::Graph(_));
-        if !graph && self.in_use() + r.size > self.limit {
+        // A pool allocation reuses what the pool keeps first.
+        let from_cache = if r.owner == Owner::Pool {
+            self.pool_cached.min(r.size)
+        } else {
+            0
+        };
+        if !graph && self.in_use() - from_cache + r.size > self.limit {
             return Err(CUDA_ERROR_OUT_OF_MEMORY);
         }
         let len = round_up(r.size.max(1), PAGE) as usize;
@@ -201,7 +217,9 @@ impl Memory {
             self.live_bytes += r.size;
         }
         if r.owner == Owner::Pool {
+            self.pool_cached -= from_cache;
             self.pool.add(r.size);
+            self.pool_reserved.add(r.size - from_cache);
         }
         self.ranges.get_mut(&addr).expect("range").live = true;
         Ok(())
@@ -224,7 +242,9 @@ impl Memory {
             self.live_bytes -= r.size;
         }
         if r.owner == Owner::Pool {
+            // Kept by the pool (see `trim_pool`).
             self.pool.sub(r.size);
+            self.pool_cached += r.size;
         }
         self.ranges.get_mut(&addr).expect("range").live = false;
         Ok(r)
@@ -237,9 +257,18 @@ impl Memory {
         }
     }
 
-    /// Bytes counted against the device's size: live allocations and graph memory.
+    /// Bytes counted against the device's size: live allocations, what the pool keeps, and
+    /// graph memory.
     pub fn in_use(&self) -> u64 {
-        self.live_bytes + self.graph.current
+        self.live_bytes + self.pool_cached + self.graph.current
+    }
+
+    /// Hands what the pool keeps beyond `keep` bytes back to the device (at a synchronisation,
+    /// down to the release threshold; `cuMemPoolTrimTo`).
+    pub fn trim_pool(&mut self, keep: u64) {
+        let give = self.pool_cached.saturating_sub(keep);
+        self.pool_cached -= give;
+        self.pool_reserved.sub(give);
     }
 
     /// Associates at least `bytes` of memory with `graph` (its peak working set), as its first
@@ -258,17 +287,17 @@ impl Memory {
     }
 
     /// Gives `graph`'s memory back (trimmed, or the graph is gone). Its allocations that are
-    /// still live (not freed in the graph, not yet by the user) move to the plain count.
+    /// still live (not freed in the graph, not yet by the user) become plain allocations,
+    /// counted as such until freed.
     pub fn release_graph(&mut self, graph: u64) {
         if let Some(bytes) = self.graph_reserve.remove(&graph) {
             self.graph.sub(bytes);
-            let still: u64 = self
-                .ranges
-                .values()
-                .filter(|r| r.owner == Owner::Graph(graph) && r.live)
-                .map(|r| r.size)
-                .sum();
-            self.live_bytes += still;
+            for r in self.ranges.values_mut() {
+                if r.owner == Owner::Graph(graph) && r.live {
+                    r.owner = Owner::Sync;
+                    self.live_bytes += r.size;
+                }
+            }
         }
     }
 
@@ -284,9 +313,18 @@ impl Memory {
         self.graph_reserve.keys().copied().collect()
     }
 
-    /// Reserve + commit.
+    /// Reserve + commit. A zero-byte request is `CUDA_ERROR_INVALID_VALUE`, as the driver
+    /// documents for `cuMemAlloc`.
     pub fn alloc(&mut self, size: u64, owner: Owner) -> Result<u64, CUresult> {
-        if size > self.limit.saturating_sub(self.in_use()) {
+        if size == 0 {
+            return Err(CUDA_ERROR_INVALID_VALUE);
+        }
+        let cached = if owner == Owner::Pool {
+            self.pool_cached
+        } else {
+            0
+        };
+        if size > (self.limit + cached).saturating_sub(self.in_use()) {
             return Err(CUDA_ERROR_OUT_OF_MEMORY);
         }
         let addr = self.reserve(size, owner)?;
@@ -315,7 +353,7 @@ impl Memory {
     /// The range (live or reserved) holding `[addr, addr + len)` entirely, with its start.
     pub fn containing(&self, addr: u64, len: u64) -> Option<(u64, Range)> {
         let (&start, r) = self.ranges.range(..=addr).next_back()?;
-        (addr + len <= start + r.size.max(1)).then_some((start, *r))
+        (addr + len <= start + r.size && addr < start + r.size.max(1)).then_some((start, *r))
     }
 
     /// Whether `[addr, addr + len)` lies inside one live allocation.

@@ -67,17 +67,6 @@ pub fn name(code: CUresult) -> String {
         .unwrap_or_else(|| format!("CUresult {code}"))
 }
 
-/// Whether `code` is a fault that leaves the context unusable: every later call returns it.
-pub fn is_sticky(code: CUresult) -> bool {
-    matches!(
-        code,
-        CUDA_ERROR_ILLEGAL_ADDRESS
-            | CUDA_ERROR_ILLEGAL_INSTRUCTION
-            | CUDA_ERROR_MISALIGNED_ADDRESS
-            | CUDA_ERROR_LAUNCH_FAILED
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

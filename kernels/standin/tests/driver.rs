@@ -414,7 +414,25 @@ fn calls_that_capture_forbids_invalidate_the_capture() {
         );
         assert_eq!(
             cuStreamEndCapture(blocking, &mut graph),
-            CUDA_ERROR_STREAM_CAPTURE_IMPLICIT
+            CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
+        );
+
+        // A relaxed thread may make such calls during its own capture.
+        ok(cuStreamBeginCapture_v2(d.stream, 1), "begin");
+        let mut mode = 2u32; // CU_STREAM_CAPTURE_MODE_RELAXED
+        ok(cuThreadExchangeStreamCaptureMode(&mut mode), "relax");
+        ok(cuMemAlloc_v2(&mut p, 64), "allowed when relaxed");
+        ok(cuThreadExchangeStreamCaptureMode(&mut mode), "restore");
+        ok(
+            cuStreamEndCapture(d.stream, &mut graph),
+            "the capture is intact",
+        );
+        ok(cuGraphDestroy(graph), "destroy");
+        ok(cuMemFree_v2(p), "free");
+        assert_eq!(
+            cuMemAlloc_v2(&mut p, 0),
+            CUDA_ERROR_INVALID_VALUE,
+            "zero bytes"
         );
 
         // Ending a thread-local capture from another thread.
@@ -656,5 +674,139 @@ fn graph_memory_stays_with_the_graph_after_a_launch_until_trimmed() {
         );
         // Now the graph's own working set no longer fits: its launch is out of memory.
         assert_eq!(cuGraphLaunch(exec, d.stream), CUDA_ERROR_OUT_OF_MEMORY);
+    }
+}
+
+#[test]
+fn the_pool_keeps_freed_memory_until_a_synchronisation_trims_it_to_its_threshold() {
+    let d = device(config());
+    let info = || {
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: out-parameters.
+        ok(unsafe { cuMemGetInfo_v2(&mut free, &mut total) }, "info");
+        free
+    };
+    let mut pool = 0u64;
+    // SAFETY: handles and pointers as the API wants.
+    unsafe {
+        ok(cuDeviceGetMemPool(&mut pool, 0), "pool");
+        let mut keep_all = u64::MAX;
+        ok(
+            cuMemPoolSetAttribute(pool, 4, (&mut keep_all as *mut u64).cast()),
+            "threshold",
+        );
+        let a = d.alloc(40 << 20);
+        ok(cuMemFreeAsync(a, d.stream), "free");
+        // Kept by the pool: still counted as used ...
+        assert_eq!(info(), 24 << 20);
+        let mut reserved = 0u64;
+        ok(
+            cuMemPoolGetAttribute(pool, 5, (&mut reserved as *mut u64).cast()),
+            "reserved",
+        );
+        assert_eq!(reserved, 40 << 20);
+        // ... reused by the pool's next allocations ...
+        let b = d.alloc(30 << 20);
+        assert_eq!(info(), 24 << 20);
+        ok(cuMemFreeAsync(b, d.stream), "free");
+        // ... and competing with everything else: a synchronous allocation cannot have it.
+        let mut c = 0u64;
+        assert_eq!(cuMemAlloc_v2(&mut c, 30 << 20), CUDA_ERROR_OUT_OF_MEMORY);
+        ok(
+            cuStreamSynchronize(d.stream),
+            "sync keeps it (threshold: all)",
+        );
+        assert_eq!(info(), 24 << 20);
+        ok(cuMemPoolTrimTo(pool, 0), "trim");
+        assert_eq!(info(), 64 << 20);
+        ok(cuMemAlloc_v2(&mut c, 30 << 20), "fits now");
+        // With the default threshold (0), a synchronisation hands everything back.
+        let mut zero = 0u64;
+        ok(
+            cuMemPoolSetAttribute(pool, 4, (&mut zero as *mut u64).cast()),
+            "threshold",
+        );
+        let e = d.alloc(20 << 20);
+        ok(cuMemFreeAsync(e, d.stream), "free");
+        assert_eq!(info(), (64 - 30 - 20) << 20);
+        ok(cuStreamSynchronize(d.stream), "sync");
+        assert_eq!(info(), (64 - 30) << 20);
+    }
+}
+
+#[test]
+fn pointer_parameters_must_be_device_memory_aligned_to_their_elements() {
+    let d = device(config());
+    let host = vec![0.0f32; 256];
+    // A host pointer where the kernel wants device memory: a fault, as on a GPU.
+    ok(
+        d.write_past_end(d.stream, host.as_ptr() as u64, 10, 64),
+        "launch with a host pointer",
+    );
+    let (code, report) = driver::fault_for_tests().expect("a host pointer faults");
+    assert_eq!(code, CUDA_ERROR_ILLEGAL_ADDRESS);
+    assert!(report.contains("not a device address"), "{report}");
+    drop(d);
+    // A float pointer 2 bytes into an allocation.
+    let d = device(config());
+    let y = d.alloc(1024);
+    ok(
+        d.write_past_end(d.stream, y + 2, 10, 64),
+        "launch with a misaligned pointer",
+    );
+    let (code, report) = driver::fault_for_tests().expect("a misaligned pointer faults");
+    assert_eq!(code, CUDA_ERROR_MISALIGNED_ADDRESS);
+    assert!(
+        report.contains("not aligned to its 4-byte elements"),
+        "{report}"
+    );
+}
+
+#[test]
+fn graph_launch_and_upload_follow_the_drivers_memory_rules() {
+    let d = device(config());
+    let (mut kept, mut graph, mut exec) = (0u64, 0u64, 0u64);
+    // SAFETY: handles and pointers as the API wants.
+    unsafe {
+        // AUTO_FREE_ON_LAUNCH: an allocation the graph keeps is freed by the next launch.
+        ok(cuStreamBeginCapture_v2(d.stream, 1), "begin");
+        ok(cuMemAllocAsync(&mut kept, 1 << 20, d.stream), "graph alloc");
+        ok(cuStreamEndCapture(d.stream, &mut graph), "end");
+        ok(
+            cuGraphInstantiateWithFlags(&mut exec, graph, 1),
+            "instantiate, auto free",
+        );
+        ok(cuGraphLaunch(exec, d.stream), "first");
+        ok(
+            cuGraphLaunch(exec, d.stream),
+            "second: the first's allocation is freed",
+        );
+        // Destroying the graph and its executable leaves the kept allocation to the user, who
+        // frees it: the device is whole again.
+        ok(cuGraphExecDestroy(exec), "destroy exec");
+        ok(cuGraphDestroy(graph), "destroy graph");
+        ok(cuMemFreeAsync(kept, d.stream), "free the kept allocation");
+        ok(
+            cuStreamSynchronize(d.stream),
+            "sync: the pool hands back what it kept",
+        );
+        let (mut free, mut total) = (0usize, 0usize);
+        ok(cuMemGetInfo_v2(&mut free, &mut total), "info");
+        assert_eq!(free, total);
+
+        // A graph bigger than the device fails at its upload, before any launch.
+        let mut big = 0u64;
+        ok(cuStreamBeginCapture_v2(d.stream, 1), "begin");
+        ok(
+            cuMemAllocAsync(&mut big, 100 << 20, d.stream),
+            "a graph alloc larger than the device",
+        );
+        ok(cuMemFreeAsync(big, d.stream), "graph free");
+        ok(cuStreamEndCapture(d.stream, &mut graph), "end");
+        ok(
+            cuGraphInstantiateWithFlags(&mut exec, graph, 0),
+            "instantiate",
+        );
+        assert_eq!(cuGraphUpload(exec, d.stream), CUDA_ERROR_OUT_OF_MEMORY);
     }
 }

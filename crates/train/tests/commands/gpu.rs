@@ -287,6 +287,36 @@ fn standin_a_fault_mid_epoch_names_the_kernel_and_keeps_the_last_checkpoint() {
     ] {
         assert!(errors[0].contains(want), "{want:?} not in {}", errors[0]);
     }
+    // With CUDA_LAUNCH_BLOCKING=1 the faulting launch reports itself: the same kernel, named
+    // by the launch that returned the error.
+    let fail = format!("launch:{}", launches / 3);
+    let out = train_with(
+        &args("1"),
+        &[
+            ("CUDA_STANDIN_FAIL", fail.as_str()),
+            ("CUDA_LAUNCH_BLOCKING", "1"),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let kernel = err
+        .lines()
+        .find_map(|l| {
+            l.split(&format!("CUDA_STANDIN_FAIL={fail}) in kernel "))
+                .nth(1)
+        })
+        .expect("the stand-in's report")
+        .trim()
+        .to_string();
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    for want in [
+        format!("GPU fault in kernel `{kernel}`"),
+        "the only operation since".to_string(),
+        format!("launching {kernel} (CUDA_LAUNCH_BLOCKING=1)"),
+    ] {
+        assert!(errors[0].contains(&want), "{want:?} not in {}", errors[0]);
+    }
     // Epoch 1's checkpoint is intact: it loads and evaluates (on the CPU).
     let out = ok(&[
         "eval",

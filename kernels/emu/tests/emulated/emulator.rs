@@ -120,6 +120,21 @@ fn a_barrier_that_not_every_thread_reaches_is_a_deadlock_not_a_hang() {
 }
 
 #[test]
+fn a_shuffle_that_lanes_have_returned_from_is_a_trap() {
+    let mut out = vec![0.0f32; 32];
+    let k = kernel("emu_selftest_shuffle_after_return").unwrap();
+    let mut p = ParamBuffer::new();
+    p.push(out.as_mut_ptr());
+    // SAFETY: 32 floats for 32 threads.
+    let fault = unsafe { launch(&k, dim(1), dim(32), p.as_bytes()) }.expect_err("a trap");
+    assert_eq!(fault.kind, FaultKind::Trap);
+    assert!(
+        fault.message.contains("returned before reaching it"),
+        "{fault}"
+    );
+}
+
+#[test]
 fn a_missing_syncthreads_gives_a_wrong_result() {
     let x: Vec<f32> = (0..256).map(|i| i as f32 + 1.0).collect();
     let want: Vec<f32> = (0..256).map(|i| x[(i + 1) % 256]).collect();
