@@ -258,6 +258,7 @@ pub fn train_forward_relu(
     eps: f32,
     relu: bool,
 ) -> (Tensor, BnStats) {
+    let _span = crate::profile::span(|| format!("bn fwd{}", if relu { "+relu" } else { "" }));
     const OP: &str = "batchnorm train_forward";
     let Some(gpu) = cuda_of(OP, &[x, gamma, beta, &*running_mean, &*running_var]) else {
         let (y, saved) = batchnorm_train_forward(
@@ -334,6 +335,7 @@ pub fn eval_forward_relu(
     eps: f32,
     relu: bool,
 ) -> Tensor {
+    let _span = crate::profile::span(|| "bn eval".into());
     const OP: &str = "batchnorm eval_forward";
     let Some(gpu) = cuda_of(OP, &[x, gamma, beta, running_mean, running_var]) else {
         let y = batchnorm_eval_forward(
@@ -389,6 +391,8 @@ pub fn backward_relu(
     dgamma: &mut Tensor,
     dbeta: &mut Tensor,
 ) -> Tensor {
+    let _span =
+        crate::profile::span(|| format!("bn bwd{}", if relu_out.is_some() { "+relu" } else { "" }));
     const OP: &str = "batchnorm backward";
     let mut all = vec![x, dy, gamma, &saved.mean, &saved.invstd, &*dgamma, &*dbeta];
     all.extend(relu_out);

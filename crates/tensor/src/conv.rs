@@ -131,6 +131,13 @@ impl ConvGeom {
     }
 }
 
+/// The profile's name of a conv pass (`conv3x3 16->32 32x32/2 fwd`).
+fn conv_name(pass: &str, x_shape: &[usize], w_shape: &[usize], stride: usize) -> String {
+    let (k, cin, cout) = (w_shape[2], w_shape[1], w_shape[0]);
+    let (h, w) = (x_shape[2], x_shape[3]);
+    format!("conv{k}x{k} {cin}->{cout} {h}x{w}/{stride} {pass}")
+}
+
 /// Lay one image `[cin, h, w]` out as columns `[cin*k*k, ho*wo]`.
 fn im2col(g: &ConvGeom, img: &[f32], col: &mut [f32]) {
     let p = g.out_pixels();
@@ -212,6 +219,7 @@ pub fn conv2d_forward_with(
     stride: usize,
     precision: Precision,
 ) -> Tensor {
+    let _span = crate::profile::span(|| conv_name("fwd", x.shape(), weight.shape(), stride));
     let g = ConvGeom::new(x.shape(), weight.shape(), stride);
     if let Some(gpu) = cuda_of("conv2d_forward", &[x, weight]) {
         const OP: &str = "conv2d_forward";
@@ -280,6 +288,7 @@ pub fn conv2d_backward_data_with(
     stride: usize,
     precision: Precision,
 ) -> Tensor {
+    let _span = crate::profile::span(|| conv_name("bwd data", x_shape, weight.shape(), stride));
     let g = ConvGeom::new(x_shape, weight.shape(), stride);
     assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
     if let Some(gpu) = cuda_of("conv2d_backward_data", &[dy, weight]) {
@@ -340,6 +349,8 @@ pub fn conv2d_backward_weight_with(
     dweight: &mut Tensor,
     precision: Precision,
 ) {
+    let _span =
+        crate::profile::span(|| conv_name("bwd weight", x.shape(), dweight.shape(), stride));
     let g = ConvGeom::new(x.shape(), dweight.shape(), stride);
     assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
     if let Some(gpu) = cuda_of("conv2d_backward_weight", &[x, dy, &*dweight]) {

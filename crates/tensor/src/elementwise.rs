@@ -23,6 +23,7 @@ fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor
 
 /// `max(x, 0)`.
 pub fn relu_forward(x: &Tensor) -> Tensor {
+    let _span = crate::profile::span(|| "relu fwd".into());
     if let Some(gpu) = cuda_of("relu_forward", &[x]) {
         let mut y = Tensor::cuda_output("relu_forward", &gpu, x.shape());
         let r = kl::relu_forward(&gpu, &x.cu().as_view(), &mut y.cu_mut().as_view_mut());
@@ -39,6 +40,7 @@ pub fn relu_forward(x: &Tensor) -> Tensor {
 /// `dx = dy · [y > 0]`, from the forward *output* (the same mask as `x > 0`). At exactly
 /// 0 the gradient is 0, as in PyTorch.
 pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
+    let _span = crate::profile::span(|| "relu bwd".into());
     if let Some(gpu) = cuda_of("relu_backward", &[dy, y]) {
         assert_eq!(dy.shape(), y.shape(), "elementwise shapes differ");
         let mut dx = Tensor::cuda_output("relu_backward", &gpu, y.shape());
@@ -56,6 +58,7 @@ pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
 
 /// `a + b` (the residual connection; its backward passes `dy` to both inputs).
 pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
+    let _span = crate::profile::span(|| "add".into());
     if let Some(gpu) = cuda_of("add", &[a, b]) {
         assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
         let mut out = Tensor::cuda_output("add", &gpu, a.shape());
@@ -74,6 +77,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
 /// `relu(a + b)`: the end of a residual block, in one pass (the `add_relu_forward` kernel on a
 /// GPU; on the CPU exactly [`add`] then [`relu_forward`]).
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Tensor {
+    let _span = crate::profile::span(|| "add+relu".into());
     if let Some(gpu) = cuda_of("add_relu", &[a, b]) {
         assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
         let mut out = Tensor::cuda_output("add_relu", &gpu, a.shape());
@@ -91,6 +95,7 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Tensor {
 
 /// `a += b`, for summing gradients that meet at a fork.
 pub fn add_assign(a: &mut Tensor, b: &Tensor) {
+    let _span = crate::profile::span(|| "add_assign".into());
     assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
     if let Some(gpu) = cuda_of("add_assign", &[&*a, b]) {
         let r = kl::accumulate(&gpu, &mut a.cu_mut().as_view_mut(), &b.cu().as_view());

@@ -29,6 +29,7 @@ pub mod loss;
 pub mod meter;
 pub mod oom;
 pub mod pool;
+pub mod profile;
 pub mod sgd;
 pub mod shortcut;
 #[cfg(test)]
@@ -464,6 +465,7 @@ impl Clone for Tensor {
     /// either tensor is written, which copies it then (copy on write): values behave exactly
     /// like a deep copy.
     fn clone(&self) -> Self {
+        let _span = profile::span(|| "copy".into());
         let storage = match &self.storage {
             Storage::Host(v) => Storage::Host(v.clone()),
             Storage::Cuda { gpu, buf } => Storage::Cuda {

@@ -69,6 +69,11 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         !args.cuda_graph || device.is_cuda(),
         "--cuda-graph needs a GPU, but the bench runs on {device}"
     );
+    ensure!(
+        !args.profile || !device.is_cuda(),
+        "--profile times ops on the host, which only means something on the CPU (use \
+         --device cpu)"
+    );
     // Device memory in use before the model exists (context, loaded kernels).
     let used_before = gpu_used(device)?;
     let mut model = ResNet::new(config, 0);
@@ -184,6 +189,9 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         model.precision(),
         if args.cuda_graph { "+graph" } else { "" }
     );
+    if args.profile {
+        profile_steps(args, &mut model, &sgd, &batches, &mut meter, ms);
+    }
     if args.json {
         let record = serde_json::json!({
             "peer": "ours", "what": "speed", "model": peer_name(config), "mode": mode,
@@ -194,4 +202,50 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         println!("{record}");
     }
     Ok(())
+}
+
+/// `args.steps` more steps with every op timed: one line per op (ms per step, share of the
+/// step), the ops' sum, and the rest of the step (model glue, allocation).
+fn profile_steps(
+    args: &BenchArgs,
+    model: &mut ResNet,
+    sgd: &Sgd,
+    batches: &[(Tensor, Labels)],
+    meter: &mut LossMeter,
+    timed_ms: f64,
+) {
+    tensor::profile::take();
+    tensor::profile::enable(true);
+    let started = Instant::now();
+    for i in 0..args.steps {
+        let (x, y) = &batches[i % 4];
+        train_step_into(model, sgd, x, y, 0.1, meter);
+    }
+    let step_ms = started.elapsed().as_secs_f64() * 1e3 / args.steps as f64;
+    tensor::profile::enable(false);
+    let mut ops = tensor::profile::take();
+    ops.sort_by_key(|op| std::cmp::Reverse(op.time));
+    let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / args.steps as f64;
+    println!(
+        "profile: {} steps, {step_ms:.1} ms/step while profiling ({timed_ms:.1} timed above)",
+        args.steps
+    );
+    println!("{:>9} {:>6} {:>6}  op", "ms/step", "share", "calls");
+    let mut sum = 0.0;
+    for op in &ops {
+        let ms = per_step(op.time);
+        sum += ms;
+        let calls = op.calls / args.steps;
+        println!(
+            "{ms:>9.2} {:>5.1}% {calls:>6}  {}",
+            100.0 * ms / step_ms,
+            op.name
+        );
+    }
+    println!("{sum:>9.2} {:>5.1}%         all ops", 100.0 * sum / step_ms);
+    let rest = step_ms - sum;
+    println!(
+        "{rest:>9.2} {:>5.1}%         the rest (glue, allocation)",
+        100.0 * rest / step_ms
+    );
 }

@@ -1,0 +1,79 @@
+//! Where a CPU step's time goes: wall time per op, collected only while enabled (`train bench
+//! --profile`). Off, a span costs one relaxed atomic load. Ops time themselves with [`span`];
+//! the caller reads and clears the table with [`take`]. Host wall time: meaningful on the CPU
+//! engine only (GPU launches return before their kernels run).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static TABLE: Mutex<Vec<OpTime>> = Mutex::new(Vec::new());
+
+/// Total wall time and calls of one op name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpTime {
+    pub name: String,
+    pub time: Duration,
+    pub calls: usize,
+}
+
+/// Starts (`true`) or stops collecting.
+pub fn enable(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// The table collected so far, in first-seen order; clears it.
+pub fn take() -> Vec<OpTime> {
+    std::mem::take(&mut *TABLE.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+thread_local! {
+    /// Spans open on this thread: an op called inside another op counts as part of it.
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Times until dropped, under the name `name()` builds (only called while enabled). Ops run one
+/// at a time from the caller's thread (their inner parallelism is inside the span); an op that
+/// calls another is timed as a whole, the inner one is not recorded separately.
+pub struct Span {
+    name: String,
+    start: Instant,
+}
+
+pub fn span(name: impl FnOnce() -> String) -> Option<Span> {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let outermost = DEPTH.with(|d| {
+        d.set(d.get() + 1);
+        d.get() == 1
+    });
+    Some(Span {
+        name: if outermost { name() } else { String::new() },
+        start: Instant::now(),
+    })
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        let time = self.start.elapsed();
+        DEPTH.with(|d| d.set(d.get() - 1));
+        if self.name.is_empty() {
+            return;
+        }
+        let mut table = TABLE.lock().unwrap_or_else(|p| p.into_inner());
+        match table.iter_mut().find(|t| t.name == self.name) {
+            Some(t) => {
+                t.time += time;
+                t.calls += 1;
+            }
+            None => table.push(OpTime {
+                name: std::mem::take(&mut self.name),
+                time,
+                calls: 1,
+            }),
+        }
+    }
+}
