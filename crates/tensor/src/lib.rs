@@ -49,7 +49,9 @@ pub use oom::OutOfMemory;
 
 /// Where a tensor's values are.
 enum Storage {
-    Host(Vec<f32>),
+    /// Shared between clones, like the GPU buffer below: saving an activation for backward
+    /// costs no copy; the first write through a shared one copies it (see `data_mut`).
+    Host(Arc<Vec<f32>>),
     /// Shared between clones (a layer keeping its input for backward costs no copy); the
     /// first write through a shared one copies it first (copy on write, see `cu_mut`).
     Cuda {
@@ -119,14 +121,14 @@ impl Tensor {
     pub fn zeros(shape: &[usize]) -> Self {
         Tensor {
             shape: shape.to_vec(),
-            storage: Storage::Host(vec![0.0; shape.iter().product()]),
+            storage: Storage::Host(Arc::new(vec![0.0; shape.iter().product()])),
         }
     }
 
     pub fn full(shape: &[usize], value: f32) -> Self {
         Tensor {
             shape: shape.to_vec(),
-            storage: Storage::Host(vec![value; shape.iter().product()]),
+            storage: Storage::Host(Arc::new(vec![value; shape.iter().product()])),
         }
     }
 
@@ -141,7 +143,7 @@ impl Tensor {
         );
         Tensor {
             shape: shape.to_vec(),
-            storage: Storage::Host(data),
+            storage: Storage::Host(Arc::new(data)),
         }
     }
 
@@ -271,14 +273,19 @@ impl Tensor {
         }
     }
 
-    /// Mutable values of a host tensor. Panics on a GPU tensor, like [`Tensor::data`].
+    /// Mutable values of a host tensor (copied first if a clone shares them). Panics on a GPU
+    /// tensor, like [`Tensor::data`].
     #[track_caller]
     pub fn data_mut(&mut self) -> &mut [f32] {
         if self.is_cuda() {
             self.on_gpu_panic("data_mut()")
         }
         match &mut self.storage {
-            Storage::Host(v) => v,
+            Storage::Host(v) => {
+                let _span =
+                    (Arc::strong_count(v) > 1).then(|| profile::span(|| "copy on write".into()));
+                Arc::make_mut(v).as_mut_slice()
+            }
             Storage::Cuda { .. } => unreachable!(),
         }
     }
@@ -287,7 +294,7 @@ impl Tensor {
     #[track_caller]
     pub fn into_vec(self) -> Vec<f32> {
         match self.storage {
-            Storage::Host(v) => v,
+            Storage::Host(v) => Arc::try_unwrap(v).unwrap_or_else(|shared| (*shared).clone()),
             Storage::Cuda { .. } => self.on_gpu_panic("into_vec()"),
         }
     }
@@ -295,7 +302,7 @@ impl Tensor {
     /// A copy of the values on the host, from either device (waits for queued GPU work).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         match &self.storage {
-            Storage::Host(v) => Ok(v.clone()),
+            Storage::Host(v) => Ok(v.to_vec()),
             Storage::Cuda { gpu, buf } => Ok(gpu.download(&buf.as_view())?),
         }
     }
@@ -303,8 +310,8 @@ impl Tensor {
     /// A copy on `device` (a plain clone when it is already there).
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
         let storage = match (&self.storage, device) {
-            (Storage::Host(v), Device::Cpu) => Storage::Host(v.clone()),
-            (Storage::Cuda { .. }, Device::Cpu) => Storage::Host(self.to_vec()?),
+            (Storage::Host(v), Device::Cpu) => Storage::Host(Arc::clone(v)),
+            (Storage::Cuda { .. }, Device::Cpu) => Storage::Host(Arc::new(self.to_vec()?)),
             (Storage::Host(v), Device::Cuda(gpu)) => Storage::Cuda {
                 gpu: Arc::clone(gpu),
                 buf: Arc::new(gpu.upload(v)?),
@@ -376,7 +383,11 @@ impl Tensor {
     /// failure panics).
     pub fn fill(&mut self, value: f32) {
         match &mut self.storage {
-            Storage::Host(v) => v.fill(value),
+            Storage::Host(v) => match Arc::get_mut(v) {
+                Some(v) => v.fill(value),
+                // Shared with a clone: the old values are not needed, only a buffer of our own.
+                None => *v = Arc::new(vec![value; v.len()]),
+            },
             Storage::Cuda { gpu, buf } => {
                 if Arc::get_mut(buf).is_none() {
                     // Shared with a clone: the old values are not needed, only a buffer of our own.
@@ -402,20 +413,22 @@ impl Tensor {
         }
     }
 
-    /// Whether this GPU tensor's buffer is shared with a clone (copy-on-write pending).
+    /// Whether this tensor's buffer is shared with a clone (copy-on-write pending).
     pub fn is_shared(&self) -> bool {
         match &self.storage {
-            Storage::Host(_) => false,
+            Storage::Host(v) => Arc::strong_count(v) > 1,
             Storage::Cuda { buf, .. } => Arc::strong_count(buf) > 1,
         }
     }
 
-    /// Gives this tensor a buffer of its own if it shares one with a clone (on the GPU; a no-op
-    /// otherwise), so later in-place writes need no copy-on-write allocation — which must not
-    /// happen inside a CUDA-graph capture for a tensor that outlives it.
+    /// Gives this tensor a buffer of its own if it shares one with a clone (a no-op
+    /// otherwise), so later in-place writes need no copy-on-write allocation — which on a GPU
+    /// must not happen inside a CUDA-graph capture for a tensor that outlives it.
     pub fn unshare(&mut self) {
         if self.is_cuda() {
             self.cu_mut();
+        } else {
+            self.data_mut();
         }
     }
 
@@ -424,7 +437,14 @@ impl Tensor {
     pub fn copy_from(&mut self, src: &Tensor) -> Result<()> {
         assert_eq!(self.shape, src.shape, "copy_from: shapes differ");
         match cuda_of("copy_from", &[&*self, src]) {
-            None => self.data_mut().copy_from_slice(src.data()),
+            None => match &mut self.storage {
+                Storage::Host(v) => match Arc::get_mut(v) {
+                    Some(v) => v.copy_from_slice(src.data()),
+                    // Shared: the old values are not needed, so no copy of them first.
+                    None => *v = Arc::new(src.data().to_vec()),
+                },
+                Storage::Cuda { .. } => unreachable!(),
+            },
             Some(gpu) => {
                 if self.is_shared() {
                     // The old values are not needed: a buffer of our own, not a copy of them.
@@ -461,13 +481,12 @@ fn unwrap_cuda(e: Error) -> kernels::KernelError {
 }
 
 impl Clone for Tensor {
-    /// A copy on the same device. On the GPU it shares the buffer (no copy, no launch) until
+    /// A copy on the same device that shares the buffer (no copy; on a GPU no launch) until
     /// either tensor is written, which copies it then (copy on write): values behave exactly
     /// like a deep copy.
     fn clone(&self) -> Self {
-        let _span = profile::span(|| "copy".into());
         let storage = match &self.storage {
-            Storage::Host(v) => Storage::Host(v.clone()),
+            Storage::Host(v) => Storage::Host(Arc::clone(v)),
             Storage::Cuda { gpu, buf } => Storage::Cuda {
                 gpu: Arc::clone(gpu),
                 buf: Arc::clone(buf),
