@@ -21,6 +21,7 @@
 pub mod batchnorm;
 pub mod bf16;
 pub mod conv;
+pub mod cpu;
 pub mod device;
 pub mod elementwise;
 mod gemm;

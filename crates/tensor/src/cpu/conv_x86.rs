@@ -1,0 +1,256 @@
+//! The x86-64 body of [`super`]: each pass as per-image kernel calls over a [`Plan`].
+
+use super::super::gemm_bf16::{self, PackedPairs};
+use super::super::gemm_f32::{self, PackedA};
+use super::super::pack;
+use super::super::plan::{Plan, Tiles};
+use crate::conv::reference::col2im;
+use crate::conv::ConvGeom;
+use crate::{Precision, Tensor};
+use rayon::prelude::*;
+
+/// Per-thread scratch (zeroed when first sized; see [`pack::pad_image`]).
+#[derive(Default)]
+struct Scratch {
+    xp: Vec<f32>,
+    col: Vec<f32>,
+    pairs: Vec<u32>,
+    rows: Vec<f32>,
+}
+
+fn sized<T: Clone + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+    &mut v[..len]
+}
+
+/// Lays out image `img` as the plan's B source in `slot` (`plan.src_len()` floats, zeroed when
+/// first used): the padded image when the plan reads in place, else its im2col matrix (built
+/// through the padded image in `xp`).
+///
+/// # Safety
+/// AVX-512F.
+unsafe fn source_into(plan: &Plan, img: &[f32], xp: &mut Vec<f32>, slot: &mut [f32]) {
+    if plan.direct {
+        pack::pad_image(plan, img, slot);
+    } else {
+        let xp = sized(xp, plan.padded_len);
+        pack::pad_image(plan, img, xp);
+        pack::im2col(plan, xp, slot);
+    }
+}
+
+/// The A operand of an NN product, packed for its precision.
+enum PackedW {
+    F32(PackedA),
+    Bf16(PackedPairs),
+}
+
+impl PackedW {
+    fn new(precision: Precision, m: usize, k: usize, a: impl Fn(usize, usize) -> f32) -> Self {
+        match precision {
+            Precision::Fp32 => PackedW::F32(PackedA::new(m, k, a)),
+            Precision::Bf16 => PackedW::Bf16(PackedPairs::new(m, k, a)),
+        }
+    }
+
+    /// `C = A · B(img)` into `c` (rows `p` apart) for one image.
+    ///
+    /// # Safety
+    /// AVX-512F, and AVX512-BF16 for a bf16 A; `c` holds `m` rows of the plan's pixels.
+    unsafe fn times(&self, plan: &Plan, img: &[f32], s: &mut Scratch, c: &mut [f32]) {
+        let p = plan.g.out_pixels();
+        assert!(c.len() >= plan.g.cout * p);
+        let src = sized(&mut s.col, plan.src_len());
+        source_into(plan, img, &mut s.xp, src);
+        let src = &*src;
+        let cp = c.as_mut_ptr();
+        match self {
+            PackedW::F32(a) => match &plan.tiles {
+                Tiles::V1(t) => gemm_f32::nn(a, &plan.offs, src, t, cp, p),
+                Tiles::V2(t) => gemm_f32::nn(a, &plan.offs, src, t, cp, p),
+                Tiles::V4(t) => gemm_f32::nn(a, &plan.offs, src, t, cp, p),
+            },
+            PackedW::Bf16(a) => {
+                assert!(!plan.direct, "the bf16 kernels read im2col rows");
+                let (k, ld) = (plan.g.col_rows(), plan.ld);
+                let pairs = sized(&mut s.pairs, k.div_ceil(2) * ld);
+                pack::bf16_row_pairs(src, k, ld, pairs);
+                match &plan.tiles {
+                    Tiles::V1(_) => gemm_bf16::nn::<1>(a, pairs, ld, p, c, p),
+                    Tiles::V2(_) => gemm_bf16::nn::<2>(a, pairs, ld, p, c, p),
+                    Tiles::V4(_) => gemm_bf16::nn::<4>(a, pairs, ld, p, c, p),
+                }
+            }
+        }
+    }
+}
+
+/// `out_i = A · B(in_i)` for every image, in parallel.
+///
+/// # Safety
+/// As [`PackedW::times`].
+unsafe fn per_image(plan: &Plan, a: &PackedW, input: &[f32], out: &mut Tensor) {
+    let g = &plan.g;
+    let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * g.out_pixels());
+    out.data_mut()
+        .par_chunks_mut(out_len)
+        .zip(input.par_chunks(in_len))
+        .for_each_init(Scratch::default, |s, (oi, xi)| a.times(plan, xi, s, oi));
+}
+
+/// # Safety
+/// AVX-512F (+ AVX512-BF16 for bf16).
+pub(super) unsafe fn forward(
+    x: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    precision: Precision,
+) -> Tensor {
+    let g = ConvGeom::new(x.shape(), weight.shape(), stride);
+    let kk = g.col_rows();
+    let w = weight.data();
+    let a = PackedW::new(precision, g.cout, kk, |m, k| w[m * kk + k]);
+    let plan = Plan::new(g, precision == Precision::Fp32);
+    let mut y = Tensor::zeros(&[g.n, g.cout, g.ho, g.wo]);
+    per_image(&plan, &a, x.data(), &mut y);
+    y
+}
+
+/// # Safety
+/// AVX-512F (+ AVX512-BF16 for bf16).
+pub(super) unsafe fn backward_data(
+    dy: &Tensor,
+    weight: &Tensor,
+    x_shape: &[usize],
+    stride: usize,
+    precision: Precision,
+) -> Tensor {
+    let g = ConvGeom::new(x_shape, weight.shape(), stride);
+    assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
+    let (k, kk, p) = (g.k, g.col_rows(), g.out_pixels());
+    let w = weight.data();
+    let direct_ok = precision == Precision::Fp32;
+    let mut dx = Tensor::zeros(x_shape);
+    if stride == 1 {
+        // dx = conv(dy, W') with W'[ci][co][ky][kx] = W[co][ci][k-1-ky][k-1-kx].
+        let turned = ConvGeom::new(dy.shape(), &[g.cin, g.cout, k, k], 1);
+        assert_eq!((turned.ho, turned.wo), (g.h, g.w));
+        let a = PackedW::new(precision, g.cin, g.cout * k * k, |ci, col| {
+            let (co, tap) = (col / (k * k), col % (k * k));
+            w[(co * g.cin + ci) * k * k + (k * k - 1 - tap)]
+        });
+        per_image(&Plan::new(turned, direct_ok), &a, dy.data(), &mut dx);
+        return dx;
+    }
+    // dcol_i = Wᵀ · dy_i (a 1x1 "convolution" of dy into cin·k·k channels), then col2im.
+    let a = PackedW::new(precision, kk, g.cout, |r, co| w[co * kk + r]);
+    let pointwise = ConvGeom::new(dy.shape(), &[kk, g.cout, 1, 1], 1);
+    let plan = Plan::new(pointwise, direct_ok);
+    dx.data_mut()
+        .par_chunks_mut(g.cin * g.h * g.w)
+        .zip(dy.data().par_chunks(g.cout * p))
+        .for_each_init(Scratch::default, |s, (dxi, dyi)| {
+            let mut dcol = std::mem::take(&mut s.rows);
+            a.times(&plan, dyi, s, sized(&mut dcol, kk * p));
+            col2im(&g, &dcol[..kk * p], dxi);
+            s.rows = dcol;
+        });
+    dx
+}
+
+/// Pixels summed per weight-gradient group (before the lane sums).
+const GROUP_PIXELS: usize = 1024;
+
+/// # Safety
+/// AVX-512F (+ AVX-512BW and AVX512-BF16 for bf16).
+pub(super) unsafe fn backward_weight(
+    x: &Tensor,
+    dy: &Tensor,
+    stride: usize,
+    dweight: &mut Tensor,
+    precision: Precision,
+) {
+    let g = ConvGeom::new(x.shape(), dweight.shape(), stride);
+    assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
+    let (kk, p, m) = (g.col_rows(), g.out_pixels(), g.cout);
+    let (img_len, out_len) = (g.cin * g.h * g.w, m * p);
+    let plan = Plan::new(g, precision == Precision::Fp32);
+    let per_group = GROUP_PIXELS.div_ceil(p).clamp(1, 16);
+    let groups: Vec<std::ops::Range<usize>> = (0..g.n)
+        .step_by(per_group)
+        .map(|i| i..(i + per_group).min(g.n))
+        .collect();
+    let (xd, dyd) = (x.data(), dy.data());
+    let src_len = plan.src_len();
+    let partials: Vec<Vec<f32>> = groups
+        .into_par_iter()
+        .map_init(Scratch::default, |s, images| {
+            let count = images.len();
+            let mut srcs = std::mem::take(&mut s.rows);
+            sized(&mut srcs, count * src_len);
+            for (slot, i) in images.clone().enumerate() {
+                let img = &xd[i * img_len..][..img_len];
+                source_into(
+                    &plan,
+                    img,
+                    &mut s.xp,
+                    &mut srcs[slot * src_len..][..src_len],
+                );
+            }
+            let mut part = vec![0.0f32; m * kk];
+            match precision {
+                Precision::Fp32 => {
+                    let members: Vec<(*const f32, *const f32)> = images
+                        .clone()
+                        .enumerate()
+                        .map(|(slot, i)| {
+                            (
+                                dyd.as_ptr().add(i * out_len),
+                                srcs.as_ptr().add(slot * src_len),
+                            )
+                        })
+                        .collect();
+                    gemm_f32::nt(&members, (m, p), &plan.offs, &plan.walk, &mut part);
+                }
+                Precision::Bf16 => {
+                    // Pairs along the pixels: rows of ld / 2 lanes (ld a multiple of 32).
+                    let ld = plan.ld;
+                    let half = ld / 2;
+                    let mut rows = vec![0.0f32; count * m * ld];
+                    for (slot, i) in images.enumerate() {
+                        pack::pad_rows(
+                            &dyd[i * out_len..][..out_len],
+                            m,
+                            p,
+                            &mut rows[slot * m * ld..],
+                            ld,
+                        );
+                    }
+                    let pairs = sized(&mut s.pairs, count * (kk + m) * half);
+                    let (cols, dys) = pairs.split_at_mut(count * kk * half);
+                    pack::bf16_along_rows(&srcs, count * kk, ld, cols);
+                    pack::bf16_along_rows(&rows, count * m, ld, dys);
+                    let members: Vec<(*const u32, *const u32)> = (0..count)
+                        .map(|slot| {
+                            (
+                                dys.as_ptr().add(slot * m * half),
+                                cols.as_ptr().add(slot * kk * half),
+                            )
+                        })
+                        .collect();
+                    gemm_bf16::nt(&members, (m, half), (kk, half), half / 16, &mut part);
+                }
+            }
+            s.rows = srcs;
+            part
+        })
+        .collect();
+    let dw = dweight.data_mut();
+    for part in partials {
+        for (d, v) in dw.iter_mut().zip(part) {
+            *d += v;
+        }
+    }
+}

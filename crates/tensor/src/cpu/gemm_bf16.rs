@@ -1,0 +1,216 @@
+//! bf16 GEMM micro-kernels on AVX512-BF16's `vdpbf16ps`, the shapes of [`super::gemm_f32`]:
+//! each instruction multiplies 16 pairs of bf16 values exactly and adds both products to 16
+//! f32 accumulators, so every lane still sums exact products of bf16-rounded operands in f32
+//! (the twin's semantics) while doing twice the work of an fp32 FMA. The pairs run along the
+//! summed dimension: k for [`nn`] (packed by `pack::bf16_row_pairs`), pixels for [`nt`]
+//! (`pack::bf16_along_rows`).
+//!
+//! One deviation from the twin's f32 FMAs, beyond the order of the sums: the instruction
+//! treats subnormal inputs and results as zero (below 1.2e-38, far under any value a ResNet
+//! step produces that matters).
+
+// The kernels index their accumulator tiles by (row, vector): clearer than iterator chains.
+#![allow(clippy::needless_range_loop)]
+
+use super::gemm_f32::{hsum, lane_mask, NN_MR};
+use crate::bf16::round;
+use std::arch::x86_64::*;
+
+const NT_MR: usize = 4;
+const NT_KR: usize = 6;
+
+/// `A` (`m x k`) rounded to bf16 and packed for [`nn`]: tiles of [`NN_MR`] rows, each stored
+/// `[k/2][rows]` with the pair `(a[row][2j], a[row][2j+1])` in one lane (an odd k pads zero).
+pub(crate) struct PackedPairs {
+    data: Vec<u32>,
+    pub m: usize,
+    /// Pairs along k: `ceil(k / 2)`.
+    pub kp: usize,
+}
+
+impl PackedPairs {
+    pub fn new(m: usize, k: usize, a: impl Fn(usize, usize) -> f32) -> Self {
+        let kp = k.div_ceil(2);
+        let bits = |row, col| {
+            if col < k {
+                round(a(row, col)).to_bits() >> 16
+            } else {
+                0
+            }
+        };
+        let mut data = Vec::with_capacity(m * kp);
+        for t in (0..m).step_by(NN_MR) {
+            let rows = NN_MR.min(m - t);
+            for j in 0..kp {
+                data.extend((t..t + rows).map(|row| bits(row, 2 * j) | bits(row, 2 * j + 1) << 16));
+            }
+        }
+        PackedPairs { data, m, kp }
+    }
+}
+
+#[inline(always)]
+unsafe fn dot(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
+    _mm512_dpbf16_ps(
+        acc,
+        std::mem::transmute::<__m512i, __m512bh>(a),
+        std::mem::transmute::<__m512i, __m512bh>(b),
+    )
+}
+
+// Its own function, so the register allocator sees one tile's loop alone (inlined into
+// the dispatch it spilled an accumulator on every iteration).
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn nn_tile<const MR: usize, const NV: usize>(
+    kp: usize,
+    a: *const u32,
+    b: *const u32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    masks: [u16; NV],
+) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    let (mut a, mut b) = (a, b);
+    for _ in 0..kp {
+        let mut bv = [_mm512_setzero_si512(); NV];
+        for (v, bv) in bv.iter_mut().enumerate() {
+            *bv = _mm512_loadu_si512(b.add(16 * v).cast());
+        }
+        for (m, acc) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_epi32(*a.add(m) as i32);
+            for v in 0..NV {
+                acc[v] = dot(acc[v], av, bv[v]);
+            }
+        }
+        a = a.add(MR);
+        b = b.add(ldb);
+    }
+    for (m, acc) in acc.iter().enumerate() {
+        for v in 0..NV {
+            if masks[v] != 0 {
+                _mm512_mask_storeu_ps(c.add(m * ldc + 16 * v), masks[v], acc[v]);
+            }
+        }
+    }
+}
+
+/// `C[m][p] = Σ_k A[m][k]·B[k][p]` for `p < p_valid` with bf16 operands: `B` as pairs along k
+/// (`[kp][ldb]` lanes, readable up to `p_valid` rounded up to `16·NV`), `C` rows `ldc` apart.
+///
+/// # Safety
+/// The CPU must have AVX-512F and AVX512-BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub(crate) unsafe fn nn<const NV: usize>(
+    a: &PackedPairs,
+    b: &[u32],
+    ldb: usize,
+    p_valid: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let (m, kp) = (a.m, a.kp);
+    let tile_p = 16 * NV;
+    if m == 0 || p_valid == 0 {
+        return;
+    }
+    assert!(kp == 0 || b.len() >= (kp - 1) * ldb + p_valid.next_multiple_of(tile_p));
+    assert!(c.len() >= (m - 1) * ldc + p_valid && ldc >= p_valid);
+    for p0 in (0..p_valid).step_by(tile_p) {
+        let masks: [u16; NV] = std::array::from_fn(|v| lane_mask(p0 + 16 * v, p_valid));
+        for t in (0..m).step_by(NN_MR) {
+            let ap = a.data.as_ptr().add(t * kp);
+            let bp = b.as_ptr().add(p0);
+            let cp = c.as_mut_ptr().add(t * ldc + p0);
+            match m - t {
+                1 => nn_tile::<1, NV>(kp, ap, bp, ldb, cp, ldc, masks),
+                2 => nn_tile::<2, NV>(kp, ap, bp, ldb, cp, ldc, masks),
+                3 => nn_tile::<3, NV>(kp, ap, bp, ldb, cp, ldc, masks),
+                4 => nn_tile::<4, NV>(kp, ap, bp, ldb, cp, ldc, masks),
+                5 => nn_tile::<5, NV>(kp, ap, bp, ldb, cp, ldc, masks),
+                _ => nn_tile::<NN_MR, NV>(kp, ap, bp, ldb, cp, ldc, masks),
+            }
+        }
+    }
+}
+
+// Its own function, so the register allocator sees one tile's loop alone (inlined into
+// the dispatch it spilled an accumulator on every iteration).
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn nt_tile<const MR: usize, const KR: usize>(
+    groups: &[(*const u32, *const u32)],
+    lda: usize,
+    ldb: usize,
+    nvec: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); KR]; MR];
+    for &(a, b) in groups {
+        for pv in 0..nvec {
+            let mut av = [_mm512_setzero_si512(); MR];
+            for (m, av) in av.iter_mut().enumerate() {
+                *av = _mm512_loadu_si512(a.add(m * lda + 16 * pv).cast());
+            }
+            for j in 0..KR {
+                let bv = _mm512_loadu_si512(b.add(j * ldb + 16 * pv).cast());
+                for m in 0..MR {
+                    acc[m][j] = dot(acc[m][j], av[m], bv);
+                }
+            }
+        }
+    }
+    for (m, acc) in acc.iter().enumerate() {
+        for (j, &v) in acc.iter().enumerate() {
+            *c.add(m * ldc + j) += hsum(v);
+        }
+    }
+}
+
+/// `C[m][j] += Σ_g Σ_p A_g[m][p]·B_g[j][p]` with bf16 operands paired along the pixels
+/// (`lda` / `ldb` lanes per row, `nvec` vectors of 16 lanes = 32 pixels each; pixels past the
+/// valid ones zero in one of the two). `C` is `mrows x krows`, row-major.
+///
+/// # Safety
+/// The CPU must have AVX-512F and AVX512-BF16, and every `A_g` / `B_g` must be readable for
+/// `mrows` / `krows` rows of `nvec` vectors.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub(crate) unsafe fn nt(
+    groups: &[(*const u32, *const u32)],
+    (mrows, lda): (usize, usize),
+    (krows, ldb): (usize, usize),
+    nvec: usize,
+    c: &mut [f32],
+) {
+    assert!(c.len() >= mrows * krows);
+    let ldc = krows;
+    let mut shifted: Vec<(*const u32, *const u32)> = Vec::with_capacity(groups.len());
+    for j in (0..krows).step_by(NT_KR) {
+        for m in (0..mrows).step_by(NT_MR) {
+            shifted.clear();
+            shifted.extend(
+                groups
+                    .iter()
+                    .map(|&(a, b)| (a.add(m * lda), b.add(j * ldb))),
+            );
+            let cp = c.as_mut_ptr().add(m * ldc + j);
+            let g = &shifted[..];
+            macro_rules! tile {
+                ($mr:literal, $($kr:literal)+) => {
+                    match krows - j {
+                        $($kr => nt_tile::<$mr, $kr>(g, lda, ldb, nvec, cp, ldc),)+
+                        _ => nt_tile::<$mr, NT_KR>(g, lda, ldb, nvec, cp, ldc),
+                    }
+                };
+            }
+            match mrows - m {
+                1 => tile!(1, 1 2 3 4 5),
+                2 => tile!(2, 1 2 3 4 5),
+                3 => tile!(3, 1 2 3 4 5),
+                _ => tile!(4, 1 2 3 4 5),
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The CPU engine's fast paths: the same ops as the reference bodies beside each op, computed
+//! with AVX-512 (and AVX512-BF16's `vdpbf16ps` for `--precision bf16`) where the CPU has them,
+//! detected at run time. A CPU without them, or `RESNET_CPU_KERNELS=reference`, runs the
+//! reference bodies, which stay the oracle the tests hold these to.
+//!
+//! Results are deterministic and independent of the thread count, like the reference: work is
+//! split by image (or by fixed groups of images, summed in order), never by thread. They are
+//! not bit-equal to the reference: sums run in another order (the tests bound the difference).
+
+pub mod conv;
+#[cfg(target_arch = "x86_64")]
+mod gemm_bf16;
+#[cfg(target_arch = "x86_64")]
+mod gemm_f32;
+#[cfg(target_arch = "x86_64")]
+mod pack;
+#[cfg(target_arch = "x86_64")]
+mod plan;
+
+use std::sync::OnceLock;
+
+/// Which CPU kernels run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kernels {
+    /// The portable reference bodies (im2col + the `gemm` crate, plain loops).
+    Reference,
+    /// AVX-512 for fp32; bf16 runs the reference twin.
+    Avx512,
+    /// AVX-512, and `vdpbf16ps` for the bf16 convolutions.
+    Avx512Bf16,
+}
+
+impl std::fmt::Display for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kernels::Reference => "reference",
+            Kernels::Avx512 => "avx512",
+            Kernels::Avx512Bf16 => "avx512+bf16",
+        })
+    }
+}
+
+/// What this CPU supports.
+fn detect() -> Kernels {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f32_ok = is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl");
+        if f32_ok && is_x86_feature_detected!("avx512bf16") {
+            return Kernels::Avx512Bf16;
+        }
+        if f32_ok {
+            return Kernels::Avx512;
+        }
+    }
+    Kernels::Reference
+}
+
+/// The kernels in use: the best this CPU has, capped by `RESNET_CPU_KERNELS` (`reference`,
+/// `avx512`; anything else, or unset, means the best). Decided once per process.
+pub fn kernels() -> Kernels {
+    static CHOSEN: OnceLock<Kernels> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        let best = detect();
+        match std::env::var("RESNET_CPU_KERNELS").as_deref() {
+            Ok("reference") => Kernels::Reference,
+            Ok("avx512") => best.min(Kernels::Avx512),
+            _ => best,
+        }
+    })
+}
+
+/// The best kernels this CPU has, ignoring `RESNET_CPU_KERNELS` (for the tests, which compare
+/// the fast paths with the reference whatever the environment says).
+pub fn supported() -> Kernels {
+    static DETECTED: OnceLock<Kernels> = OnceLock::new();
+    *DETECTED.get_or_init(detect)
+}

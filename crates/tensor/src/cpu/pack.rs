@@ -1,0 +1,158 @@
+//! Operand packing for the micro-kernels: im2col into rows padded to the kernels' vector
+//! multiple (zeros past the last pixel), and the bf16 forms `vdpbf16ps` consumes (pairs of
+//! values along the summed dimension in one 32-bit lane, each rounded exactly as
+//! [`crate::bf16::round`] does).
+
+use super::gemm_f32::lane_mask;
+use super::plan::Plan;
+use std::arch::x86_64::*;
+
+/// `n` floats from `src` to `dst`, in vectors (masked at the end).
+#[inline(always)]
+unsafe fn copy_run(src: *const f32, dst: *mut f32, n: usize) {
+    for i in (0..n).step_by(16) {
+        let m = lane_mask(i, n);
+        _mm512_mask_storeu_ps(dst.add(i), m, _mm512_maskz_loadu_ps(m, src.add(i)));
+    }
+}
+
+/// Copies one image `[c][h][w]` into the interior of the plan's padded buffer `[c][hp][wp]`.
+/// The border is not written: it must be zero already (a fresh zeroed buffer, reused for
+/// images of the same plan).
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn pad_image(plan: &Plan, img: &[f32], xp: &mut [f32]) {
+    let g = &plan.g;
+    assert!(img.len() >= g.cin * g.h * g.w && xp.len() >= plan.padded_len);
+    for ci in 0..g.cin {
+        for y in 0..g.h {
+            let src = img.as_ptr().add((ci * g.h + y) * g.w);
+            let dst = xp
+                .as_mut_ptr()
+                .add((ci * plan.hp + y + g.pad) * plan.wp + g.pad);
+            copy_run(src, dst, g.w);
+        }
+    }
+}
+
+/// im2col from the padded image: `col[k][oy·wo + ox] = xp[ci][oy·s + ky][ox·s + kx]`, rows of
+/// `plan.ld`. Columns past the pixels are not written (zero from allocation, as for
+/// [`pad_image`]). Strides 1 and 2.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn im2col(plan: &Plan, xp: &[f32], col: &mut [f32]) {
+    let g = &plan.g;
+    assert!(g.stride <= 2 && xp.len() >= plan.padded_len && col.len() >= g.col_rows() * plan.ld);
+    // Even elements of two vectors: pixels ox..ox+16 of a stride-2 row.
+    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    for ci in 0..g.cin {
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = col.as_mut_ptr().add(((ci * g.k + ky) * g.k + kx) * plan.ld);
+                for oy in 0..g.ho {
+                    let src = xp
+                        .as_ptr()
+                        .add((ci * plan.hp + oy * g.stride + ky) * plan.wp + kx);
+                    let dst = row.add(oy * g.wo);
+                    if g.stride == 1 {
+                        copy_run(src, dst, g.wo);
+                        continue;
+                    }
+                    for ox in (0..g.wo).step_by(16) {
+                        // Elements 2·ox .. 2·(last pixel) of the row.
+                        let span = 2 * (g.wo - ox).min(16) - 1;
+                        let a = _mm512_maskz_loadu_ps(lane_mask(0, span), src.add(2 * ox));
+                        let b = _mm512_maskz_loadu_ps(lane_mask(16, span), src.add(2 * ox + 16));
+                        let v = _mm512_permutex2var_ps(a, evens, b);
+                        _mm512_mask_storeu_ps(dst.add(ox), lane_mask(ox, g.wo), v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies `rows` rows of `len` values (`src` rows `len` apart) into `dst` rows `ld` apart,
+/// zero past `len`: a matrix the kernels may read in whole vectors.
+pub(crate) fn pad_rows(src: &[f32], rows: usize, len: usize, dst: &mut [f32], ld: usize) {
+    for (d, s) in dst
+        .chunks_exact_mut(ld)
+        .zip(src.chunks_exact(len))
+        .take(rows)
+    {
+        d[..len].copy_from_slice(s);
+        d[len..].fill(0.0);
+    }
+}
+
+/// 16 floats rounded to bf16 (ties to even, NaN kept quiet: [`crate::bf16::round`]), each as
+/// the top 16 bits of a 32-bit lane (low bits zero).
+#[inline(always)]
+pub(crate) unsafe fn round_bf16(v: __m512) -> __m512i {
+    let u = _mm512_castps_si512(v);
+    let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(u), _mm512_set1_epi32(1));
+    let rounded = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    let abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fff_ffff));
+    let nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+    let quiet = _mm512_or_si512(u, _mm512_set1_epi32(0x0040_0000));
+    let hi = _mm512_mask_blend_epi32(nan, rounded, quiet);
+    _mm512_and_si512(hi, _mm512_set1_epi32(0xffff_0000u32 as i32))
+}
+
+/// bf16 pairs along rows: `out[j][p] = bf16(rows[2j][p]) | bf16(rows[2j+1][p]) << 16` for
+/// `rows` (`n_rows x ld`, `ld` a multiple of 16); an odd last row is paired with zero. `out` is
+/// `ceil(n_rows/2) x ld` 32-bit lanes: the B operand of the bf16 NN kernel.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn bf16_row_pairs(rows: &[f32], n_rows: usize, ld: usize, out: &mut [u32]) {
+    assert!(
+        ld.is_multiple_of(16) && rows.len() >= n_rows * ld && out.len() >= n_rows.div_ceil(2) * ld
+    );
+    for j in 0..n_rows.div_ceil(2) {
+        let lo_row = rows.as_ptr().add(2 * j * ld);
+        let hi_row = (2 * j + 1 < n_rows).then(|| rows.as_ptr().add((2 * j + 1) * ld));
+        let dst = out.as_mut_ptr().add(j * ld);
+        for p in (0..ld).step_by(16) {
+            let lo = _mm512_srli_epi32::<16>(round_bf16(_mm512_loadu_ps(lo_row.add(p))));
+            let hi = match hi_row {
+                Some(r) => round_bf16(_mm512_loadu_ps(r.add(p))),
+                None => _mm512_setzero_si512(),
+            };
+            _mm512_storeu_si512(dst.add(p).cast(), _mm512_or_si512(lo, hi));
+        }
+    }
+}
+
+/// bf16 pairs along each row: `out[r][i] = bf16(rows[r][2i]) | bf16(rows[r][2i+1]) << 16` for
+/// `n_rows` rows of `ld` floats (`ld` a multiple of 32): the operands of the bf16 NT kernel,
+/// which sums over the pixels of a row. `out` rows are `ld / 2` lanes.
+///
+/// # Safety
+/// The CPU must have AVX-512F and AVX-512BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn bf16_along_rows(rows: &[f32], n_rows: usize, ld: usize, out: &mut [u32]) {
+    assert!(ld.is_multiple_of(32) && rows.len() >= n_rows * ld && out.len() >= n_rows * ld / 2);
+    // Lane i of the result takes the rounded high halves of elements 2i and 2i+1.
+    let idx = _mm512_set_epi16(
+        63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23, 21, 19,
+        17, 15, 13, 11, 9, 7, 5, 3, 1,
+    );
+    for r in 0..n_rows {
+        let src = rows.as_ptr().add(r * ld);
+        let dst = out.as_mut_ptr().add(r * ld / 2);
+        for p in (0..ld).step_by(32) {
+            let a = round_bf16(_mm512_loadu_ps(src.add(p)));
+            let b = round_bf16(_mm512_loadu_ps(src.add(p + 16)));
+            // 16-bit element 2i+1 of `a` is the high half of float i: pick the odd halves of
+            // both, in order.
+            let packed = _mm512_permutex2var_epi16(a, idx, b);
+            _mm512_storeu_si512(dst.add(p / 2).cast(), packed);
+        }
+    }
+}
