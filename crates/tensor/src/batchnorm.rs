@@ -9,12 +9,13 @@
 //! Two APIs: the slice functions (`batchnorm_train_forward`, `batchnorm_eval_forward`,
 //! `batchnorm_backward`: host-only, the CPU reference) and the tensor functions
 //! ([`train_forward`], [`eval_forward`], [`backward`]) whose parameters and statistics are
-//! tensors on the input's device. On the CPU the latter call the former (same bits); on a GPU
+//! tensors on the input's device. On the CPU the latter run [`crate::cpu::bn`] (ReLU fused,
+//! one-pass statistics) where the CPU has AVX-512, else the former (same bits); on a GPU
 //! they launch `batchnorm.cu` (training: two launches each way over a grid of 4096-value chunks
 //! x channels, per-chunk f32 partials in a per-call workspace, combined in a fixed order).
 
 use crate::elementwise::{relu_backward, relu_forward};
-use crate::{check, cuda_of, Tensor};
+use crate::{check, cpu, cuda_of, Tensor};
 use kernels::launch as kl;
 use rayon::prelude::*;
 
@@ -261,6 +262,18 @@ pub fn train_forward_relu(
     let _span = crate::profile::span(|| format!("bn fwd{}", if relu { "+relu" } else { "" }));
     const OP: &str = "batchnorm train_forward";
     let Some(gpu) = cuda_of(OP, &[x, gamma, beta, &*running_mean, &*running_var]) else {
+        let (rm, rv) = (running_mean.data_mut(), running_var.data_mut());
+        let (g, b) = (gamma.data(), beta.data());
+        if let Some((y, mean, invstd)) =
+            cpu::bn::train_forward(x, g, b, rm, rv, momentum, eps, relu)
+        {
+            let c = mean.len();
+            let stats = BnStats {
+                mean: Tensor::from_vec(&[c], mean),
+                invstd: Tensor::from_vec(&[c], invstd),
+            };
+            return (y, stats);
+        }
         let (y, saved) = batchnorm_train_forward(
             x,
             gamma.data(),
@@ -338,6 +351,15 @@ pub fn eval_forward_relu(
     let _span = crate::profile::span(|| "bn eval".into());
     const OP: &str = "batchnorm eval_forward";
     let Some(gpu) = cuda_of(OP, &[x, gamma, beta, running_mean, running_var]) else {
+        let (g, b, rm, rv) = (
+            gamma.data(),
+            beta.data(),
+            running_mean.data(),
+            running_var.data(),
+        );
+        if let Some(y) = cpu::bn::eval_forward(x, g, b, rm, rv, eps, relu) {
+            return y;
+        }
         let y = batchnorm_eval_forward(
             x,
             gamma.data(),
@@ -397,6 +419,11 @@ pub fn backward_relu(
     let mut all = vec![x, dy, gamma, &saved.mean, &saved.invstd, &*dgamma, &*dbeta];
     all.extend(relu_out);
     let Some(gpu) = cuda_of(OP, &all) else {
+        let stats = (saved.mean.data(), saved.invstd.data());
+        let (dg, db) = (dgamma.data_mut(), dbeta.data_mut());
+        if let Some(dx) = cpu::bn::backward(x, dy, gamma.data(), stats, relu_out, dg, db) {
+            return dx;
+        }
         let masked = relu_out.map(|out| relu_backward(dy, out));
         return backward_cpu(
             x,
@@ -436,7 +463,7 @@ pub fn backward_relu(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{check_grad, dot, rand_tensor, rng};
+    use crate::testutil::{assert_close, check_grad, dot, rand_tensor, rng};
 
     #[test]
     fn training_forward_and_running_stats_match_hand_computed_values() {
@@ -516,6 +543,112 @@ mod tests {
             check_grad("bn dbeta", &beta, &db, |b| {
                 dot(&fwd(&x, &gamma, b).0, &probe)
             });
+        }
+    }
+
+    /// The fast path (one-pass statistics, ReLU fused, AVX-512) against the reference slice
+    /// functions, with and without ReLU, on the awkward shapes above plus planes off the vector
+    /// multiple and a mean far from zero (the shifted sums must not lose the variance).
+    #[test]
+    fn fast_path_matches_the_reference() {
+        use crate::cpu::{self, Kernels};
+        if cpu::supported() < Kernels::Avx512 {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        let mut r = rng(12);
+        for (shape, offset) in [
+            ([1, 3, 3, 5], 0.0),
+            ([3, 2, 5, 5], 0.0),
+            ([3, 5, 1, 1], 0.0),
+            ([4, 3, 7, 9], 0.0),
+            ([2, 3, 6, 6], 300.0),
+        ] {
+            let c = shape[1];
+            let mut x = rand_tensor(&mut r, &shape);
+            x.data_mut().iter_mut().for_each(|v| *v += offset);
+            let (gamma, beta) = (rand_tensor(&mut r, &[c]), rand_tensor(&mut r, &[c]));
+            let dy = rand_tensor(&mut r, &shape);
+            for relu in [false, true] {
+                // The reference: BN, then ReLU; ReLU's mask, then BN's backward.
+                let (mut rm, mut rv) = (vec![0.5; c], vec![2.0; c]);
+                let (want, saved) = batchnorm_train_forward(
+                    &x,
+                    gamma.data(),
+                    beta.data(),
+                    &mut rm,
+                    &mut rv,
+                    0.1,
+                    1e-5,
+                );
+                let want = if relu { relu_forward(&want) } else { want };
+                let (mut frm, mut frv) = (vec![0.5; c], vec![2.0; c]);
+                let (got, mean, invstd) = cpu::bn::train_forward(
+                    &x,
+                    gamma.data(),
+                    beta.data(),
+                    &mut frm,
+                    &mut frv,
+                    0.1,
+                    1e-5,
+                    relu,
+                )
+                .unwrap();
+                // Same formulas; f64 sums in another order, f32 FMAs for the affine map: the
+                // results differ by f32 roundings only, of terms as large as |x - mean| / std
+                // times the output (~300 with the offset: 300 · 2^-24 ≈ 2e-5).
+                let tol = if offset > 0.0 { 5e-5 } else { 1e-6 };
+                assert_close(&got, &want, tol);
+                for (a, b) in [
+                    (&mean, &saved.mean),
+                    (&invstd, &saved.invstd),
+                    (&frm, &rm),
+                    (&frv, &rv),
+                ] {
+                    assert_close(
+                        &Tensor::from_vec(&[c], a.clone()),
+                        &Tensor::from_vec(&[c], b.clone()),
+                        1e-6,
+                    );
+                }
+                let masked = if relu {
+                    relu_backward(&dy, &want)
+                } else {
+                    dy.clone()
+                };
+                let (mut dg, mut db) = (vec![0.25; c], vec![-0.5; c]);
+                let want_dx =
+                    batchnorm_backward(&x, &masked, gamma.data(), &saved, &mut dg, &mut db);
+                let (mut fdg, mut fdb) = (vec![0.25; c], vec![-0.5; c]);
+                let out = relu.then_some(&got);
+                let got_dx = cpu::bn::backward(
+                    &x,
+                    &dy,
+                    gamma.data(),
+                    (&mean, &invstd),
+                    out,
+                    &mut fdg,
+                    &mut fdb,
+                )
+                .unwrap();
+                assert_close(&got_dx, &want_dx, 10.0 * tol);
+                assert_close(
+                    &Tensor::from_vec(&[c], fdg),
+                    &Tensor::from_vec(&[c], dg),
+                    1e-5,
+                );
+                assert_close(
+                    &Tensor::from_vec(&[c], fdb),
+                    &Tensor::from_vec(&[c], db),
+                    1e-5,
+                );
+                let want = batchnorm_eval_forward(&x, gamma.data(), beta.data(), &rm, &rv, 1e-5);
+                let want = if relu { relu_forward(&want) } else { want };
+                let got =
+                    cpu::bn::eval_forward(&x, gamma.data(), beta.data(), &rm, &rv, 1e-5, relu)
+                        .unwrap();
+                assert_close(&got, &want, tol);
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
-//! ReLU and the residual add: element by element, in parallel chunks (CPU), or one
-//! grid-stride kernel launch (CUDA, `elementwise.cu`).
+//! ReLU and the residual add: element by element, in parallel chunks (CPU: the same arithmetic
+//! compiled for AVX-512 in [`crate::cpu::elementwise`] where the CPU has it, fused where the op
+//! is), or one grid-stride kernel launch (CUDA, `elementwise.cu`).
 
-use crate::{check, cuda_of, Tensor};
+use crate::{check, cpu, cuda_of, Tensor};
 use kernels::launch as kl;
 use rayon::prelude::*;
 
@@ -30,6 +31,9 @@ pub fn relu_forward(x: &Tensor) -> Tensor {
         check("relu_forward", r);
         return y;
     }
+    if let Some(y) = cpu::elementwise::relu_forward(x) {
+        return y;
+    }
     let mut y = x.clone();
     y.data_mut()
         .par_chunks_mut(CHUNK)
@@ -53,6 +57,9 @@ pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
         check("relu_backward", r);
         return dx;
     }
+    if let Some(dx) = cpu::elementwise::relu_backward(dy, y) {
+        return dx;
+    }
     zip_map(dy, y, |g, y| if y > 0.0 { g } else { 0.0 })
 }
 
@@ -69,6 +76,9 @@ pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
             &mut out.cu_mut().as_view_mut(),
         );
         check("add", r);
+        return out;
+    }
+    if let Some(out) = cpu::elementwise::add(a, b) {
         return out;
     }
     zip_map(a, b, |a, b| a + b)
@@ -90,6 +100,9 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Tensor {
         check("add_relu", r);
         return out;
     }
+    if let Some(out) = cpu::elementwise::add_relu(a, b) {
+        return out;
+    }
     relu_forward(&add(a, b))
 }
 
@@ -100,6 +113,9 @@ pub fn add_assign(a: &mut Tensor, b: &Tensor) {
     if let Some(gpu) = cuda_of("add_assign", &[&*a, b]) {
         let r = kl::accumulate(&gpu, &mut a.cu_mut().as_view_mut(), &b.cu().as_view());
         check("add_assign", r);
+        return;
+    }
+    if cpu::elementwise::add_assign(a, b) {
         return;
     }
     a.data_mut()
@@ -136,5 +152,38 @@ mod tests {
         let mut c = a.clone();
         add_assign(&mut c, &b);
         assert_eq!(c, add(&a, &b));
+    }
+
+    /// Whatever path runs (the AVX-512 one here, if the CPU has it), every op equals its scalar
+    /// definition bit for bit, over several parallel chunks and a ragged end, with zeros,
+    /// negative zeros and a NaN among the values.
+    #[test]
+    fn ops_equal_their_definitions_bit_for_bit() {
+        let mut r = rng(13);
+        let n = 3 * CHUNK + 37;
+        let mut a = rand_tensor(&mut r, &[n]);
+        let b = rand_tensor(&mut r, &[n]);
+        a.data_mut()[..4].copy_from_slice(&[0.0, -0.0, f32::NAN, 1.5]);
+        let same = |t: &Tensor, f: &dyn Fn(usize) -> f32| {
+            assert!(t
+                .data()
+                .iter()
+                .enumerate()
+                .all(|(i, v)| v.to_bits() == f(i).to_bits()));
+        };
+        let (ad, bd) = (a.data(), b.data());
+        same(&add_relu(&a, &b), &|i| (ad[i] + bd[i]).max(0.0));
+        same(&add(&a, &b), &|i| ad[i] + bd[i]);
+        same(&relu_forward(&a), &|i| ad[i].max(0.0));
+        same(&relu_backward(&b, &a), &|i| {
+            if ad[i] > 0.0 {
+                bd[i]
+            } else {
+                0.0
+            }
+        });
+        let mut c = a.clone();
+        add_assign(&mut c, &b);
+        same(&c, &|i| ad[i] + bd[i]);
     }
 }

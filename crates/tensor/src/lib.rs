@@ -148,6 +148,23 @@ impl Tensor {
         }
     }
 
+    /// A host tensor whose values `fill` writes into its fresh, uninitialised buffer: an op
+    /// output without a zero-fill pass first.
+    ///
+    /// # Safety
+    /// `fill` must write every element (the buffer is then taken as initialised).
+    pub(crate) unsafe fn host_filled(
+        shape: &[usize],
+        fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>]),
+    ) -> Self {
+        let n = shape.iter().product();
+        let mut v: Vec<f32> = Vec::with_capacity(n);
+        fill(&mut v.spare_capacity_mut()[..n]);
+        // SAFETY: the caller's promise: all n elements were written.
+        unsafe { v.set_len(n) };
+        Tensor::from_vec(shape, v)
+    }
+
     /// Zeros on `device` (`Err` when the GPU allocation fails, e.g. out of memory).
     pub fn zeros_on(shape: &[usize], device: &Device) -> Result<Self> {
         match device {

@@ -107,8 +107,8 @@ fn fast_cases() -> Vec<([usize; 4], [usize; 4], usize)> {
 /// One pass of every case through the fast path and the reference (on bf16-rounded operands
 /// for bf16: the twin), compared at `tol`; `None` when this CPU has no fast path for it.
 fn fast_vs_reference(precision: Precision, tol: f64) -> Option<()> {
-    use crate::cpu::conv::forced;
-    if !forced::supported(precision) {
+    use crate::cpu::conv as fast;
+    if !fast::available(precision) {
         eprintln!("skipped: this CPU has no fast {precision} convolution");
         return None;
     }
@@ -121,12 +121,12 @@ fn fast_vs_reference(precision: Precision, tol: f64) -> Option<()> {
         let x = rand_tensor(&mut r, &xs);
         let w = rand_tensor(&mut r, &ws);
         let want = reference::forward(&twin(&x), &twin(&w), s);
-        let got = forced::forward(&x, &w, s, precision)?;
+        let got = fast::forward(&x, &w, s, precision)?;
         assert_close(&got, &want, tol);
         let dy = rand_tensor(&mut r, want.shape());
         let want = reference::backward_data(&twin(&dy), &twin(&w), &xs, s);
         assert_close(
-            &forced::backward_data(&dy, &w, &xs, s, precision)?,
+            &fast::backward_data(&dy, &w, &xs, s, precision)?,
             &want,
             tol,
         );
@@ -134,7 +134,7 @@ fn fast_vs_reference(precision: Precision, tol: f64) -> Option<()> {
         let start = rand_tensor(&mut r, &ws);
         let (mut got, mut want) = (start.clone(), start);
         reference::backward_weight(&twin(&x), &twin(&dy), s, &mut want);
-        assert!(forced::backward_weight(&x, &dy, s, &mut got, precision));
+        assert!(fast::backward_weight(&x, &dy, s, &mut got, precision));
         assert_close(&got, &want, tol);
     }
     Some(())

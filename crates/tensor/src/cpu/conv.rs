@@ -77,56 +77,6 @@ pub fn backward_weight(
     false
 }
 
-/// The fast path whatever `RESNET_CPU_KERNELS` says, for the tests; `None` if this CPU cannot.
-#[cfg(test)]
-pub(crate) mod forced {
-    use super::*;
-
-    pub fn supported(precision: Precision) -> bool {
-        usable(crate::cpu::supported(), precision)
-    }
-
-    pub fn forward(x: &Tensor, w: &Tensor, s: usize, p: Precision) -> Option<Tensor> {
-        #[cfg(target_arch = "x86_64")]
-        if supported(p) && fits(s) {
-            return Some(unsafe { imp::forward(x, w, s, p) });
-        }
-        let _ = (x, w, s);
-        None
-    }
-
-    pub fn backward_data(
-        dy: &Tensor,
-        w: &Tensor,
-        xs: &[usize],
-        s: usize,
-        p: Precision,
-    ) -> Option<Tensor> {
-        #[cfg(target_arch = "x86_64")]
-        if supported(p) && fits(s) {
-            return Some(unsafe { imp::backward_data(dy, w, xs, s, p) });
-        }
-        let _ = (dy, w, xs, s);
-        None
-    }
-
-    pub fn backward_weight(
-        x: &Tensor,
-        dy: &Tensor,
-        s: usize,
-        dw: &mut Tensor,
-        p: Precision,
-    ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if supported(p) && fits(s) {
-            unsafe { imp::backward_weight(x, dy, s, dw, p) };
-            return true;
-        }
-        let _ = (x, dy, s, dw);
-        false
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 #[path = "conv_x86.rs"]
 mod imp;

@@ -7,7 +7,9 @@
 //! split by image (or by fixed groups of images, summed in order), never by thread. They are
 //! not bit-equal to the reference: sums run in another order (the tests bound the difference).
 
+pub(crate) mod bn;
 pub mod conv;
+pub(crate) mod elementwise;
 #[cfg(target_arch = "x86_64")]
 mod gemm_bf16;
 #[cfg(target_arch = "x86_64")]
@@ -58,8 +60,13 @@ fn detect() -> Kernels {
 }
 
 /// The kernels in use: the best this CPU has, capped by `RESNET_CPU_KERNELS` (`reference`,
-/// `avx512`; anything else, or unset, means the best). Decided once per process.
+/// `avx512`; anything else, or unset, means the best). Decided once per process. (This crate's
+/// unit tests always get the best: they hold the fast paths to the reference explicitly,
+/// whatever the environment says.)
 pub fn kernels() -> Kernels {
+    if cfg!(test) {
+        return supported();
+    }
     static CHOSEN: OnceLock<Kernels> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
         let best = detect();
@@ -71,8 +78,7 @@ pub fn kernels() -> Kernels {
     })
 }
 
-/// The best kernels this CPU has, ignoring `RESNET_CPU_KERNELS` (for the tests, which compare
-/// the fast paths with the reference whatever the environment says).
+/// The best kernels this CPU has, ignoring `RESNET_CPU_KERNELS`.
 pub fn supported() -> Kernels {
     static DETECTED: OnceLock<Kernels> = OnceLock::new();
     *DETECTED.get_or_init(detect)
