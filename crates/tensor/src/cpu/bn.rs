@@ -136,7 +136,7 @@ pub(crate) fn backward(
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
-    use super::super::gemm_f32::lane_mask;
+    use super::super::simd::{for_vectors, load, load_or, store};
     use crate::Tensor;
     use rayon::prelude::*;
     use std::arch::x86_64::*;
@@ -156,17 +156,17 @@ mod imp {
     unsafe fn plane_moments(p: &[f32], k: f64) -> (f64, f64) {
         let kv = _mm512_set1_pd(k);
         let (mut s, mut q) = ([_mm512_setzero_pd(); 2], [_mm512_setzero_pd(); 2]);
-        for i in (0..p.len()).step_by(16) {
-            let m = lane_mask(i, p.len());
+        let fill = _mm512_set1_ps(k as f32);
+        for_vectors!(p.len(), |i, m| {
             // Lanes past the end: v = k, so they add exactly zero.
-            let v = _mm512_mask_loadu_ps(_mm512_set1_ps(k as f32), m, p.as_ptr().add(i));
+            let v = load_or(fill, m, p.as_ptr().add(i));
             let (lo, hi) = widen(v);
             let (dl, dh) = (_mm512_sub_pd(lo, kv), _mm512_sub_pd(hi, kv));
             s[0] = _mm512_add_pd(s[0], dl);
             s[1] = _mm512_add_pd(s[1], dh);
             q[0] = _mm512_fmadd_pd(dl, dl, q[0]);
             q[1] = _mm512_fmadd_pd(dh, dh, q[1]);
-        }
+        });
         (
             _mm512_reduce_add_pd(_mm512_add_pd(s[0], s[1])),
             _mm512_reduce_add_pd(_mm512_add_pd(q[0], q[1])),
@@ -215,14 +215,13 @@ mod imp {
         b: f32,
     ) {
         let (av, bv, zero) = (_mm512_set1_ps(a), _mm512_set1_ps(b), _mm512_setzero_ps());
-        for i in (0..n).step_by(16) {
-            let m = lane_mask(i, n);
-            let mut v = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x.add(i)), bv);
+        for_vectors!(n, |i, m| {
+            let mut v = _mm512_fmadd_ps(av, load(m, x.add(i)), bv);
             if RELU {
                 v = _mm512_max_ps(v, zero);
             }
-            _mm512_mask_storeu_ps(out.add(i), m, v);
-        }
+            store(m, out.add(i), v);
+        });
     }
 
     /// The per-channel affine map (+ ReLU) into a fresh tensor.
@@ -254,12 +253,9 @@ mod imp {
     /// `dy`, masked by `out > 0` when `RELU`.
     #[inline(always)]
     unsafe fn grad<const RELU: bool>(m: u16, dy: *const f32, out: *const f32) -> __m512 {
-        let g = _mm512_maskz_loadu_ps(m, dy);
+        let g = load(m, dy);
         if RELU {
-            let live = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(
-                _mm512_maskz_loadu_ps(m, out),
-                _mm512_setzero_ps(),
-            );
+            let live = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(load(m, out), _mm512_setzero_ps());
             _mm512_maskz_mov_ps(live, g)
         } else {
             g
@@ -277,15 +273,14 @@ mod imp {
     ) -> (f64, f64) {
         let mv = _mm512_set1_pd(mean);
         let (mut s, mut t) = ([_mm512_setzero_pd(); 2], [_mm512_setzero_pd(); 2]);
-        for i in (0..n).step_by(16) {
-            let m = lane_mask(i, n);
+        for_vectors!(n, |i, m| {
             let (gl, gh) = widen(grad::<RELU>(m, dy.add(i), out.wrapping_add(i)));
-            let (xl, xh) = widen(_mm512_maskz_loadu_ps(m, x.add(i)));
+            let (xl, xh) = widen(load(m, x.add(i)));
             s[0] = _mm512_add_pd(s[0], gl);
             s[1] = _mm512_add_pd(s[1], gh);
             t[0] = _mm512_fmadd_pd(gl, _mm512_sub_pd(xl, mv), t[0]);
             t[1] = _mm512_fmadd_pd(gh, _mm512_sub_pd(xh, mv), t[1]);
-        }
+        });
         (
             _mm512_reduce_add_pd(_mm512_add_pd(s[0], s[1])),
             _mm512_reduce_add_pd(_mm512_add_pd(t[0], t[1])),
@@ -353,16 +348,11 @@ mod imp {
         b: f32,
     ) {
         let (kv, av, bv) = (_mm512_set1_ps(k), _mm512_set1_ps(a), _mm512_set1_ps(b));
-        for i in (0..n).step_by(16) {
-            let m = lane_mask(i, n);
+        for_vectors!(n, |i, m| {
             let g = grad::<RELU>(m, dy.add(i), out.wrapping_add(i));
-            let v = _mm512_fmadd_ps(
-                kv,
-                g,
-                _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x.add(i)), bv),
-            );
-            _mm512_mask_storeu_ps(dx.add(i), m, v);
-        }
+            let v = _mm512_fmadd_ps(kv, g, _mm512_fmadd_ps(av, load(m, x.add(i)), bv));
+            store(m, dx.add(i), v);
+        });
     }
 
     /// The input gradient into a fresh tensor.

@@ -9,15 +9,39 @@ use crate::conv::ConvGeom;
 use crate::{Precision, Tensor};
 use rayon::prelude::*;
 
-/// Per-thread scratch (zeroed when first sized; see [`pack::pad_image`]).
+/// Per-thread scratch, kept between calls (fresh buffers of this size are fresh pages from the
+/// OS every time). The padded images in it rely on zero borders that only their interiors are
+/// rewritten over ([`pack::pad_image`]): [`with_scratch`] zeroes everything when the plan changes.
 #[derive(Default)]
 struct Scratch {
+    plan: Option<(ConvGeom, bool)>,
     xp: Vec<f32>,
     col: Vec<f32>,
     pairs: Vec<u32>,
     rows: Vec<f32>,
 }
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch, prepared for `plan`.
+fn with_scratch<R>(plan: &Plan, f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let key = Some((plan.g, plan.direct));
+        if s.plan != key {
+            s.xp.fill(0.0);
+            s.col.fill(0.0);
+            s.rows.fill(0.0);
+            s.pairs.fill(0);
+            s.plan = key;
+        }
+        f(&mut s)
+    })
+}
+
+/// `v[..len]`, grown with zeros if shorter.
 fn sized<T: Clone + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
     if v.len() < len {
         v.resize(len, T::default());
@@ -97,7 +121,7 @@ unsafe fn per_image(plan: &Plan, a: &PackedW, input: &[f32], out: &mut Tensor) {
     out.data_mut()
         .par_chunks_mut(out_len)
         .zip(input.par_chunks(in_len))
-        .for_each_init(Scratch::default, |s, (oi, xi)| a.times(plan, xi, s, oi));
+        .for_each(|(oi, xi)| with_scratch(plan, |s| a.times(plan, xi, s, oi)));
 }
 
 /// # Safety
@@ -151,11 +175,13 @@ pub(super) unsafe fn backward_data(
     dx.data_mut()
         .par_chunks_mut(g.cin * g.h * g.w)
         .zip(dy.data().par_chunks(g.cout * p))
-        .for_each_init(Scratch::default, |s, (dxi, dyi)| {
-            let mut dcol = std::mem::take(&mut s.rows);
-            a.times(&plan, dyi, s, sized(&mut dcol, kk * p));
-            col2im(&g, &dcol[..kk * p], dxi);
-            s.rows = dcol;
+        .for_each(|(dxi, dyi)| {
+            with_scratch(&plan, |s| {
+                let mut dcol = std::mem::take(&mut s.rows);
+                a.times(&plan, dyi, s, sized(&mut dcol, kk * p));
+                col2im(&g, &dcol[..kk * p], dxi);
+                s.rows = dcol;
+            })
         });
     dx
 }
@@ -186,65 +212,67 @@ pub(super) unsafe fn backward_weight(
     let src_len = plan.src_len();
     let partials: Vec<Vec<f32>> = groups
         .into_par_iter()
-        .map_init(Scratch::default, |s, images| {
-            let count = images.len();
-            let mut srcs = std::mem::take(&mut s.rows);
-            sized(&mut srcs, count * src_len);
-            for (slot, i) in images.clone().enumerate() {
-                let img = &xd[i * img_len..][..img_len];
-                source_into(
-                    &plan,
-                    img,
-                    &mut s.xp,
-                    &mut srcs[slot * src_len..][..src_len],
-                );
-            }
-            let mut part = vec![0.0f32; m * kk];
-            match precision {
-                Precision::Fp32 => {
-                    let members: Vec<(*const f32, *const f32)> = images
-                        .clone()
-                        .enumerate()
-                        .map(|(slot, i)| {
-                            (
-                                dyd.as_ptr().add(i * out_len),
-                                srcs.as_ptr().add(slot * src_len),
-                            )
-                        })
-                        .collect();
-                    gemm_f32::nt(&members, (m, p), &plan.offs, &plan.walk, &mut part);
+        .map(|images| {
+            with_scratch(&plan, |s| {
+                let count = images.len();
+                let mut srcs = std::mem::take(&mut s.rows);
+                sized(&mut srcs, count * src_len);
+                for (slot, i) in images.clone().enumerate() {
+                    let img = &xd[i * img_len..][..img_len];
+                    source_into(
+                        &plan,
+                        img,
+                        &mut s.xp,
+                        &mut srcs[slot * src_len..][..src_len],
+                    );
                 }
-                Precision::Bf16 => {
-                    // Pairs along the pixels: rows of ld / 2 lanes (ld a multiple of 32).
-                    let ld = plan.ld;
-                    let half = ld / 2;
-                    let mut rows = vec![0.0f32; count * m * ld];
-                    for (slot, i) in images.enumerate() {
-                        pack::pad_rows(
-                            &dyd[i * out_len..][..out_len],
-                            m,
-                            p,
-                            &mut rows[slot * m * ld..],
-                            ld,
-                        );
+                let mut part = vec![0.0f32; m * kk];
+                match precision {
+                    Precision::Fp32 => {
+                        let members: Vec<(*const f32, *const f32)> = images
+                            .clone()
+                            .enumerate()
+                            .map(|(slot, i)| {
+                                (
+                                    dyd.as_ptr().add(i * out_len),
+                                    srcs.as_ptr().add(slot * src_len),
+                                )
+                            })
+                            .collect();
+                        gemm_f32::nt(&members, (m, p), &plan.offs, &plan.walk, &mut part);
                     }
-                    let pairs = sized(&mut s.pairs, count * (kk + m) * half);
-                    let (cols, dys) = pairs.split_at_mut(count * kk * half);
-                    pack::bf16_along_rows(&srcs, count * kk, ld, cols);
-                    pack::bf16_along_rows(&rows, count * m, ld, dys);
-                    let members: Vec<(*const u32, *const u32)> = (0..count)
-                        .map(|slot| {
-                            (
-                                dys.as_ptr().add(slot * m * half),
-                                cols.as_ptr().add(slot * kk * half),
-                            )
-                        })
-                        .collect();
-                    gemm_bf16::nt(&members, (m, half), (kk, half), half / 16, &mut part);
+                    Precision::Bf16 => {
+                        // Pairs along the pixels: rows of ld / 2 lanes (ld a multiple of 32).
+                        let ld = plan.ld;
+                        let half = ld / 2;
+                        let mut rows = vec![0.0f32; count * m * ld];
+                        for (slot, i) in images.enumerate() {
+                            pack::pad_rows(
+                                &dyd[i * out_len..][..out_len],
+                                m,
+                                p,
+                                &mut rows[slot * m * ld..],
+                                ld,
+                            );
+                        }
+                        let pairs = sized(&mut s.pairs, count * (kk + m) * half);
+                        let (cols, dys) = pairs.split_at_mut(count * kk * half);
+                        pack::bf16_along_rows(&srcs, count * kk, ld, cols);
+                        pack::bf16_along_rows(&rows, count * m, ld, dys);
+                        let members: Vec<(*const u32, *const u32)> = (0..count)
+                            .map(|slot| {
+                                (
+                                    dys.as_ptr().add(slot * m * half),
+                                    cols.as_ptr().add(slot * kk * half),
+                                )
+                            })
+                            .collect();
+                        gemm_bf16::nt(&members, (m, half), (kk, half), half / 16, &mut part);
+                    }
                 }
-            }
-            s.rows = srcs;
-            part
+                s.rows = srcs;
+                part
+            })
         })
         .collect();
     let dw = dweight.data_mut();

@@ -45,15 +45,7 @@ impl PackedA {
     }
 }
 
-/// Lanes of a 16-lane vector starting at pixel `p0` that are below `p_valid`.
-#[inline(always)]
-pub(crate) fn lane_mask(p0: usize, p_valid: usize) -> u16 {
-    match p_valid.saturating_sub(p0) {
-        0 => 0,
-        r if r >= 16 => 0xffff,
-        r => (1u16 << r) - 1,
-    }
-}
+pub(crate) use super::simd::lane_mask;
 
 /// `NV` vectors of output pixels computed together: where each reads B (offset in `src`,
 /// added to a tap's offset), where it goes in a row of C, and which lanes are real pixels.

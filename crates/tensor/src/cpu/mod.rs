@@ -18,6 +18,8 @@ mod gemm_f32;
 mod pack;
 #[cfg(target_arch = "x86_64")]
 mod plan;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 
 use std::sync::OnceLock;
 

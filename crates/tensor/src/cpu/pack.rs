@@ -3,17 +3,14 @@
 //! values along the summed dimension in one 32-bit lane, each rounded exactly as
 //! [`crate::bf16::round`] does).
 
-use super::gemm_f32::lane_mask;
 use super::plan::Plan;
+use super::simd::{for_vectors, lane_mask, load, store};
 use std::arch::x86_64::*;
 
 /// `n` floats from `src` to `dst`, in vectors (masked at the end).
 #[inline(always)]
 unsafe fn copy_run(src: *const f32, dst: *mut f32, n: usize) {
-    for i in (0..n).step_by(16) {
-        let m = lane_mask(i, n);
-        _mm512_mask_storeu_ps(dst.add(i), m, _mm512_maskz_loadu_ps(m, src.add(i)));
-    }
+    for_vectors!(n, |i, m| { store(m, dst.add(i), load(m, src.add(i))) });
 }
 
 /// Copies one image `[c][h][w]` into the interior of the plan's padded buffer `[c][hp][wp]`.
