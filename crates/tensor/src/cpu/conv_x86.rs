@@ -41,12 +41,17 @@ fn with_scratch<R>(plan: &Plan, f: impl FnOnce(&mut Scratch) -> R) -> R {
     })
 }
 
-/// `v[..len]`, grown with zeros if shorter.
+/// `len` elements of `v` starting at a 64-byte boundary (so whole vectors at multiples of 16
+/// elements from the start are aligned loads); `v` grows (all zeros) if too short. The start
+/// stays where it is while `v` does not grow.
 fn sized<T: Clone + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
-    if v.len() < len {
-        v.resize(len, T::default());
+    let slack = 64 / std::mem::size_of::<T>();
+    if v.len() < len + slack {
+        v.clear();
+        v.resize(len + slack, T::default());
     }
-    &mut v[..len]
+    let skip = v.as_ptr().align_offset(64).min(slack);
+    &mut v[skip..skip + len]
 }
 
 /// Lays out image `img` as the plan's B source in `slot` (`plan.src_len()` floats, zeroed when
@@ -177,10 +182,11 @@ pub(super) unsafe fn backward_data(
         .zip(dy.data().par_chunks(g.cout * p))
         .for_each(|(dxi, dyi)| {
             with_scratch(&plan, |s| {
-                let mut dcol = std::mem::take(&mut s.rows);
-                a.times(&plan, dyi, s, sized(&mut dcol, kk * p));
-                col2im(&g, &dcol[..kk * p], dxi);
-                s.rows = dcol;
+                let mut buf = std::mem::take(&mut s.rows);
+                let dcol = sized(&mut buf, kk * p);
+                a.times(&plan, dyi, s, dcol);
+                col2im(&g, dcol, dxi);
+                s.rows = buf;
             })
         });
     dx
@@ -215,8 +221,8 @@ pub(super) unsafe fn backward_weight(
         .map(|images| {
             with_scratch(&plan, |s| {
                 let count = images.len();
-                let mut srcs = std::mem::take(&mut s.rows);
-                sized(&mut srcs, count * src_len);
+                let mut buf = std::mem::take(&mut s.rows);
+                let srcs = sized(&mut buf, count * src_len);
                 for (slot, i) in images.clone().enumerate() {
                     let img = &xd[i * img_len..][..img_len];
                     source_into(
@@ -257,7 +263,7 @@ pub(super) unsafe fn backward_weight(
                         }
                         let pairs = sized(&mut s.pairs, count * (kk + m) * half);
                         let (cols, dys) = pairs.split_at_mut(count * kk * half);
-                        pack::bf16_along_rows(&srcs, count * kk, ld, cols);
+                        pack::bf16_along_rows(srcs, count * kk, ld, cols);
                         pack::bf16_along_rows(&rows, count * m, ld, dys);
                         let members: Vec<(*const u32, *const u32)> = (0..count)
                             .map(|slot| {
@@ -270,7 +276,7 @@ pub(super) unsafe fn backward_weight(
                         gemm_bf16::nt(&members, (m, half), (kk, half), half / 16, &mut part);
                     }
                 }
-                s.rows = srcs;
+                s.rows = buf;
                 part
             })
         })

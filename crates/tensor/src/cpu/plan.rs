@@ -112,9 +112,10 @@ impl Plan {
     }
 
     /// Floats of one image's B source: the padded image (direct) or its im2col matrix.
+    /// A multiple of 16, so consecutive images' sources start equally aligned.
     pub fn src_len(&self) -> usize {
         if self.direct {
-            self.padded_len
+            self.padded_len.next_multiple_of(16)
         } else {
             self.g.col_rows() * self.ld
         }
