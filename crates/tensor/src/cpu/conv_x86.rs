@@ -4,6 +4,7 @@ use super::super::gemm_bf16::{self, PackedPairs};
 use super::super::gemm_f32::{self, PackedA};
 use super::super::pack;
 use super::super::plan::{Plan, Tiles};
+use super::super::wgrad;
 use crate::conv::reference::col2im;
 use crate::conv::ConvGeom;
 use crate::{Precision, Tensor};
@@ -19,6 +20,7 @@ struct Scratch {
     col: Vec<f32>,
     pairs: Vec<u32>,
     rows: Vec<f32>,
+    channels_last: Vec<f32>,
 }
 
 thread_local! {
@@ -35,6 +37,7 @@ fn with_scratch<R>(plan: &Plan, f: impl FnOnce(&mut Scratch) -> R) -> R {
             s.col.fill(0.0);
             s.rows.fill(0.0);
             s.pairs.fill(0);
+            s.channels_last.fill(0.0);
             s.plan = key;
         }
         f(&mut s)
@@ -195,6 +198,87 @@ pub(super) unsafe fn backward_data(
 /// Pixels summed per weight-gradient group (before the lane sums).
 const GROUP_PIXELS: usize = 1024;
 
+/// Fixed groups of images for the weight gradient: enough pixels per group for the kernels'
+/// per-tile costs; the groups' sums are added in order.
+fn image_groups(n: usize, p: usize) -> Vec<std::ops::Range<usize>> {
+    let per_group = GROUP_PIXELS.div_ceil(p).clamp(1, 16);
+    (0..n)
+        .step_by(per_group)
+        .map(|i| i..(i + per_group).min(n))
+        .collect()
+}
+
+/// The fp32 weight gradient for `cin` a multiple of 16, from channels-last copies of the
+/// input ([`wgrad`]): partial sums per group in (co, tap, ci) order, added in group order,
+/// then into `dweight`'s (co, ci, ky, kx) order.
+///
+/// # Safety
+/// AVX-512F.
+unsafe fn backward_weight_channels_last(
+    g: &ConvGeom,
+    x: &Tensor,
+    dy: &Tensor,
+    dweight: &mut Tensor,
+) {
+    let (k, p, m, cin) = (g.k, g.out_pixels(), g.cout, g.cin);
+    let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+    let slot = (hp * wp * cin).next_multiple_of(16);
+    let koffs: Vec<usize> = (0..k * k)
+        .flat_map(|tap| {
+            (0..cin)
+                .step_by(16)
+                .map(move |c0| ((tap / k) * wp + tap % k) * cin + c0)
+        })
+        .collect();
+    let grid = wgrad::PixelGrid {
+        ho: g.ho,
+        wo: g.wo,
+        col_step: g.stride * cin,
+        row_step: g.stride * wp * cin,
+    };
+    let (img_len, out_len, kk) = (cin * g.h * g.w, m * p, k * k * cin);
+    let (xd, dyd) = (x.data(), dy.data());
+    let plan = Plan::new(*g, true);
+    let partials: Vec<Vec<f32>> = image_groups(g.n, p)
+        .into_par_iter()
+        .map(|images| {
+            with_scratch(&plan, |s| {
+                let xs = sized(&mut s.channels_last, images.len() * slot);
+                for (j, i) in images.clone().enumerate() {
+                    let img = &xd[i * img_len..][..img_len];
+                    pack::channels_last_padded(
+                        img,
+                        (cin, g.h, g.w),
+                        (g.pad, wp),
+                        &mut xs[j * slot..][..slot],
+                    );
+                }
+                let members: Vec<(*const f32, *const f32)> = images
+                    .enumerate()
+                    .map(|(j, i)| (dyd.as_ptr().add(i * out_len), xs.as_ptr().add(j * slot)))
+                    .collect();
+                let mut part = vec![0.0f32; m * kk];
+                wgrad::wgrad(&members, grid, (m, p), &koffs, &mut part);
+                part
+            })
+        })
+        .collect();
+    let mut total = vec![0.0f32; m * kk];
+    for part in partials {
+        for (t, v) in total.iter_mut().zip(part) {
+            *t += v;
+        }
+    }
+    let dw = dweight.data_mut();
+    for co in 0..m {
+        for tap in 0..k * k {
+            for ci in 0..cin {
+                dw[(co * cin + ci) * k * k + tap] += total[(co * k * k + tap) * cin + ci];
+            }
+        }
+    }
+}
+
 /// # Safety
 /// AVX-512F (+ AVX-512BW and AVX512-BF16 for bf16).
 pub(super) unsafe fn backward_weight(
@@ -206,14 +290,13 @@ pub(super) unsafe fn backward_weight(
 ) {
     let g = ConvGeom::new(x.shape(), dweight.shape(), stride);
     assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
+    if precision == Precision::Fp32 && g.cin.is_multiple_of(16) {
+        return backward_weight_channels_last(&g, x, dy, dweight);
+    }
     let (kk, p, m) = (g.col_rows(), g.out_pixels(), g.cout);
     let (img_len, out_len) = (g.cin * g.h * g.w, m * p);
     let plan = Plan::new(g, precision == Precision::Fp32);
-    let per_group = GROUP_PIXELS.div_ceil(p).clamp(1, 16);
-    let groups: Vec<std::ops::Range<usize>> = (0..g.n)
-        .step_by(per_group)
-        .map(|i| i..(i + per_group).min(g.n))
-        .collect();
+    let groups = image_groups(g.n, p);
     let (xd, dyd) = (x.data(), dy.data());
     let src_len = plan.src_len();
     let partials: Vec<Vec<f32>> = groups

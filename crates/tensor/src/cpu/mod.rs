@@ -20,6 +20,8 @@ mod pack;
 mod plan;
 #[cfg(target_arch = "x86_64")]
 mod simd;
+#[cfg(target_arch = "x86_64")]
+mod wgrad;
 
 use std::sync::OnceLock;
 

@@ -164,3 +164,71 @@ pub(crate) unsafe fn bf16_along_rows(rows: &[f32], n_rows: usize, ld: usize, out
         }
     }
 }
+
+/// Transposes 16 rows of 16 floats in registers: `out[j][i] = rows[i][j]`.
+#[inline(always)]
+unsafe fn transpose16(r: &mut [__m512; 16]) {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // Per 128-bit lane L, u[4i + j] holds rows 4i..4i+4 of column 4L + j.
+    let mut u = [_mm512_setzero_ps(); 16];
+    let pd = _mm512_castps_pd;
+    let ps = _mm512_castpd_ps;
+    for i in 0..4 {
+        let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+        u[4 * i] = ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+        u[4 * i + 1] = ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+        u[4 * i + 2] = ps(_mm512_unpacklo_pd(pd(b), pd(d)));
+        u[4 * i + 3] = ps(_mm512_unpackhi_pd(pd(b), pd(d)));
+    }
+    // Gather lane L of the four row groups into column 4L + j.
+    for j in 0..4 {
+        let (a, b, c, d) = (u[j], u[4 + j], u[8 + j], u[12 + j]);
+        let ab_lo = _mm512_shuffle_f32x4::<0x44>(a, b);
+        let ab_hi = _mm512_shuffle_f32x4::<0xee>(a, b);
+        let cd_lo = _mm512_shuffle_f32x4::<0x44>(c, d);
+        let cd_hi = _mm512_shuffle_f32x4::<0xee>(c, d);
+        r[j] = _mm512_shuffle_f32x4::<0x88>(ab_lo, cd_lo);
+        r[4 + j] = _mm512_shuffle_f32x4::<0xdd>(ab_lo, cd_lo);
+        r[8 + j] = _mm512_shuffle_f32x4::<0x88>(ab_hi, cd_hi);
+        r[12 + j] = _mm512_shuffle_f32x4::<0xdd>(ab_hi, cd_hi);
+    }
+}
+
+/// One image `[c][h][w]` (`c` a multiple of 16) into the interior of a zero-bordered
+/// channels-last buffer: `out[((y + pad)·wp + x + pad)·c + ch] = img[ch][y][x]`. The border is
+/// not written (zero already, as for [`pad_image`]).
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn channels_last_padded(
+    img: &[f32],
+    (c, h, w): (usize, usize, usize),
+    (pad, wp): (usize, usize),
+    out: &mut [f32],
+) {
+    assert!(c.is_multiple_of(16) && img.len() >= c * h * w);
+    assert!(out.len() >= ((h + 2 * pad - 1) * wp + w + pad) * c);
+    let mut r = [_mm512_setzero_ps(); 16];
+    for y in 0..h {
+        for x0 in (0..w).step_by(16) {
+            let (n, m) = ((w - x0).min(16), lane_mask(x0, w));
+            for c0 in (0..c).step_by(16) {
+                for (i, r) in r.iter_mut().enumerate() {
+                    *r = load(m, img.as_ptr().add(((c0 + i) * h + y) * w + x0));
+                }
+                transpose16(&mut r);
+                let dst = out.as_mut_ptr().add(((y + pad) * wp + x0 + pad) * c + c0);
+                for (j, &v) in r.iter().enumerate() {
+                    if j < n {
+                        _mm512_storeu_ps(dst.add(j * c), v);
+                    }
+                }
+            }
+        }
+    }
+}
