@@ -21,6 +21,8 @@ struct Scratch {
     pairs: Vec<u32>,
     rows: Vec<f32>,
     channels_last: Vec<f32>,
+    channels_last_pairs: Vec<u32>,
+    dy_pairs: Vec<u32>,
 }
 
 thread_local! {
@@ -38,6 +40,8 @@ fn with_scratch<R>(plan: &Plan, f: impl FnOnce(&mut Scratch) -> R) -> R {
             s.rows.fill(0.0);
             s.pairs.fill(0);
             s.channels_last.fill(0.0);
+            s.channels_last_pairs.fill(0);
+            s.dy_pairs.fill(0);
             s.plan = key;
         }
         f(&mut s)
@@ -80,10 +84,17 @@ enum PackedW {
 }
 
 impl PackedW {
-    fn new(precision: Precision, m: usize, k: usize, a: impl Fn(usize, usize) -> f32) -> Self {
+    /// `a(row, k)` for `row < m`, k in the fp32 order (input channel, then tap); bf16 pairs it
+    /// as the plan's B source does.
+    fn new(precision: Precision, plan: &Plan, m: usize, a: impl Fn(usize, usize) -> f32) -> Self {
         match precision {
-            Precision::Fp32 => PackedW::F32(PackedA::new(m, k, a)),
-            Precision::Bf16 => PackedW::Bf16(PackedPairs::new(m, k, a)),
+            Precision::Fp32 => PackedW::F32(PackedA::new(m, plan.g.col_rows(), a)),
+            Precision::Bf16 => {
+                PackedW::Bf16(PackedPairs::new(m, plan.pair_offs.len(), |row, j| {
+                    let (lo, hi) = plan.pair_ks(j);
+                    (a(row, lo), hi.map_or(0.0, |hi| a(row, hi)))
+                }))
+            }
         }
     }
 
@@ -93,26 +104,34 @@ impl PackedW {
     /// AVX-512F, and AVX512-BF16 for a bf16 A; `c` holds `m` rows of the plan's pixels.
     unsafe fn times(&self, plan: &Plan, img: &[f32], s: &mut Scratch, c: &mut [f32]) {
         let p = plan.g.out_pixels();
-        assert!(c.len() >= plan.g.cout * p);
-        let src = sized(&mut s.col, plan.src_len());
-        source_into(plan, img, &mut s.xp, src);
-        let src = &*src;
         let cp = c.as_mut_ptr();
         match self {
-            PackedW::F32(a) => match &plan.tiles {
-                Tiles::V1(t) => gemm_f32::nn(a, &plan.offs, src, t, cp, p),
-                Tiles::V2(t) => gemm_f32::nn(a, &plan.offs, src, t, cp, p),
-                Tiles::V4(t) => gemm_f32::nn(a, &plan.offs, src, t, cp, p),
-            },
-            PackedW::Bf16(a) => {
-                assert!(!plan.direct, "the bf16 kernels read im2col rows");
-                let (k, ld) = (plan.g.col_rows(), plan.ld);
-                let pairs = sized(&mut s.pairs, k.div_ceil(2) * ld);
-                pack::bf16_row_pairs(src, k, ld, pairs);
+            PackedW::F32(a) => {
+                assert!(c.len() >= a.m * p);
+                let src = sized(&mut s.col, plan.src_len());
+                source_into(plan, img, &mut s.xp, src);
+                let src = &*src;
                 match &plan.tiles {
-                    Tiles::V1(_) => gemm_bf16::nn::<1>(a, pairs, ld, p, c, p),
-                    Tiles::V2(_) => gemm_bf16::nn::<2>(a, pairs, ld, p, c, p),
-                    Tiles::V4(_) => gemm_bf16::nn::<4>(a, pairs, ld, p, c, p),
+                    Tiles::V1(t) => gemm_f32::nn(a, &plan.offs, src, t, cp, p),
+                    Tiles::V2(t) => gemm_f32::nn(a, &plan.offs, src, t, cp, p),
+                    Tiles::V4(t) => gemm_f32::nn(a, &plan.offs, src, t, cp, p),
+                }
+            }
+            PackedW::Bf16(a) => {
+                assert!(c.len() >= a.m * p);
+                let pairs = sized(&mut s.pairs, plan.pairs_len());
+                if plan.direct {
+                    pack::pad_image_pairs(plan, img, pairs);
+                } else {
+                    let col = sized(&mut s.col, plan.src_len());
+                    source_into(plan, img, &mut s.xp, col);
+                    pack::bf16_row_pairs(col, plan.g.col_rows(), plan.ld, pairs);
+                }
+                let src = &*pairs;
+                match &plan.tiles {
+                    Tiles::V1(t) => gemm_bf16::nn(a, &plan.pair_offs, src, t, cp, p),
+                    Tiles::V2(t) => gemm_bf16::nn(a, &plan.pair_offs, src, t, cp, p),
+                    Tiles::V4(t) => gemm_bf16::nn(a, &plan.pair_offs, src, t, cp, p),
                 }
             }
         }
@@ -143,8 +162,8 @@ pub(super) unsafe fn forward(
     let g = ConvGeom::new(x.shape(), weight.shape(), stride);
     let kk = g.col_rows();
     let w = weight.data();
-    let a = PackedW::new(precision, g.cout, kk, |m, k| w[m * kk + k]);
-    let plan = Plan::new(g, precision == Precision::Fp32);
+    let plan = Plan::new(g, true);
+    let a = PackedW::new(precision, &plan, g.cout, |m, k| w[m * kk + k]);
     let mut y = Tensor::zeros(&[g.n, g.cout, g.ho, g.wo]);
     per_image(&plan, &a, x.data(), &mut y);
     y
@@ -163,23 +182,23 @@ pub(super) unsafe fn backward_data(
     assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
     let (k, kk, p) = (g.k, g.col_rows(), g.out_pixels());
     let w = weight.data();
-    let direct_ok = precision == Precision::Fp32;
     let mut dx = Tensor::zeros(x_shape);
     if stride == 1 {
         // dx = conv(dy, W') with W'[ci][co][ky][kx] = W[co][ci][k-1-ky][k-1-kx].
         let turned = ConvGeom::new(dy.shape(), &[g.cin, g.cout, k, k], 1);
         assert_eq!((turned.ho, turned.wo), (g.h, g.w));
-        let a = PackedW::new(precision, g.cin, g.cout * k * k, |ci, col| {
+        let plan = Plan::new(turned, true);
+        let a = PackedW::new(precision, &plan, g.cin, |ci, col| {
             let (co, tap) = (col / (k * k), col % (k * k));
             w[(co * g.cin + ci) * k * k + (k * k - 1 - tap)]
         });
-        per_image(&Plan::new(turned, direct_ok), &a, dy.data(), &mut dx);
+        per_image(&plan, &a, dy.data(), &mut dx);
         return dx;
     }
     // dcol_i = Wᵀ · dy_i (a 1x1 "convolution" of dy into cin·k·k channels), then col2im.
-    let a = PackedW::new(precision, kk, g.cout, |r, co| w[co * kk + r]);
     let pointwise = ConvGeom::new(dy.shape(), &[kk, g.cout, 1, 1], 1);
-    let plan = Plan::new(pointwise, direct_ok);
+    let plan = Plan::new(pointwise, true);
+    let a = PackedW::new(precision, &plan, kk, |r, co| w[co * kk + r]);
     dx.data_mut()
         .par_chunks_mut(g.cin * g.h * g.w)
         .zip(dy.data().par_chunks(g.cout * p))
@@ -199,26 +218,31 @@ pub(super) unsafe fn backward_data(
 const GROUP_PIXELS: usize = 1024;
 
 /// Fixed groups of images for the weight gradient: enough pixels per group for the kernels'
-/// per-tile costs; the groups' sums are added in order.
-fn image_groups(n: usize, p: usize) -> Vec<std::ops::Range<usize>> {
-    let per_group = GROUP_PIXELS.div_ceil(p).clamp(1, 16);
+/// per-tile costs (an even count for bf16, which pairs images); the groups' sums are added in
+/// order.
+fn image_groups(n: usize, p: usize, even: bool) -> Vec<std::ops::Range<usize>> {
+    let mut per_group = GROUP_PIXELS.div_ceil(p).clamp(1, 16);
+    if even {
+        per_group = per_group.next_multiple_of(2);
+    }
     (0..n)
         .step_by(per_group)
         .map(|i| i..(i + per_group).min(n))
         .collect()
 }
 
-/// The fp32 weight gradient for `cin` a multiple of 16, from channels-last copies of the
-/// input ([`wgrad`]): partial sums per group in (co, tap, ci) order, added in group order,
-/// then into `dweight`'s (co, ci, ky, kx) order.
+/// The weight gradient for `cin` a multiple of 16, from channels-last copies of the input
+/// ([`wgrad`]; bf16: pairs of images in each 32-bit lane): partial sums per group in
+/// (co, tap, ci) order, added in group order, then into `dweight`'s (co, ci, ky, kx) order.
 ///
 /// # Safety
-/// AVX-512F.
+/// AVX-512F (+ AVX512-BF16 for bf16).
 unsafe fn backward_weight_channels_last(
     g: &ConvGeom,
     x: &Tensor,
     dy: &Tensor,
     dweight: &mut Tensor,
+    precision: Precision,
 ) {
     let (k, p, m, cin) = (g.k, g.out_pixels(), g.cout, g.cin);
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
@@ -238,27 +262,54 @@ unsafe fn backward_weight_channels_last(
     };
     let (img_len, out_len, kk) = (cin * g.h * g.w, m * p, k * k * cin);
     let (xd, dyd) = (x.data(), dy.data());
+    let (xi, dyi) = (
+        |i: usize| &xd[i * img_len..][..img_len],
+        |i: usize| &dyd[i * out_len..][..out_len],
+    );
     let plan = Plan::new(*g, true);
-    let partials: Vec<Vec<f32>> = image_groups(g.n, p)
+    let bf16 = precision == Precision::Bf16;
+    let partials: Vec<Vec<f32>> = image_groups(g.n, p, bf16)
         .into_par_iter()
         .map(|images| {
             with_scratch(&plan, |s| {
-                let xs = sized(&mut s.channels_last, images.len() * slot);
-                for (j, i) in images.clone().enumerate() {
-                    let img = &xd[i * img_len..][..img_len];
-                    pack::channels_last_padded(
-                        img,
+                let mut part = vec![0.0f32; m * kk];
+                if !bf16 {
+                    let xs = sized(&mut s.channels_last, images.len() * slot);
+                    for (j, i) in images.clone().enumerate() {
+                        let out = &mut xs[j * slot..][..slot];
+                        pack::channels_last_padded(xi(i), (cin, g.h, g.w), (g.pad, wp), out);
+                    }
+                    let members: Vec<(*const f32, *const f32)> = images
+                        .enumerate()
+                        .map(|(j, i)| (dyi(i).as_ptr(), xs.as_ptr().add(j * slot)))
+                        .collect();
+                    wgrad::wgrad(&members, grid, (m, p), &koffs, &mut part);
+                    return part;
+                }
+                // Images (i, i + 1) share each lane; an odd last one pairs with zeros.
+                let pairs: Vec<(usize, Option<usize>)> = images
+                    .clone()
+                    .step_by(2)
+                    .map(|i| (i, (i + 1 < images.end).then_some(i + 1)))
+                    .collect();
+                let dy_slot = out_len.next_multiple_of(16);
+                let xs = sized(&mut s.channels_last_pairs, pairs.len() * slot);
+                let ds = sized(&mut s.dy_pairs, pairs.len() * dy_slot);
+                for (j, &(a, b)) in pairs.iter().enumerate() {
+                    let out = &mut xs[j * slot..][..slot];
+                    pack::channels_last_image_pairs(
+                        xi(a),
+                        b.map(xi),
                         (cin, g.h, g.w),
                         (g.pad, wp),
-                        &mut xs[j * slot..][..slot],
+                        out,
                     );
+                    pack::image_pairs(dyi(a), b.map(dyi), &mut ds[j * dy_slot..][..out_len]);
                 }
-                let members: Vec<(*const f32, *const f32)> = images
-                    .enumerate()
-                    .map(|(j, i)| (dyd.as_ptr().add(i * out_len), xs.as_ptr().add(j * slot)))
+                let members: Vec<(*const u32, *const u32)> = (0..pairs.len())
+                    .map(|j| (ds.as_ptr().add(j * dy_slot), xs.as_ptr().add(j * slot)))
                     .collect();
-                let mut part = vec![0.0f32; m * kk];
-                wgrad::wgrad(&members, grid, (m, p), &koffs, &mut part);
+                wgrad::wgrad_bf16(&members, grid, (m, p), &koffs, &mut part);
                 part
             })
         })
@@ -290,13 +341,13 @@ pub(super) unsafe fn backward_weight(
 ) {
     let g = ConvGeom::new(x.shape(), dweight.shape(), stride);
     assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
-    if precision == Precision::Fp32 && g.cin.is_multiple_of(16) {
-        return backward_weight_channels_last(&g, x, dy, dweight);
+    if g.cin.is_multiple_of(16) {
+        return backward_weight_channels_last(&g, x, dy, dweight, precision);
     }
     let (kk, p, m) = (g.col_rows(), g.out_pixels(), g.cout);
     let (img_len, out_len) = (g.cin * g.h * g.w, m * p);
     let plan = Plan::new(g, precision == Precision::Fp32);
-    let groups = image_groups(g.n, p);
+    let groups = image_groups(g.n, p, false);
     let (xd, dyd) = (x.data(), dy.data());
     let src_len = plan.src_len();
     let partials: Vec<Vec<f32>> = groups

@@ -12,7 +12,7 @@
 // The kernels index their accumulator tiles by (row, vector): clearer than iterator chains.
 #![allow(clippy::needless_range_loop)]
 
-use super::gemm_f32::{hsum, lane_mask, NN_MR};
+use super::gemm_f32::{hsum, Tile, NN_MR};
 use crate::bf16::round;
 use std::arch::x86_64::*;
 
@@ -29,20 +29,17 @@ pub(crate) struct PackedPairs {
 }
 
 impl PackedPairs {
-    pub fn new(m: usize, k: usize, a: impl Fn(usize, usize) -> f32) -> Self {
-        let kp = k.div_ceil(2);
-        let bits = |row, col| {
-            if col < k {
-                round(a(row, col)).to_bits() >> 16
-            } else {
-                0
-            }
-        };
+    /// Packs `pair(row, j)` = the two values of A's pair `j` in `row`, for `row < m`, `j < kp`.
+    pub fn new(m: usize, kp: usize, pair: impl Fn(usize, usize) -> (f32, f32)) -> Self {
+        let bits = |v: f32| round(v).to_bits() >> 16;
         let mut data = Vec::with_capacity(m * kp);
         for t in (0..m).step_by(NN_MR) {
             let rows = NN_MR.min(m - t);
             for j in 0..kp {
-                data.extend((t..t + rows).map(|row| bits(row, 2 * j) | bits(row, 2 * j + 1) << 16));
+                data.extend((t..t + rows).map(|row| {
+                    let (lo, hi) = pair(row, j);
+                    bits(lo) | bits(hi) << 16
+                }));
             }
         }
         PackedPairs { data, m, kp }
@@ -58,25 +55,25 @@ unsafe fn dot(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
     )
 }
 
-// Its own function, so the register allocator sees one tile's loop alone (inlined into
-// the dispatch it spilled an accumulator on every iteration).
+// Its own function, so the register allocator sees one tile's loop alone.
 #[inline(never)]
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn nn_tile<const MR: usize, const NV: usize>(
     kp: usize,
     a: *const u32,
-    b: *const u32,
-    ldb: usize,
+    offs: *const usize,
+    src: *const u32,
+    tile: &Tile<NV>,
     c: *mut f32,
     ldc: usize,
-    masks: [u16; NV],
 ) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kp {
+    let mut a = a;
+    for j in 0..kp {
+        let b = src.add(*offs.add(j));
         let mut bv = [_mm512_setzero_si512(); NV];
         for (v, bv) in bv.iter_mut().enumerate() {
-            *bv = _mm512_loadu_si512(b.add(16 * v).cast());
+            *bv = _mm512_loadu_si512(b.add(tile.src[v]).cast());
         }
         for (m, acc) in acc.iter_mut().enumerate() {
             let av = _mm512_set1_epi32(*a.add(m) as i32);
@@ -85,51 +82,48 @@ unsafe fn nn_tile<const MR: usize, const NV: usize>(
             }
         }
         a = a.add(MR);
-        b = b.add(ldb);
     }
     for (m, acc) in acc.iter().enumerate() {
         for v in 0..NV {
-            if masks[v] != 0 {
-                _mm512_mask_storeu_ps(c.add(m * ldc + 16 * v), masks[v], acc[v]);
+            if tile.mask[v] != 0 {
+                _mm512_mask_storeu_ps(c.add(m * ldc + tile.dst[v]), tile.mask[v], acc[v]);
             }
         }
     }
 }
 
-/// `C[m][p] = Σ_k A[m][k]·B[k][p]` for `p < p_valid` with bf16 operands: `B` as pairs along k
-/// (`[kp][ldb]` lanes, readable up to `p_valid` rounded up to `16·NV`), `C` rows `ldc` apart.
+/// `C[m][p] = Σ_j A[m][j]·src[offs[j] + p's offset]` over bf16 pairs: the bf16 form of
+/// [`super::gemm_f32::nn`], `src` and A holding pairs along k in 32-bit lanes.
 ///
 /// # Safety
-/// The CPU must have AVX-512F and AVX512-BF16.
+/// The CPU must have AVX-512F and AVX512-BF16; `src` must be readable 16 lanes past every
+/// `offs[j] + tile.src[v]` (checked), and `C` writable at every masked lane.
 #[target_feature(enable = "avx512f,avx512bf16")]
 pub(crate) unsafe fn nn<const NV: usize>(
     a: &PackedPairs,
-    b: &[u32],
-    ldb: usize,
-    p_valid: usize,
-    c: &mut [f32],
+    offs: &[usize],
+    src: &[u32],
+    tiles: &[Tile<NV>],
+    c: *mut f32,
     ldc: usize,
 ) {
     let (m, kp) = (a.m, a.kp);
-    let tile_p = 16 * NV;
-    if m == 0 || p_valid == 0 {
-        return;
-    }
-    assert!(kp == 0 || b.len() >= (kp - 1) * ldb + p_valid.next_multiple_of(tile_p));
-    assert!(c.len() >= (m - 1) * ldc + p_valid && ldc >= p_valid);
-    for p0 in (0..p_valid).step_by(tile_p) {
-        let masks: [u16; NV] = std::array::from_fn(|v| lane_mask(p0 + 16 * v, p_valid));
+    assert_eq!(offs.len(), kp);
+    let reach = offs.iter().max().copied().unwrap_or(0)
+        + tiles.iter().flat_map(|t| t.src).max().unwrap_or(0)
+        + 16;
+    assert!(kp == 0 || reach <= src.len(), "nn: B reads past its buffer");
+    for tile in tiles {
         for t in (0..m).step_by(NN_MR) {
             let ap = a.data.as_ptr().add(t * kp);
-            let bp = b.as_ptr().add(p0);
-            let cp = c.as_mut_ptr().add(t * ldc + p0);
+            let (o, s, cp) = (offs.as_ptr(), src.as_ptr(), c.add(t * ldc));
             match m - t {
-                1 => nn_tile::<1, NV>(kp, ap, bp, ldb, cp, ldc, masks),
-                2 => nn_tile::<2, NV>(kp, ap, bp, ldb, cp, ldc, masks),
-                3 => nn_tile::<3, NV>(kp, ap, bp, ldb, cp, ldc, masks),
-                4 => nn_tile::<4, NV>(kp, ap, bp, ldb, cp, ldc, masks),
-                5 => nn_tile::<5, NV>(kp, ap, bp, ldb, cp, ldc, masks),
-                _ => nn_tile::<NN_MR, NV>(kp, ap, bp, ldb, cp, ldc, masks),
+                1 => nn_tile::<1, NV>(kp, ap, o, s, tile, cp, ldc),
+                2 => nn_tile::<2, NV>(kp, ap, o, s, tile, cp, ldc),
+                3 => nn_tile::<3, NV>(kp, ap, o, s, tile, cp, ldc),
+                4 => nn_tile::<4, NV>(kp, ap, o, s, tile, cp, ldc),
+                5 => nn_tile::<5, NV>(kp, ap, o, s, tile, cp, ldc),
+                _ => nn_tile::<NN_MR, NV>(kp, ap, o, s, tile, cp, ldc),
             }
         }
     }

@@ -10,15 +10,14 @@ use std::arch::x86_64::*;
 /// `n` floats from `src` to `dst`, in vectors (masked at the end).
 #[inline(always)]
 unsafe fn copy_run(src: *const f32, dst: *mut f32, n: usize) {
-    let copy = |i: usize| store(u16::MAX, dst.add(i), load(u16::MAX, src.add(i)));
     // Rows of a ResNet map are 32, 16, 8 or 4 floats: straight-line copies for whole vectors
     // (as a loop LLVM turns them into a call to memmove per row, which costs more than the
     // copy here).
     match n {
-        16 => copy(0),
+        16 => _mm512_storeu_ps(dst, _mm512_loadu_ps(src)),
         32 => {
-            copy(0);
-            copy(16);
+            _mm512_storeu_ps(dst, _mm512_loadu_ps(src));
+            _mm512_storeu_ps(dst.add(16), _mm512_loadu_ps(src.add(16)));
         }
         _ => for_vectors!(n, |i, m| { store(m, dst.add(i), load(m, src.add(i))) }),
     }
@@ -226,6 +225,107 @@ pub(crate) unsafe fn channels_last_padded(
                 for (j, &v) in r.iter().enumerate() {
                     if j < n {
                         _mm512_storeu_ps(dst.add(j * c), v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// bf16 pairs of two vectors: lane i = `bf16(lo[i]) | bf16(hi[i]) << 16`.
+#[inline(always)]
+unsafe fn pair_bf16(lo: __m512, hi: __m512) -> __m512i {
+    _mm512_or_si512(_mm512_srli_epi32::<16>(round_bf16(lo)), round_bf16(hi))
+}
+
+/// One image `[c][h][w]` as bf16 channel pairs in the interior of a zero-bordered padded
+/// buffer `[ceil(c/2)][hp][wp]` of 32-bit lanes: `out[(j·hp + y + pad)·wp + x + pad] =
+/// bf16(img[2j][y][x]) | bf16(img[2j+1][y][x]) << 16` (an odd last channel pairs with zero).
+/// The B operand of the direct bf16 convolution, which pairs k along input channels.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn pad_image_pairs(plan: &Plan, img: &[f32], out: &mut [u32]) {
+    let g = &plan.g;
+    let pairs = g.cin.div_ceil(2);
+    assert!(img.len() >= g.cin * g.h * g.w && out.len() >= pairs * plan.hp * plan.wp);
+    let zero = _mm512_setzero_ps();
+    for j in 0..pairs {
+        for y in 0..g.h {
+            let lo = img.as_ptr().add((2 * j * g.h + y) * g.w);
+            let hi = (2 * j + 1 < g.cin).then(|| img.as_ptr().add(((2 * j + 1) * g.h + y) * g.w));
+            let dst = out
+                .as_mut_ptr()
+                .add((j * plan.hp + y + g.pad) * plan.wp + g.pad);
+            for_vectors!(g.w, |i, m| {
+                let h = match hi {
+                    Some(p) => load(m, p.add(i)),
+                    None => zero,
+                };
+                let v = pair_bf16(load(m, lo.add(i)), h);
+                store(m, dst.add(i).cast(), _mm512_castsi512_ps(v));
+            });
+        }
+    }
+}
+
+/// Two images' values paired lane by lane: `out[i] = bf16(a[i]) | bf16(b[i]) << 16` (`b`
+/// absent: zero). The weight gradient's bf16 operands pair the same position of two images.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn image_pairs(a: &[f32], b: Option<&[f32]>, out: &mut [u32]) {
+    let n = a.len();
+    assert!(out.len() >= n && b.is_none_or(|b| b.len() == n));
+    let zero = _mm512_setzero_ps();
+    for_vectors!(n, |i, m| {
+        let h = match b {
+            Some(b) => load(m, b.as_ptr().add(i)),
+            None => zero,
+        };
+        let v = pair_bf16(load(m, a.as_ptr().add(i)), h);
+        store(m, out.as_mut_ptr().add(i).cast(), _mm512_castsi512_ps(v));
+    });
+}
+
+/// Two images `[c][h][w]` (`c` a multiple of 16) paired as in [`image_pairs`], channels-last
+/// in the interior of a zero-bordered buffer (as [`channels_last_padded`]): lane
+/// `((y + pad)·wp + x + pad)·c + ch` pairs `a[ch][y][x]` with `b[ch][y][x]`.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn channels_last_image_pairs(
+    a: &[f32],
+    b: Option<&[f32]>,
+    (c, h, w): (usize, usize, usize),
+    (pad, wp): (usize, usize),
+    out: &mut [u32],
+) {
+    assert!(c.is_multiple_of(16) && a.len() >= c * h * w && b.is_none_or(|b| b.len() == a.len()));
+    assert!(out.len() >= ((h + 2 * pad - 1) * wp + w + pad) * c);
+    let (mut ra, mut rb) = ([_mm512_setzero_ps(); 16], [_mm512_setzero_ps(); 16]);
+    for y in 0..h {
+        for x0 in (0..w).step_by(16) {
+            let (n, m) = ((w - x0).min(16), lane_mask(x0, w));
+            for c0 in (0..c).step_by(16) {
+                let at = |i: usize| ((c0 + i) * h + y) * w + x0;
+                for i in 0..16 {
+                    ra[i] = load(m, a.as_ptr().add(at(i)));
+                    rb[i] = match b {
+                        Some(b) => load(m, b.as_ptr().add(at(i))),
+                        None => _mm512_setzero_ps(),
+                    };
+                }
+                transpose16(&mut ra);
+                transpose16(&mut rb);
+                let dst = out.as_mut_ptr().add(((y + pad) * wp + x0 + pad) * c + c0);
+                for j in 0..16 {
+                    if j < n {
+                        let v = pair_bf16(ra[j], rb[j]);
+                        _mm512_storeu_si512(dst.add(j * c).cast(), v);
                     }
                 }
             }

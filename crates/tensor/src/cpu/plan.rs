@@ -24,6 +24,10 @@ pub(crate) struct Plan {
     pub ld: usize,
     /// Offset of each k (tap) in the B source.
     pub offs: Vec<usize>,
+    /// The bf16 B source pairs k: direct, input channels `(2j, 2j+1)` at one tap (pair
+    /// `j·taps + tap` at `(j·hp + ky)·wp + kx` in a channel-paired padded image); im2col, rows
+    /// `(2j, 2j+1)` (at `j·ld`).
+    pub pair_offs: Vec<usize>,
     /// NN tiles over the output pixels.
     pub tiles: Tiles,
     /// NT walk over the output pixels.
@@ -92,6 +96,17 @@ impl Plan {
         } else {
             (0..g.col_rows()).map(|k| k * ld).collect()
         };
+        let taps = g.k * g.k;
+        let pair_offs = if direct {
+            (0..g.cin.div_ceil(2) * taps)
+                .map(|j| {
+                    let (cj, tap) = (j / taps, j % taps);
+                    (cj * hp + tap / g.k) * wp + tap % g.k
+                })
+                .collect()
+        } else {
+            (0..g.col_rows().div_ceil(2)).map(|j| j * ld).collect()
+        };
         let walk = Walk::new(vecs.iter().map(|&(src, a, mask)| PixelVec { a, src, mask }));
         let tiles = match nv {
             1 => Tiles::V1(group(&vecs)),
@@ -106,8 +121,32 @@ impl Plan {
             padded_len,
             ld,
             offs,
+            pair_offs,
             tiles,
             walk,
+        }
+    }
+
+    /// The two k (in the fp32 order: input channel, then tap) of bf16 pair `j`; `None` for the
+    /// zero that pads an odd count.
+    pub fn pair_ks(&self, j: usize) -> (usize, Option<usize>) {
+        let (taps, kk) = (self.g.k * self.g.k, self.g.col_rows());
+        let (lo, hi) = if self.direct {
+            let (cj, tap) = (j / taps, j % taps);
+            (2 * cj * taps + tap, (2 * cj + 1) * taps + tap)
+        } else {
+            (2 * j, 2 * j + 1)
+        };
+        (lo, (hi < kk).then_some(hi))
+    }
+
+    /// 32-bit lanes of one image's bf16 B source: the channel-paired padded image (direct) or
+    /// the paired im2col rows.
+    pub fn pairs_len(&self) -> usize {
+        if self.direct {
+            (self.g.cin.div_ceil(2) * self.hp * self.wp + 16).next_multiple_of(16)
+        } else {
+            self.g.col_rows().div_ceil(2) * self.ld
         }
     }
 
