@@ -9,6 +9,7 @@ use crate::conv::reference::col2im;
 use crate::conv::ConvGeom;
 use crate::{Precision, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Per-thread scratch, kept between calls (fresh buffers of this size are fresh pages from the
 /// OS every time). The padded images in it rely on zero borders that only their interiors are
@@ -102,9 +103,10 @@ impl PackedW {
     ///
     /// # Safety
     /// AVX-512F, and AVX512-BF16 for a bf16 A; `c` holds `m` rows of the plan's pixels.
-    unsafe fn times(&self, plan: &Plan, img: &[f32], s: &mut Scratch, c: &mut [f32]) {
+    unsafe fn times(&self, plan: &Plan, img: &[f32], s: &mut Scratch, c: &mut [MaybeUninit<f32>]) {
         let p = plan.g.out_pixels();
-        let cp = c.as_mut_ptr();
+        // Every element of `c` is written (the tiles' masks cover each row's pixels).
+        let cp = c.as_mut_ptr().cast::<f32>();
         match self {
             PackedW::F32(a) => {
                 assert!(c.len() >= a.m * p);
@@ -142,11 +144,10 @@ impl PackedW {
 ///
 /// # Safety
 /// As [`PackedW::times`].
-unsafe fn per_image(plan: &Plan, a: &PackedW, input: &[f32], out: &mut Tensor) {
+unsafe fn per_image(plan: &Plan, a: &PackedW, input: &[f32], out: &mut [MaybeUninit<f32>]) {
     let g = &plan.g;
     let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * g.out_pixels());
-    out.data_mut()
-        .par_chunks_mut(out_len)
+    out.par_chunks_mut(out_len)
         .zip(input.par_chunks(in_len))
         .for_each(|(oi, xi)| with_scratch(plan, |s| a.times(plan, xi, s, oi)));
 }
@@ -164,9 +165,10 @@ pub(super) unsafe fn forward(
     let w = weight.data();
     let plan = Plan::new(g, true);
     let a = PackedW::new(precision, &plan, g.cout, |m, k| w[m * kk + k]);
-    let mut y = Tensor::zeros(&[g.n, g.cout, g.ho, g.wo]);
-    per_image(&plan, &a, x.data(), &mut y);
-    y
+    // SAFETY: `per_image` writes every element.
+    Tensor::host_filled(&[g.n, g.cout, g.ho, g.wo], |y| {
+        per_image(&plan, &a, x.data(), y)
+    })
 }
 
 /// # Safety
@@ -182,7 +184,6 @@ pub(super) unsafe fn backward_data(
     assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
     let (k, kk, p) = (g.k, g.col_rows(), g.out_pixels());
     let w = weight.data();
-    let mut dx = Tensor::zeros(x_shape);
     if stride == 1 {
         // dx = conv(dy, W') with W'[ci][co][ky][kx] = W[co][ci][k-1-ky][k-1-kx].
         let turned = ConvGeom::new(dy.shape(), &[g.cin, g.cout, k, k], 1);
@@ -192,26 +193,44 @@ pub(super) unsafe fn backward_data(
             let (co, tap) = (col / (k * k), col % (k * k));
             w[(co * g.cin + ci) * k * k + (k * k - 1 - tap)]
         });
-        per_image(&plan, &a, dy.data(), &mut dx);
-        return dx;
+        // SAFETY: `per_image` writes every element.
+        return Tensor::host_filled(x_shape, |dx| per_image(&plan, &a, dy.data(), dx));
     }
     // dcol_i = Wᵀ · dy_i (a 1x1 "convolution" of dy into cin·k·k channels), then col2im.
     let pointwise = ConvGeom::new(dy.shape(), &[kk, g.cout, 1, 1], 1);
     let plan = Plan::new(pointwise, true);
     let a = PackedW::new(precision, &plan, kk, |r, co| w[co * kk + r]);
-    dx.data_mut()
-        .par_chunks_mut(g.cin * g.h * g.w)
-        .zip(dy.data().par_chunks(g.cout * p))
-        .for_each(|(dxi, dyi)| {
-            with_scratch(&plan, |s| {
-                let mut buf = std::mem::take(&mut s.rows);
-                let dcol = sized(&mut buf, kk * p);
-                a.times(&plan, dyi, s, dcol);
-                col2im(&g, dcol, dxi);
-                s.rows = buf;
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
+        dx.par_chunks_mut(g.cin * g.h * g.w)
+            .zip(dy.data().par_chunks(g.cout * p))
+            .for_each(|(dxi, dyi)| {
+                // col2im accumulates into zeros.
+                let dxi = init_zero(dxi);
+                with_scratch(&plan, |s| {
+                    let mut buf = std::mem::take(&mut s.rows);
+                    let dcol = sized(&mut buf, kk * p);
+                    a.times(&plan, dyi, s, as_uninit(dcol));
+                    col2im(&g, dcol, dxi);
+                    s.rows = buf;
+                })
             })
-        });
-    dx
+    };
+    // SAFETY: every image's chunk is zeroed, then accumulated into.
+    Tensor::host_filled(x_shape, fill)
+}
+
+/// An initialised slice seen as possibly-uninitialised (for the kernels' output parameter).
+fn as_uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; a MaybeUninit view of initialised values is always valid, and the
+    // kernels only write floats into it.
+    unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
+/// Zeroes an uninitialised slice and returns it initialised.
+fn init_zero(v: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    v.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element was just written.
+    unsafe { &mut *(v as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// Pixels summed per weight-gradient group (before the lane sums).
