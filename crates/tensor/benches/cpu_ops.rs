@@ -1,7 +1,8 @@
 //! The CPU engine's ops one at a time, each path side by side: the reference, the fast fp32
 //! path, the fast bf16 path. Times are the process's CPU time per call (the best of `--reps`),
 //! which a busy shared machine disturbs far less than wall time; by default on one thread, so
-//! they compare kernels, not thread scheduling. ResNet-20's shapes at batch 128.
+//! they compare kernels, not thread scheduling. ResNet-20's shapes (and ResNet-34 width 16's
+//! last stage) at batch 128.
 //!
 //!   cargo bench -p tensor --bench cpu_ops [-- --threads N --reps R --batch B --filter TEXT
 //!                                             --paths reference,fp32,bf16]
@@ -85,7 +86,8 @@ fn main() {
     );
     let mut r = ChaCha8Rng::seed_from_u64(0);
     let n = a.batch;
-    // (cin, cout, side, k, stride): ResNet-20's convolutions.
+    // (cin, cout, side, k, stride): ResNet-20's convolutions, then the fourth stage of
+    // ResNet-34 width 16.
     let shapes = [
         (3, 16, 32, 3, 1),
         (16, 16, 32, 3, 1),
@@ -93,6 +95,8 @@ fn main() {
         (32, 32, 16, 3, 1),
         (32, 64, 16, 3, 2),
         (64, 64, 8, 3, 1),
+        (64, 128, 8, 3, 2),
+        (128, 128, 4, 3, 1),
     ];
     println!(
         "{:<28} {:>18} {:>18} {:>18}",

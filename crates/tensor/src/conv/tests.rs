@@ -90,8 +90,9 @@ fn weight_gradient_accumulates() {
 /// The existing awkward cases, plus shapes that reach the fast kernels' tails: rows of C
 /// beyond a whole tile (13, 7 channels), pixel counts off the vector multiple, odd k for the
 /// bf16 pairs, more images than one weight-gradient group (17 of 8x8), and rows of 16 or more
-/// pixels (read in place, a masked vector at each row's end for 19 and 17), and input channels
-/// in whole vectors (the channels-last weight gradient) with ragged rows and output channels.
+/// pixels (read in place, a masked vector at each row's end for 19 and 17), input channels in
+/// whole vectors (the channels-last weight gradient) with ragged rows and output channels, and
+/// rows of 8 and 4 (the narrow layout: 4 images per tile, the last group short).
 fn fast_cases() -> Vec<([usize; 4], [usize; 4], usize)> {
     let mut cases = CASES.to_vec();
     cases.extend([
@@ -103,6 +104,8 @@ fn fast_cases() -> Vec<([usize; 4], [usize; 4], usize)> {
         ([2, 5, 4, 17], [3, 5, 1, 1], 1),
         ([2, 32, 5, 7], [11, 32, 3, 3], 1),
         ([3, 16, 6, 9], [5, 16, 1, 1], 2),
+        ([6, 16, 4, 4], [20, 16, 3, 3], 1),
+        ([5, 8, 2, 8], [3, 8, 1, 1], 1),
     ]);
     cases
 }

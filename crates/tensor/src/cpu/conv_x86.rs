@@ -3,7 +3,7 @@
 use super::super::gemm_bf16::{self, PackedPairs};
 use super::super::gemm_f32::{self, PackedA};
 use super::super::pack;
-use super::super::plan::{Plan, Tiles};
+use super::super::plan::{Layout, Plan, Tiles};
 use super::super::wgrad;
 use crate::conv::reference::col2im;
 use crate::conv::ConvGeom;
@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 /// rewritten over ([`pack::pad_image`]): [`with_scratch`] zeroes everything when the plan changes.
 #[derive(Default)]
 struct Scratch {
-    plan: Option<(ConvGeom, bool)>,
+    plan: Option<(ConvGeom, Layout)>,
     xp: Vec<f32>,
     col: Vec<f32>,
     pairs: Vec<u32>,
@@ -34,7 +34,7 @@ thread_local! {
 fn with_scratch<R>(plan: &Plan, f: impl FnOnce(&mut Scratch) -> R) -> R {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        let key = Some((plan.g, plan.direct));
+        let key = Some((plan.g, plan.layout));
         if s.plan != key {
             s.xp.fill(0.0);
             s.col.fill(0.0);
@@ -64,17 +64,19 @@ fn sized<T: Clone + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
 
 /// Lays out image `img` as the plan's B source in `slot` (`plan.src_len()` floats, zeroed when
 /// first used): the padded image when the plan reads in place, else its im2col matrix (built
-/// through the padded image in `xp`).
+/// through the padded image in `xp`). Not for narrow layouts (groups of images).
 ///
 /// # Safety
 /// AVX-512F.
 unsafe fn source_into(plan: &Plan, img: &[f32], xp: &mut Vec<f32>, slot: &mut [f32]) {
-    if plan.direct {
-        pack::pad_image(plan, img, slot);
-    } else {
-        let xp = sized(xp, plan.padded_len);
-        pack::pad_image(plan, img, xp);
-        pack::im2col(plan, xp, slot);
+    match plan.layout {
+        Layout::Wide => pack::pad_image(plan, img, slot),
+        Layout::Im2col => {
+            let xp = sized(xp, plan.padded_len());
+            pack::pad_image(plan, img, xp);
+            pack::im2col(plan, xp, slot);
+        }
+        Layout::Narrow => unreachable!("narrow layouts take groups of images"),
     }
 }
 
@@ -99,57 +101,74 @@ impl PackedW {
         }
     }
 
-    /// `C = A · B(img)` into `c` (rows `p` apart) for one image.
+    /// `C = A · B(imgs)` into `c` (rows `p` apart, images `m·p` apart) for `count` images
+    /// (one, or up to a narrow plan's group).
     ///
     /// # Safety
-    /// AVX-512F, and AVX512-BF16 for a bf16 A; `c` holds `m` rows of the plan's pixels.
-    unsafe fn times(&self, plan: &Plan, img: &[f32], s: &mut Scratch, c: &mut [MaybeUninit<f32>]) {
+    /// AVX-512F, and AVX512-BF16 for a bf16 A; `c` holds the images' `m` rows of pixels.
+    unsafe fn times(
+        &self,
+        plan: &Plan,
+        imgs: &[f32],
+        count: usize,
+        s: &mut Scratch,
+        c: &mut [MaybeUninit<f32>],
+    ) {
         let p = plan.g.out_pixels();
+        assert!(count == 1 || plan.layout == Layout::Narrow);
+        let group_tiles = plan.group_tiles(count, matches!(self, PackedW::Bf16(_)));
+        let tiles = group_tiles.as_ref().unwrap_or(&plan.tiles);
         // Every element of `c` is written (the tiles' masks cover each row's pixels).
         let cp = c.as_mut_ptr().cast::<f32>();
         match self {
             PackedW::F32(a) => {
-                assert!(c.len() >= a.m * p);
+                assert!(c.len() >= count * a.m * p);
                 let src = sized(&mut s.col, plan.src_len());
-                source_into(plan, img, &mut s.xp, src);
-                let src = &*src;
-                match &plan.tiles {
-                    Tiles::V1(t) => gemm_f32::nn(a, &plan.offs, src, t, cp, p),
-                    Tiles::V2(t) => gemm_f32::nn(a, &plan.offs, src, t, cp, p),
-                    Tiles::V4(t) => gemm_f32::nn(a, &plan.offs, src, t, cp, p),
+                if plan.layout == Layout::Narrow {
+                    pack::pad_narrow(plan, imgs, count, src);
+                } else {
+                    source_into(plan, imgs, &mut s.xp, src);
+                }
+                let (src, taps) = (&*src, (&plan.offs[..], &plan.masks[..]));
+                match tiles {
+                    Tiles::V1(t) => gemm_f32::nn(a, taps, src, t, cp, p),
+                    Tiles::V2(t) => gemm_f32::nn(a, taps, src, t, cp, p),
+                    Tiles::V4(t) => gemm_f32::nn(a, taps, src, t, cp, p),
                 }
             }
             PackedW::Bf16(a) => {
-                assert!(c.len() >= a.m * p);
+                assert!(c.len() >= count * a.m * p);
                 let pairs = sized(&mut s.pairs, plan.pairs_len());
-                if plan.direct {
-                    pack::pad_image_pairs(plan, img, pairs);
-                } else {
-                    let col = sized(&mut s.col, plan.src_len());
-                    source_into(plan, img, &mut s.xp, col);
-                    pack::bf16_row_pairs(col, plan.g.col_rows(), plan.ld, pairs);
+                match plan.layout {
+                    Layout::Wide => pack::pad_image_pairs(plan, imgs, pairs),
+                    Layout::Narrow => pack::pad_narrow_pairs(plan, imgs, count, pairs),
+                    Layout::Im2col => {
+                        let col = sized(&mut s.col, plan.src_len());
+                        source_into(plan, imgs, &mut s.xp, col);
+                        pack::bf16_row_pairs(col, plan.g.col_rows(), plan.ld, pairs);
+                    }
                 }
-                let src = &*pairs;
-                match &plan.tiles {
-                    Tiles::V1(t) => gemm_bf16::nn(a, &plan.pair_offs, src, t, cp, p),
-                    Tiles::V2(t) => gemm_bf16::nn(a, &plan.pair_offs, src, t, cp, p),
-                    Tiles::V4(t) => gemm_bf16::nn(a, &plan.pair_offs, src, t, cp, p),
+                let (src, taps) = (&*pairs, (&plan.pair_offs[..], &plan.pair_masks[..]));
+                match tiles {
+                    Tiles::V1(t) => gemm_bf16::nn(a, taps, src, t, cp, p),
+                    Tiles::V2(t) => gemm_bf16::nn(a, taps, src, t, cp, p),
+                    Tiles::V4(t) => gemm_bf16::nn(a, taps, src, t, cp, p),
                 }
             }
         }
     }
 }
 
-/// `out_i = A · B(in_i)` for every image, in parallel.
+/// `out_i = A · B(in_i)` for every image, a group of images (the plan's) per parallel task.
 ///
 /// # Safety
 /// As [`PackedW::times`].
 unsafe fn per_image(plan: &Plan, a: &PackedW, input: &[f32], out: &mut [MaybeUninit<f32>]) {
     let g = &plan.g;
     let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * g.out_pixels());
-    out.par_chunks_mut(out_len)
-        .zip(input.par_chunks(in_len))
-        .for_each(|(oi, xi)| with_scratch(plan, |s| a.times(plan, xi, s, oi)));
+    out.par_chunks_mut(plan.group * out_len)
+        .zip(input.par_chunks(plan.group * in_len))
+        .for_each(|(o, x)| with_scratch(plan, |s| a.times(plan, x, x.len() / in_len, s, o)));
 }
 
 /// # Safety
@@ -209,7 +228,7 @@ pub(super) unsafe fn backward_data(
                 with_scratch(&plan, |s| {
                     let mut buf = std::mem::take(&mut s.rows);
                     let dcol = sized(&mut buf, kk * p);
-                    a.times(&plan, dyi, s, as_uninit(dcol));
+                    a.times(&plan, dyi, 1, s, as_uninit(dcol));
                     col2im(&g, dcol, dxi);
                     s.rows = buf;
                 })
@@ -365,7 +384,8 @@ pub(super) unsafe fn backward_weight(
     }
     let (kk, p, m) = (g.col_rows(), g.out_pixels(), g.cout);
     let (img_len, out_len) = (g.cin * g.h * g.w, m * p);
-    let plan = Plan::new(g, precision == Precision::Fp32);
+    // The NT walk reads the wide layout or im2col rows (never the narrow one).
+    let plan = Plan::new(g, precision == Precision::Fp32 && g.wo >= 16);
     let groups = image_groups(g.n, p, false);
     let (xd, dyd) = (x.data(), dy.data());
     let src_len = plan.src_len();

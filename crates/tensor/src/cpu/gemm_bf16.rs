@@ -58,10 +58,12 @@ unsafe fn dot(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
 // Its own function, so the register allocator sees one tile's loop alone.
 #[inline(never)]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn nn_tile<const MR: usize, const NV: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn nn_tile<const MR: usize, const NV: usize, const MASKED: bool>(
     kp: usize,
     a: *const u32,
     offs: *const usize,
+    masks: *const u16,
     src: *const u32,
     tile: &Tile<NV>,
     c: *mut f32,
@@ -72,8 +74,15 @@ unsafe fn nn_tile<const MR: usize, const NV: usize>(
     for j in 0..kp {
         let b = src.add(*offs.add(j));
         let mut bv = [_mm512_setzero_si512(); NV];
-        for (v, bv) in bv.iter_mut().enumerate() {
-            *bv = _mm512_loadu_si512(b.add(tile.src[v]).cast());
+        if MASKED {
+            let mask = *masks.add(j);
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = _mm512_maskz_loadu_epi32(mask, b.add(tile.src[v]).cast());
+            }
+        } else {
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = _mm512_loadu_si512(b.add(tile.src[v]).cast());
+            }
         }
         for (m, acc) in acc.iter_mut().enumerate() {
             let av = _mm512_set1_epi32(*a.add(m) as i32);
@@ -93,7 +102,7 @@ unsafe fn nn_tile<const MR: usize, const NV: usize>(
 }
 
 /// `C[m][p] = Σ_j A[m][j]·src[offs[j] + p's offset]` over bf16 pairs: the bf16 form of
-/// [`super::gemm_f32::nn`], `src` and A holding pairs along k in 32-bit lanes.
+/// [`super::gemm_f32::nn`] (masks alike), `src` and A holding pairs along k in 32-bit lanes.
 ///
 /// # Safety
 /// The CPU must have AVX-512F and AVX512-BF16; `src` must be readable 16 lanes past every
@@ -101,14 +110,14 @@ unsafe fn nn_tile<const MR: usize, const NV: usize>(
 #[target_feature(enable = "avx512f,avx512bf16")]
 pub(crate) unsafe fn nn<const NV: usize>(
     a: &PackedPairs,
-    offs: &[usize],
+    (offs, masks): (&[usize], &[u16]),
     src: &[u32],
     tiles: &[Tile<NV>],
     c: *mut f32,
     ldc: usize,
 ) {
     let (m, kp) = (a.m, a.kp);
-    assert_eq!(offs.len(), kp);
+    assert!(offs.len() == kp && (masks.is_empty() || masks.len() == kp));
     let reach = offs.iter().max().copied().unwrap_or(0)
         + tiles.iter().flat_map(|t| t.src).max().unwrap_or(0)
         + 16;
@@ -116,14 +125,23 @@ pub(crate) unsafe fn nn<const NV: usize>(
     for tile in tiles {
         for t in (0..m).step_by(NN_MR) {
             let ap = a.data.as_ptr().add(t * kp);
-            let (o, s, cp) = (offs.as_ptr(), src.as_ptr(), c.add(t * ldc));
-            match m - t {
-                1 => nn_tile::<1, NV>(kp, ap, o, s, tile, cp, ldc),
-                2 => nn_tile::<2, NV>(kp, ap, o, s, tile, cp, ldc),
-                3 => nn_tile::<3, NV>(kp, ap, o, s, tile, cp, ldc),
-                4 => nn_tile::<4, NV>(kp, ap, o, s, tile, cp, ldc),
-                5 => nn_tile::<5, NV>(kp, ap, o, s, tile, cp, ldc),
-                _ => nn_tile::<NN_MR, NV>(kp, ap, o, s, tile, cp, ldc),
+            let (o, mk, s, cp) = (offs.as_ptr(), masks.as_ptr(), src.as_ptr(), c.add(t * ldc));
+            macro_rules! rows {
+                ($masked:literal) => {
+                    match m - t {
+                        1 => nn_tile::<1, NV, $masked>(kp, ap, o, mk, s, tile, cp, ldc),
+                        2 => nn_tile::<2, NV, $masked>(kp, ap, o, mk, s, tile, cp, ldc),
+                        3 => nn_tile::<3, NV, $masked>(kp, ap, o, mk, s, tile, cp, ldc),
+                        4 => nn_tile::<4, NV, $masked>(kp, ap, o, mk, s, tile, cp, ldc),
+                        5 => nn_tile::<5, NV, $masked>(kp, ap, o, mk, s, tile, cp, ldc),
+                        _ => nn_tile::<NN_MR, NV, $masked>(kp, ap, o, mk, s, tile, cp, ldc),
+                    }
+                };
+            }
+            if masks.is_empty() {
+                rows!(false)
+            } else {
+                rows!(true)
             }
         }
     }

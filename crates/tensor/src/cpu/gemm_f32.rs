@@ -61,10 +61,12 @@ pub(crate) struct Tile<const NV: usize> {
 // the dispatch it spilled an accumulator on every iteration).
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
-unsafe fn nn_tile<const MR: usize, const NV: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn nn_tile<const MR: usize, const NV: usize, const MASKED: bool>(
     k: usize,
     a: *const f32,
     offs: *const usize,
+    masks: *const u16,
     src: *const f32,
     tile: &Tile<NV>,
     c: *mut f32,
@@ -77,8 +79,15 @@ unsafe fn nn_tile<const MR: usize, const NV: usize>(
         // (No closures around SIMD values: a closure does not get the target feature, so
         // passing a vector through one would change its ABI.)
         let mut bv = [_mm512_setzero_ps(); NV];
-        for (v, bv) in bv.iter_mut().enumerate() {
-            *bv = _mm512_loadu_ps(b.add(tile.src[v]));
+        if MASKED {
+            let mask = *masks.add(kk);
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = _mm512_maskz_loadu_ps(mask, b.add(tile.src[v]));
+            }
+        } else {
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = _mm512_loadu_ps(b.add(tile.src[v]));
+            }
         }
         for (m, acc) in acc.iter_mut().enumerate() {
             let av = _mm512_set1_ps(*a.add(m));
@@ -98,7 +107,8 @@ unsafe fn nn_tile<const MR: usize, const NV: usize>(
 }
 
 /// `C[m][p] = Σ_k A[m][k]·src[offs[k] + p's offset]` for every pixel vector of `tiles`, each
-/// element one k-ordered chain of FMAs. `C` rows are `ldc` apart.
+/// element one k-ordered chain of FMAs; with `masks` (one per k) only those lanes of B are
+/// read, the others taken as zero. `C` rows are `ldc` apart.
 ///
 /// # Safety
 /// The CPU must have AVX-512F; `src` must be readable 16 floats past every `offs[k] +
@@ -106,14 +116,14 @@ unsafe fn nn_tile<const MR: usize, const NV: usize>(
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn nn<const NV: usize>(
     a: &PackedA,
-    offs: &[usize],
+    (offs, masks): (&[usize], &[u16]),
     src: &[f32],
     tiles: &[Tile<NV>],
     c: *mut f32,
     ldc: usize,
 ) {
     let (m, k) = (a.m, a.k);
-    assert_eq!(offs.len(), k);
+    assert!(offs.len() == k && (masks.is_empty() || masks.len() == k));
     let reach = offs.iter().max().copied().unwrap_or(0)
         + tiles.iter().flat_map(|t| t.src).max().unwrap_or(0)
         + 16;
@@ -121,14 +131,23 @@ pub(crate) unsafe fn nn<const NV: usize>(
     for tile in tiles {
         for t in (0..m).step_by(NN_MR) {
             let ap = a.data.as_ptr().add(t * k);
-            let (o, s, cp) = (offs.as_ptr(), src.as_ptr(), c.add(t * ldc));
-            match m - t {
-                1 => nn_tile::<1, NV>(k, ap, o, s, tile, cp, ldc),
-                2 => nn_tile::<2, NV>(k, ap, o, s, tile, cp, ldc),
-                3 => nn_tile::<3, NV>(k, ap, o, s, tile, cp, ldc),
-                4 => nn_tile::<4, NV>(k, ap, o, s, tile, cp, ldc),
-                5 => nn_tile::<5, NV>(k, ap, o, s, tile, cp, ldc),
-                _ => nn_tile::<NN_MR, NV>(k, ap, o, s, tile, cp, ldc),
+            let (o, mk, s, cp) = (offs.as_ptr(), masks.as_ptr(), src.as_ptr(), c.add(t * ldc));
+            macro_rules! rows {
+                ($masked:literal) => {
+                    match m - t {
+                        1 => nn_tile::<1, NV, $masked>(k, ap, o, mk, s, tile, cp, ldc),
+                        2 => nn_tile::<2, NV, $masked>(k, ap, o, mk, s, tile, cp, ldc),
+                        3 => nn_tile::<3, NV, $masked>(k, ap, o, mk, s, tile, cp, ldc),
+                        4 => nn_tile::<4, NV, $masked>(k, ap, o, mk, s, tile, cp, ldc),
+                        5 => nn_tile::<5, NV, $masked>(k, ap, o, mk, s, tile, cp, ldc),
+                        _ => nn_tile::<NN_MR, NV, $masked>(k, ap, o, mk, s, tile, cp, ldc),
+                    }
+                };
+            }
+            if masks.is_empty() {
+                rows!(false)
+            } else {
+                rows!(true)
             }
         }
     }

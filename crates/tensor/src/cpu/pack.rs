@@ -32,7 +32,7 @@ unsafe fn copy_run(src: *const f32, dst: *mut f32, n: usize) {
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn pad_image(plan: &Plan, img: &[f32], xp: &mut [f32]) {
     let g = &plan.g;
-    assert!(img.len() >= g.cin * g.h * g.w && xp.len() >= plan.padded_len);
+    assert!(img.len() >= g.cin * g.h * g.w && xp.len() >= plan.padded_len());
     for ci in 0..g.cin {
         for y in 0..g.h {
             let src = img.as_ptr().add((ci * g.h + y) * g.w);
@@ -53,7 +53,7 @@ pub(crate) unsafe fn pad_image(plan: &Plan, img: &[f32], xp: &mut [f32]) {
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn im2col(plan: &Plan, xp: &[f32], col: &mut [f32]) {
     let g = &plan.g;
-    assert!(g.stride <= 2 && xp.len() >= plan.padded_len && col.len() >= g.col_rows() * plan.ld);
+    assert!(g.stride <= 2 && xp.len() >= plan.padded_len() && col.len() >= g.col_rows() * plan.ld);
     // Even elements of two vectors: pixels ox..ox+16 of a stride-2 row.
     let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     for ci in 0..g.cin {
@@ -329,6 +329,53 @@ pub(crate) unsafe fn channels_last_image_pairs(
                     }
                 }
             }
+        }
+    }
+}
+
+/// `count` images `[c][h][w]` into a narrow layout's buffer ([`Plan`]): each channel plane
+/// below its top padding rows, one contiguous copy (the padding rows and guards are not
+/// written: zero already, as for [`pad_image`]).
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn pad_narrow(plan: &Plan, imgs: &[f32], count: usize, out: &mut [f32]) {
+    let g = &plan.g;
+    let plane = g.h * g.w;
+    assert!(
+        count <= plan.group
+            && imgs.len() >= count * g.cin * plane
+            && out.len() >= plan.padded_len()
+    );
+    for img in 0..count {
+        let base = plan.narrow_image_at(img).0;
+        for ci in 0..g.cin {
+            let src = imgs.as_ptr().add((img * g.cin + ci) * plane);
+            let dst = out.as_mut_ptr().add(base + (ci * plan.hp + g.pad) * g.w);
+            for_vectors!(plane, |i, m| { store(m, dst.add(i), load(m, src.add(i))) });
+        }
+    }
+}
+
+/// [`pad_narrow`] with input channels paired in bf16 lanes (as [`pad_image_pairs`]).
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn pad_narrow_pairs(plan: &Plan, imgs: &[f32], count: usize, out: &mut [u32]) {
+    let g = &plan.g;
+    let plane = g.h * g.w;
+    assert!(
+        count <= plan.group && imgs.len() >= count * g.cin * plane && out.len() >= plan.pairs_len()
+    );
+    for img in 0..count {
+        let base = plan.narrow_image_at(img).1;
+        let channel = |c: usize| &imgs[(img * g.cin + c) * plane..][..plane];
+        for j in 0..g.cin.div_ceil(2) {
+            let hi = (2 * j + 1 < g.cin).then(|| channel(2 * j + 1));
+            let at = base + (j * plan.hp + g.pad) * g.w;
+            image_pairs(channel(2 * j), hi, &mut out[at..at + plane]);
         }
     }
 }
