@@ -93,7 +93,7 @@ impl Plan {
             Layout::Im2col
         } else if g.wo >= 16 {
             Layout::Wide
-        } else if 16 % g.wo == 0 && p % 16 == 0 {
+        } else if 16 % g.wo == 0 && p.is_multiple_of(16) {
             Layout::Narrow
         } else {
             Layout::Im2col
