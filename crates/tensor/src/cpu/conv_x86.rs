@@ -229,7 +229,9 @@ pub(super) unsafe fn backward_data(
                     let mut buf = std::mem::take(&mut s.rows);
                     let dcol = sized(&mut buf, kk * p);
                     a.times(&plan, dyi, 1, s, as_uninit(dcol));
-                    col2im(&g, dcol, dxi);
+                    if !pack::col2im_stride2(&g, dcol, dxi) {
+                        col2im(&g, dcol, dxi);
+                    }
                     s.rows = buf;
                 })
             })

@@ -5,6 +5,7 @@
 
 use super::plan::Plan;
 use super::simd::{for_vectors, lane_mask, load, store};
+use crate::conv::ConvGeom;
 use std::arch::x86_64::*;
 
 /// `n` floats from `src` to `dst`, in vectors (masked at the end).
@@ -378,4 +379,65 @@ pub(crate) unsafe fn pad_narrow_pairs(plan: &Plan, imgs: &[f32], count: usize, o
             image_pairs(channel(2 * j), hi, &mut out[at..at + plane]);
         }
     }
+}
+
+/// The adjoint of im2col for stride 2 with 3x3 taps (pad 1) or 1x1 (pad 0), vectorised: `img`
+/// (zeroed by the caller) `+=` every column entry at the pixel it came from, as
+/// `conv::reference::col2im` does (in another order). Other geometries: `false`, nothing done.
+/// Each input row gathers, per 16 output columns, its even pixels from tap kx = 1 and its odd
+/// ones from kx = 2 (this column) plus kx = 0 (the next), interleaved in registers.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn col2im_stride2(g: &ConvGeom, col: &[f32], img: &mut [f32]) -> bool {
+    if g.stride != 2 || !((g.k == 3 && g.pad == 1) || (g.k == 1 && g.pad == 0)) {
+        return false;
+    }
+    let p = g.out_pixels();
+    assert!(col.len() >= g.col_rows() * p && img.len() >= g.cin * g.h * g.w);
+    // Lane i of the pair (lo, hi) of outputs: even[i / 2] for even i, odd[i / 2] for odd i.
+    let lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    let hi_idx = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    let zero = _mm512_setzero_ps();
+    let row_of = |tap_row: usize, oy: usize| col.as_ptr().add(tap_row * p + oy * g.wo);
+    for ci in 0..g.cin {
+        for ky in 0..g.k {
+            for oy in 0..g.ho {
+                let Some(iy) = g.input_row(oy, ky) else {
+                    continue;
+                };
+                let dst = img.as_mut_ptr().add((ci * g.h + iy) * g.w);
+                let taps = (ci * g.k + ky) * g.k;
+                for ox in (0..g.wo).step_by(16) {
+                    let m = lane_mask(ox, g.wo);
+                    let (even, odd) = if g.k == 3 {
+                        // Pixel 2x gets kx = 1 of column x; 2x + 1 gets kx = 2 of x and kx = 0
+                        // of x + 1.
+                        let s0 = load(lane_mask(ox + 1, g.wo), row_of(taps, oy).add(ox + 1));
+                        let s1 = load(m, row_of(taps + 1, oy).add(ox));
+                        let s2 = load(m, row_of(taps + 2, oy).add(ox));
+                        (s1, _mm512_add_ps(s2, s0))
+                    } else {
+                        (load(m, row_of(taps, oy).add(ox)), zero)
+                    };
+                    let x = 2 * ox;
+                    let lo = _mm512_permutex2var_ps(even, lo_idx, odd);
+                    let hi = _mm512_permutex2var_ps(even, hi_idx, odd);
+                    let (ml, mh) = (lane_mask(x, g.w), lane_mask(x + 16, g.w));
+                    store(ml, dst.add(x), _mm512_add_ps(load(ml, dst.add(x)), lo));
+                    if mh != 0 {
+                        store(
+                            mh,
+                            dst.add(x + 16),
+                            _mm512_add_ps(load(mh, dst.add(x + 16)), hi),
+                        );
+                    }
+                }
+                // Column -1 (the left padding) of kx = 0: nothing to add; pixel 2·wo, if the
+                // image has it, only ever gets kx = 0 of column wo, which does not exist.
+            }
+        }
+    }
+    true
 }
