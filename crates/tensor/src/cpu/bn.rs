@@ -14,8 +14,25 @@ fn fast() -> bool {
     kernels() >= Kernels::Avx512
 }
 
-/// Training-mode forward (+ ReLU): the output, the batch mean and `1/sqrt(var + eps)`;
-/// updates the running statistics as the reference does.
+/// How the backward pass knows which outputs a fused ReLU zeroed.
+#[derive(Clone, Copy)]
+pub(crate) enum ReluMask<'a> {
+    /// No ReLU followed.
+    None,
+    /// Its output: zeroed where `out <= 0`.
+    Output(&'a Tensor),
+    /// The forward's per-channel affine map: zeroed where `scale·x + shift <= 0` — the same
+    /// FMA the forward computed, so the same decision, without reading the output.
+    Affine(&'a [f32], &'a [f32]),
+}
+
+/// The fused forward's results: output, batch mean, `1/sqrt(var + eps)`, and the affine map it
+/// applied (`scale`, `shift` per channel).
+pub(crate) type TrainForward = (Tensor, Vec<f32>, Vec<f32>, (Vec<f32>, Vec<f32>));
+
+/// Training-mode forward, plus `residual` if given, then ReLU if `relu`: the output, the batch
+/// mean and `1/sqrt(var + eps)`, and the affine map; updates the running statistics as the
+/// reference does.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn train_forward(
     x: &Tensor,
@@ -26,7 +43,8 @@ pub(crate) fn train_forward(
     momentum: f32,
     eps: f32,
     relu: bool,
-) -> Option<(Tensor, Vec<f32>, Vec<f32>)> {
+    residual: Option<&Tensor>,
+) -> Option<TrainForward> {
     #[cfg(target_arch = "x86_64")]
     if fast() {
         let (n, c, h, w) = x.dims4();
@@ -50,8 +68,8 @@ pub(crate) fn train_forward(
         let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
         let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - scale[ch] * mean[ch]).collect();
         // SAFETY: as above.
-        let y = unsafe { imp::affine(x, &scale, &shift, relu) };
-        return Some((y, mean, invstd));
+        let y = unsafe { imp::affine(x, &scale, &shift, relu, residual) };
+        return Some((y, mean, invstd, (scale, shift)));
     }
     let _ = (
         x,
@@ -62,11 +80,13 @@ pub(crate) fn train_forward(
         momentum,
         eps,
         relu,
+        residual,
     );
     None
 }
 
-/// Evaluation-mode forward (+ ReLU) from the running statistics.
+/// Evaluation-mode forward (+ `residual`) (+ ReLU) from the running statistics.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn eval_forward(
     x: &Tensor,
     gamma: &[f32],
@@ -75,6 +95,7 @@ pub(crate) fn eval_forward(
     running_var: &[f32],
     eps: f32,
     relu: bool,
+    residual: Option<&Tensor>,
 ) -> Option<Tensor> {
     #[cfg(target_arch = "x86_64")]
     if fast() {
@@ -86,20 +107,29 @@ pub(crate) fn eval_forward(
             .map(|ch| beta[ch] - scale[ch] * running_mean[ch])
             .collect();
         // SAFETY: AVX-512F was detected.
-        return Some(unsafe { imp::affine(x, &scale, &shift, relu) });
+        return Some(unsafe { imp::affine(x, &scale, &shift, relu, residual) });
     }
-    let _ = (x, gamma, beta, running_mean, running_var, eps, relu);
+    let _ = (
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        eps,
+        relu,
+        residual,
+    );
     None
 }
 
-/// Backward of [`train_forward`]: `dx`; accumulates `dgamma`, `dbeta`. With `relu_out` (the
-/// forward's output) ReLU's mask is applied to `dy` on the fly.
+/// Backward of [`train_forward`]: `dx`; accumulates `dgamma`, `dbeta`. ReLU's mask, if one
+/// followed, is applied to `dy` on the fly.
 pub(crate) fn backward(
     x: &Tensor,
     dy: &Tensor,
     gamma: &[f32],
     (mean, invstd): (&[f32], &[f32]),
-    relu_out: Option<&Tensor>,
+    relu: ReluMask<'_>,
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) -> Option<Tensor> {
@@ -107,12 +137,12 @@ pub(crate) fn backward(
     if fast() {
         let (n, c, h, w) = x.dims4();
         assert_eq!(x.shape(), dy.shape(), "batchnorm dy shape");
-        if let Some(out) = relu_out {
+        if let ReluMask::Output(out) = relu {
             assert_eq!(out.shape(), x.shape(), "batchnorm relu output shape");
         }
         let count = (n * h * w) as f64;
         // SAFETY: AVX-512F was detected.
-        let sums = unsafe { imp::grad_sums(x, dy, relu_out, mean) };
+        let sums = unsafe { imp::grad_sums(x, dy, relu, mean) };
         // As the reference: dx = k·g + a·x + b per channel.
         let (mut k, mut a, mut b) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
         for ch in 0..c {
@@ -128,15 +158,16 @@ pub(crate) fn backward(
             b[ch] = (-kk * mean_dy - aa * mean[ch] as f64) as f32;
         }
         // SAFETY: as above.
-        return Some(unsafe { imp::backward_apply(x, dy, relu_out, &k, &a, &b) });
+        return Some(unsafe { imp::backward_apply(x, dy, relu, &k, &a, &b) });
     }
-    let _ = (x, dy, gamma, mean, invstd, relu_out, dgamma, dbeta);
+    let _ = (x, dy, gamma, mean, invstd, relu, dgamma, dbeta);
     None
 }
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
     use super::super::simd::{for_vectors, load, load_or, store};
+    use super::ReluMask;
     use crate::Tensor;
     use rayon::prelude::*;
     use std::arch::x86_64::*;
@@ -207,8 +238,9 @@ mod imp {
 
     /// `out = scale[ch]·x + shift[ch]` (then `max(·, 0)` with `RELU`) over one plane.
     #[target_feature(enable = "avx512f")]
-    unsafe fn affine_plane<const RELU: bool>(
+    unsafe fn affine_plane<const RELU: bool, const RES: bool>(
         x: *const f32,
+        res: *const f32,
         out: *mut f32,
         n: usize,
         a: f32,
@@ -217,6 +249,9 @@ mod imp {
         let (av, bv, zero) = (_mm512_set1_ps(a), _mm512_set1_ps(b), _mm512_setzero_ps());
         for_vectors!(n, |i, m| {
             let mut v = _mm512_fmadd_ps(av, load(m, x.add(i)), bv);
+            if RES {
+                v = _mm512_add_ps(v, load(m, res.add(i)));
+            }
             if RELU {
                 v = _mm512_max_ps(v, zero);
             }
@@ -224,24 +259,35 @@ mod imp {
         });
     }
 
-    /// The per-channel affine map (+ ReLU) into a fresh tensor.
+    /// The per-channel affine map (+ `residual`) (+ ReLU) into a fresh tensor.
     ///
     /// # Safety
     /// AVX-512F.
-    pub(super) unsafe fn affine(x: &Tensor, scale: &[f32], shift: &[f32], relu: bool) -> Tensor {
+    pub(super) unsafe fn affine(
+        x: &Tensor,
+        scale: &[f32],
+        shift: &[f32],
+        relu: bool,
+        residual: Option<&Tensor>,
+    ) -> Tensor {
         let (_, c, h, w) = x.dims4();
-        let hw = h * w;
+        let (hw, len) = (h * w, c * h * w);
+        let res = residual.map(|r| r.data());
         let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
-            out.par_chunks_mut(c * hw)
-                .zip(x.data().par_chunks(c * hw))
-                .for_each(|(o, xi)| {
+            out.par_chunks_mut(len)
+                .zip(x.data().par_chunks(len))
+                .enumerate()
+                .for_each(|(i, (o, xi))| {
                     for ch in 0..c {
-                        let (src, dst) =
-                            (xi.as_ptr().add(ch * hw), o.as_mut_ptr().add(ch * hw).cast());
-                        if relu {
-                            affine_plane::<true>(src, dst, hw, scale[ch], shift[ch]);
-                        } else {
-                            affine_plane::<false>(src, dst, hw, scale[ch], shift[ch]);
+                        let at = ch * hw;
+                        let (src, dst) = (xi.as_ptr().add(at), o.as_mut_ptr().add(at).cast());
+                        let r = res.map_or(std::ptr::null(), |r| r[i * len + at..].as_ptr());
+                        let (a, b) = (scale[ch], shift[ch]);
+                        match (relu, res.is_some()) {
+                            (false, false) => affine_plane::<false, false>(src, r, dst, hw, a, b),
+                            (true, false) => affine_plane::<true, false>(src, r, dst, hw, a, b),
+                            (false, true) => affine_plane::<false, true>(src, r, dst, hw, a, b),
+                            (true, true) => affine_plane::<true, true>(src, r, dst, hw, a, b),
                         }
                     }
                 })
@@ -250,32 +296,55 @@ mod imp {
         Tensor::host_filled(x.shape(), fill)
     }
 
-    /// `dy`, masked by `out > 0` when `RELU`.
+    /// Which lanes a fused ReLU kept, per plane: none masked, `out > 0`, or `scale·x + shift > 0`.
+    const NO_RELU: u8 = 0;
+    const BY_OUTPUT: u8 = 1;
+    const BY_AFFINE: u8 = 2;
+
+    /// One plane's view of the ReLU mask.
+    #[derive(Clone, Copy)]
+    struct PlaneMask {
+        out: *const f32,
+        scale: f32,
+        shift: f32,
+    }
+
+    /// `dy` (lanes `m`), masked by the ReLU as `MODE` says; `xv` holds `x` at the same lanes.
     #[inline(always)]
-    unsafe fn grad<const RELU: bool>(m: u16, dy: *const f32, out: *const f32) -> __m512 {
+    unsafe fn grad<const MODE: u8>(
+        m: u16,
+        dy: *const f32,
+        xv: __m512,
+        at: usize,
+        pm: PlaneMask,
+    ) -> __m512 {
         let g = load(m, dy);
-        if RELU {
-            let live = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(load(m, out), _mm512_setzero_ps());
-            _mm512_maskz_mov_ps(live, g)
-        } else {
-            g
-        }
+        let live = match MODE {
+            BY_OUTPUT => load(m, pm.out.add(at)),
+            BY_AFFINE => _mm512_fmadd_ps(_mm512_set1_ps(pm.scale), xv, _mm512_set1_ps(pm.shift)),
+            _ => return g,
+        };
+        _mm512_maskz_mov_ps(
+            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(live, _mm512_setzero_ps()),
+            g,
+        )
     }
 
     /// `(Σ g, Σ g·(x − mean))` over one plane, in f64.
     #[target_feature(enable = "avx512f")]
-    unsafe fn plane_grad_sums<const RELU: bool>(
+    unsafe fn plane_grad_sums<const MODE: u8>(
         x: *const f32,
         dy: *const f32,
-        out: *const f32,
+        pm: PlaneMask,
         n: usize,
         mean: f64,
     ) -> (f64, f64) {
         let mv = _mm512_set1_pd(mean);
         let (mut s, mut t) = ([_mm512_setzero_pd(); 2], [_mm512_setzero_pd(); 2]);
         for_vectors!(n, |i, m| {
-            let (gl, gh) = widen(grad::<RELU>(m, dy.add(i), out.wrapping_add(i)));
-            let (xl, xh) = widen(load(m, x.add(i)));
+            let xv = load(m, x.add(i));
+            let (gl, gh) = widen(grad::<MODE>(m, dy.add(i), xv, i, pm));
+            let (xl, xh) = widen(xv);
             s[0] = _mm512_add_pd(s[0], gl);
             s[1] = _mm512_add_pd(s[1], gh);
             t[0] = _mm512_fmadd_pd(gl, _mm512_sub_pd(xl, mv), t[0]);
@@ -287,19 +356,51 @@ mod imp {
         )
     }
 
-    /// Per channel `(Σ g, Σ g·(x − mean))` with `g` = `dy` (masked by `relu_out > 0`).
+    /// The mode and the per-plane mask of plane `ch` of image `img`.
+    fn plane_mask(
+        relu: ReluMask<'_>,
+        img: usize,
+        ch: usize,
+        c: usize,
+        hw: usize,
+    ) -> (u8, PlaneMask) {
+        let none = PlaneMask {
+            out: std::ptr::null(),
+            scale: 0.0,
+            shift: 0.0,
+        };
+        match relu {
+            ReluMask::None => (NO_RELU, none),
+            ReluMask::Output(o) => (
+                BY_OUTPUT,
+                PlaneMask {
+                    out: o.data()[(img * c + ch) * hw..].as_ptr(),
+                    ..none
+                },
+            ),
+            ReluMask::Affine(scale, shift) => (
+                BY_AFFINE,
+                PlaneMask {
+                    scale: scale[ch],
+                    shift: shift[ch],
+                    ..none
+                },
+            ),
+        }
+    }
+
+    /// Per channel `(Σ g, Σ g·(x − mean))` with `g` = `dy` under the ReLU mask.
     ///
     /// # Safety
     /// AVX-512F.
     pub(super) unsafe fn grad_sums(
         x: &Tensor,
         dy: &Tensor,
-        relu_out: Option<&Tensor>,
+        relu: ReluMask<'_>,
         mean: &[f32],
     ) -> Vec<(f64, f64)> {
         let (_, c, h, w) = x.dims4();
         let hw = h * w;
-        let out = relu_out.map(|t| t.data());
         let per_image: Vec<Vec<(f64, f64)>> = x
             .data()
             .par_chunks(c * hw)
@@ -311,15 +412,10 @@ mod imp {
                         let at = ch * hw;
                         let (xp, gp, m) =
                             (xi.as_ptr().add(at), gi.as_ptr().add(at), mean[ch] as f64);
-                        match out {
-                            Some(o) => plane_grad_sums::<true>(
-                                xp,
-                                gp,
-                                o.as_ptr().add(i * c * hw + at),
-                                hw,
-                                m,
-                            ),
-                            None => plane_grad_sums::<false>(xp, gp, std::ptr::null(), hw, m),
+                        match plane_mask(relu, i, ch, c, hw) {
+                            (BY_OUTPUT, pm) => plane_grad_sums::<BY_OUTPUT>(xp, gp, pm, hw, m),
+                            (BY_AFFINE, pm) => plane_grad_sums::<BY_AFFINE>(xp, gp, pm, hw, m),
+                            (_, pm) => plane_grad_sums::<NO_RELU>(xp, gp, pm, hw, m),
                         }
                     })
                     .collect()
@@ -337,10 +433,10 @@ mod imp {
     /// `dx = k·g + a·x + b` over one plane.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn backward_plane<const RELU: bool>(
+    unsafe fn backward_plane<const MODE: u8>(
         x: *const f32,
         dy: *const f32,
-        out: *const f32,
+        pm: PlaneMask,
         dx: *mut f32,
         n: usize,
         k: f32,
@@ -349,9 +445,13 @@ mod imp {
     ) {
         let (kv, av, bv) = (_mm512_set1_ps(k), _mm512_set1_ps(a), _mm512_set1_ps(b));
         for_vectors!(n, |i, m| {
-            let g = grad::<RELU>(m, dy.add(i), out.wrapping_add(i));
-            let v = _mm512_fmadd_ps(kv, g, _mm512_fmadd_ps(av, load(m, x.add(i)), bv));
-            store(m, dx.add(i), v);
+            let xv = load(m, x.add(i));
+            let g = grad::<MODE>(m, dy.add(i), xv, i, pm);
+            store(
+                m,
+                dx.add(i),
+                _mm512_fmadd_ps(kv, g, _mm512_fmadd_ps(av, xv, bv)),
+            );
         });
     }
 
@@ -362,14 +462,13 @@ mod imp {
     pub(super) unsafe fn backward_apply(
         x: &Tensor,
         dy: &Tensor,
-        relu_out: Option<&Tensor>,
+        relu: ReluMask<'_>,
         k: &[f32],
         a: &[f32],
         b: &[f32],
     ) -> Tensor {
         let (_, c, h, w) = x.dims4();
         let (hw, len) = (h * w, c * h * w);
-        let out = relu_out.map(|t| t.data());
         let fill = |dx: &mut [std::mem::MaybeUninit<f32>]| {
             dx.par_chunks_mut(len)
                 .zip(x.data().par_chunks(len))
@@ -383,27 +482,15 @@ mod imp {
                             gi.as_ptr().add(at),
                             dxi.as_mut_ptr().add(at).cast(),
                         );
-                        match out {
-                            Some(o) => backward_plane::<true>(
-                                xp,
-                                gp,
-                                o.as_ptr().add(i * len + at),
-                                dp,
-                                hw,
-                                k[ch],
-                                a[ch],
-                                b[ch],
-                            ),
-                            None => backward_plane::<false>(
-                                xp,
-                                gp,
-                                std::ptr::null(),
-                                dp,
-                                hw,
-                                k[ch],
-                                a[ch],
-                                b[ch],
-                            ),
+                        let (kk, aa, bb) = (k[ch], a[ch], b[ch]);
+                        match plane_mask(relu, i, ch, c, hw) {
+                            (BY_OUTPUT, pm) => {
+                                backward_plane::<BY_OUTPUT>(xp, gp, pm, dp, hw, kk, aa, bb)
+                            }
+                            (BY_AFFINE, pm) => {
+                                backward_plane::<BY_AFFINE>(xp, gp, pm, dp, hw, kk, aa, bb)
+                            }
+                            (_, pm) => backward_plane::<NO_RELU>(xp, gp, pm, dp, hw, kk, aa, bb),
                         }
                     }
                 })
