@@ -77,3 +77,30 @@ impl Drop for Span {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spans record only while enabled, an op inside another counts as part of it, and `take`
+    /// empties the table. (Other tests' ops may run on other threads meanwhile: only this
+    /// test's names are looked at.)
+    #[test]
+    fn spans_record_outermost_ops_while_enabled() {
+        drop(span(|| "profile test: off".into()));
+        enable(true);
+        for _ in 0..2 {
+            let _outer = span(|| "profile test: outer".into());
+            drop(span(|| "profile test: inner".into()));
+        }
+        enable(false);
+        let ours = |t: Vec<OpTime>| -> Vec<(String, usize)> {
+            t.into_iter()
+                .filter(|op| op.name.starts_with("profile test"))
+                .map(|op| (op.name, op.calls))
+                .collect()
+        };
+        assert_eq!(ours(take()), [("profile test: outer".to_string(), 2)]);
+        assert!(ours(take()).is_empty());
+    }
+}
