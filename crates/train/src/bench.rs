@@ -178,8 +178,13 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         },
     };
     let peak_text = peak.map_or("n/a".to_string(), |m| format!("{m:.0} MiB ({peak_what})"));
+    // On the CPU, which kernels ran (RESNET_CPU_KERNELS=reference forces the portable ones).
+    let where_ = match device {
+        Device::Cpu => format!("cpu ({} kernels)", tensor::cpu::kernels()),
+        _ => device.to_string(),
+    };
     println!(
-        "{} ({params} parameters) on {device}, batch {n}: {ms:.2} ms/step, {img_s:.0} images/s, peak memory {peak_text}, mean loss {loss:.4} ({} timed steps after {} warm-up)",
+        "{} ({params} parameters) on {where_}, batch {n}: {ms:.2} ms/step, {img_s:.0} images/s, peak memory {peak_text}, mean loss {loss:.4} ({} timed steps after {} warm-up)",
         peer_name(config),
         args.steps,
         args.warmup
@@ -195,7 +200,7 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
     if args.json {
         let record = serde_json::json!({
             "peer": "ours", "what": "speed", "model": peer_name(config), "mode": mode,
-            "device": device.to_string(), "batch": n, "ms_per_step": (ms * 1000.0).round() / 1000.0,
+            "device": where_, "batch": n, "ms_per_step": (ms * 1000.0).round() / 1000.0,
             "img_per_s": img_s.round(), "params": params, "peak_mem_mb": peak.map(|m| m.round()),
             "build": resnet_cifar::BUILD_INFO,
         });
