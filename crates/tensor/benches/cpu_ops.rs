@@ -2,7 +2,7 @@
 //! path, the fast bf16 path. Times are the process's CPU time per call (the best of `--reps`),
 //! which a busy shared machine disturbs far less than wall time; by default on one thread, so
 //! they compare kernels, not thread scheduling. ResNet-20's shapes (and ResNet-34 width 16's
-//! last stage) at batch 128.
+//! last stage) at batch 128, then batch norm.
 //!
 //!   cargo bench -p tensor --bench cpu_ops [-- --threads N --reps R --batch B --filter TEXT
 //!                                             --paths reference,fp32,bf16]
@@ -155,6 +155,87 @@ fn main() {
                 cell(run(None)),
                 cell(run(Some(Precision::Fp32))),
                 cell(run(Some(Precision::Bf16)))
+            );
+        }
+    }
+    batch_norm(&a, &mut r);
+}
+
+/// BN's training forward and backward (no ReLU), the reference slice functions against the
+/// tensor functions (the fast path when the CPU has AVX-512), at ResNet-20's three stages.
+/// GB/s counts the activations read and written once per pass as the fast path does.
+fn batch_norm(a: &Args, r: &mut ChaCha8Rng) {
+    use tensor::batchnorm;
+    let n = a.batch;
+    println!();
+    println!(
+        "{:<28} {:>18} {:>18}",
+        "batch norm", "reference ms", "fast ms  GB/s"
+    );
+    for (c, side) in [(16, 32), (32, 16), (64, 8)] {
+        let shape = [n, c, side, side];
+        let x = rand_tensor(r, &shape);
+        let dy = rand_tensor(r, &shape);
+        let (gamma, beta) = (Tensor::full(&[c], 1.5), Tensor::full(&[c], 0.25));
+        let mb = (n * c * side * side * 4) as f64 / 1e6;
+        for pass in ["train fwd", "bwd"] {
+            let label = format!("bn {pass} {c}x{side}x{side}");
+            if !label.contains(&a.filter) {
+                continue;
+            }
+            let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+            let (_, saved) = batchnorm::batchnorm_train_forward(
+                &x,
+                gamma.data(),
+                beta.data(),
+                &mut rm,
+                &mut rv,
+                0.1,
+                1e-5,
+            );
+            let reference = best_ms(a.reps, || {
+                let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+                if pass == "bwd" {
+                    drop(batchnorm::batchnorm_backward(
+                        &x,
+                        &dy,
+                        gamma.data(),
+                        &saved,
+                        &mut dg,
+                        &mut db,
+                    ));
+                } else {
+                    drop(batchnorm::batchnorm_train_forward(
+                        &x,
+                        gamma.data(),
+                        beta.data(),
+                        &mut rm,
+                        &mut rv,
+                        0.1,
+                        1e-5,
+                    ));
+                }
+            });
+            let (mut trm, mut trv) = (Tensor::zeros(&[c]), Tensor::full(&[c], 1.0));
+            let (_, stats) =
+                batchnorm::train_forward(&x, &gamma, &beta, &mut trm, &mut trv, 0.1, 1e-5);
+            let fast = best_ms(a.reps, || {
+                let (mut dg, mut db) = (Tensor::zeros(&[c]), Tensor::zeros(&[c]));
+                if pass == "bwd" {
+                    drop(batchnorm::backward(
+                        &x, &dy, &gamma, &stats, &mut dg, &mut db,
+                    ));
+                } else {
+                    drop(batchnorm::train_forward(
+                        &x, &gamma, &beta, &mut trm, &mut trv, 0.1, 1e-5,
+                    ));
+                }
+            });
+            // Forward: read x twice (statistics, map), write y; backward: read x, dy twice, write dx.
+            let traffic = if pass == "bwd" { 5.0 } else { 3.0 } * mb;
+            println!(
+                "{label:<28} {reference:>18.2} {fast:>9.2} {:>8.1}",
+                traffic / fast
             );
         }
     }
