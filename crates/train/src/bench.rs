@@ -129,7 +129,7 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         gpu.reset_pool_peak()?;
     }
     // No read-back inside the loop: the steps queue back to back, as in training.
-    let started = Instant::now();
+    let (started, cpu_started) = (Instant::now(), tensor::profile::process_cpu_time());
     for i in 0..args.steps {
         let (x, y) = &batches[i % 4];
         match &mut captured {
@@ -150,6 +150,10 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
     };
     device.synchronize()?;
     let ms = started.elapsed().as_secs_f64() * 1e3 / args.steps as f64;
+    // The process's CPU time per step (all threads): steadier than wall time on a busy machine.
+    let cpu_ms = tensor::profile::process_cpu_time()
+        .zip(cpu_started)
+        .map(|(end, start)| (end - start).as_secs_f64() * 1e3 / args.steps as f64);
     let img_s = n as f64 / ms * 1e3;
     let loss = meter.read()?.loss;
     // Peak memory. CPU: this process's resident high-water mark. GPU: cudarc allocates from
@@ -178,13 +182,17 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         },
     };
     let peak_text = peak.map_or("n/a".to_string(), |m| format!("{m:.0} MiB ({peak_what})"));
+    let cpu_text = match (device, cpu_ms) {
+        (Device::Cpu, Some(c)) => format!(" (CPU time {c:.2} ms/step)"),
+        _ => String::new(),
+    };
     // On the CPU, which kernels ran (RESNET_CPU_KERNELS=reference forces the portable ones).
     let where_ = match device {
         Device::Cpu => format!("cpu ({} kernels)", tensor::cpu::kernels()),
         _ => device.to_string(),
     };
     println!(
-        "{} ({params} parameters) on {where_}, batch {n}: {ms:.2} ms/step, {img_s:.0} images/s, peak memory {peak_text}, mean loss {loss:.4} ({} timed steps after {} warm-up)",
+        "{} ({params} parameters) on {where_}, batch {n}: {ms:.2} ms/step{cpu_text}, {img_s:.0} images/s, peak memory {peak_text}, mean loss {loss:.4} ({} timed steps after {} warm-up)",
         peer_name(config),
         args.steps,
         args.warmup
@@ -201,7 +209,8 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         let record = serde_json::json!({
             "peer": "ours", "what": "speed", "model": peer_name(config), "mode": mode,
             "device": where_, "batch": n, "ms_per_step": (ms * 1000.0).round() / 1000.0,
-            "img_per_s": img_s.round(), "params": params, "peak_mem_mb": peak.map(|m| m.round()),
+            "img_per_s": img_s.round(), "params": params,
+            "cpu_ms_per_step": cpu_ms.map(|c| (c * 1000.0).round() / 1000.0), "peak_mem_mb": peak.map(|m| m.round()),
             "build": resnet_cifar::BUILD_INFO,
         });
         println!("{record}");
