@@ -153,6 +153,7 @@ impl Tensor {
     ///
     /// # Safety
     /// `fill` must write every element (the buffer is then taken as initialised).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) unsafe fn host_filled(
         shape: &[usize],
         fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>]),

@@ -6,6 +6,13 @@
 //! Results are deterministic and independent of the thread count, like the reference: work is
 //! split by image (or by fixed groups of images, summed in order), never by thread. They are
 //! not bit-equal to the reference: sums run in another order (the tests bound the difference).
+//!
+//! - [`conv`]: the three convolution passes (`conv_x86.rs` their bodies), over operand layouts
+//!   worked out per call (`plan.rs`) and packed by `pack.rs`, on the micro-kernels of
+//!   `gemm_f32.rs`, `gemm_bf16.rs` (`vdpbf16ps`) and `wgrad.rs` (channels-last weight
+//!   gradient); `simd.rs` holds the shared vector helpers.
+//! - `bn`, `elementwise`: batch norm and ReLU/add with their passes fused.
+//! - `benches/cpu_ops.rs` times every path op by op; `train bench --profile` a whole step.
 
 pub(crate) mod bn;
 pub mod conv;
