@@ -9,7 +9,7 @@
 //! Two APIs: the slice functions (`batchnorm_train_forward`, `batchnorm_eval_forward`,
 //! `batchnorm_backward`: host-only, the CPU reference) and the tensor functions
 //! ([`train_forward`], [`eval_forward`], [`backward`]) whose parameters and statistics are
-//! tensors on the input's device. On the CPU the latter run [`crate::cpu::bn`] (ReLU fused,
+//! tensors on the input's device. On the CPU the latter run `crate::cpu::bn` (ReLU fused,
 //! one-pass statistics) where the CPU has AVX-512, else the former (same bits); on a GPU
 //! they launch `batchnorm.cu` (training: two launches each way over a grid of 4096-value chunks
 //! x channels, per-chunk f32 partials in a per-call workspace, combined in a fixed order).
@@ -42,7 +42,7 @@ pub struct BnStats {
     /// `1 / sqrt(var + eps)`, with the biased batch variance.
     pub invstd: Tensor,
     /// The CPU fast path's affine map (`scale`, `shift` per channel), from which its backward
-    /// recomputes a fused ReLU's mask instead of reading the output ([`cpu::bn::ReluMask`]).
+    /// recomputes a fused ReLU's mask instead of reading the output (`cpu::bn::ReluMask`).
     pub(crate) affine: Option<(Vec<f32>, Vec<f32>)>,
 }
 

@@ -5,7 +5,7 @@
 //! `col[(ci*k + ky)*k + kx, oy*wo + ox] = x[ci, oy*s + ky - p, ox*s + kx - p]` (0 outside), and
 //! each pass is a GEMM with `W` as a `cout x (cin*k*k)` matrix. Where it runs:
 //! - on the CPU, the fast path of [`crate::cpu::conv`] when the CPU has AVX-512 (AVX512-BF16 for
-//!   bf16), else [`reference`] (plain im2col + the `gemm` crate; the oracle of the tests);
+//!   bf16), else [`reference`](mod@reference) (plain im2col + the `gemm` crate; the oracle of the tests);
 //! - on a GPU, the implicit-GEMM kernels of `conv.cu` (k in {1, 3}, stride in {1, 2}: every
 //!   ResNet convolution).
 //!

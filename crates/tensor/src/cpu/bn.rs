@@ -2,9 +2,10 @@
 //! may follow it fused in (and, at a block's end, the residual add before it): two passes over
 //! the activations each way (statistics, then the per-channel affine map), where the reference
 //! takes four to five, and outputs written without a zero-fill first. The backward recomputes
-//! a fused ReLU's mask from the forward's affine map rather than reading its output. The same formulas as the reference ([`crate::batchnorm`]); the
-//! per-channel sums still run in f64, but in one pass (shifted by the channel's first value,
-//! so a mean far from zero costs no precision) and image by image, added in image order.
+//! a fused ReLU's mask from the forward's affine map rather than reading its output. The same
+//! formulas as the reference ([`crate::batchnorm`]); the per-channel sums still run in f64, but
+//! in one pass (shifted by the channel's first value, so a mean far from zero costs no
+//! precision) and image by image, added in image order.
 //!
 //! Each function returns `None` without AVX-512, and the caller runs the reference.
 

@@ -1,11 +1,13 @@
-//! The fast CPU convolution: im2col into padded rows ([`super::pack`]) and the AVX-512
-//! micro-kernels ([`super::gemm_f32`], [`super::gemm_bf16`]), image by image.
+//! The fast CPU convolution: the input read in place from padded copies, or im2col'd where it
+//! cannot be (`pack.rs`, `plan.rs`), and the AVX-512 micro-kernels (`gemm_f32.rs`,
+//! `gemm_bf16.rs`, `wgrad.rs`), image by image or in fixed groups of images.
 //! - forward: `y_i = W · col(x_i)`;
 //! - input gradient, stride 1: the forward conv of `dy` with the turned weights
 //!   (`W'[ci][co][ky][kx] = W[co][ci][k-1-ky][k-1-kx]`), so it gathers instead of scattering;
 //!   stride 2: `col2im(Wᵀ · dy_i)`;
-//! - weight gradient: `dW += Σ_i dy_i · col(x_i)ᵀ` over fixed groups of images (enough
-//!   pixels per group to amortise the kernels' lane sums), the groups' sums added in order.
+//! - weight gradient: `dW += Σ_i dy_i · col(x_i)ᵀ` over fixed groups of images, the groups'
+//!   sums added in order: from a channels-last copy of the input where the input channels come
+//!   in whole vectors (bf16: two images per lane), else lane-sum tiles over im2col rows.
 //!
 //! Each function returns `None` (or `false`) when the CPU lacks the instructions, and the
 //! caller runs the reference.
