@@ -1,5 +1,5 @@
 //! ReLU and the residual add: element by element, in parallel chunks (CPU: the same arithmetic
-//! compiled for AVX-512 in [`crate::cpu::elementwise`] where the CPU has it, fused where the op
+//! compiled for AVX-512 in `crate::cpu::elementwise` where the CPU has it, fused where the op
 //! is), or one grid-stride kernel launch (CUDA, `elementwise.cu`).
 
 use crate::{check, cpu, cuda_of, Tensor};
