@@ -5,7 +5,7 @@ use crate::config::{BlockKind, ShortcutKind};
 use crate::layers::{BatchNorm2d, Conv2d};
 use crate::{Mode, Param};
 use rand::Rng;
-use tensor::elementwise::{add_assign, add_relu, relu_backward};
+use tensor::elementwise::{add_assign, relu_backward};
 use tensor::shortcut::{pad_shortcut_backward, pad_shortcut_forward};
 use tensor::{Device, Tensor};
 
@@ -48,6 +48,14 @@ impl ConvBn {
             self.out = Some(y.clone()); // ReLU's backward needs its output
         }
         y
+    }
+
+    /// conv, then `relu(BN(·) + residual)` in one pass: the last unit of a block (one without
+    /// its own ReLU; its backward is [`ConvBn::backward`] given `dy` through the block's ReLU).
+    pub fn forward_add_relu(&mut self, x: &Tensor, residual: &Tensor, mode: Mode) -> Tensor {
+        assert!(!self.relu, "forward_add_relu on a unit with its own ReLU");
+        let y = self.conv.forward(x, mode);
+        self.bn.forward_add_relu(&y, residual, mode)
     }
 
     pub fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Option<Tensor> {
@@ -217,11 +225,14 @@ impl Block {
     }
 
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+        let (last, first) = self.units.split_last_mut().expect("a block has units");
         let mut h = x.clone();
-        for u in &mut self.units {
+        for u in first {
             h = u.forward(&h, mode);
         }
-        let y = add_relu(&h, &self.shortcut.forward(x, mode));
+        // The last unit's BN, the residual add and the ReLU in one pass.
+        let residual = self.shortcut.forward(x, mode);
+        let y = last.forward_add_relu(&h, &residual, mode);
         self.out = (mode == Mode::Train).then(|| y.clone());
         y
     }

@@ -150,6 +150,38 @@ impl BatchNorm2d {
         }
     }
 
+    /// `relu(BN(x) + residual)`: the end of a residual block, one pass on the CPU. Its backward
+    /// is [`BatchNorm2d::backward`] given `dy` already through the block's ReLU.
+    pub fn forward_add_relu(&mut self, x: &Tensor, residual: &Tensor, mode: Mode) -> Tensor {
+        let (g, b) = (&self.gamma.value, &self.beta.value);
+        match mode {
+            Mode::Train => {
+                let (y, saved) = batchnorm::train_forward_add_relu(
+                    x,
+                    g,
+                    b,
+                    &mut self.running_mean,
+                    &mut self.running_var,
+                    batchnorm::BN_MOMENTUM,
+                    batchnorm::BN_EPS,
+                    residual,
+                );
+                self.num_batches_tracked += 1;
+                self.saved = Some((x.clone(), saved));
+                y
+            }
+            Mode::Eval => batchnorm::eval_forward_add_relu(
+                x,
+                g,
+                b,
+                &self.running_mean,
+                &self.running_var,
+                batchnorm::BN_EPS,
+                residual,
+            ),
+        }
+    }
+
     pub fn backward(&mut self, dy: &Tensor) -> Tensor {
         self.backward_relu(dy, None)
     }

@@ -1,7 +1,8 @@
-//! ReLU and the residual add: element by element, in parallel chunks (CPU), or one
-//! grid-stride kernel launch (CUDA, `elementwise.cu`).
+//! ReLU and the residual add: element by element, in parallel chunks (CPU: the same arithmetic
+//! compiled for AVX-512 in `crate::cpu::elementwise` where the CPU has it, fused where the op
+//! is), or one grid-stride kernel launch (CUDA, `elementwise.cu`).
 
-use crate::{check, cuda_of, Tensor};
+use crate::{check, cpu, cuda_of, Tensor};
 use kernels::launch as kl;
 use rayon::prelude::*;
 
@@ -23,10 +24,14 @@ fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor
 
 /// `max(x, 0)`.
 pub fn relu_forward(x: &Tensor) -> Tensor {
+    let _span = crate::profile::span(|| "relu fwd".into());
     if let Some(gpu) = cuda_of("relu_forward", &[x]) {
         let mut y = Tensor::cuda_output("relu_forward", &gpu, x.shape());
         let r = kl::relu_forward(&gpu, &x.cu().as_view(), &mut y.cu_mut().as_view_mut());
         check("relu_forward", r);
+        return y;
+    }
+    if let Some(y) = cpu::elementwise::relu_forward(x) {
         return y;
     }
     let mut y = x.clone();
@@ -39,6 +44,7 @@ pub fn relu_forward(x: &Tensor) -> Tensor {
 /// `dx = dy · [y > 0]`, from the forward *output* (the same mask as `x > 0`). At exactly
 /// 0 the gradient is 0, as in PyTorch.
 pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
+    let _span = crate::profile::span(|| "relu bwd".into());
     if let Some(gpu) = cuda_of("relu_backward", &[dy, y]) {
         assert_eq!(dy.shape(), y.shape(), "elementwise shapes differ");
         let mut dx = Tensor::cuda_output("relu_backward", &gpu, y.shape());
@@ -51,11 +57,15 @@ pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
         check("relu_backward", r);
         return dx;
     }
+    if let Some(dx) = cpu::elementwise::relu_backward(dy, y) {
+        return dx;
+    }
     zip_map(dy, y, |g, y| if y > 0.0 { g } else { 0.0 })
 }
 
 /// `a + b` (the residual connection; its backward passes `dy` to both inputs).
 pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
+    let _span = crate::profile::span(|| "add".into());
     if let Some(gpu) = cuda_of("add", &[a, b]) {
         assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
         let mut out = Tensor::cuda_output("add", &gpu, a.shape());
@@ -68,12 +78,16 @@ pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
         check("add", r);
         return out;
     }
+    if let Some(out) = cpu::elementwise::add(a, b) {
+        return out;
+    }
     zip_map(a, b, |a, b| a + b)
 }
 
 /// `relu(a + b)`: the end of a residual block, in one pass (the `add_relu_forward` kernel on a
 /// GPU; on the CPU exactly [`add`] then [`relu_forward`]).
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Tensor {
+    let _span = crate::profile::span(|| "add+relu".into());
     if let Some(gpu) = cuda_of("add_relu", &[a, b]) {
         assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
         let mut out = Tensor::cuda_output("add_relu", &gpu, a.shape());
@@ -86,15 +100,22 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Tensor {
         check("add_relu", r);
         return out;
     }
+    if let Some(out) = cpu::elementwise::add_relu(a, b) {
+        return out;
+    }
     relu_forward(&add(a, b))
 }
 
 /// `a += b`, for summing gradients that meet at a fork.
 pub fn add_assign(a: &mut Tensor, b: &Tensor) {
+    let _span = crate::profile::span(|| "add_assign".into());
     assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
     if let Some(gpu) = cuda_of("add_assign", &[&*a, b]) {
         let r = kl::accumulate(&gpu, &mut a.cu_mut().as_view_mut(), &b.cu().as_view());
         check("add_assign", r);
+        return;
+    }
+    if cpu::elementwise::add_assign(a, b) {
         return;
     }
     a.data_mut()
@@ -131,5 +152,38 @@ mod tests {
         let mut c = a.clone();
         add_assign(&mut c, &b);
         assert_eq!(c, add(&a, &b));
+    }
+
+    /// Whatever path runs (the AVX-512 one here, if the CPU has it), every op equals its scalar
+    /// definition bit for bit, over several parallel chunks and a ragged end, with zeros,
+    /// negative zeros and a NaN among the values.
+    #[test]
+    fn ops_equal_their_definitions_bit_for_bit() {
+        let mut r = rng(13);
+        let n = 3 * CHUNK + 37;
+        let mut a = rand_tensor(&mut r, &[n]);
+        let b = rand_tensor(&mut r, &[n]);
+        a.data_mut()[..4].copy_from_slice(&[0.0, -0.0, f32::NAN, 1.5]);
+        let same = |t: &Tensor, f: &dyn Fn(usize) -> f32| {
+            assert!(t
+                .data()
+                .iter()
+                .enumerate()
+                .all(|(i, v)| v.to_bits() == f(i).to_bits()));
+        };
+        let (ad, bd) = (a.data(), b.data());
+        same(&add_relu(&a, &b), &|i| (ad[i] + bd[i]).max(0.0));
+        same(&add(&a, &b), &|i| ad[i] + bd[i]);
+        same(&relu_forward(&a), &|i| ad[i].max(0.0));
+        same(&relu_backward(&b, &a), &|i| {
+            if ad[i] > 0.0 {
+                bd[i]
+            } else {
+                0.0
+            }
+        });
+        let mut c = a.clone();
+        add_assign(&mut c, &b);
+        same(&c, &|i| ad[i] + bd[i]);
     }
 }

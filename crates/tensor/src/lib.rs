@@ -21,6 +21,7 @@
 pub mod batchnorm;
 pub mod bf16;
 pub mod conv;
+pub mod cpu;
 pub mod device;
 pub mod elementwise;
 mod gemm;
@@ -29,6 +30,7 @@ pub mod loss;
 pub mod meter;
 pub mod oom;
 pub mod pool;
+pub mod profile;
 pub mod sgd;
 pub mod shortcut;
 #[cfg(test)]
@@ -48,7 +50,9 @@ pub use oom::{Caught, GpuFailure, OutOfMemory};
 
 /// Where a tensor's values are.
 enum Storage {
-    Host(Vec<f32>),
+    /// Shared between clones, like the GPU buffer below: saving an activation for backward
+    /// costs no copy; the first write through a shared one copies it (see `data_mut`).
+    Host(Arc<Vec<f32>>),
     /// Shared between clones (a layer keeping its input for backward costs no copy); the
     /// first write through a shared one copies it first (copy on write, see `cu_mut`).
     Cuda {
@@ -125,7 +129,10 @@ impl Tensor {
     pub fn zeros(shape: &[usize]) -> Self {
         Tensor {
             shape: shape.to_vec(),
-            storage: Storage::Host(oom::host_zeros("allocating a tensor", elements(shape))),
+            storage: Storage::Host(Arc::new(oom::host_zeros(
+                "allocating a tensor",
+                elements(shape),
+            ))),
         }
     }
 
@@ -134,7 +141,11 @@ impl Tensor {
     pub fn full(shape: &[usize], value: f32) -> Self {
         Tensor {
             shape: shape.to_vec(),
-            storage: Storage::Host(oom::host_vec("allocating a tensor", elements(shape), value)),
+            storage: Storage::Host(Arc::new(oom::host_vec(
+                "allocating a tensor",
+                elements(shape),
+                value,
+            ))),
         }
     }
 
@@ -149,8 +160,26 @@ impl Tensor {
         );
         Tensor {
             shape: shape.to_vec(),
-            storage: Storage::Host(data),
+            storage: Storage::Host(Arc::new(data)),
         }
+    }
+
+    /// A host tensor whose values `fill` writes into its fresh, uninitialised buffer: an op
+    /// output without a zero-fill pass first.
+    ///
+    /// # Safety
+    /// `fill` must write every element (the buffer is then taken as initialised).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) unsafe fn host_filled(
+        shape: &[usize],
+        fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>]),
+    ) -> Self {
+        let n = shape.iter().product();
+        let mut v: Vec<f32> = Vec::with_capacity(n);
+        fill(&mut v.spare_capacity_mut()[..n]);
+        // SAFETY: the caller's promise: all n elements were written.
+        unsafe { v.set_len(n) };
+        Tensor::from_vec(shape, v)
     }
 
     /// Zeros on `device` (`Err` when the GPU allocation fails, e.g. out of memory).
@@ -279,14 +308,19 @@ impl Tensor {
         }
     }
 
-    /// Mutable values of a host tensor. Panics on a GPU tensor, like [`Tensor::data`].
+    /// Mutable values of a host tensor (copied first if a clone shares them). Panics on a GPU
+    /// tensor, like [`Tensor::data`].
     #[track_caller]
     pub fn data_mut(&mut self) -> &mut [f32] {
         if self.is_cuda() {
             self.on_gpu_panic("data_mut()")
         }
         match &mut self.storage {
-            Storage::Host(v) => v,
+            Storage::Host(v) => {
+                let _span =
+                    (Arc::strong_count(v) > 1).then(|| profile::span(|| "copy on write".into()));
+                Arc::make_mut(v).as_mut_slice()
+            }
             Storage::Cuda { .. } => unreachable!(),
         }
     }
@@ -295,7 +329,7 @@ impl Tensor {
     #[track_caller]
     pub fn into_vec(self) -> Vec<f32> {
         match self.storage {
-            Storage::Host(v) => v,
+            Storage::Host(v) => Arc::try_unwrap(v).unwrap_or_else(|shared| (*shared).clone()),
             Storage::Cuda { .. } => self.on_gpu_panic("into_vec()"),
         }
     }
@@ -303,7 +337,7 @@ impl Tensor {
     /// A copy of the values on the host, from either device (waits for queued GPU work).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         match &self.storage {
-            Storage::Host(v) => Ok(v.clone()),
+            Storage::Host(v) => Ok(v.to_vec()),
             Storage::Cuda { gpu, buf } => Ok(gpu.download(&buf.as_view())?),
         }
     }
@@ -311,8 +345,8 @@ impl Tensor {
     /// A copy on `device` (a plain clone when it is already there).
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
         let storage = match (&self.storage, device) {
-            (Storage::Host(v), Device::Cpu) => Storage::Host(v.clone()),
-            (Storage::Cuda { .. }, Device::Cpu) => Storage::Host(self.to_vec()?),
+            (Storage::Host(v), Device::Cpu) => Storage::Host(Arc::clone(v)),
+            (Storage::Cuda { .. }, Device::Cpu) => Storage::Host(Arc::new(self.to_vec()?)),
             (Storage::Host(v), Device::Cuda(gpu)) => Storage::Cuda {
                 gpu: Arc::clone(gpu),
                 buf: Arc::new(gpu.upload(v)?),
@@ -384,7 +418,11 @@ impl Tensor {
     /// failure panics).
     pub fn fill(&mut self, value: f32) {
         match &mut self.storage {
-            Storage::Host(v) => v.fill(value),
+            Storage::Host(v) => match Arc::get_mut(v) {
+                Some(v) => v.fill(value),
+                // Shared with a clone: the old values are not needed, only a buffer of our own.
+                None => *v = Arc::new(vec![value; v.len()]),
+            },
             Storage::Cuda { gpu, buf } => {
                 if Arc::get_mut(buf).is_none() {
                     // Shared with a clone: the old values are not needed, only a buffer of our own.
@@ -410,20 +448,22 @@ impl Tensor {
         }
     }
 
-    /// Whether this GPU tensor's buffer is shared with a clone (copy-on-write pending).
+    /// Whether this tensor's buffer is shared with a clone (copy-on-write pending).
     pub fn is_shared(&self) -> bool {
         match &self.storage {
-            Storage::Host(_) => false,
+            Storage::Host(v) => Arc::strong_count(v) > 1,
             Storage::Cuda { buf, .. } => Arc::strong_count(buf) > 1,
         }
     }
 
-    /// Gives this tensor a buffer of its own if it shares one with a clone (on the GPU; a no-op
-    /// otherwise), so later in-place writes need no copy-on-write allocation — which must not
-    /// happen inside a CUDA-graph capture for a tensor that outlives it.
+    /// Gives this tensor a buffer of its own if it shares one with a clone (a no-op
+    /// otherwise), so later in-place writes need no copy-on-write allocation — which on a GPU
+    /// must not happen inside a CUDA-graph capture for a tensor that outlives it.
     pub fn unshare(&mut self) {
         if self.is_cuda() {
             self.cu_mut();
+        } else {
+            self.data_mut();
         }
     }
 
@@ -432,7 +472,14 @@ impl Tensor {
     pub fn copy_from(&mut self, src: &Tensor) -> Result<()> {
         assert_eq!(self.shape, src.shape, "copy_from: shapes differ");
         match cuda_of("copy_from", &[&*self, src]) {
-            None => self.data_mut().copy_from_slice(src.data()),
+            None => match &mut self.storage {
+                Storage::Host(v) => match Arc::get_mut(v) {
+                    Some(v) => v.copy_from_slice(src.data()),
+                    // Shared: the old values are not needed, so no copy of them first.
+                    None => *v = Arc::new(src.data().to_vec()),
+                },
+                Storage::Cuda { .. } => unreachable!(),
+            },
             Some(gpu) => {
                 if self.is_shared() {
                     // The old values are not needed: a buffer of our own, not a copy of them.
@@ -469,12 +516,12 @@ fn unwrap_cuda(e: Error) -> kernels::KernelError {
 }
 
 impl Clone for Tensor {
-    /// A copy on the same device. On the GPU it shares the buffer (no copy, no launch) until
+    /// A copy on the same device that shares the buffer (no copy; on a GPU no launch) until
     /// either tensor is written, which copies it then (copy on write): values behave exactly
     /// like a deep copy.
     fn clone(&self) -> Self {
         let storage = match &self.storage {
-            Storage::Host(v) => Storage::Host(v.clone()),
+            Storage::Host(v) => Storage::Host(Arc::clone(v)),
             Storage::Cuda { gpu, buf } => Storage::Cuda {
                 gpu: Arc::clone(gpu),
                 buf: Arc::clone(buf),

@@ -5,6 +5,7 @@ use crate::{check, cuda_of, Tensor};
 use kernels::launch as kl;
 
 pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
+    let _span = crate::profile::span(|| "fc fwd".into());
     let (n, fin) = x.dims2();
     let (fout, win) = weight.dims2();
     assert!(
@@ -51,6 +52,7 @@ pub fn linear_backward(
     dweight: &mut Tensor,
     dbias: &mut Tensor,
 ) -> Tensor {
+    let _span = crate::profile::span(|| "fc bwd".into());
     let (n, fin) = x.dims2();
     let (fout, _) = weight.dims2();
     assert_eq!(dy.shape(), [n, fout], "linear dy shape");

@@ -77,6 +77,7 @@ pub fn softmax_cross_entropy_into(
     labels: &Labels,
     meter: &mut LossMeter,
 ) -> Tensor {
+    let _span = crate::profile::span(|| "loss".into());
     const OP: &str = "softmax_cross_entropy";
     let (n, k) = logits.dims2();
     assert_eq!(labels.len(), n, "one label per row");

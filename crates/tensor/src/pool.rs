@@ -5,6 +5,7 @@ use crate::{check, cuda_of, Tensor};
 use kernels::launch as kl;
 
 pub fn global_avg_pool_forward(x: &Tensor) -> Tensor {
+    let _span = crate::profile::span(|| "pool fwd".into());
     let (n, c, h, w) = x.dims4();
     let hw = h * w;
     if let Some(gpu) = cuda_of("global_avg_pool_forward", &[x]) {
@@ -29,6 +30,7 @@ pub fn global_avg_pool_forward(x: &Tensor) -> Tensor {
 
 /// Every pixel of a plane gets `dy / (h·w)`.
 pub fn global_avg_pool_backward(dy: &Tensor, x_shape: &[usize]) -> Tensor {
+    let _span = crate::profile::span(|| "pool bwd".into());
     let [n, c, h, w] = x_shape[..] else {
         panic!("pool input must be NCHW")
     };

@@ -106,6 +106,7 @@ type TensorTableCache = HashMap<usize, (Arc<Gpu>, Arc<Mutex<SgdTensorTable>>)>;
 /// [`update`] over every tensor of `params` with one learning rate, momentum and Nesterov flag.
 /// All tensors must be on one device. On a GPU: a single launch for all of them.
 pub fn update_all(params: &mut [SgdParam<'_>], lr: f32, momentum: f32, nesterov: bool) {
+    let _span = crate::profile::span(|| "sgd".into());
     const OP: &str = "sgd update";
     if params.is_empty() {
         return;
@@ -278,6 +279,7 @@ type ZeroTableCache = HashMap<usize, (Arc<Gpu>, Arc<ZeroTable>)>;
 /// is one `zero_tensors` launch through a cached table of the buffers' addresses (one memset
 /// per tensor otherwise: 65 for ResNet-20); on the CPU a fill per tensor. All on one device.
 pub fn zero_all(tensors: &mut [&mut Tensor]) {
+    let _span = crate::profile::span(|| "zero_grad".into());
     const OP: &str = "zero gradients";
     if tensors.is_empty() {
         return;

@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 /// `[n, cin, h, w] -> [n, cout, ceil(h/s), ceil(w/s)]`, `cout >= cin`.
 pub fn pad_shortcut_forward(x: &Tensor, cout: usize, stride: usize) -> Tensor {
+    let _span = crate::profile::span(|| "shortcut fwd".into());
     let (n, cin, h, w) = x.dims4();
     assert!(
         cout >= cin && stride >= 1,
@@ -53,6 +54,7 @@ pub fn pad_shortcut_forward(x: &Tensor, cout: usize, stride: usize) -> Tensor {
 /// The adjoint: route `dy` of the kept channels back to the sampled pixels; the rest of `dx`
 /// is zero.
 pub fn pad_shortcut_backward(dy: &Tensor, x_shape: &[usize], stride: usize) -> Tensor {
+    let _span = crate::profile::span(|| "shortcut bwd".into());
     let [_, cin, h, w] = x_shape[..] else {
         panic!("pad shortcut input must be NCHW")
     };

@@ -85,6 +85,11 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         !args.cuda_graph || device.is_cuda(),
         "--cuda-graph needs a GPU, but the bench runs on {device}"
     );
+    ensure!(
+        !args.profile || !device.is_cuda(),
+        "--profile times ops on the host, which only means something on the CPU (use \
+         --device cpu)"
+    );
     // Device memory in use before the model exists (context, loaded kernels).
     let used_before = gpu_used(device)?;
     let mut model = ResNet::new(config, 0);
@@ -140,7 +145,7 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         gpu.reset_pool_peak()?;
     }
     // No read-back inside the loop: the steps queue back to back, as in training.
-    let started = Instant::now();
+    let (started, cpu_started) = (Instant::now(), tensor::profile::process_cpu_time());
     for i in 0..args.steps {
         let (x, y) = &batches[i % 4];
         match &mut captured {
@@ -161,6 +166,10 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
     };
     device.synchronize()?;
     let ms = started.elapsed().as_secs_f64() * 1e3 / args.steps as f64;
+    // The process's CPU time per step (all threads): steadier than wall time on a busy machine.
+    let cpu_ms = tensor::profile::process_cpu_time()
+        .zip(cpu_started)
+        .map(|(end, start)| (end - start).as_secs_f64() * 1e3 / args.steps as f64);
     let img_s = n as f64 / ms * 1e3;
     let loss = meter.read()?.loss;
     // Peak memory. CPU: this process's resident high-water mark. GPU: cudarc allocates from
@@ -189,8 +198,17 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         },
     };
     let peak_text = peak.map_or("n/a".to_string(), |m| format!("{m:.0} MiB ({peak_what})"));
+    let cpu_text = match (device, cpu_ms) {
+        (Device::Cpu, Some(c)) => format!(" (CPU time {c:.2} ms/step)"),
+        _ => String::new(),
+    };
+    // On the CPU, which kernels ran (RESNET_CPU_KERNELS=reference forces the portable ones).
+    let where_ = match device {
+        Device::Cpu => format!("cpu ({} kernels)", tensor::cpu::kernels()),
+        _ => device.to_string(),
+    };
     println!(
-        "{} ({params} parameters) on {device}, batch {n}: {ms:.2} ms/step, {img_s:.0} images/s, peak memory {peak_text}, mean loss {loss:.4} ({} timed steps after {} warm-up)",
+        "{} ({params} parameters) on {where_}, batch {n}: {ms:.2} ms/step{cpu_text}, {img_s:.0} images/s, peak memory {peak_text}, mean loss {loss:.4} ({} timed steps after {} warm-up)",
         peer_name(config),
         args.steps,
         args.warmup
@@ -200,14 +218,64 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         model.precision(),
         if args.cuda_graph { "+graph" } else { "" }
     );
+    if args.profile {
+        profile_steps(args, &mut model, &sgd, &batches, &mut meter, ms);
+    }
     if args.json {
         let record = serde_json::json!({
             "peer": "ours", "what": "speed", "model": peer_name(config), "mode": mode,
-            "device": device.to_string(), "batch": n, "ms_per_step": (ms * 1000.0).round() / 1000.0,
-            "img_per_s": img_s.round(), "params": params, "peak_mem_mb": peak.map(|m| m.round()),
+            "device": where_, "batch": n, "ms_per_step": (ms * 1000.0).round() / 1000.0,
+            "img_per_s": img_s.round(), "params": params,
+            "cpu_ms_per_step": cpu_ms.map(|c| (c * 1000.0).round() / 1000.0), "peak_mem_mb": peak.map(|m| m.round()),
             "build": resnet_cifar::BUILD_INFO,
         });
         println!("{record}");
     }
     Ok(())
+}
+
+/// `args.steps` more steps with every op timed: one line per op (ms per step, share of the
+/// step), the ops' sum, and the rest of the step (model glue, allocation).
+fn profile_steps(
+    args: &BenchArgs,
+    model: &mut ResNet,
+    sgd: &Sgd,
+    batches: &[(Tensor, Labels)],
+    meter: &mut LossMeter,
+    timed_ms: f64,
+) {
+    tensor::profile::take();
+    tensor::profile::enable(true);
+    let started = Instant::now();
+    for i in 0..args.steps {
+        let (x, y) = &batches[i % 4];
+        train_step_into(model, sgd, x, y, 0.1, meter);
+    }
+    let step_ms = started.elapsed().as_secs_f64() * 1e3 / args.steps as f64;
+    tensor::profile::enable(false);
+    let mut ops = tensor::profile::take();
+    ops.sort_by_key(|op| std::cmp::Reverse(op.time));
+    let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / args.steps as f64;
+    println!(
+        "profile: {} steps, {step_ms:.1} ms/step while profiling ({timed_ms:.1} timed above)",
+        args.steps
+    );
+    println!("{:>9} {:>6} {:>6}  op", "ms/step", "share", "calls");
+    let mut sum = 0.0;
+    for op in &ops {
+        let ms = per_step(op.time);
+        sum += ms;
+        let calls = op.calls / args.steps;
+        println!(
+            "{ms:>9.2} {:>5.1}% {calls:>6}  {}",
+            100.0 * ms / step_ms,
+            op.name
+        );
+    }
+    println!("{sum:>9.2} {:>5.1}%         all ops", 100.0 * sum / step_ms);
+    let rest = step_ms - sum;
+    println!(
+        "{rest:>9.2} {:>5.1}%         the rest (glue, allocation)",
+        100.0 * rest / step_ms
+    );
 }

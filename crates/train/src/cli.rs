@@ -251,4 +251,8 @@ pub struct BenchArgs {
     /// Also print the result as one JSON line (the PyTorch peer's format)
     #[arg(long)]
     pub json: bool,
+    /// After the timed steps, run as many again timing each op, and print where a step's
+    /// time goes (CPU only)
+    #[arg(long)]
+    pub profile: bool,
 }

@@ -574,3 +574,34 @@ fn bench_reports_ms_per_step_in_the_peers_json_format() {
     );
     assert!(out.contains("ms/step"), "{out}");
 }
+
+#[test]
+fn bench_profile_says_where_a_cpu_step_goes() {
+    let out = ok(&[
+        "bench",
+        "--depth",
+        "20",
+        "--width",
+        "4",
+        "--batch-size",
+        "8",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--device",
+        "cpu",
+        "--profile",
+    ]);
+    // One line per op with its share; the three conv passes, BN and the rest all appear.
+    for op in [
+        "conv3x3 4->4 32x32/1 fwd",
+        "bwd data",
+        "bwd weight",
+        "bn fwd",
+        "sgd",
+        "all ops",
+    ] {
+        assert!(out.contains(op), "no `{op}` in:\n{out}");
+    }
+}
