@@ -460,8 +460,18 @@ fn tensors_on_the_gpu_behave() {
     dev.synchronize().unwrap();
 }
 
-/// One SGD step of a whole network on both devices from the same weights.
-fn whole_model_step(config: &ResNetConfig, batch: usize, loss_tol: f32) {
+/// One SGD step of a whole network on both devices from the same weights, with an evaluation
+/// before and after it. `grad_tol` bounds the gradients, updates and momentum per tensor: what
+/// two correct engines that add in different orders can differ by after the whole backward
+/// pass, which depends on the network (see the callers). `eval_after_tol` bounds the evaluation
+/// after the update, `None` where that is not a well-conditioned quantity.
+fn whole_model_step(
+    config: &ResNetConfig,
+    batch: usize,
+    loss_tol: f32,
+    grad_tol: f64,
+    eval_after_tol: Option<f32>,
+) {
     let dev = gpu();
     let mut cpu = ResNet::new(config, 7);
     let mut gpu_model = cpu.clone();
@@ -478,6 +488,17 @@ fn whole_model_step(config: &ResNetConfig, batch: usize, loss_tol: f32) {
         nesterov: false,
         decay_weights_only: true,
     };
+    // Evaluation from the same weights (running statistics, BN in eval mode): a forward pass,
+    // well conditioned: the loss tolerance.
+    let ea = eval_batch(&mut cpu, &x, &labels);
+    let eb = eval_batch(&mut gpu_model, &up(&x, &dev), &labels);
+    let e = ((eb.loss - ea.loss) / ea.loss).abs();
+    assert!(
+        e <= loss_tol,
+        "eval loss before the step: gpu {} cpu {} (rel {e:.2e})",
+        eb.loss,
+        ea.loss
+    );
     let a = train_step(&mut cpu, &sgd, &x, &labels, 0.1);
     let b = train_step(&mut gpu_model, &sgd, &up(&x, &dev), &labels, 0.1);
     let e = ((b.loss - a.loss) / a.loss).abs();
@@ -501,10 +522,8 @@ fn whole_model_step(config: &ResNetConfig, batch: usize, loss_tol: f32) {
         .zip(olds)
     {
         let name = pc.name.clone();
-        // Gradients went through the whole network (up to ~60 layers of fp32 with BN's
-        // cancellations, see the op tests): 1e-3 per tensor.
-        assert_rel(&format!("grad {name}"), &pg.grad, &pc.grad, 1e-3);
-        // The update itself, w_new − w_old, carries the gradient's error: 1e-3.
+        assert_rel(&format!("grad {name}"), &pg.grad, &pc.grad, grad_tol);
+        // The update itself, w_new − w_old, carries the gradient's error.
         let upd = |t: &Tensor| {
             let h = t.to_host().unwrap();
             Tensor::from_vec(
@@ -518,18 +537,18 @@ fn whole_model_step(config: &ResNetConfig, batch: usize, loss_tol: f32) {
         };
         let (uc, ug) = (upd(&pc.value), upd(&pg.value));
         let ug = ug.to_device(&dev).unwrap();
-        assert_rel(&format!("update {name}"), &ug, &uc, 1e-3);
+        assert_rel(&format!("update {name}"), &ug, &uc, grad_tol);
         // The new weights, w_old (the same bits on both) + update: their error is the
         // update's (≤ 1e-3·‖update‖, checked above) plus fp32 rounding. Relative to ‖w_new‖
         // that is small where w_old dominates, but not for BN's β, which starts at 0 (there
         // w_new = update): so the bound scales with ‖update‖ / ‖w_new‖.
-        let tol = 1e-6 + 1e-3 * (uc.sum_sq() / pc.value.sum_sq()).sqrt();
+        let tol = 1e-6 + grad_tol * (uc.sum_sq() / pc.value.sum_sq()).sqrt();
         assert_rel(&format!("weight {name}"), &pg.value, &pc.value, tol);
         assert_rel(
             &format!("momentum {name}"),
             &pg.momentum,
             &pc.momentum,
-            1e-3,
+            grad_tol,
         );
     }
     for (bc, bg) in cpu.bns_mut().into_iter().zip(gpu_model.bns_mut()) {
@@ -549,18 +568,19 @@ fn whole_model_step(config: &ResNetConfig, batch: usize, loss_tol: f32) {
         );
     }
     // Evaluation with the updated weights and running statistics. The weights carry the
-    // update's error (up to 1e-3 of the update, checked above), so the evaluation loss may carry
-    // as much of the step's change of the loss: 1e-3 (measured on the emulated GPU: 1.8e-4 for
-    // the bottleneck net, whose batch-2 BN statistics amplify it most).
+    // update's error (up to `grad_tol` of the update, checked above), and the evaluation loss
+    // carries as much of the step's change of it.
     let ea = eval_batch(&mut cpu, &x, &labels);
     let eb = eval_batch(&mut gpu_model, &up(&x, &dev), &labels);
-    let e = ((eb.loss - ea.loss) / ea.loss).abs();
-    assert!(
-        e <= loss_tol.max(1e-3),
-        "eval loss: gpu {} cpu {} (rel {e:.2e})",
-        eb.loss,
-        ea.loss
-    );
+    if let Some(tol) = eval_after_tol {
+        let e = ((eb.loss - ea.loss) / ea.loss).abs();
+        assert!(
+            e <= tol,
+            "eval loss after the step: gpu {} cpu {} (rel {e:.2e})",
+            eb.loss,
+            ea.loss
+        );
+    }
     // Moving back gives host tensors the CPU engine accepts.
     gpu_model.to_device(&Device::Cpu).unwrap();
     let back = eval_batch(&mut gpu_model, &x, &labels);
@@ -570,18 +590,27 @@ fn whole_model_step(config: &ResNetConfig, batch: usize, loss_tol: f32) {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn resnet20_training_step_matches_the_cpu() {
-    // The loss is a mean over the batch of logits that went through 20 layers: 1e-4.
+    // The loss is a mean over the batch of logits that went through 20 layers: 1e-4. The
+    // gradients: 1e-3 per tensor (the CPU engine's own gradients move by ~2e-6 when the input
+    // is scaled by 1 + 1e-7: this network is well conditioned).
     let (width, batch) = model_size(8);
     let config = ResNetConfig::from_depth(20, width, None, 10).unwrap();
-    whole_model_step(&config, batch, 1e-4);
+    whole_model_step(&config, batch, 1e-4, 1e-3, Some(1e-3));
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn bottleneck_conv_shortcut_training_step_matches_the_cpu() {
     // Four stages (4x4 last stage), 1x1 convolutions, option-B shortcuts, 100 classes, batch 2.
+    // This network is ill-conditioned at initialisation: the CPU engine's own gradients move by
+    // up to 1.8e-2 per tensor when the input is scaled by 1 + 1e-7 (measured; and its AVX-512
+    // and reference paths, each correct to 6e-7 per convolution, differ by as much), so two
+    // engines that add in different orders cannot agree closer: 5e-2 per tensor. The loss and
+    // the evaluation before the step are well conditioned: 1e-4. The evaluation after the step
+    // is not (one update moves it from 27.7 to 3.0, and the two CPU paths end 3.01 and 3.44
+    // apart): not compared.
     let config = ResNetConfig::from_depth(50, Some(8), None, 100).unwrap();
-    whole_model_step(&config, 2, 1e-4);
+    whole_model_step(&config, 2, 1e-4, 5e-2, None);
 }
 
 #[test]
