@@ -4,8 +4,14 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use train::checkpoint;
+
+// Running the `train` binary as a user would: the `commands` tests' helpers.
+#[allow(dead_code)]
+#[path = "commands/common.rs"]
+mod common;
+use common::{ok, p, train, train_bin};
 
 /// Records whose pixels carry a faint class signal, so a model can learn something.
 fn records(r: &mut ChaCha8Rng, n: usize, label_bytes: usize, classes: u8) -> Vec<u8> {
@@ -54,50 +60,6 @@ fn cifar100_dir(root: &Path) -> PathBuf {
     std::fs::write(d.join("fine_label_names.txt"), fine).unwrap();
     std::fs::write(d.join("coarse_label_names.txt"), coarse).unwrap();
     root.to_path_buf()
-}
-
-/// The `train` binary: `$TRAIN_BIN`, else cargo's build of it, else `../bin/train` beside this
-/// test executable (the layout `gpu-bundle.sh` stages on the GPU machine, where the path cargo
-/// baked in does not exist).
-fn train_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TRAIN_BIN") {
-        return PathBuf::from(p);
-    }
-    let built = PathBuf::from(env!("CARGO_BIN_EXE_train"));
-    if built.exists() {
-        return built;
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("bin/train"))
-        .filter(|p| p.exists())
-        .unwrap_or(built)
-}
-
-fn train(args: &[&str]) -> Output {
-    let out = Command::new(train_bin())
-        .args(args)
-        .env_remove("CIFAR_DIR")
-        .output()
-        .expect("run train");
-    eprintln!(
-        "$ train {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = train(args);
-    assert!(out.status.success(), "train {args:?} failed");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 /// A small, fast model and recipe: depth 20 at width 4.

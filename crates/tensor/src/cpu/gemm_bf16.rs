@@ -16,6 +16,8 @@ use super::gemm_f32::{hsum, Tile, NN_MR};
 use crate::bf16::round;
 use std::arch::x86_64::*;
 
+use super::simd::dot_bf16;
+
 const NT_MR: usize = 4;
 const NT_KR: usize = 6;
 
@@ -44,15 +46,6 @@ impl PackedPairs {
         }
         PackedPairs { data, m, kp }
     }
-}
-
-#[inline(always)]
-unsafe fn dot(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
-    _mm512_dpbf16_ps(
-        acc,
-        std::mem::transmute::<__m512i, __m512bh>(a),
-        std::mem::transmute::<__m512i, __m512bh>(b),
-    )
 }
 
 // Its own function, so the register allocator sees one tile's loop alone.
@@ -87,7 +80,7 @@ unsafe fn nn_tile<const MR: usize, const NV: usize, const MASKED: bool>(
         for (m, acc) in acc.iter_mut().enumerate() {
             let av = _mm512_set1_epi32(*a.add(m) as i32);
             for v in 0..NV {
-                acc[v] = dot(acc[v], av, bv[v]);
+                acc[v] = dot_bf16(acc[v], av, bv[v]);
             }
         }
         a = a.add(MR);
@@ -169,7 +162,7 @@ unsafe fn nt_tile<const MR: usize, const KR: usize>(
             for j in 0..KR {
                 let bv = _mm512_loadu_si512(b.add(j * ldb + 16 * pv).cast());
                 for m in 0..MR {
-                    acc[m][j] = dot(acc[m][j], av[m], bv);
+                    acc[m][j] = dot_bf16(acc[m][j], av[m], bv);
                 }
             }
         }

@@ -45,6 +45,16 @@ pub(crate) unsafe fn store(m: u16, p: *mut f32, v: __m512) {
     }
 }
 
+/// `acc + a·b` over 16 lanes of bf16 pairs (`vdpbf16ps`): each lane adds both exact products.
+#[inline(always)]
+pub(crate) unsafe fn dot_bf16(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
+    _mm512_dpbf16_ps(
+        acc,
+        std::mem::transmute::<__m512i, __m512bh>(a),
+        std::mem::transmute::<__m512i, __m512bh>(b),
+    )
+}
+
 /// Runs `$body` once per 16-element vector of `0..$n`, with `$i` its first element and `$m` its
 /// lane mask: all whole vectors first (`$m` the constant all-ones, so [`load`] and [`store`] are
 /// plain), then the ragged end.

@@ -13,6 +13,8 @@
 
 use std::arch::x86_64::*;
 
+use super::simd::dot_bf16;
+
 /// Output channels and channel vectors per tile.
 const MR: usize = 8;
 const NV: usize = 3;
@@ -65,6 +67,44 @@ unsafe fn tile<const R: usize, const V: usize>(
     }
 }
 
+/// The body of [`wgrad`] and [`wgrad_bf16`]: the output in tiles of up to `MR` rows x `NV`
+/// channel vectors, each by `$tile::<rows, vectors>` (const generics: one instance per shape).
+macro_rules! tiled {
+    ($tile:ident, $pairs:expr, $grid:expr, ($mrows:expr, $ldy:expr), $koffs:expr, $c:expr) => {{
+        let (pairs, grid, mrows, ldy, koffs, c) = ($pairs, $grid, $mrows, $ldy, $koffs, $c);
+        let ldc = 16 * koffs.len();
+        assert!(c.len() >= mrows * ldc);
+        let mut shifted = Vec::with_capacity(pairs.len());
+        for m in (0..mrows).step_by(MR) {
+            shifted.clear();
+            shifted.extend(pairs.iter().map(|&(dy, x)| (dy.add(m * ldy), x)));
+            let im = &shifted[..];
+            for kv in (0..koffs.len()).step_by(NV) {
+                let (ko, cp) = (&koffs[kv..], c.as_mut_ptr().add(m * ldc + 16 * kv));
+                macro_rules! by_v {
+                    ($r:literal) => {
+                        match NV.min(koffs.len() - kv) {
+                            1 => $tile::<$r, 1>(im, grid, ldy, ko, cp, ldc),
+                            2 => $tile::<$r, 2>(im, grid, ldy, ko, cp, ldc),
+                            _ => $tile::<$r, NV>(im, grid, ldy, ko, cp, ldc),
+                        }
+                    };
+                }
+                match MR.min(mrows - m) {
+                    1 => by_v!(1),
+                    2 => by_v!(2),
+                    3 => by_v!(3),
+                    4 => by_v!(4),
+                    5 => by_v!(5),
+                    6 => by_v!(6),
+                    7 => by_v!(7),
+                    _ => by_v!(8),
+                }
+            }
+        }
+    }};
+}
+
 /// `C[co][16·kv + lane] = Σ_images Σ_pixels dy[co][p] · x[p's offset + koffs[kv] + lane]` for
 /// `co < mrows`, `kv < koffs.len()`: `images` are `(dy, x)` pairs (`dy` rows `ldy` apart, `x`
 /// channels-last), `C` is `mrows x 16·koffs.len()`, overwritten.
@@ -79,45 +119,7 @@ pub(crate) unsafe fn wgrad(
     koffs: &[usize],
     c: &mut [f32],
 ) {
-    let ldc = 16 * koffs.len();
-    assert!(c.len() >= mrows * ldc);
-    let mut shifted: Vec<(*const f32, *const f32)> = Vec::with_capacity(images.len());
-    for m in (0..mrows).step_by(MR) {
-        shifted.clear();
-        shifted.extend(images.iter().map(|&(dy, x)| (dy.add(m * ldy), x)));
-        let im = &shifted[..];
-        for kv in (0..koffs.len()).step_by(NV) {
-            let (ko, cp) = (&koffs[kv..], c.as_mut_ptr().add(m * ldc + 16 * kv));
-            macro_rules! by_v {
-                ($r:literal) => {
-                    match NV.min(koffs.len() - kv) {
-                        1 => tile::<$r, 1>(im, grid, ldy, ko, cp, ldc),
-                        2 => tile::<$r, 2>(im, grid, ldy, ko, cp, ldc),
-                        _ => tile::<$r, NV>(im, grid, ldy, ko, cp, ldc),
-                    }
-                };
-            }
-            match MR.min(mrows - m) {
-                1 => by_v!(1),
-                2 => by_v!(2),
-                3 => by_v!(3),
-                4 => by_v!(4),
-                5 => by_v!(5),
-                6 => by_v!(6),
-                7 => by_v!(7),
-                _ => by_v!(8),
-            }
-        }
-    }
-}
-
-#[inline(always)]
-unsafe fn dot(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
-    _mm512_dpbf16_ps(
-        acc,
-        std::mem::transmute::<__m512i, __m512bh>(a),
-        std::mem::transmute::<__m512i, __m512bh>(b),
-    )
+    tiled!(tile, images, grid, (mrows, ldy), koffs, c);
 }
 
 #[inline(never)]
@@ -144,7 +146,7 @@ unsafe fn tile_bf16<const R: usize, const V: usize>(
                 for m in 0..R {
                     let av = _mm512_set1_epi32(*a.add(m * ldy) as i32);
                     for v in 0..V {
-                        acc[m][v] = dot(acc[m][v], av, xv[v]);
+                        acc[m][v] = dot_bf16(acc[m][v], av, xv[v]);
                     }
                 }
             }
@@ -171,34 +173,5 @@ pub(crate) unsafe fn wgrad_bf16(
     koffs: &[usize],
     c: &mut [f32],
 ) {
-    let ldc = 16 * koffs.len();
-    assert!(c.len() >= mrows * ldc);
-    let mut shifted: Vec<(*const u32, *const u32)> = Vec::with_capacity(pairs.len());
-    for m in (0..mrows).step_by(MR) {
-        shifted.clear();
-        shifted.extend(pairs.iter().map(|&(dy, x)| (dy.add(m * ldy), x)));
-        let im = &shifted[..];
-        for kv in (0..koffs.len()).step_by(NV) {
-            let (ko, cp) = (&koffs[kv..], c.as_mut_ptr().add(m * ldc + 16 * kv));
-            macro_rules! by_v {
-                ($r:literal) => {
-                    match NV.min(koffs.len() - kv) {
-                        1 => tile_bf16::<$r, 1>(im, grid, ldy, ko, cp, ldc),
-                        2 => tile_bf16::<$r, 2>(im, grid, ldy, ko, cp, ldc),
-                        _ => tile_bf16::<$r, NV>(im, grid, ldy, ko, cp, ldc),
-                    }
-                };
-            }
-            match MR.min(mrows - m) {
-                1 => by_v!(1),
-                2 => by_v!(2),
-                3 => by_v!(3),
-                4 => by_v!(4),
-                5 => by_v!(5),
-                6 => by_v!(6),
-                7 => by_v!(7),
-                _ => by_v!(8),
-            }
-        }
-    }
+    tiled!(tile_bf16, pairs, grid, (mrows, ldy), koffs, c);
 }

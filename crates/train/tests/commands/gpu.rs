@@ -194,16 +194,14 @@ fn standin_out_of_gpu_memory_is_one_line_naming_the_model_and_batch() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(!err.contains("panicked"), "{err}");
-        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-        assert_eq!(errors.len(), 1, "{err}");
+        let error = the_error_line(&err);
         for want in wants
             .iter()
             .chain(&["resnet20", "batch size 512", "--batch-size"])
         {
             assert!(
-                errors[0].contains(want),
-                "check {check}: {want:?} not in {}",
-                errors[0]
+                error.contains(want),
+                "check {check}: {want:?} not in {error}"
             );
         }
     }
@@ -267,25 +265,15 @@ fn standin_a_fault_mid_epoch_names_the_kernel_and_keeps_the_last_checkpoint() {
         stdout.contains("epoch   1/2") && !stdout.contains("epoch   2/2"),
         "{stdout}"
     );
-    // The kernel the driver faulted, from its report ...
-    let kernel = err
-        .lines()
-        .find_map(|l| {
-            l.split(&format!("CUDA_STANDIN_FAIL={fail}) in kernel "))
-                .nth(1)
-        })
-        .expect("the stand-in's report")
-        .trim()
-        .to_string();
-    // ... is the one the error line names.
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{err}");
+    // The kernel the driver faulted, from its report, is the one the error line names.
+    let kernel = injected_kernel(&err, &fail);
+    let error = the_error_line(&err);
     for want in [
         "GPU failure while training resnet20-w4",
         &format!("GPU fault in kernel `{kernel}`"),
         "CUDA_ERROR_ILLEGAL_ADDRESS",
     ] {
-        assert!(errors[0].contains(want), "{want:?} not in {}", errors[0]);
+        assert!(error.contains(want), "{want:?} not in {error}");
     }
     // With CUDA_LAUNCH_BLOCKING=1 the faulting launch reports itself: the same kernel, named
     // by the launch that returned the error.
@@ -299,23 +287,14 @@ fn standin_a_fault_mid_epoch_names_the_kernel_and_keeps_the_last_checkpoint() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    let kernel = err
-        .lines()
-        .find_map(|l| {
-            l.split(&format!("CUDA_STANDIN_FAIL={fail}) in kernel "))
-                .nth(1)
-        })
-        .expect("the stand-in's report")
-        .trim()
-        .to_string();
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{err}");
+    let kernel = injected_kernel(&err, &fail);
+    let error = the_error_line(&err);
     for want in [
         format!("GPU fault in kernel `{kernel}`"),
         "the only operation since".to_string(),
         format!("launching {kernel} (CUDA_LAUNCH_BLOCKING=1)"),
     ] {
-        assert!(errors[0].contains(&want), "{want:?} not in {}", errors[0]);
+        assert!(error.contains(&want), "{want:?} not in {error}");
     }
     // Epoch 1's checkpoint is intact: it loads and evaluates (on the CPU).
     let out = ok(&[
@@ -328,6 +307,26 @@ fn standin_a_fault_mid_epoch_names_the_kernel_and_keeps_the_last_checkpoint() {
         "cpu",
     ]);
     assert!(out.contains("test loss"), "{out}");
+}
+
+/// The kernel the stand-in's report says it faulted for `CUDA_STANDIN_FAIL={fail}`.
+fn injected_kernel(stderr: &str, fail: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| {
+            l.split(&format!("CUDA_STANDIN_FAIL={fail}) in kernel "))
+                .nth(1)
+        })
+        .expect("the stand-in's report")
+        .trim()
+        .to_string()
+}
+
+/// The one `error:` line of a failed run.
+fn the_error_line(stderr: &str) -> &str {
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    errors[0]
 }
 
 /// These tests mean something only on the stand-in.
