@@ -7,6 +7,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod device;
+pub mod doctor;
 pub mod epochs;
 pub mod evaluate;
 pub mod memory;

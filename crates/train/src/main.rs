@@ -1,4 +1,5 @@
-//! `train`: train a ResNet on CIFAR (default); `train eval`, `predict`, `reproduce`, `bench`.
+//! `train`: train a ResNet on CIFAR (default); `train eval`, `predict`, `reproduce`, `bench`,
+//! `doctor`.
 //! Errors print as `error: ...` with their causes and exit 1 (2 for an unusable --device);
 //! running out of GPU memory is such an error (`train::oom`), not a panic.
 
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => train::bench::run_bench(args),
         Some(Command::Predict(args)) => train::predict::run_predict(args),
         Some(Command::Reproduce(args)) => train::reproduce::run_reproduce(args),
+        Some(Command::Doctor) => train::doctor::run_doctor(),
         None => train::run::train(&cli.train),
     };
     match result {
