@@ -113,7 +113,8 @@ fn examine(report: &mut Report) -> Option<String> {
             report_devices(report, info)
         }
         Err(e) => {
-            let fix = if std::env::var_os(probe::STANDIN_ENV).is_some() {
+            let standin = std::env::var_os(probe::STANDIN_ENV).filter(|v| !v.is_empty());
+            let fix = if standin.is_some() {
                 format!(
                     "unset {} or point it at the stand-in (scripts/emulated-gpu.sh builds it)",
                     probe::STANDIN_ENV
@@ -137,7 +138,7 @@ fn examine(report: &mut Report) -> Option<String> {
         PrebuiltState::Fresh(file) => capability.is_none_or(|c| file.arch_for(c).is_some()),
         _ => false,
     };
-    report_nvrtc(report, &nvrtc, &mode, file_serves);
+    report_nvrtc(report, &nvrtc, &mode, file_serves, capability.is_some());
     let cache = capability.map(|c| kernels::doctor::cache(&format!("sm_{}{}", c.0, c.1)));
 
     // Open GPU 0 as `train --device cuda` does, then check the file's images on it too.
@@ -273,7 +274,13 @@ fn report_nvrtc(
     nvrtc: &kernels::Result<probe::NvrtcInfo>,
     mode: &kernels::Result<Mode>,
     file_serves: bool,
+    have_gpu: bool,
 ) {
+    let serves = if have_gpu {
+        "the prebuilt kernels file (below) serves this GPU"
+    } else {
+        "the prebuilt kernels file (below) serves sm_80 and newer GPUs"
+    };
     match (nvrtc, mode) {
         (_, Ok(Mode::Prebuilt)) => report.add(
             Status::Note,
@@ -291,10 +298,7 @@ fn report_nvrtc(
         (Err(e), Ok(Mode::Auto)) if file_serves => report.add(
             Status::Note,
             "nvrtc",
-            format!(
-                "{e}. Not needed: the prebuilt kernels file (below) serves this GPU; to compile \
-                 kernels here instead, {INSTALL_NVRTC}"
-            ),
+            format!("{e}. Not needed: {serves}; to compile kernels here instead, {INSTALL_NVRTC}"),
         ),
         (Err(e), _) => report.add(
             Status::Fail,

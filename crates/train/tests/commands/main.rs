@@ -4,8 +4,10 @@
 //! generated CIFAR files.
 
 mod common;
+mod doctor;
 mod gpu;
 mod memory;
+mod prebuilt;
 mod predict;
 mod reproduce;
 mod resume;
