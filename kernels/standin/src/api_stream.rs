@@ -15,10 +15,10 @@ use crate::config::FailPoint;
 use crate::driver::{
     self, Capture, Driver, Event, Exec, Graph, Stream, CAPTURE_RELAXED, THREAD_MODE,
 };
-use crate::exec::Op;
+use crate::ffi::{entry, out};
 use crate::memory::Owner;
+use crate::ops::Op;
 use crate::status::*;
-use crate::{entry, out};
 
 const KIND_STREAM: u64 = 0x51;
 const KIND_EVENT: u64 = 0xe7;

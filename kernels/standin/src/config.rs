@@ -96,6 +96,17 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| "must be between 1 byte and 16 EiB".to_string())
 }
 
+/// `bytes` for people.
+pub fn human(bytes: u64) -> String {
+    const GIB: f64 = (1u64 << 30) as f64;
+    const MIB: f64 = (1u64 << 20) as f64;
+    if bytes >= 1 << 30 {
+        format!("{:.2} GiB", bytes as f64 / GIB)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / MIB)
+    }
+}
+
 fn parse_fail(s: &str) -> Result<Fail, String> {
     let (what, n) = s
         .split_once(':')

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::Instant;
 
-use crate::config::{Config, FailPoint};
-use crate::exec::Op;
+use crate::config::{human, Config, FailPoint};
 use crate::memory::Memory;
 use crate::module::{KernelMeta, Module};
+use crate::ops::Op;
 use crate::status::*;
 
 /// `CUstreamCaptureMode`.
@@ -166,7 +166,7 @@ pub fn init_with(config: Config) -> CUresult {
         eprintln!(
             "cuda-standin: stand-in CUDA driver: an H100 (sm_90, 132 SMs) with {} of memory; \
              kernels run on the CPU under kernels/emu, not on a GPU",
-            crate::human(config.memory_bytes)
+            human(config.memory_bytes)
         );
     }
     if config.stats {
