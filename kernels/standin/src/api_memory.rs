@@ -114,16 +114,22 @@ entry! {
     fn cuMemcpyDtoDAsync_v2(dst: u64, src: u64, bytes: usize, stream: u64) {
         driver::with_ctx(|d| d.enqueue(stream, Op::DtoD { dst, src, bytes: bytes as u64 }, "cuMemcpyDtoDAsync"))
     }
+    // The synchronous copies return once the copy is done, after the legacy stream's earlier
+    // work (and so the blocking streams'): what they cover lands.
     fn cuMemcpyHtoD_v2(dst: u64, src: *const c_void, bytes: usize) {
         driver::with_ctx(|d| {
             d.unsafe_call("cuMemcpyHtoD")?;
-            d.enqueue(0, Op::HtoD { dst, src: src as u64, bytes: bytes as u64 }, "cuMemcpyHtoD")
+            d.enqueue(0, Op::HtoD { dst, src: src as u64, bytes: bytes as u64 }, "cuMemcpyHtoD")?;
+            d.land_stream(None);
+            Ok(())
         })
     }
     fn cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, bytes: usize) {
         driver::with_ctx(|d| {
             d.unsafe_call("cuMemcpyDtoH")?;
-            d.enqueue(0, Op::DtoH { dst: dst as u64, src, bytes: bytes as u64 }, "cuMemcpyDtoH")
+            d.enqueue(0, Op::DtoH { dst: dst as u64, src, bytes: bytes as u64 }, "cuMemcpyDtoH")?;
+            d.land_stream(None);
+            Ok(())
         })
     }
     fn cuMemcpyDtoD_v2(dst: u64, src: u64, bytes: usize) {
@@ -157,7 +163,11 @@ entry! {
         })
     }
     fn cuMemFreeHost(p: *mut c_void) {
-        driver::with_ctx(|d| d.mem.host_free(p.cast()))
+        // Synchronises the device first, as the driver does: no copy lands in freed memory.
+        driver::with_ctx(|d| {
+            d.land_all();
+            d.mem.host_free(p.cast())
+        })
     }
     fn cuDeviceGetMemPool(pool: *mut u64, dev: i32) {
         driver::with(|_| if dev == 0 { out(pool, POOL) } else { Err(CUDA_ERROR_INVALID_DEVICE) })

@@ -7,6 +7,7 @@
 //! | `CUDA_STANDIN_STATS` | `1`: print launches, allocations and copies when the process exits |
 //! | `CUDA_STANDIN_QUIET` | `1`: no banner at `cuInit` |
 //! | `CUDA_LAUNCH_BLOCKING` | `1`: a faulting launch returns its error itself, as the real driver does |
+//! | `CUDA_STANDIN_EAGER_COPIES` | `1`: device-to-host copies land when queued. Default: they land only at a synchronisation that covers them (stream, event or context synchronisation, a synchronous copy), their destination reading NaN / all bits set until then, so host code that reads a result before synchronising is caught (`inflight.rs`) |
 
 /// What a fault injection hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct Config {
     pub stats: bool,
     pub quiet: bool,
     pub launch_blocking: bool,
+    /// Device-to-host copies land at a synchronisation, not when queued (the default).
+    pub deferred_copies: bool,
 }
 
 /// An H100 80GB's memory.
@@ -58,6 +61,7 @@ impl Config {
             stats: flag("CUDA_STANDIN_STATS"),
             quiet: flag("CUDA_STANDIN_QUIET"),
             launch_blocking: flag("CUDA_LAUNCH_BLOCKING"),
+            deferred_copies: !flag("CUDA_STANDIN_EAGER_COPIES"),
         })
     }
 }

@@ -15,7 +15,7 @@ impl Driver {
         let key = self.stream_key(stream)?;
         self.legacy_stream_use(key, what)?;
         if self.capturing(key)?.is_none() {
-            return self.run(&op, false);
+            return self.run(&op, key, false);
         }
         let s = key.expect("a capturing stream is a real stream");
         let pageable = match op {
@@ -55,10 +55,11 @@ impl Driver {
         Ok(())
     }
 
-    /// Runs one operation now. A fault inside a kernel or copy becomes the sticky error (and
-    /// `Ok` is returned: the call that queued the work succeeded, as on a GPU); an invalid
-    /// free or a failed allocation is the call's own error.
-    pub fn run(&mut self, op: &Op, replay: bool) -> Result<(), CUresult> {
+    /// Runs one operation, queued on `stream`, now (a device-to-host copy takes its data now
+    /// and lands at a synchronisation, see `inflight.rs`). A fault inside a kernel or copy
+    /// becomes the sticky error (and `Ok` is returned: the call that queued the work succeeded,
+    /// as on a GPU); an invalid free or a failed allocation is the call's own error.
+    pub fn run(&mut self, op: &Op, stream: Option<u64>, replay: bool) -> Result<(), CUresult> {
         match op {
             Op::Kernel(l) => {
                 if replay {
@@ -123,7 +124,19 @@ impl Driver {
                 Ok(())
             }
             Op::HtoD { dst, src, bytes } => self.copy(*dst, *src, *bytes, (true, false), replay),
-            Op::DtoH { dst, src, bytes } => self.copy(*dst, *src, *bytes, (false, true), replay),
+            Op::DtoH { dst, src, bytes } => {
+                self.copy(*dst, *src, *bytes, (false, true), replay)?;
+                if self.config.deferred_copies && self.sticky.is_none() {
+                    // SAFETY: the copy above checked the source and wrote the destination; it
+                    // stays the caller's until a synchronisation (the API's contract).
+                    let data =
+                        unsafe { std::slice::from_raw_parts(*dst as *const u8, *bytes as usize) }
+                            .to_vec();
+                    // SAFETY: as above.
+                    unsafe { self.in_flight.defer(stream, *dst, data) };
+                }
+                Ok(())
+            }
             Op::DtoD { dst, src, bytes } => self.copy(*dst, *src, *bytes, (true, true), replay),
             Op::Memset {
                 dst,

@@ -24,13 +24,17 @@
 //! * an H100's properties (sm_90, 132 SMs, 228 KiB shared memory per SM, ...) ([`props`]).
 //!
 //! Execution is eager: work runs when queued (one device, in-order streams), which preserves
-//! every ordering the API promises; timing means nothing here.
+//! every ordering the API promises; timing means nothing here. What the host sees is not: a
+//! device-to-host copy lands in host memory only at a synchronisation that covers it, its
+//! destination reading NaN until then (`CUDA_STANDIN_EAGER_COPIES=1` turns that off), so a read
+//! before synchronising is caught ([`config`]).
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
 // Modules import downward only (a test checks there is no import circle): `status`, `config`,
-// `props`, `ffi`, `memory`, `module` and `ops` are the leaves; `driver` holds the state; `exec`
-// queues and runs work, `launch` validates launches; the `api_*` modules are the exported entry
-// points on top (kernels/standin/tests/modules.rs).
+// `props`, `ffi`, `inflight`, `memory`, `module` and `ops` at the bottom; `driver` holds the
+// state; `exec` queues and runs work, `sync` lands what a synchronisation completes, `launch`
+// validates launches; the `api_*` modules are the exported entry points on top
+// (kernels/standin/tests/modules.rs).
 mod api_device;
 mod api_memory;
 mod api_stream;
@@ -38,12 +42,14 @@ pub mod config;
 pub mod driver;
 mod exec;
 mod ffi;
+mod inflight;
 mod launch;
 pub mod memory;
 pub mod module;
 mod ops;
 pub mod props;
 pub mod status;
+mod sync;
 
 pub use api_device::*;
 pub use api_memory::*;
