@@ -120,16 +120,14 @@ entry! {
         driver::with_ctx(|d| {
             d.unsafe_call("cuMemcpyHtoD")?;
             d.enqueue(0, Op::HtoD { dst, src: src as u64, bytes: bytes as u64 }, "cuMemcpyHtoD")?;
-            d.land_stream(None);
-            Ok(())
+            d.land_stream(None)
         })
     }
     fn cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, bytes: usize) {
         driver::with_ctx(|d| {
             d.unsafe_call("cuMemcpyDtoH")?;
             d.enqueue(0, Op::DtoH { dst: dst as u64, src, bytes: bytes as u64 }, "cuMemcpyDtoH")?;
-            d.land_stream(None);
-            Ok(())
+            d.land_stream(None)
         })
     }
     fn cuMemcpyDtoD_v2(dst: u64, src: u64, bytes: usize) {
@@ -165,8 +163,9 @@ entry! {
     fn cuMemFreeHost(p: *mut c_void) {
         // Synchronises the device first, as the driver does: no copy lands in freed memory.
         driver::with_ctx(|d| {
-            d.land_all();
-            d.mem.host_free(p.cast())
+            let landed = d.land_all();
+            d.mem.host_free(p.cast())?;
+            landed
         })
     }
     fn cuDeviceGetMemPool(pool: *mut u64, dev: i32) {

@@ -45,7 +45,7 @@ impl Driver {
             Some(_) => {}
             None => self.legacy_stream_use(None, "synchronising")?,
         }
-        self.land_stream(key);
+        self.land_stream(key)?;
         self.synchronised();
         Ok(())
     }
@@ -187,14 +187,14 @@ entry! {
                 return Err(CUDA_ERROR_INVALID_HANDLE);
             }
             // Its queued work still completes (the driver releases the stream after it).
-            d.land_stream(Some(stream));
+            let landed = d.land_stream(Some(stream));
             let s = d.streams.remove(&stream).expect("checked");
             if let Some(c) = s.capture {
                 for a in c.allocs {
                     d.mem.release(a);
                 }
             }
-            Ok(())
+            landed
         })
     }
     fn cuStreamSynchronize(stream: u64) {
@@ -230,7 +230,7 @@ entry! {
         driver::with_ctx(|d| {
             d.unsafe_call("cuCtxSynchronize")?;
             d.legacy_stream_use(None, "cuCtxSynchronize")?;
-            d.land_all();
+            d.land_all()?;
             d.synchronised();
             Ok(())
         })
@@ -268,7 +268,7 @@ entry! {
             None => Err(CUDA_ERROR_INVALID_HANDLE),
             Some(e) if e.captured_in.is_some() => Err(CUDA_ERROR_CAPTURED_EVENT),
             Some(e) => {
-                d.land_event(e.covers);
+                d.land_event(e.covers)?;
                 d.synchronised();
                 Ok(())
             }
@@ -280,10 +280,7 @@ entry! {
         driver::with_ctx(|d| match d.events.get(&event) {
             None => Err(CUDA_ERROR_INVALID_HANDLE),
             Some(e) if e.captured_in.is_some() => Err(CUDA_ERROR_CAPTURED_EVENT),
-            Some(e) => {
-                d.land_event(e.covers);
-                Ok(())
-            }
+            Some(e) => d.land_event(e.covers),
         })
     }
     fn cuEventElapsedTime_v2(ms: *mut f32, start: u64, end: u64) {

@@ -59,24 +59,72 @@ impl InFlight {
         self.deferred += 1;
     }
 
-    /// Lands every copy `covered` selects, in the order they were queued; returns how many.
+    /// Lands every copy `covered` selects, in the order they were queued. A copy whose
+    /// destination no longer holds the poison (the host wrote it, or freed it: the allocator's
+    /// bookkeeping, or an unmapped page) is not written, on a GPU that is a write into whatever
+    /// lives there now: its report is returned instead.
     ///
     /// # Safety
-    /// As for [`InFlight::defer`]: each destination is still the caller's buffer.
-    pub unsafe fn land(&mut self, covered: impl Fn(&Deferred) -> bool) -> usize {
+    /// Each destination is mapped host memory or unmapped (checked); a mapped one may be written.
+    pub unsafe fn land(&mut self, covered: impl Fn(&Deferred) -> bool) -> Vec<String> {
         let (now, later): (Vec<Deferred>, Vec<Deferred>) = std::mem::take(&mut self.copies)
             .into_iter()
             .partition(&covered);
-        for c in &now {
-            // SAFETY: the destination of an asynchronous copy, alive until its synchronisation.
-            unsafe {
-                std::ptr::copy_nonoverlapping(c.data.as_ptr(), c.dst as *mut u8, c.data.len())
-            };
-        }
         self.copies = later;
-        self.landed += now.len() as u64;
-        now.len()
+        let mut reports = Vec::new();
+        for (i, c) in now.iter().enumerate() {
+            // SAFETY: checked mapped before it is read or written.
+            if unsafe { poisoned(c.dst, c.data.len()) } {
+                // SAFETY: mapped and still the copy's destination.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(c.data.as_ptr(), c.dst as *mut u8, c.data.len())
+                };
+                self.landed += 1;
+            } else {
+                reports.push(format!(
+                    "the destination of a device-to-host copy ({} bytes at {:#x}) was written \
+                     or freed by the host before a synchronisation covered the copy: it was \
+                     not delivered (on a GPU the copy writes into whatever lives there now)",
+                    c.data.len(),
+                    c.dst
+                ));
+            }
+            // A later copy to an overlapping destination still owns those bytes: poisoned again.
+            for other in now[i + 1..].iter().chain(&self.copies) {
+                let lo = other.dst.max(c.dst);
+                let hi = (other.dst + other.data.len() as u64).min(c.dst + c.data.len() as u64);
+                if lo < hi {
+                    // SAFETY: inside `c`'s destination, just written.
+                    unsafe { std::ptr::write_bytes(lo as *mut u8, POISON, (hi - lo) as usize) };
+                }
+            }
+        }
+        reports
     }
+}
+
+/// Whether `[addr, addr + len)` is mapped and still all [`POISON`].
+///
+/// # Safety
+/// Mapped memory in that range must be readable (host heap and stack memory is).
+unsafe fn poisoned(addr: u64, len: usize) -> bool {
+    const PAGE: u64 = 4096;
+    let start = addr & !(PAGE - 1);
+    let pages = (addr + len as u64 - start).div_ceil(PAGE) as usize;
+    let mut residency = vec![0u8; pages];
+    // SAFETY: mincore only inspects the mapping; ENOMEM means part of the range is unmapped.
+    let mapped = unsafe {
+        libc::mincore(
+            start as *mut libc::c_void,
+            pages * PAGE as usize,
+            residency.as_mut_ptr(),
+        )
+    } == 0;
+    // SAFETY: mapped, and readable per the caller.
+    mapped
+        && unsafe { std::slice::from_raw_parts(addr as *const u8, len) }
+            .iter()
+            .all(|&b| b == POISON)
 }
 
 #[cfg(test)]
@@ -96,11 +144,48 @@ mod tests {
         assert!(host.iter().all(|v| v.is_nan()), "{host:?}");
         assert_eq!((f.pending(), f.now()), (2, 2));
         // SAFETY: as above.
-        assert_eq!(unsafe { f.land(|c| c.stream == Some(7)) }, 1);
-        assert_eq!(host, [2.0; 4]);
+        assert!(unsafe { f.land(|c| c.stream == Some(7)) }.is_empty());
+        // The pending copy still owns its element: poisoned again, not the first copy's value.
+        assert_eq!(host[0], 2.0);
+        assert!(host[1].is_nan());
         // SAFETY: as above.
-        assert_eq!(unsafe { f.land(|c| c.seq < 2) }, 1);
+        assert!(unsafe { f.land(|c| c.seq < 2) }.is_empty());
         assert_eq!(host, [2.0, 3.0, 2.0, 2.0]);
         assert_eq!((f.pending(), f.deferred, f.landed), (0, 2, 2));
+    }
+
+    #[test]
+    fn a_destination_written_before_the_synchronisation_is_reported_not_overwritten() {
+        let mut host = [0u8; 64];
+        let mut f = InFlight::default();
+        // SAFETY: `host` outlives the copy.
+        unsafe { f.defer(None, host.as_mut_ptr() as u64, vec![7; 64]) };
+        host[10] = 1; // the host uses the buffer before synchronising
+                      // SAFETY: as above.
+        let reports = unsafe { f.land(|_| true) };
+        assert_eq!(reports.len(), 1);
+        assert!(reports[0].contains("written or freed"), "{}", reports[0]);
+        assert_eq!(host[10], 1);
+        assert_eq!((f.landed, f.pending()), (0, 0));
+    }
+
+    #[test]
+    fn an_unmapped_destination_is_reported_not_written() {
+        // SAFETY: a fresh private mapping, unmapped again before the copy lands.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            let mut f = InFlight::default();
+            f.defer(Some(1), p as u64 + 100, vec![1; 5000]);
+            libc::munmap(p, 8192);
+            assert_eq!(f.land(|_| true).len(), 1);
+        }
     }
 }

@@ -939,3 +939,35 @@ fn a_copy_that_a_fault_overtakes_never_lands_and_eager_copies_land_at_once() {
     unsafe { copy_back(&mut host, buf, d.stream) };
     assert_eq!(host, vec![5.0; 16]);
 }
+
+#[test]
+fn a_copy_whose_destination_the_host_used_before_synchronising_is_refused_not_delivered() {
+    let d = device(config());
+    let buf = d.alloc(16 * 4);
+    fill(buf, 16, 1.0, d.stream);
+    // Written before the synchronisation: the host's value stays, the synchronisation fails.
+    let mut host = vec![0.0f32; 16];
+    // SAFETY: `host` outlives the synchronisation.
+    unsafe { copy_back(&mut host, buf, d.stream) };
+    host[3] = 42.0;
+    // SAFETY: a stream handle.
+    assert_eq!(
+        unsafe { cuStreamSynchronize(d.stream) },
+        CUDA_ERROR_ILLEGAL_STATE
+    );
+    assert_eq!(host[3], 42.0);
+    assert!(host[2].is_nan(), "nothing of the copy was delivered");
+    // Freed before the synchronisation (the allocator's own bookkeeping lands in the freed
+    // block): refused, and nothing is written into the heap.
+    let mut gone = vec![0.0f32; 16];
+    // SAFETY: deliberately not kept alive: the copy must not land in it.
+    unsafe { copy_back(&mut gone, buf, d.stream) };
+    drop(gone);
+    // SAFETY: a stream handle.
+    assert_eq!(
+        unsafe { cuStreamSynchronize(d.stream) },
+        CUDA_ERROR_ILLEGAL_STATE
+    );
+    // Not sticky: the stream works on.
+    assert_eq!(d.download(buf, 16), vec![1.0; 16]);
+}
