@@ -46,6 +46,26 @@ pub struct Plan<'a> {
     pub devices: &'a [String],
 }
 
+/// An epoch's evaluation losses are finite, or the run stops here, before anything of the
+/// epoch is written (`kept` says so of the checkpoint): a NaN or infinity in the weights or
+/// the BN statistics shows in the validation or test loss even where the training loss did
+/// not catch it.
+fn ensure_finite_losses(
+    epoch: usize,
+    val: Option<ValScore>,
+    test_loss: f64,
+    kept: &str,
+) -> Result<()> {
+    let bad = val
+        .filter(|v| !v.loss.is_finite())
+        .map(|v| ("validation", v.loss))
+        .or((!test_loss.is_finite()).then_some(("test", test_loss)));
+    if let Some((which, loss)) = bad {
+        bail!("the {which} loss became {loss} after epoch {epoch}: training diverged; try a lower --lr or --warmup-iters{kept}");
+    }
+    Ok(())
+}
+
 /// Trains from the end of `plan.records` to `spec.epochs`; returns the full history.
 pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
     let Plan {
@@ -142,6 +162,11 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
         !args.cuda_graph || device.is_cuda(),
         "--cuda-graph needs a GPU, but training runs on {device}"
     );
+    // What a run stopped by a non-finite loss says of its checkpoint (it saves only after an
+    // epoch whose losses were all finite).
+    let kept = args.save.as_ref().map_or(String::new(), |p| {
+        format!("; the last good checkpoint, {}, is unchanged", p.display())
+    });
     // With --cuda-graph: captured after the run's first (eager) step, for full-size batches.
     let mut captured: Option<CapturedStep> = None;
     for epoch in start_epoch..spec.epochs {
@@ -175,9 +200,6 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
                 .context("reading the training loss from the device")?;
             if m.count > 0 && !m.loss.is_finite() {
                 bar.abandon();
-                let kept = args.save.as_ref().map_or(String::new(), |p| {
-                    format!("; the last good checkpoint, {}, is unchanged", p.display())
-                });
                 let when = if read_steps + 1 >= steps {
                     format!("at epoch {}, step {steps}", epoch + 1)
                 } else {
@@ -252,6 +274,7 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
             })
         };
         let test = evaluate(&mut model, &cifar.test, norm, spec.batch_size, interactive)?;
+        ensure_finite_losses(epoch + 1, val_score, test.loss, &kept)?;
         if captured.is_some() {
             // The epoch's short last batch and the evaluation ran eagerly from the pool, which
             // keeps what it grew to: hand that back, so it is not resident beside the graph's
@@ -310,4 +333,38 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
         println!("{line}");
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_evaluation_loss_stops_the_run_naming_it() {
+        let kept = "; the last good checkpoint, c.st, is unchanged";
+        ensure_finite_losses(3, None, 2.3, kept).unwrap();
+        let val = |loss| Some(ValScore { loss, acc: 0.5 });
+        ensure_finite_losses(3, val(1.0), 2.3, kept).unwrap();
+        for (v, test, said) in [
+            (None, f64::NAN, "the test loss became NaN after epoch 3"),
+            (
+                val(1.0),
+                f64::INFINITY,
+                "the test loss became inf after epoch 3",
+            ),
+            (
+                val(f64::NAN),
+                2.3,
+                "the validation loss became NaN after epoch 3",
+            ),
+        ] {
+            let e = ensure_finite_losses(3, v, test, kept)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(said) && e.contains("diverged") && e.ends_with(kept),
+                "{e}"
+            );
+        }
+    }
 }

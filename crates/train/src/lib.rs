@@ -9,6 +9,7 @@ pub mod cli;
 pub mod device;
 pub mod epochs;
 pub mod evaluate;
+pub mod images;
 pub mod memory;
 pub mod metrics;
 pub mod oom;

@@ -149,6 +149,16 @@ fn bad_image_files_are_errors_naming_each_file_and_the_good_ones_still_get_class
     let truncated = tmp.path().join("cut.png");
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    // The first third of a 640x480 JPEG with detail everywhere: the decoder alone filled in
+    // the rest and classified it.
+    let photo = image::RgbImage::from_fn(640, 480, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 251) as u8])
+    });
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    photo.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    let jpeg = jpeg.into_inner();
+    let cut_jpg = tmp.path().join("cut.jpg");
+    std::fs::write(&cut_jpg, &jpeg[..jpeg.len() / 3]).unwrap();
     let gif = tmp.path().join("anim.gif");
     std::fs::write(&gif, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").unwrap();
     let missing = tmp.path().join("missing.png");
@@ -160,6 +170,7 @@ fn bad_image_files_are_errors_naming_each_file_and_the_good_ones_still_get_class
         p(&good),
         p(&text),
         p(&truncated),
+        p(&cut_jpg),
         p(&gif),
         p(&missing),
     ]);
@@ -176,7 +187,8 @@ fn bad_image_files_are_errors_naming_each_file_and_the_good_ones_still_get_class
     );
     for (file, why) in [
         (&text, "not a PNG or JPEG file"),
-        (&truncated, "damaged"),
+        (&truncated, "truncated or damaged"),
+        (&cut_jpg, "truncated or damaged"),
         (&gif, "not a PNG or JPEG file (it looks like Gif)"),
         (&missing, "No such file"),
     ] {
@@ -186,7 +198,7 @@ fn bad_image_files_are_errors_naming_each_file_and_the_good_ones_still_get_class
             .unwrap_or_else(|| panic!("{} not named: {err}", file.display()));
         assert!(line.contains(why), "{line}");
     }
-    assert!(err.contains("4 of 5 images could not be read"), "{err}");
+    assert!(err.contains("5 of 6 images could not be read"), "{err}");
     // A checkpoint that is not one is named too.
     let err = fails(&["predict", "--checkpoint", p(&good), p(&good)]);
     assert!(
