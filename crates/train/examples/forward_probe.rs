@@ -13,7 +13,7 @@ use model::{Mode, ResNet};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tensor::Tensor;
-use train::checkpoint::{self, NamedTensor};
+use train::engine::checkpoint::{self, NamedTensor};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,9 +22,9 @@ fn main() -> Result<()> {
         "usage: forward_probe CHECKPOINT INPUT OUTPUT"
     );
     let (tensors, meta) = checkpoint::load(Path::new(&args[0]))?;
-    let config = train::state::config_from_metadata(&meta)?;
+    let config = train::engine::state::config_from_metadata(&meta)?;
     let mut model = ResNet::new(&config, 0);
-    train::state::load_model_tensors(&mut model, &tensors, false)?;
+    train::engine::state::load_model_tensors(&mut model, &tensors, false)?;
 
     // The input may hold NaN on purpose: read it without the checkpoint's finiteness check.
     let bytes = std::fs::read(&args[1]).with_context(|| format!("reading {}", args[1]))?;
@@ -41,6 +41,6 @@ fn main() -> Result<()> {
     };
     let mut out = vec![logits(model.forward(&x, Mode::Eval), "eval_logits")?];
     out.push(logits(model.forward(&x, Mode::Train), "train_logits")?);
-    out.extend(train::state::model_tensors(&mut model, false)?);
+    out.extend(train::engine::state::model_tensors(&mut model, false)?);
     checkpoint::save(Path::new(&args[2]), &out, &BTreeMap::new())
 }

@@ -4,7 +4,7 @@
 
 use crate::common::*;
 use std::path::Path;
-use train::checkpoint::{self, TensorData};
+use train::engine::checkpoint::{self, TensorData};
 
 /// `from`'s tensors with `value` at index `at` of tensor `name`, written to `to`.
 fn poison(from: &Path, to: &Path, name: &str, at: usize, value: f32) {

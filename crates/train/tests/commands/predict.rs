@@ -2,7 +2,7 @@
 //! probabilities named as the checkpoint's dataset names them; bad files named.
 
 use crate::common::*;
-use train::checkpoint;
+use train::engine::checkpoint;
 
 const NAMES: [&str; 10] = [
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett",
@@ -95,10 +95,10 @@ fn predict_lists_the_top_5_classes_with_the_checkpoints_names_and_the_models_pro
     // The 32x32 PNG's probabilities are the model's softmax of that test image, computed here
     // through the library.
     let (tensors, meta) = checkpoint::load(&ck).unwrap();
-    let config = train::state::config_from_metadata(&meta).unwrap();
+    let config = train::engine::state::config_from_metadata(&meta).unwrap();
     let mut net = model::ResNet::new(&config, 0);
-    train::state::load_model_tensors(&mut net, &tensors, false).unwrap();
-    let norm = train::run::norm_from_string(&meta["normalization"]).unwrap();
+    train::engine::state::load_model_tensors(&mut net, &tensors, false).unwrap();
+    let norm = train::engine::snapshot::norm_from_string(&meta["normalization"]).unwrap();
     let mut x = vec![0f32; data::SAMPLE_LEN];
     data::write_sample(
         test_images.image(0),
@@ -113,7 +113,7 @@ fn predict_lists_the_top_5_classes_with_the_checkpoints_names_and_the_models_pro
         )
         .to_vec()
         .unwrap();
-    let want = train::predict::top_k(&logits, 10, 5);
+    let want = train::commands::predict::top_k(&logits, 10, 5);
     let got = listed(&out, p(&small_png));
     for ((class, prob), (name, shown)) in want[0].iter().zip(&got) {
         assert_eq!(NAMES[*class], name, "{out}");

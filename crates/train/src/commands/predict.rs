@@ -1,14 +1,16 @@
 //! `train predict --checkpoint C IMAGE...`: the classes a trained model sees in PNG or JPEG
 //! images of any size.
 //!
-//! Each image is decoded (`crate::images`: PNG and JPEG only, whole files only), converted to
-//! RGB, and resized to 32x32 whole, as CIFAR's images were made from larger pictures (no crop; a triangle
-//! filter, which averages the pixels each output pixel covers when shrinking). Then it is
-//! normalised with the checkpoint's training statistics and classified with the running BN
-//! statistics. The class names are the ones stored with the checkpoint's dataset.
+//! Each image is decoded (`crate::engine::images`: PNG and JPEG only, whole files only),
+//! converted to RGB, and resized to 32x32 whole, as CIFAR's images were made from larger
+//! pictures (no crop; a triangle filter, which averages the pixels each output pixel covers
+//! when shrinking). Then it is normalised with the checkpoint's training statistics and
+//! classified with the running BN statistics. The class names are the ones stored with the
+//! checkpoint's dataset.
 
-use crate::cli::DeviceArg;
-use crate::images::decode;
+use crate::commands::args::DeviceArg;
+use crate::engine::images::decode;
+use crate::engine::{checkpoint, device, memory, oom, snapshot, state};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use data::{write_sample, Normalization, SampleAug, SAMPLE_LEN};
@@ -40,7 +42,7 @@ pub fn class_names(meta: &BTreeMap<String, String>, file: &Path) -> Result<Vec<S
         return serde_json::from_str(json)
             .with_context(|| format!("bad `class_names` in checkpoint {}", file.display()));
     }
-    match crate::spec::dataset_of(meta)? {
+    match snapshot::dataset_of(meta)? {
         data::Dataset::Cifar10 => Ok(data::CIFAR10_CLASS_NAMES.map(String::from).to_vec()),
         d => bail!(
             "checkpoint {} (trained on {d}) was written before checkpoints stored their class \
@@ -67,13 +69,14 @@ pub fn top_k(logits: &[f32], classes: usize, k: usize) -> Vec<Vec<(usize, f64)>>
         .collect()
 }
 
-pub fn run_predict(args: &PredictArgs) -> Result<()> {
+/// `train predict --checkpoint C IMAGE...`.
+pub fn run(args: &PredictArgs) -> Result<()> {
     anyhow::ensure!(args.top > 0, "--top must be at least 1");
-    let (tensors, meta) = crate::checkpoint::load(&args.checkpoint)?;
+    let (tensors, meta) = checkpoint::load(&args.checkpoint)?;
     let file = args.checkpoint.display();
     let config: ResNetConfig =
-        crate::state::config_from_metadata(&meta).with_context(|| format!("reading {file}"))?;
-    let norm: Normalization = crate::run::norm_from_string(
+        state::config_from_metadata(&meta).with_context(|| format!("reading {file}"))?;
+    let norm: Normalization = snapshot::norm_from_string(
         meta.get("normalization")
             .with_context(|| format!("checkpoint {file} lacks `normalization`"))?,
     )?;
@@ -97,18 +100,18 @@ pub fn run_predict(args: &PredictArgs) -> Result<()> {
         }
     }
     if !good.is_empty() {
-        let device = crate::device::select(args.device)?;
-        let work = crate::memory::Work::Eval { batch: good.len() };
-        crate::memory::ensure_fits(&config, work, &device, 0)?;
-        let job = crate::oom::Job {
+        let device = device::select(args.device.into())?;
+        let work = memory::Work::Eval { batch: good.len() };
+        memory::ensure_fits(&config, work, &device, 0)?;
+        let job = oom::Job {
             what: "classifying with",
             model: config.name(),
             params: model::Footprint::of(&config).params as usize,
             batch_size: good.len(),
         };
-        let logits = crate::oom::guard(&job, &device, || {
+        let logits = oom::guard(&job, &device, || {
             let mut model = ResNet::new(&config, 0);
-            crate::state::load_model_tensors(&mut model, &tensors, false)
+            state::load_model_tensors(&mut model, &tensors, false)
                 .with_context(|| format!("loading {file}"))?;
             model
                 .to_device(&device)

@@ -6,23 +6,24 @@
 //! a [`LossMeter`] on the device, which is read (the one synchronisation) only when the
 //! progress line is refreshed, about four times a second, at the warm-up's checks while it
 //! lasts, and at the end of the epoch. The divergence check happens at each read, so it names
-//! the steps between two reads.
+//! the steps between two reads; a non-finite validation or test loss stops the run too, before
+//! the epoch is written anywhere, so the last checkpoint stays the last good one.
 
-use crate::batches::TrainBatches;
-use crate::cli::{ScheduleArg, TrainArgs};
-use crate::evaluate::evaluate;
-use crate::metrics::{self, EpochRecord, ValScore};
-use crate::plot;
-use crate::run::{save, SaveInfo};
-use crate::schedule::{show_lr, LrSchedule, Schedule};
-use crate::spec::{RunSpec, Warmup};
-use crate::warmup::{WarmupState, CHECK_EVERY};
+use crate::engine::batches::TrainBatches;
+use crate::engine::evaluate::evaluate;
+use crate::engine::metrics::{self, EpochRecord, ValScore};
+use crate::engine::plot;
+use crate::engine::schedule::{show_lr, LrSchedule, Schedule, ScheduleKind};
+use crate::engine::snapshot::{save, SaveInfo};
+use crate::engine::spec::{RunSpec, Warmup};
+use crate::engine::warmup::{WarmupState, CHECK_EVERY};
 use anyhow::{bail, ensure, Context, Result};
 use data::{Cifar, Loader, Normalization, Split};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::step::{train_step_into, CapturedStep};
 use model::{ResNet, Sgd};
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tensor::{Device, LossMeter, MeterReading};
 
@@ -30,10 +31,25 @@ use tensor::{Device, LossMeter, MeterReading};
 /// refresh the progress line. On the CPU it reads after every step, which costs nothing.
 const READ_EVERY: Duration = Duration::from_millis(250);
 
+/// What a run writes after every epoch (each when given).
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    /// The checkpoint (`crate::engine::snapshot`), atomically.
+    pub save: Option<PathBuf>,
+    /// One CSV row per epoch.
+    pub metrics: Option<PathBuf>,
+    /// Accuracy and loss curves, as a PNG.
+    pub plot: Option<PathBuf>,
+}
+
 /// Everything the loop needs.
 pub struct Plan<'a> {
-    pub args: &'a TrainArgs,
     pub spec: &'a RunSpec,
+    pub outputs: &'a Outputs,
+    /// Replay the step as a CUDA graph (GPU only).
+    pub cuda_graph: bool,
+    /// How the run was asked for, recorded in its checkpoint.
+    pub invocation: &'a str,
     pub model: ResNet,
     pub device: &'a Device,
     pub cifar: &'a Cifar,
@@ -69,8 +85,10 @@ fn ensure_finite_losses(
 /// Trains from the end of `plan.records` to `spec.epochs`; returns the full history.
 pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
     let Plan {
-        args,
         spec,
+        outputs,
+        cuda_graph,
+        invocation,
         mut model,
         device,
         cifar,
@@ -94,14 +112,14 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
     let schedule = LrSchedule {
         base_lr: spec.lr,
         schedule: match spec.schedule {
-            ScheduleArg::Step => Schedule::Step {
+            ScheduleKind::Step => Schedule::Step {
                 milestones: LrSchedule::milestones(
                     spec.milestones.as_deref(),
                     spec.schedule_epochs,
                     steps_per_epoch,
                 ),
             },
-            ScheduleArg::Cosine => Schedule::Cosine,
+            ScheduleKind::Cosine => Schedule::Cosine,
         },
         epochs: spec.schedule_epochs,
         steps_per_epoch,
@@ -159,12 +177,12 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
     let title = format!("{name} on {dataset}");
     let mut meter = LossMeter::new(device).context("allocating the loss meter")?;
     ensure!(
-        !args.cuda_graph || device.is_cuda(),
+        !cuda_graph || device.is_cuda(),
         "--cuda-graph needs a GPU, but training runs on {device}"
     );
     // What a run stopped by a non-finite loss says of its checkpoint (it saves only after an
     // epoch whose losses were all finite).
-    let kept = args.save.as_ref().map_or(String::new(), |p| {
+    let kept = outputs.save.as_ref().map_or(String::new(), |p| {
         format!("; the last good checkpoint, {}, is unchanged", p.display())
     });
     // With --cuda-graph: captured after the run's first (eager) step, for full-size batches.
@@ -230,7 +248,7 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
                     .context("replaying the captured training step")?,
                 _ => {
                     train_step_into(&mut model, &sgd, &x, &labels, lr, &mut meter);
-                    if args.cuda_graph && captured.is_none() && labels.len() == spec.batch_size {
+                    if cuda_graph && captured.is_none() && labels.len() == spec.batch_size {
                         let step = CapturedStep::capture(&mut model, &sgd, &x, &labels, &mut meter)
                             .context("capturing the training step as a CUDA graph (run without --cuda-graph to train eagerly)")?;
                         captured = Some(step);
@@ -310,26 +328,26 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
             seen as f64 / train_secs.max(1e-9)
         );
         records.push(record);
-        if let Some(path) = &args.metrics {
+        if let Some(path) = &outputs.metrics {
             metrics::write_csv(path, &records)?;
         }
-        if let Some(path) = &args.plot {
+        if let Some(path) = &outputs.plot {
             plot::write_plot(path, &records, &title)?;
         }
-        if let Some(path) = &args.save {
+        if let Some(path) = &outputs.save {
             let info = SaveInfo {
-                args,
                 spec,
-                cifar,
+                class_names: &cifar.class_names,
                 norm,
                 records: &records,
                 warmup_done_at: warm.done_at,
                 devices,
+                invocation,
             };
             save(path, &mut model, &info)?;
         }
     }
-    if let Some(line) = crate::report::result_line(&records) {
+    if let Some(line) = crate::engine::report::result_line(&records) {
         println!("{line}");
     }
     Ok(records)

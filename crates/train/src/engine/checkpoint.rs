@@ -8,7 +8,7 @@
 //! int64 scalar, and `load_state_dict` expects it. Free-form string metadata (architecture,
 //! epoch, optimizer settings, ...) goes in the header's `__metadata__` map.
 //!
-//! Files are written with [`crate::atomic::write_atomic`], so an interrupted save never
+//! Files are written with [`crate::engine::atomic::write_atomic`], so an interrupted save never
 //! destroys the previous checkpoint.
 
 use std::borrow::Cow;
@@ -18,7 +18,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 
-use crate::atomic::write_atomic;
+use crate::engine::atomic::write_atomic;
 
 /// Element data of a tensor, in row-major order.
 #[derive(Clone, Debug, PartialEq)]
