@@ -156,12 +156,17 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// `train`'s flags alone, parsed as the command line parses them.
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
     fn args(line: &str) -> TrainArgs {
-        let cli = crate::cli::Cli::try_parse_from(
-            std::iter::once("train").chain(line.split_whitespace()),
-        )
-        .unwrap();
-        cli.train
+        let flags =
+            Flags::try_parse_from(std::iter::once("train").chain(line.split_whitespace())).unwrap();
+        flags.train
     }
 
     #[test]
