@@ -21,13 +21,19 @@ pub struct Decoded {
 
 /// Reads and resizes one PNG or JPEG. The error names the file and says what is wrong.
 pub fn decode(path: &Path) -> Result<Decoded> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    decode_bytes(&bytes, path)
+}
+
+/// [`decode`] of a file's bytes (`path` names it in errors).
+fn decode_bytes(bytes: &[u8], path: &Path) -> Result<Decoded> {
     let what = || format!("cannot read image {}", path.display());
-    let bytes = std::fs::read(path).with_context(what)?;
     // By the bytes, not the file name: a text file called `x.jpg` is not a JPEG.
-    let format = image::guess_format(&bytes).ok();
+    let format = image::guess_format(bytes).ok();
     let whole = match format {
-        Some(ImageFormat::Png) => png_is_whole(&bytes),
-        Some(ImageFormat::Jpeg) => jpeg_is_whole(&bytes),
+        Some(ImageFormat::Png) => png_is_whole(bytes),
+        Some(ImageFormat::Jpeg) => jpeg_is_whole(bytes),
         _ => bail!(
             "{}: not a PNG or JPEG file{}",
             what(),
@@ -40,7 +46,7 @@ pub fn decode(path: &Path) -> Result<Decoded> {
             what()
         );
     }
-    let img = image::load_from_memory(&bytes)
+    let img = image::load_from_memory(bytes)
         .with_context(|| format!("{}: the file is damaged or not a whole image", what()))?;
     let (width, height) = (img.width(), img.height());
     let small = image::imageops::resize(&img.to_rgb8(), 32, 32, FilterType::Triangle);
@@ -171,7 +177,8 @@ mod tests {
 
     /// Every cut of a PNG and of a JPEG, at every byte, is refused by name (the decoder alone
     /// accepted 1378 of the JPEG's 2000 cuts and the PNG cut inside IEND); the whole files,
-    /// and a JPEG with a trailer after its EOI, are read.
+    /// and a JPEG with a trailer after its EOI, are read. (Each cut is decoded from memory; a
+    /// few go through a file too.)
     #[test]
     fn every_truncation_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -181,12 +188,19 @@ mod tests {
             std::fs::write(&path, &bytes).unwrap();
             assert_eq!(decode(&path).unwrap().width, 64);
             for cut in 1..bytes.len() {
-                std::fs::write(&path, &bytes[..cut]).unwrap();
-                let e = format!("{:#}", decode(&path).unwrap_err());
+                let e = format!("{:#}", decode_bytes(&bytes[..cut], &path).unwrap_err());
                 assert!(e.contains(name), "{e}");
                 if cut > 16 {
                     assert!(e.contains("truncated or damaged"), "cut {cut}: {e}");
                 }
+            }
+            for cut in [bytes.len() / 3, bytes.len() - 1] {
+                std::fs::write(&path, &bytes[..cut]).unwrap();
+                let e = format!("{:#}", decode(&path).unwrap_err());
+                assert!(
+                    e.contains(name) && e.contains("truncated or damaged"),
+                    "{e}"
+                );
             }
         }
         let mut trailer = encoded(ImageFormat::Jpeg);
