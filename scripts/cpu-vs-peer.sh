@@ -88,8 +88,8 @@ flags() { # peer name -> our flags
 }
 
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
-flags_cpu=$(grep -o -w -E 'avx512f|avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null | sort -u | tr '\n' ' ')
-echo "CPU: ${cpu:-unknown} ($(nproc) threads; ${flags_cpu:-no AVX-512}), $(date -u '+%Y-%m-%d %H:%M UTC')"
+flags_cpu=$( (grep -o -w -E 'avx2|avx512f|avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null || true) | sort -u | tr '\n' ' ')
+echo "CPU: ${cpu:-unknown} ($(nproc) threads; ${flags_cpu:-no AVX2 or AVX-512}), $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "ours: $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?'), kernels: ${RESNET_CPU_KERNELS:-auto}; peer: $("$python" -c 'import torch; print("torch", torch.__version__, "threads", torch.get_num_threads())')"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "batch 128, $steps timed steps after $warmup warm-up, $rounds rounds, threads: ${threads:-all}"

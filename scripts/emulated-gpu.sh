@@ -11,11 +11,12 @@
 # Builds the stand-in first (cargo build --profile test: the build `cargo test` reuses).
 # Settings (see kernels/standin/src/config.rs): CUDA_STANDIN_MEMORY=512MiB (device size),
 # CUDA_STANDIN_FAIL=launch:N|alloc:N|copy:N (fault injection), CUDA_STANDIN_STATS=1,
-# CUDA_LAUNCH_BLOCKING=1. NVRTC_LIB_DIR may name the directory of libnvrtc.so.13.
+# CUDA_LAUNCH_BLOCKING=1, CUDA_STANDIN_EAGER_COPIES=1 (device-to-host copies land when queued,
+# not at the next synchronisation). NVRTC_LIB_DIR may name the directory of libnvrtc.so.13.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ $# -eq 0 ]]; then
-    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 

@@ -10,9 +10,17 @@ peer's model (../shared/tools/torch_peer.py). This script:
      sets torch.optim.SGD's momentum buffers from it, takes the same step in PyTorch, and compares
      every parameter, BN running statistic and momentum buffer with our second checkpoint;
   4. evaluates our second checkpoint in PyTorch (eval mode) on the test images and compares the
-     test loss and accuracy with what `train` reported.
+     test loss and accuracy with what `train` reported;
+  5. puts a NaN into one pixel of one test image and runs both engines' forward passes on that
+     batch (ours through the `forward_probe` example): in evaluation mode only that image's
+     logits are NaN (NaN passes through every ReLU, as in PyTorch, instead of becoming 0), and
+     in training mode the batch statistics spread it to every logit and every running
+     statistic; the NaN positions must be PyTorch's exactly, the other values agree to 1e-4.
 
-Usage: pytorch_parity.py --train PATH/TO/train [--peer ../shared/tools/torch_peer.py] [--depth 20]
+Usage: pytorch_parity.py --train PATH/TO/train [--probe PATH/TO/forward_probe]
+                         [--peer ../shared/tools/torch_peer.py] [--depth 20]
+(--probe defaults to examples/forward_probe beside the train binary:
+`cargo build -p train --profile test --example forward_probe`.)
 Needs torch, numpy, safetensors. Exits 1 on any mismatch beyond the stated tolerances.
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile
@@ -20,7 +28,7 @@ import argparse, json, os, shutil, subprocess, sys, tempfile
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
 
 # Tolerances (fp32 on both sides). A step's update Δp = −lr·(μ·buf + g + wd·p) is compared
@@ -33,6 +41,9 @@ from safetensors import safe_open
 UPDATE_TOL = 1e-2
 BUFFER_TOL = 1e-5
 LOSS_TOL = 1e-5
+# The NaN probe's finite values: logits of a 20-layer forward in f32, summed in another order
+# than PyTorch's (the evaluation loss above agrees to ~1e-6); 1e-4 relative.
+PROBE_TOL = 1e-4
 
 
 def write_data(root, n_train=128, n_test=64, seed=0):
@@ -78,13 +89,61 @@ def rel(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
+def same_nans(what, ours, theirs):
+    """Failures (a list) unless NaN sits at the same places and the rest agrees to PROBE_TOL."""
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    if ours.shape != theirs.shape:
+        return [f"{what}: shape {ours.shape} vs {theirs.shape}"]
+    a, b = np.isnan(ours), np.isnan(theirs)
+    if (a != b).any():
+        return [f"{what}: NaN at {int(a.sum())} places, PyTorch at {int(b.sum())} ({int((a != b).sum())} differ)"]
+    if (~a).any() and rel(ours[~a], theirs[~a]) > PROBE_TOL:
+        return [f"{what}: finite values differ by {rel(ours[~a], theirs[~a]):.2e}"]
+    return []
+
+
+def nan_probe(probe, checkpoint, model, x, work):
+    """Step 5: one NaN pixel through both engines' forward passes (see the module doc)."""
+    x = x.clone()
+    x[3, 1, 17, 5] = float("nan")
+    inp, out = os.path.join(work, "probe-in.safetensors"), os.path.join(work, "probe-out.safetensors")
+    save_file({"x": x.numpy()}, inp)
+    subprocess.run([probe, checkpoint, inp, out], check=True, capture_output=True)
+    ours = load_file(out)
+    failures = []
+    model.eval()
+    with torch.no_grad():
+        t_eval = model(x).numpy()
+        model.train()
+        t_train = model(x).numpy()
+    nan_rows = np.isnan(t_eval).all(axis=1)
+    if list(nan_rows) != [i == 3 for i in range(len(x))]:
+        failures.append(f"PyTorch itself: eval NaN rows {np.flatnonzero(nan_rows)}, expected [3]")
+    failures += same_nans("eval logits", ours["eval_logits"], t_eval)
+    failures += same_nans("train-mode logits", ours["train_logits"], t_train)
+    stats = 0
+    for name, buf in model.named_buffers():
+        if name.endswith("running_mean") or name.endswith("running_var"):
+            failures += same_nans(name + " after the train-mode forward", ours[name], buf.numpy())
+            stats += 1
+    print(f"NaN probe: eval logits NaN in row(s) {np.flatnonzero(np.isnan(ours['eval_logits']).any(axis=1)).tolist()} "
+          f"(PyTorch: {np.flatnonzero(nan_rows).tolist()}); train-mode logits NaN {int(np.isnan(ours['train_logits']).sum())}"
+          f"/{t_train.size} (PyTorch: {int(np.isnan(t_train).sum())}); {stats} running statistics compared")
+    return failures
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train", required=True, help="the train binary")
     p.add_argument("--peer", default=os.path.join(here, "..", "..", "shared", "tools", "torch_peer.py"))
     p.add_argument("--depth", type=int, default=20, choices=[20, 32, 44, 56, 110])
+    p.add_argument("--probe", help="the forward_probe example (default: examples/ beside --train)")
     a = p.parse_args()
+    probe = a.probe or os.path.join(os.path.dirname(os.path.abspath(a.train)), "examples", "forward_probe")
+    if not os.path.isfile(probe):
+        sys.exit(f"error: {probe} is missing: build it with `cargo build -p train --profile test --example forward_probe`"
+                 " or pass --probe PATH")
     if not os.path.isfile(a.peer):
         sys.exit(f"error: the PyTorch peer {a.peer} is missing: pass --peer PATH/TO/torch_peer.py (it is in shared/tools)")
     sys.path.insert(0, os.path.dirname(os.path.abspath(a.peer)))
@@ -157,6 +216,8 @@ def main():
         print(f"eval: test loss ours {o_loss:.6f} torch {t_loss:.6f}; accuracy ours {o_acc:.4f} torch {t_acc:.4f}")
         if abs(o_loss - t_loss) > LOSS_TOL * abs(t_loss) or abs(o_acc - t_acc) > 1e-9:
             failures.append("evaluation differs")
+
+        failures += nan_probe(probe, ck2, model, normalise(timg[:8], meta2), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if failures:

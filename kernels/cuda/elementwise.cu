@@ -1,10 +1,11 @@
 // elementwise.cu — ReLU, residual add, fused add+ReLU, and their backward passes.
 //
 // Semantics (PyTorch / the CPU twin in crates/tensor):
-//   relu:          y = max(x, 0)
-//   relu backward: dx = (y <= 0) ? 0 : dy   (= dy * (y > 0); uses the forward *output*, as torch)
+//   relu:          y = (x < 0) ? 0 : x      (torch.relu: NaN and -0.0 pass; fmaxf would drop NaN)
+//   relu backward: dx = (y <= 0) ? 0 : dy   (torch's threshold_backward, from the forward *output*:
+//                                            dy passes where y > 0 or y is NaN)
 //   add:           out = a + b               (residual connection)
-//   add_relu:      out = max(a + b, 0)       (end of a residual block, one pass instead of two)
+//   add_relu:      out = relu(a + b)         (end of a residual block, one pass instead of two)
 //   accumulate:    acc = acc + x             (summing gradient contributions)
 //
 // All kernels are 1-D grid-stride loops over n elements, so any grid size is correct; the host

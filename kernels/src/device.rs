@@ -488,14 +488,21 @@ impl Gpu {
             })
     }
 
-    /// Copies a device buffer or view back to the host (synchronises with the stream, so it
-    /// reports deferred errors first, as [`Gpu::synchronize`] does).
+    /// Copies a device buffer or view back to the host and waits for it. cudarc's `clone_dtoh`
+    /// only queues the copy (`cuMemcpyDtoHAsync` into a new `Vec`, which the driver may fill
+    /// later), so the stream is synchronised before the `Vec` is handed out; reports deferred
+    /// errors first, as [`Gpu::synchronize`] does.
     pub fn download<T: DeviceRepr>(&self, dev: &CudaView<'_, T>) -> Result<Vec<T>> {
         check_deferred(&self.ctx, "before copying device to host")?;
         let host = self
             .stream
             .clone_dtoh(dev)
             .map_err(|e| KernelError::driver("copying device to host", e))?;
+        // On failure `host` is dropped with the copy not complete: the error (a fault) means
+        // the context is lost and the copy will never run.
+        self.stream
+            .synchronize()
+            .map_err(|e| KernelError::driver("waiting for a device-to-host copy", e))?;
         crate::fault::synchronised();
         Ok(host)
     }

@@ -2,6 +2,7 @@
 //! compiled for AVX-512 in `crate::cpu::elementwise` where the CPU has it, fused where the op
 //! is), or one grid-stride kernel launch (CUDA, `elementwise.cu`).
 
+use crate::scalar::{relu, relu_grad};
 use crate::{check, cpu, cuda_of, Tensor};
 use kernels::launch as kl;
 use rayon::prelude::*;
@@ -22,7 +23,7 @@ fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor
     out
 }
 
-/// `max(x, 0)`.
+/// `max(x, 0)`, with NaN passing through as in PyTorch ([`relu`]).
 pub fn relu_forward(x: &Tensor) -> Tensor {
     let _span = crate::profile::span(|| "relu fwd".into());
     if let Some(gpu) = cuda_of("relu_forward", &[x]) {
@@ -37,12 +38,13 @@ pub fn relu_forward(x: &Tensor) -> Tensor {
     let mut y = x.clone();
     y.data_mut()
         .par_chunks_mut(CHUNK)
-        .for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+        .for_each(|c| c.iter_mut().for_each(|v| *v = relu(*v)));
     y
 }
 
-/// `dx = dy · [y > 0]`, from the forward *output* (the same mask as `x > 0`). At exactly
-/// 0 the gradient is 0, as in PyTorch.
+/// `dx = y <= 0 ? 0 : dy`, from the forward *output* (the same mask as `x > 0`, NaN aside).
+/// At exactly 0 the gradient is 0, and where `y` is NaN it passes, as in PyTorch
+/// ([`relu_grad`]).
 pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
     let _span = crate::profile::span(|| "relu bwd".into());
     if let Some(gpu) = cuda_of("relu_backward", &[dy, y]) {
@@ -60,7 +62,7 @@ pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
     if let Some(dx) = cpu::elementwise::relu_backward(dy, y) {
         return dx;
     }
-    zip_map(dy, y, |g, y| if y > 0.0 { g } else { 0.0 })
+    zip_map(dy, y, relu_grad)
 }
 
 /// `a + b` (the residual connection; its backward passes `dy` to both inputs).
@@ -154,6 +156,21 @@ mod tests {
         assert_eq!(c, add(&a, &b));
     }
 
+    /// NaN reaches the output of every ReLU, as in PyTorch, instead of becoming 0; `-0.0`
+    /// stays; where the output is NaN the gradient passes (`threshold_backward`).
+    #[test]
+    fn nan_propagates_through_relu_and_add_relu() {
+        let x = Tensor::from_vec(&[1, 1, 1, 5], vec![f32::NAN, -0.0, -1.0, 2.0, f32::NAN]);
+        let zero = Tensor::from_vec(&[1, 1, 1, 5], vec![0.0, -0.0, 0.5, 0.0, -3.0]);
+        let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let want = [f32::NAN, -0.0, 0.0, 2.0, f32::NAN].map(f32::to_bits);
+        assert_eq!(bits(&relu_forward(&x)), want);
+        assert_eq!(bits(&add_relu(&x, &zero)), want);
+        let dy = Tensor::from_vec(&[1, 1, 1, 5], vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+        let dx = relu_backward(&dy, &relu_forward(&x));
+        assert_eq!(dx.data(), &[1.0, 0.0, 0.0, 4.0, 5.0]);
+    }
+
     /// Whatever path runs (the AVX-512 one here, if the CPU has it), every op equals its scalar
     /// definition bit for bit, over several parallel chunks and a ragged end, with zeros,
     /// negative zeros and a NaN among the values.
@@ -172,16 +189,10 @@ mod tests {
                 .all(|(i, v)| v.to_bits() == f(i).to_bits()));
         };
         let (ad, bd) = (a.data(), b.data());
-        same(&add_relu(&a, &b), &|i| (ad[i] + bd[i]).max(0.0));
+        same(&add_relu(&a, &b), &|i| relu(ad[i] + bd[i]));
         same(&add(&a, &b), &|i| ad[i] + bd[i]);
-        same(&relu_forward(&a), &|i| ad[i].max(0.0));
-        same(&relu_backward(&b, &a), &|i| {
-            if ad[i] > 0.0 {
-                bd[i]
-            } else {
-                0.0
-            }
-        });
+        same(&relu_forward(&a), &|i| relu(ad[i]));
+        same(&relu_backward(&b, &a), &|i| relu_grad(bd[i], ad[i]));
         let mut c = a.clone();
         add_assign(&mut c, &b);
         same(&c, &|i| ad[i] + bd[i]);

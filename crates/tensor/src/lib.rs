@@ -31,6 +31,7 @@ pub mod meter;
 pub mod oom;
 pub mod pool;
 pub mod profile;
+pub mod scalar;
 pub mod sgd;
 pub mod shortcut;
 #[cfg(test)]

@@ -1,24 +1,26 @@
 //! `train`: train a ResNet on CIFAR (default); `train eval`, `predict`, `reproduce`, `bench`,
 //! `doctor`.
 //! Errors print as `error: ...` with their causes and exit 1 (2 for an unusable --device);
-//! running out of GPU memory is such an error (`train::oom`), not a panic.
+//! running out of GPU memory is such an error (`train::engine::oom`), not a panic. The top of
+//! the layers (see the library's docs): parse, dispatch to a command, report.
 
 use clap::Parser;
 use std::process::ExitCode;
 use train::cli::{Cli, Command};
-use train::device::ExitWith;
+use train::commands;
+use train::engine::device::ExitWith;
 
 fn main() -> ExitCode {
     // Out-of-memory panics are caught and reported as errors: keep the panic itself quiet.
     tensor::oom::install_quiet_panic_hook();
     let cli = Cli::parse();
     let result = match &cli.command {
-        Some(Command::Eval(args)) => train::evaluate::run_eval(args),
-        Some(Command::Bench(args)) => train::bench::run_bench(args),
-        Some(Command::Predict(args)) => train::predict::run_predict(args),
-        Some(Command::Reproduce(args)) => train::reproduce::run_reproduce(args),
-        Some(Command::Doctor) => train::doctor::run_doctor(),
-        None => train::run::train(&cli.train),
+        Some(Command::Eval(args)) => commands::eval::run(args),
+        Some(Command::Bench(args)) => commands::bench::run(args),
+        Some(Command::Predict(args)) => commands::predict::run(args),
+        Some(Command::Reproduce(args)) => commands::reproduce::run(args),
+        Some(Command::Doctor) => commands::doctor::run(),
+        None => commands::train::run(&cli.train),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use train::checkpoint;
+use train::engine::checkpoint;
 
 // Running the `train` binary as a user would: the `commands` tests' helpers.
 #[allow(dead_code)]

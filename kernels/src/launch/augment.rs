@@ -3,7 +3,7 @@
 use cudarc::driver::{CudaView, CudaViewMut};
 
 use super::{
-    check_len, check_positive, f32_out, f32_val, grid_1d, i32_in, i32_out, i32_val, to_i32, u8_in,
+    check_len, check_positive, f32_out, f32_val, grid_1d, i32_in, i32_out, i32_val, to_int, u8_in,
 };
 use crate::error::{KernelError, Result};
 use crate::Gpu;
@@ -49,11 +49,12 @@ pub fn augment_batch(
     check_len(K, "out", out.len(), batch * img)?;
     check_len(K, "out_labels", out_labels.len(), batch)?;
     let total = batch * img;
-    to_i32(K, "batch*3*h*w", total)?;
+    to_int(K, "batch*3*h*w", total)?;
+    to_int(K, "params (4*batch)", 4 * batch)?; // the kernel reads params[4 * b + 3]
     let (b, hh, ww) = (
-        to_i32(K, "batch", batch)?,
-        to_i32(K, "h", h)?,
-        to_i32(K, "w", w)?,
+        to_int(K, "batch", batch)?,
+        to_int(K, "h", h)?,
+        to_int(K, "w", w)?,
     );
     if norm.std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
         return Err(KernelError::invalid(K, "std must be finite and non-zero"));

@@ -7,7 +7,7 @@
 
 use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
 
-use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_i32};
+use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_int};
 use crate::error::{KernelError, Result};
 use crate::Gpu;
 
@@ -64,11 +64,11 @@ impl BnShape {
     }
     fn ints(&self, kernel: &'static str) -> Result<(i32, i32, i32)> {
         check_positive(kernel, &[("n", self.n), ("c", self.c), ("hw", self.hw)])?;
-        to_i32(kernel, "N*C*HW", self.len())?;
+        to_int(kernel, "N*C*HW", self.len())?;
         Ok((
-            to_i32(kernel, "n", self.n)?,
-            to_i32(kernel, "c", self.c)?,
-            to_i32(kernel, "hw", self.hw)?,
+            to_int(kernel, "n", self.n)?,
+            to_int(kernel, "c", self.c)?,
+            to_int(kernel, "hw", self.hw)?,
         ))
     }
     /// The ints of [`Self::ints`], plus the checks the chunked kernels need: C fits `grid.y`,
@@ -81,9 +81,9 @@ impl BnShape {
                 format!("c = {} exceeds the grid's y limit {MAX_GRID_Y}", self.c),
             ));
         }
-        to_i32(kernel, "chunks * chunk", self.chunks() * BN_CHUNK)?;
+        to_int(kernel, "chunks * chunk", self.chunks() * BN_CHUNK)?;
         let need = self.stats_workspace_len();
-        to_i32(kernel, "workspace", need)?;
+        to_int(kernel, "workspace", need)?;
         if workspace < need {
             return Err(KernelError::invalid(
                 kernel,
@@ -294,5 +294,18 @@ mod tests {
         assert!(s.chunked_ints("t", s.stats_workspace_len() - 1).is_err());
         assert!(bn(1, 70_000, 1).chunked_ints("t", 1 << 20).is_err());
         assert!(bn(0, 3, 5).chunked_ints("t", 1 << 20).is_err());
+    }
+
+    #[test]
+    fn counts_are_refused_past_the_kernels_index_range() {
+        use crate::launch::MAX_LEN;
+        // MAX_LEN is a whole number of chunks: the chunked grid reaches exactly to it.
+        assert!(bn(1, 1, MAX_LEN)
+            .chunked_ints("t", 2 * (MAX_LEN / BN_CHUNK))
+            .is_ok());
+        assert!(bn(1, 1, MAX_LEN + 1).chunked_ints("t", 1 << 20).is_err());
+        assert!(bn(1, 1, MAX_LEN + 1).ints("t").is_err()); // eval's grid-stride loop
+        assert!(bn(2, 3, MAX_LEN / 6).ints("t").is_ok());
+        assert!(bn(2, 3, MAX_LEN / 6 + 1).ints("t").is_err());
     }
 }

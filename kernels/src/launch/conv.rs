@@ -9,7 +9,7 @@ use super::conv_plan::{
     conv2d_backward_data_config, conv2d_backward_weight_config, conv2d_forward_config, ConvShape,
     ConvTile,
 };
-use super::{check_len, f32_in, f32_out, f32_val, grid_1d, i32_val, to_i32};
+use super::{check_len, f32_in, f32_out, f32_val, grid_1d, i32_val, to_int};
 use crate::error::{KernelError, Result};
 use crate::{Gpu, Precision};
 
@@ -30,16 +30,16 @@ impl ConvArgs {
     fn new(kernel: &'static str, s: &ConvShape) -> Result<Self> {
         s.validate(kernel)?;
         Ok(ConvArgs {
-            n: to_i32(kernel, "n", s.n)?,
-            c: to_i32(kernel, "c_in", s.c_in)?,
-            h: to_i32(kernel, "h", s.h)?,
-            w: to_i32(kernel, "w", s.w)?,
-            co: to_i32(kernel, "c_out", s.c_out)?,
-            oh: to_i32(kernel, "oh", s.oh())?,
-            ow: to_i32(kernel, "ow", s.ow())?,
-            ks: to_i32(kernel, "k", s.k)?,
-            s: to_i32(kernel, "stride", s.stride)?,
-            p: to_i32(kernel, "pad", s.pad())?,
+            n: to_int(kernel, "n", s.n)?,
+            c: to_int(kernel, "c_in", s.c_in)?,
+            h: to_int(kernel, "h", s.h)?,
+            w: to_int(kernel, "w", s.w)?,
+            co: to_int(kernel, "c_out", s.c_out)?,
+            oh: to_int(kernel, "oh", s.oh())?,
+            ow: to_int(kernel, "ow", s.ow())?,
+            ks: to_int(kernel, "k", s.k)?,
+            s: to_int(kernel, "stride", s.stride)?,
+            p: to_int(kernel, "pad", s.pad())?,
         })
     }
 }
@@ -79,14 +79,14 @@ fn check_workspace(kernel: &'static str, have: usize, need: usize) -> Result<()>
             format!("workspace has {have} elements, needs {need}"),
         ));
     }
-    to_i32(kernel, "workspace", need).map(|_| ())
+    to_int(kernel, "workspace", need).map(|_| ())
 }
 
 /// The `k_chunk` argument of a split plan `(splits, chunk)`, checked so that the kernel's split
 /// offsets (up to splits * chunk) stay within int.
 fn k_chunk_arg(kernel: &'static str, (splits, chunk): (usize, usize)) -> Result<i32> {
-    to_i32(kernel, "splits * k_chunk", splits * chunk)?;
-    to_i32(kernel, "k_chunk", chunk)
+    to_int(kernel, "splits * k_chunk", splits * chunk)?;
+    to_int(kernel, "k_chunk", chunk)
 }
 
 /// Runs a forward or data-gradient GEMM launch `gemm(into, beta)` as planned: with no
@@ -120,8 +120,8 @@ fn split_reduce(
 ) -> Result<()> {
     const K: &str = "conv2d_split_reduce";
     let n = out.len();
-    let len = to_i32(K, "length", n)?;
-    let n_splits = to_i32(K, "splits", splits)?;
+    let len = to_int(K, "length", n)?;
+    let n_splits = to_int(K, "splits", splits)?;
     launch!(gpu, "conv2d_split_reduce", grid_1d(n),
         [f32_in part, f32_out out, i32 len, i32 n_splits, f32 beta])
 }

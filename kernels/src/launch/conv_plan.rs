@@ -4,7 +4,7 @@
 
 use cudarc::driver::LaunchConfig;
 
-use super::{check_positive, to_i32};
+use super::{check_positive, to_int};
 use crate::error::{KernelError, Result};
 use crate::Precision;
 
@@ -125,9 +125,9 @@ impl ConvShape {
                 ("c_out", self.c_out),
             ],
         )?;
-        to_i32(kernel, "x length", self.x_len())?;
-        to_i32(kernel, "y length", self.y_len())?;
-        to_i32(kernel, "w length", self.w_len())?;
+        to_int(kernel, "x length", self.x_len())?;
+        to_int(kernel, "y length", self.y_len())?;
+        to_int(kernel, "w length", self.w_len())?;
         Ok(())
     }
 
@@ -283,6 +283,26 @@ mod tests {
         assert!(conv(0, 1, 4, 1, 3, 1).validate("t").is_err());
         assert!(conv(1 << 16, 64, 64, 64, 3, 1).validate("t").is_err()); // > i32
         conv(128, 64, 8, 64, 3, 1).validate("t").unwrap();
+    }
+
+    #[test]
+    fn conv_counts_are_refused_past_the_kernels_index_range() {
+        use crate::launch::MAX_LEN;
+        // w = [1, C, 3, 3]: K = C*9 is the GEMM's reduction, which the tile steps 16 past.
+        let c = MAX_LEN / 9;
+        conv(1, c, 1, 1, 3, 1).validate("t").unwrap();
+        let err = conv(1, c + 1, 1, 1, 3, 1).validate("t").unwrap_err();
+        assert!(err.to_string().contains("w length"), "{err}");
+        assert!(
+            c * 9 + 9 < i32::MAX as usize,
+            "refused although it fits i32: the margin"
+        );
+        // x and y = [N, 1, 8, 8].
+        conv(MAX_LEN / 64, 1, 8, 1, 1, 1).validate("t").unwrap();
+        let err = conv(MAX_LEN / 64 + 1, 1, 8, 1, 1, 1)
+            .validate("t")
+            .unwrap_err();
+        assert!(err.to_string().contains("x length"), "{err}");
     }
 
     #[test]

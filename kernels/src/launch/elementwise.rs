@@ -2,7 +2,7 @@
 
 use cudarc::driver::{CudaView, CudaViewMut};
 
-use super::{f32_in, f32_out, grid_1d, i32_val, to_i32};
+use super::{f32_in, f32_out, grid_1d, i32_val, to_int};
 use crate::error::{KernelError, Result};
 use crate::Gpu;
 
@@ -16,7 +16,7 @@ fn n_of(kernel: &'static str, lens: &[(&str, usize)]) -> Result<i32> {
             ));
         }
     }
-    to_i32(kernel, "n", n)
+    to_int(kernel, "n", n)
 }
 
 /// y = max(x, 0). CPU twin: tensor's relu forward.

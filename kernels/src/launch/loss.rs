@@ -3,7 +3,7 @@
 use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
 
 use super::{
-    check_len, check_positive, f32_in, f32_out, f64_out, i32_in, i32_out, i32_val, to_i32,
+    check_len, check_positive, f32_in, f32_out, f64_out, i32_in, i32_out, i32_val, to_int,
 };
 use crate::error::Result;
 use crate::Gpu;
@@ -33,8 +33,8 @@ fn xent_check(
     check_len(k, "labels", labels, n)?;
     check_len(k, "loss_acc", loss_acc, 1)?;
     check_len(k, "correct_acc", correct_acc, 1)?;
-    to_i32(k, "N*K", n * classes)?;
-    Ok((to_i32(k, "n", n)?, to_i32(k, "classes", classes)?))
+    to_int(k, "N*K", n * classes)?;
+    Ok((to_int(k, "n", n)?, to_int(k, "classes", classes)?))
 }
 
 /// Training loss step: dlogits = (softmax - onehot)/N (overwritten); loss_acc[0] += sum of

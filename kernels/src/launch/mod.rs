@@ -32,8 +32,38 @@ pub fn grid_1d(n: usize) -> LaunchConfig {
     }
 }
 
-fn to_i32(kernel: &'static str, what: &str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| KernelError::invalid(kernel, format!("{what} = {v} exceeds i32")))
+/// The most any count a kernel indexes with `int` may be: 2^31 − 2^24 = 2,130,706,432. Every
+/// launcher checks every length and dimension it passes against it ([`to_int`]), and it leaves
+/// the margin the kernels' own index arithmetic needs below `INT_MAX`: a grid-stride loop
+/// `for (int i = ..; i < n; i += gridDim.x * blockDim.x)` computes indices up to n − 1 + its
+/// stride, at most [`MAX_GRID_1D`] × [`BLOCK_1D`] < 2^24 (with n = `INT_MAX`, as the launchers
+/// used to allow, the last step wrapped to a negative index); the conv tiles step up to one
+/// tile (≤ 256 columns, 32 k) past their GEMM's edge, and BatchNorm's chunks up to 4095 values
+/// past a channel's end.
+///
+/// Refusing, rather than indexing in 64 bits, for speed: the kernels decode indices with
+/// integer division and modulo (shortcut, augment, BN eval, pooling; the conv tiles' pixel
+/// decode divides by multiply-high on 32-bit operands, `conv_ops.cuh`'s `FastDiv`), and a
+/// 64-bit division is a software routine several times the cost of a 32-bit one on NVIDIA
+/// GPUs, while 64-bit indices take two registers each in kernels kept free of spills. The
+/// project's tensors are far below the limit (the largest, a ResNet-34 width-64 activation at
+/// batch 128, has 8.4M elements), and one rule checked in one place is clearer than widened
+/// arithmetic in every kernel.
+pub const MAX_LEN: usize = (1 << 31) - (1 << 24);
+const _: () = assert!(MAX_GRID_1D as usize * BLOCK_1D as usize <= (1 << 31) - MAX_LEN);
+
+/// `v` as the kernels' `int`, refused past [`MAX_LEN`] (not merely past `i32::MAX`).
+fn to_int(kernel: &'static str, what: &str, v: usize) -> Result<i32> {
+    if v > MAX_LEN {
+        return Err(KernelError::invalid(
+            kernel,
+            format!(
+                "{what} = {v} is past the kernels' 32-bit index range (at most {MAX_LEN} = \
+                 2^31 - 2^24, so that no index a kernel computes passes INT_MAX)"
+            ),
+        ));
+    }
+    Ok(v as i32)
 }
 
 fn check_len(kernel: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
@@ -154,6 +184,47 @@ pub use shortcut::{shortcut_backward, shortcut_forward, ShortcutShape};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The last index a grid-stride loop over `n` computes with `grid_1d(n)`'s grid (the first
+    /// value past `n - 1` of the thread whose sequence reaches furthest), in 64 bits.
+    fn last_loop_index(n: usize) -> i64 {
+        let cfg = grid_1d(n);
+        let stride = i64::from(cfg.grid_dim.0) * i64::from(cfg.block_dim.0);
+        let n = n as i64;
+        // Thread g steps g, g + stride, ...: its last index is the first one >= n.
+        let last = |g: i64| g + ((n - g).max(0) + stride - 1) / stride * stride;
+        let closed_form = (n - 1) + stride; // thread (n - 1) % stride, the worst
+        let brute = [0, 1, (n - 1) % stride, stride - 1]
+            .into_iter()
+            .map(last)
+            .max()
+            .unwrap();
+        assert_eq!(brute, closed_form);
+        closed_form
+    }
+
+    #[test]
+    fn counts_up_to_max_len_keep_every_grid_stride_index_within_int() {
+        // At the boundary: accepted, and the loop's last index still fits in int.
+        assert_eq!(to_int("k", "n", MAX_LEN).unwrap() as usize, MAX_LEN);
+        assert!(last_loop_index(MAX_LEN) <= i64::from(i32::MAX));
+        assert!(last_loop_index(MAX_LEN - 1) <= i64::from(i32::MAX));
+        // One past it: refused, naming the count and the limit.
+        let err = to_int("relu_forward", "n", MAX_LEN + 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("relu_forward") && err.contains("2130706433") && err.contains("2^31"),
+            "{err}"
+        );
+        // What the launchers accepted before (any count up to i32::MAX) wrapped: the last step
+        // of the loop passed INT_MAX.
+        assert!(last_loop_index(i32::MAX as usize) > i64::from(i32::MAX));
+        assert!(to_int("k", "n", i32::MAX as usize).is_err());
+        // The margin must be a whole grid stride: one count more than 2^31 - stride wraps.
+        let stride = MAX_GRID_1D as usize * BLOCK_1D as usize;
+        assert!(last_loop_index((1 << 31) - stride + 1) > i64::from(i32::MAX));
+    }
 
     #[test]
     fn grid_1d_caps_and_covers() {

@@ -3,7 +3,7 @@
 
 use cudarc::driver::{CudaViewMut, LaunchConfig};
 
-use super::{f32_out, f32_val, i32_val, to_i32};
+use super::{f32_out, f32_val, i32_val, to_int};
 use crate::error::{KernelError, Result};
 use crate::Gpu;
 
@@ -46,7 +46,7 @@ pub fn peak_mma_bf16(
 ) -> Result<()> {
     const K: &str = "peak_mma_bf16";
     let cfg = config(out.len(), K)?;
-    let iters = to_i32(K, "iters", iters)?;
+    let iters = to_int(K, "iters", iters)?;
     launch!(gpu, "peak_mma_bf16", cfg, [f32_out out, i32 iters, f32 m])
 }
 
@@ -54,6 +54,6 @@ pub fn peak_mma_bf16(
 pub fn peak_fma_f32(gpu: &Gpu, out: &mut CudaViewMut<'_, f32>, iters: usize, m: f32) -> Result<()> {
     const K: &str = "peak_fma_f32";
     let cfg = config(out.len(), K)?;
-    let iters = to_i32(K, "iters", iters)?;
+    let iters = to_int(K, "iters", iters)?;
     launch!(gpu, "peak_fma_f32", cfg, [f32_out out, i32 iters, f32 m])
 }

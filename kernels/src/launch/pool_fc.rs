@@ -2,7 +2,7 @@
 
 use cudarc::driver::{CudaView, CudaViewMut};
 
-use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_i32};
+use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_int};
 use crate::error::Result;
 use crate::Gpu;
 
@@ -19,8 +19,8 @@ pub fn avgpool_forward(
     check_positive(K, &[("nc", nc), ("hw", hw)])?;
     check_len(K, "x", x.len(), nc * hw)?;
     check_len(K, "y", y.len(), nc)?;
-    to_i32(K, "N*C*HW", nc * hw)?;
-    let (nc_i, hw_i) = (to_i32(K, "nc", nc)?, to_i32(K, "hw", hw)?);
+    to_int(K, "N*C*HW", nc * hw)?;
+    let (nc_i, hw_i) = (to_int(K, "nc", nc)?, to_int(K, "hw", hw)?);
     launch!(gpu, "avgpool_forward", grid_1d(nc), [f32_in x, f32_out y, i32 nc_i, i32 hw_i])
 }
 
@@ -36,8 +36,8 @@ pub fn avgpool_backward(
     check_positive(K, &[("nc", nc), ("hw", hw)])?;
     check_len(K, "dy", dy.len(), nc)?;
     check_len(K, "dx", dx.len(), nc * hw)?;
-    to_i32(K, "N*C*HW", nc * hw)?;
-    let (nc_i, hw_i) = (to_i32(K, "nc", nc)?, to_i32(K, "hw", hw)?);
+    to_int(K, "N*C*HW", nc * hw)?;
+    let (nc_i, hw_i) = (to_int(K, "nc", nc)?, to_int(K, "hw", hw)?);
     launch!(gpu, "avgpool_backward", grid_1d(nc * hw), [f32_in dy, f32_out dx, i32 nc_i, i32 hw_i])
 }
 
@@ -62,13 +62,13 @@ impl LinearShape {
                 ("out", self.out_features),
             ],
         )?;
-        to_i32(k, "N*In", self.n * self.in_features)?;
-        to_i32(k, "N*Out", self.n * self.out_features)?;
-        to_i32(k, "Out*(In+1)", self.out_features * (self.in_features + 1))?;
+        to_int(k, "N*In", self.n * self.in_features)?;
+        to_int(k, "N*Out", self.n * self.out_features)?;
+        to_int(k, "Out*(In+1)", self.out_features * (self.in_features + 1))?;
         Ok((
-            to_i32(k, "n", self.n)?,
-            to_i32(k, "in", self.in_features)?,
-            to_i32(k, "out", self.out_features)?,
+            to_int(k, "n", self.n)?,
+            to_int(k, "in", self.in_features)?,
+            to_int(k, "out", self.out_features)?,
         ))
     }
 }

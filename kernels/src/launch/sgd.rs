@@ -2,7 +2,7 @@
 
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 
-use super::{check_len, f32_in, f32_out, f32_val, grid_1d, i32_in, i32_val, to_i32, u64_in};
+use super::{check_len, f32_in, f32_out, f32_val, grid_1d, i32_in, i32_val, to_int, u64_in};
 use crate::error::{KernelError, Result};
 use crate::Gpu;
 
@@ -37,7 +37,7 @@ impl SgdSegments {
                 ));
             }
             total += len;
-            offsets.push(to_i32(K, "total parameters", total)?);
+            offsets.push(to_int(K, "total parameters", total)?);
         }
         Ok(SgdSegments {
             offsets,
@@ -91,8 +91,8 @@ pub fn sgd_step(
     check_len(K, "params", params.len(), table.total)?;
     check_len(K, "grads", grads.len(), table.total)?;
     check_len(K, "bufs", bufs.len(), table.total)?;
-    let total = to_i32(K, "total", table.total)?;
-    let num_segs = to_i32(K, "segments", table.weight_decay.len())?;
+    let total = to_int(K, "total", table.total)?;
+    let num_segs = to_int(K, "segments", table.weight_decay.len())?;
     let nesterov = i32::from(nesterov);
     let seg_offsets = table.offsets.as_view();
     let seg_offsets = &seg_offsets;
@@ -165,8 +165,8 @@ pub fn sgd_step_tensors(
     nesterov: bool,
 ) -> Result<()> {
     const K: &str = "sgd_step_tensors";
-    let total = to_i32(K, "total", table.table.total)?;
-    let num_segs = to_i32(K, "segments", table.table.weight_decay.len())?;
+    let total = to_int(K, "total", table.table.total)?;
+    let num_segs = to_int(K, "segments", table.table.weight_decay.len())?;
     let nesterov = i32::from(nesterov);
     let ptrs = table.d_addresses.as_view();
     let ptrs = &ptrs;
@@ -224,8 +224,8 @@ impl ZeroTable {
 /// Zeroes every tensor of `table` in one launch.
 pub fn zero_tensors(gpu: &Gpu, table: &ZeroTable) -> Result<()> {
     const K: &str = "zero_tensors";
-    let total = to_i32(K, "total", table.total)?;
-    let num_segs = to_i32(K, "tensors", table.lens.len())?;
+    let total = to_int(K, "total", table.total)?;
+    let num_segs = to_int(K, "tensors", table.lens.len())?;
     let ptrs = table.d_addresses.as_view();
     let ptrs = &ptrs;
     let seg_offsets = table.offsets.as_view();
@@ -248,5 +248,18 @@ mod tests {
         assert!(SgdSegments::new(&[]).is_err());
         assert!(SgdSegments::new(&[(3, 0.0), (0, 0.0)]).is_err());
         assert!(SgdSegments::new(&[(3, f32::NAN)]).is_err());
+    }
+
+    #[test]
+    fn the_total_is_refused_past_the_kernels_index_range() {
+        let max = crate::launch::MAX_LEN;
+        assert_eq!(
+            SgdSegments::new(&[(max - 10, 0.0), (10, 5e-4)])
+                .unwrap()
+                .total(),
+            max
+        );
+        let err = SgdSegments::new(&[(max - 10, 0.0), (11, 5e-4)]).unwrap_err();
+        assert!(err.to_string().contains("total parameters"), "{err}");
     }
 }

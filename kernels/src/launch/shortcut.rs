@@ -2,7 +2,7 @@
 
 use cudarc::driver::{CudaView, CudaViewMut};
 
-use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_i32};
+use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_int};
 use crate::error::{KernelError, Result};
 use crate::Gpu;
 
@@ -55,17 +55,17 @@ impl ShortcutShape {
         if self.c_out < self.c_in {
             return Err(KernelError::invalid(k, "c_out < c_in"));
         }
-        to_i32(k, "x length", self.x_len())?;
-        to_i32(k, "y length", self.y_len())?;
+        to_int(k, "x length", self.x_len())?;
+        to_int(k, "y length", self.y_len())?;
         Ok((
-            to_i32(k, "n", self.n)?,
-            to_i32(k, "c_in", self.c_in)?,
-            to_i32(k, "h", self.h)?,
-            to_i32(k, "w", self.w)?,
-            to_i32(k, "c_out", self.c_out)?,
-            to_i32(k, "oh", self.oh())?,
-            to_i32(k, "ow", self.ow())?,
-            to_i32(k, "stride", self.stride)?,
+            to_int(k, "n", self.n)?,
+            to_int(k, "c_in", self.c_in)?,
+            to_int(k, "h", self.h)?,
+            to_int(k, "w", self.w)?,
+            to_int(k, "c_out", self.c_out)?,
+            to_int(k, "oh", self.oh())?,
+            to_int(k, "ow", self.ow())?,
+            to_int(k, "stride", self.stride)?,
         ))
     }
 }
@@ -120,5 +120,21 @@ mod tests {
         let odd = ShortcutShape { h: 7, w: 7, ..s };
         assert_eq!(odd.oh(), 4); // matches x[:, :, ::2, ::2]
         assert!(ShortcutShape { c_out: 8, ..s }.ints("t").is_err());
+    }
+
+    #[test]
+    fn counts_are_refused_past_the_kernels_index_range() {
+        let at = |n: usize, c_out: usize| ShortcutShape {
+            n,
+            c_in: 1,
+            h: 64,
+            w: 1,
+            c_out,
+            stride: 1,
+        };
+        let n = crate::launch::MAX_LEN / 64;
+        assert!(at(n, 1).ints("t").is_ok());
+        assert!(at(n + 1, 1).ints("t").is_err()); // x
+        assert!(at(n, 2).ints("t").is_err()); // y, twice the channels
     }
 }

@@ -4,9 +4,10 @@
 use std::ffi::{c_char, c_void};
 
 use crate::driver::{self, Function, CONTEXT, CURRENT};
-use crate::exec::Op;
+use crate::ffi::{entry, out};
+use crate::ops::Op;
 use crate::status::*;
-use crate::{entry, module, out, props};
+use crate::{module, props};
 
 const KIND_MODULE: u64 = 0x40;
 const KIND_FUNCTION: u64 = 0xf0;

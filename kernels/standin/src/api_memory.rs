@@ -5,58 +5,12 @@ use std::ffi::c_void;
 
 use crate::config::FailPoint;
 use crate::driver::{self, Driver, POOL};
-use crate::exec::Op;
+use crate::ffi::{entry, out};
 use crate::memory::Owner;
+use crate::ops::Op;
 use crate::status::*;
-use crate::{entry, out};
 
 impl Driver {
-    /// Queues `op` on `stream`: runs it now, or records it if the stream is capturing (after the
-    /// checks capture adds: page-locked host memory, addresses that exist).
-    pub fn enqueue(&mut self, stream: u64, op: Op, what: &str) -> Result<(), CUresult> {
-        let key = self.stream_key(stream)?;
-        self.legacy_stream_use(key, what)?;
-        if self.capturing(key)?.is_none() {
-            return self.run(&op, false);
-        }
-        let s = key.expect("a capturing stream is a real stream");
-        let pageable = match op {
-            Op::HtoD { src, bytes, .. } => !self.mem.is_pinned(src, bytes),
-            Op::DtoH { dst, bytes, .. } => !self.mem.is_pinned(dst, bytes),
-            _ => false,
-        };
-        if pageable {
-            self.invalidate(
-                s,
-                CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
-                &format!("{what} with pageable host memory"),
-            );
-            return Err(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
-        }
-        let devices: Vec<(u64, u64)> = match &op {
-            Op::HtoD { dst, bytes, .. } => vec![(*dst, *bytes)],
-            Op::Memset {
-                dst, elem, count, ..
-            } => vec![(*dst, count * u64::from(*elem))],
-            Op::DtoH { src, bytes, .. } => vec![(*src, *bytes)],
-            Op::DtoD { dst, src, bytes } => vec![(*dst, *bytes), (*src, *bytes)],
-            _ => vec![],
-        };
-        if let Some(&(a, _)) = devices
-            .iter()
-            .find(|&&(a, n)| self.mem.containing(a, n).is_none())
-        {
-            eprintln!(
-                "cuda-standin: {what} during capture: {a:#x} is {}",
-                self.where_is(a)
-            );
-            self.invalidate(s, CUDA_ERROR_INVALID_VALUE, what);
-            return Err(CUDA_ERROR_INVALID_VALUE);
-        }
-        self.capturing(key)?.expect("capturing").ops.push(op);
-        Ok(())
-    }
-
     fn alloc_async(&mut self, bytes: u64, stream: u64) -> Result<u64, CUresult> {
         let key = self.stream_key(stream)?;
         self.legacy_stream_use(key, "cuMemAllocAsync")?;
@@ -160,16 +114,20 @@ entry! {
     fn cuMemcpyDtoDAsync_v2(dst: u64, src: u64, bytes: usize, stream: u64) {
         driver::with_ctx(|d| d.enqueue(stream, Op::DtoD { dst, src, bytes: bytes as u64 }, "cuMemcpyDtoDAsync"))
     }
+    // The synchronous copies return once the copy is done, after the legacy stream's earlier
+    // work (and so the blocking streams'): what they cover lands.
     fn cuMemcpyHtoD_v2(dst: u64, src: *const c_void, bytes: usize) {
         driver::with_ctx(|d| {
             d.unsafe_call("cuMemcpyHtoD")?;
-            d.enqueue(0, Op::HtoD { dst, src: src as u64, bytes: bytes as u64 }, "cuMemcpyHtoD")
+            d.enqueue(0, Op::HtoD { dst, src: src as u64, bytes: bytes as u64 }, "cuMemcpyHtoD")?;
+            d.land_stream(None)
         })
     }
     fn cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, bytes: usize) {
         driver::with_ctx(|d| {
             d.unsafe_call("cuMemcpyDtoH")?;
-            d.enqueue(0, Op::DtoH { dst: dst as u64, src, bytes: bytes as u64 }, "cuMemcpyDtoH")
+            d.enqueue(0, Op::DtoH { dst: dst as u64, src, bytes: bytes as u64 }, "cuMemcpyDtoH")?;
+            d.land_stream(None)
         })
     }
     fn cuMemcpyDtoD_v2(dst: u64, src: u64, bytes: usize) {
@@ -203,7 +161,12 @@ entry! {
         })
     }
     fn cuMemFreeHost(p: *mut c_void) {
-        driver::with_ctx(|d| d.mem.host_free(p.cast()))
+        // Synchronises the device first, as the driver does: no copy lands in freed memory.
+        driver::with_ctx(|d| {
+            let landed = d.land_all();
+            d.mem.host_free(p.cast())?;
+            landed
+        })
     }
     fn cuDeviceGetMemPool(pool: *mut u64, dev: i32) {
         driver::with(|_| if dev == 0 { out(pool, POOL) } else { Err(CUDA_ERROR_INVALID_DEVICE) })

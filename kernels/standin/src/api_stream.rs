@@ -15,10 +15,10 @@ use crate::config::FailPoint;
 use crate::driver::{
     self, Capture, Driver, Event, Exec, Graph, Stream, CAPTURE_RELAXED, THREAD_MODE,
 };
-use crate::exec::Op;
+use crate::ffi::{entry, out};
 use crate::memory::Owner;
+use crate::ops::Op;
 use crate::status::*;
-use crate::{entry, out};
 
 const KIND_STREAM: u64 = 0x51;
 const KIND_EVENT: u64 = 0xe7;
@@ -45,6 +45,7 @@ impl Driver {
             Some(_) => {}
             None => self.legacy_stream_use(None, "synchronising")?,
         }
+        self.land_stream(key)?;
         self.synchronised();
         Ok(())
     }
@@ -150,7 +151,7 @@ impl Driver {
             }
         }
         for op in ops.iter() {
-            if let Err(e) = self.run(op, true) {
+            if let Err(e) = self.run(op, key, true) {
                 // Nothing of a failed replay stays allocated.
                 for a in self.mem.owned_by(Owner::Graph(graph)) {
                     let _ = self.mem.decommit(a);
@@ -182,13 +183,18 @@ entry! {
     }
     fn cuStreamDestroy_v2(stream: u64) {
         driver::with_ctx(|d| {
-            let s = d.streams.remove(&stream).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
+            if !d.streams.contains_key(&stream) {
+                return Err(CUDA_ERROR_INVALID_HANDLE);
+            }
+            // Its queued work still completes (the driver releases the stream after it).
+            let landed = d.land_stream(Some(stream));
+            let s = d.streams.remove(&stream).expect("checked");
             if let Some(c) = s.capture {
                 for a in c.allocs {
                     d.mem.release(a);
                 }
             }
-            Ok(())
+            landed
         })
     }
     fn cuStreamSynchronize(stream: u64) {
@@ -224,6 +230,7 @@ entry! {
         driver::with_ctx(|d| {
             d.unsafe_call("cuCtxSynchronize")?;
             d.legacy_stream_use(None, "cuCtxSynchronize")?;
+            d.land_all()?;
             d.synchronised();
             Ok(())
         })
@@ -231,7 +238,7 @@ entry! {
     fn cuEventCreate(event: *mut u64, flags: u32) {
         driver::with_ctx(|d| {
             let h = d.handle(KIND_EVENT);
-            d.events.insert(h, Event { timing: flags & EVENT_DISABLE_TIMING == 0, at: None, captured_in: None });
+            d.events.insert(h, Event { timing: flags & EVENT_DISABLE_TIMING == 0, at: None, covers: None, captured_in: None });
             out(event, h)
         })
     }
@@ -243,11 +250,13 @@ entry! {
             let key = d.stream_key(stream)?;
             d.legacy_stream_use(key, "cuEventRecord")?;
             let capture = d.capturing(key)?.map(|c| c.id);
+            let now = d.in_flight.now();
             let e = d.events.get_mut(&event).ok_or(CUDA_ERROR_INVALID_HANDLE)?;
             match capture {
                 Some(id) => e.captured_in = Some(id),
                 None => {
                     e.at = Some(Instant::now());
+                    e.covers = Some((key, now));
                     e.captured_in = None;
                 }
             }
@@ -258,17 +267,20 @@ entry! {
         driver::with_ctx(|d| match d.events.get(&event) {
             None => Err(CUDA_ERROR_INVALID_HANDLE),
             Some(e) if e.captured_in.is_some() => Err(CUDA_ERROR_CAPTURED_EVENT),
-            Some(_) => {
+            Some(e) => {
+                d.land_event(e.covers)?;
                 d.synchronised();
                 Ok(())
             }
         })
     }
     fn cuEventQuery(event: u64) {
+        // The work before the event is always complete here, and the host may rely on what it
+        // was told: the copies it covers land.
         driver::with_ctx(|d| match d.events.get(&event) {
             None => Err(CUDA_ERROR_INVALID_HANDLE),
             Some(e) if e.captured_in.is_some() => Err(CUDA_ERROR_CAPTURED_EVENT),
-            Some(_) => Ok(()),
+            Some(e) => d.land_event(e.covers),
         })
     }
     fn cuEventElapsedTime_v2(ms: *mut f32, start: u64, end: u64) {

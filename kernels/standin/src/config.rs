@@ -7,6 +7,7 @@
 //! | `CUDA_STANDIN_STATS` | `1`: print launches, allocations and copies when the process exits |
 //! | `CUDA_STANDIN_QUIET` | `1`: no banner at `cuInit` |
 //! | `CUDA_LAUNCH_BLOCKING` | `1`: a faulting launch returns its error itself, as the real driver does |
+//! | `CUDA_STANDIN_EAGER_COPIES` | `1`: device-to-host copies land when queued. Default: they land only at a synchronisation that covers them (stream, event or context synchronisation, a synchronous copy), their destination reading NaN / all bits set until then, so host code that reads a result before synchronising is caught (`inflight.rs`) |
 
 /// What a fault injection hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct Config {
     pub stats: bool,
     pub quiet: bool,
     pub launch_blocking: bool,
+    /// Device-to-host copies land at a synchronisation, not when queued (the default).
+    pub deferred_copies: bool,
 }
 
 /// An H100 80GB's memory.
@@ -58,6 +61,7 @@ impl Config {
             stats: flag("CUDA_STANDIN_STATS"),
             quiet: flag("CUDA_STANDIN_QUIET"),
             launch_blocking: flag("CUDA_LAUNCH_BLOCKING"),
+            deferred_copies: !flag("CUDA_STANDIN_EAGER_COPIES"),
         })
     }
 }
@@ -94,6 +98,17 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift)
         .filter(|&b| b > 0)
         .ok_or_else(|| "must be between 1 byte and 16 EiB".to_string())
+}
+
+/// `bytes` for people.
+pub fn human(bytes: u64) -> String {
+    const GIB: f64 = (1u64 << 30) as f64;
+    const MIB: f64 = (1u64 << 20) as f64;
+    if bytes >= 1 << 30 {
+        format!("{:.2} GiB", bytes as f64 / GIB)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / MIB)
+    }
 }
 
 fn parse_fail(s: &str) -> Result<Fail, String> {

@@ -3,9 +3,10 @@
 //!
 //! Execution model: work queued on a stream runs when it is queued (the stand-in has one
 //! device, streams are in order, so running eagerly preserves every ordering CUDA promises),
-//! except on a capturing stream, where it is recorded as a graph node instead. A kernel fault
-//! behaves as on a GPU: the launch itself succeeds (the fault is asynchronous), and from then on
-//! every call returns the fault's error.
+//! except on a capturing stream, where it is recorded as a graph node instead. What the host can
+//! see of that is asynchronous, as on a GPU: a device-to-host copy lands in host memory only at a
+//! synchronisation that covers it (`inflight.rs`, `sync.rs`), and a kernel fault does not fail
+//! its launch (the fault is asynchronous) but every call from then on.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -13,10 +14,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::Instant;
 
-use crate::config::{Config, FailPoint};
-use crate::exec::Op;
+use crate::config::{human, Config, FailPoint};
+use crate::inflight::InFlight;
 use crate::memory::Memory;
 use crate::module::{KernelMeta, Module};
+use crate::ops::Op;
 use crate::status::*;
 
 /// `CUstreamCaptureMode`.
@@ -60,6 +62,9 @@ pub struct Event {
     pub timing: bool,
     /// When it was last recorded on a running stream.
     pub at: Option<Instant>,
+    /// Where it was last recorded on a running stream: the stream, and the place of the next
+    /// deferred copy then (it covers the copies before that place).
+    pub covers: Option<(Option<u64>, u64)>,
     /// The capture it was last recorded in, if that capture is still going.
     pub captured_in: Option<u64>,
 }
@@ -109,6 +114,8 @@ pub struct Driver {
     pub execs: HashMap<u64, Exec>,
     pub pool_release_threshold: u64,
     pub counters: Counters,
+    /// Device-to-host copies queued but not landed in host memory yet.
+    pub in_flight: InFlight,
     /// The fault that made the context unusable, and its report.
     pub sticky: Option<(CUresult, String)>,
     next_handle: u64,
@@ -166,7 +173,7 @@ pub fn init_with(config: Config) -> CUresult {
         eprintln!(
             "cuda-standin: stand-in CUDA driver: an H100 (sm_90, 132 SMs) with {} of memory; \
              kernels run on the CPU under kernels/emu, not on a GPU",
-            crate::human(config.memory_bytes)
+            human(config.memory_bytes)
         );
     }
     if config.stats {
@@ -185,6 +192,7 @@ pub fn init_with(config: Config) -> CUresult {
         execs: HashMap::new(),
         pool_release_threshold: 0,
         counters: Counters::default(),
+        in_flight: InFlight::default(),
         sticky: None,
         next_handle: 1,
     });
@@ -206,6 +214,13 @@ extern "C" fn print_stats() {
             c.replayed,
             c.allocs,
             c.copies
+        );
+        let f = &d.in_flight;
+        eprintln!(
+            "cuda-standin: {} device-to-host copies landed at a synchronisation, {} never did \
+             (no synchronisation covered them)",
+            f.landed,
+            f.pending()
         );
     }
 }

@@ -1,67 +1,65 @@
-//! The work a stream does, as values: run now on a running stream, recorded on a capturing one
-//! and run again by each graph replay. Every device range is checked when the work runs, as a
-//! GPU's copy engines and memory system would refuse or fault on it.
-
-use std::sync::Arc;
+//! Queuing and running the work of [`crate::ops`]: run now on a running stream, recorded on a
+//! capturing one. Every device range is checked when the work runs, as a GPU's copy engines and
+//! memory system would refuse or fault on it.
 
 use crate::config::FailPoint;
 use crate::driver::Driver;
 use crate::memory::Owner;
-use crate::module::KernelMeta;
+use crate::ops::{Launch, Op};
 use crate::status::*;
 
-/// A kernel launch, validated and with its parameter buffer copied (as the driver copies it
-/// at launch or capture time).
-#[derive(Debug, Clone)]
-pub struct Launch {
-    pub kernel: Arc<KernelMeta>,
-    pub grid: [u32; 3],
-    pub block: [u32; 3],
-    pub params: Vec<u8>,
-}
-
-#[derive(Debug, Clone)]
-pub enum Op {
-    Kernel(Launch),
-    /// Host (page-locked when captured) to device.
-    HtoD {
-        dst: u64,
-        src: u64,
-        bytes: u64,
-    },
-    /// Device to host.
-    DtoH {
-        dst: u64,
-        src: u64,
-        bytes: u64,
-    },
-    DtoD {
-        dst: u64,
-        src: u64,
-        bytes: u64,
-    },
-    /// `count` elements of `elem` bytes set to `value`.
-    Memset {
-        dst: u64,
-        value: u32,
-        elem: u8,
-        count: u64,
-    },
-    /// A graph's allocation node: the reserved range becomes live.
-    Alloc {
-        addr: u64,
-    },
-    /// A free node (or, eagerly, `cuMemFreeAsync`).
-    Free {
-        addr: u64,
-    },
-}
-
 impl Driver {
-    /// Runs one operation now. A fault inside a kernel or copy becomes the sticky error (and
-    /// `Ok` is returned: the call that queued the work succeeded, as on a GPU); an invalid
-    /// free or a failed allocation is the call's own error.
-    pub fn run(&mut self, op: &Op, replay: bool) -> Result<(), CUresult> {
+    /// Queues `op` on `stream`: runs it now, or records it if the stream is capturing (after the
+    /// checks capture adds: page-locked host memory, addresses that exist).
+    pub fn enqueue(&mut self, stream: u64, op: Op, what: &str) -> Result<(), CUresult> {
+        let key = self.stream_key(stream)?;
+        self.legacy_stream_use(key, what)?;
+        if self.capturing(key)?.is_none() {
+            return self.run(&op, key, false);
+        }
+        let s = key.expect("a capturing stream is a real stream");
+        let pageable = match op {
+            Op::HtoD { src, bytes, .. } => !self.mem.is_pinned(src, bytes),
+            Op::DtoH { dst, bytes, .. } => !self.mem.is_pinned(dst, bytes),
+            _ => false,
+        };
+        if pageable {
+            self.invalidate(
+                s,
+                CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
+                &format!("{what} with pageable host memory"),
+            );
+            return Err(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+        }
+        let devices: Vec<(u64, u64)> = match &op {
+            Op::HtoD { dst, bytes, .. } => vec![(*dst, *bytes)],
+            Op::Memset {
+                dst, elem, count, ..
+            } => vec![(*dst, count * u64::from(*elem))],
+            Op::DtoH { src, bytes, .. } => vec![(*src, *bytes)],
+            Op::DtoD { dst, src, bytes } => vec![(*dst, *bytes), (*src, *bytes)],
+            _ => vec![],
+        };
+        if let Some(&(a, _)) = devices
+            .iter()
+            .find(|&&(a, n)| self.mem.containing(a, n).is_none())
+        {
+            eprintln!(
+                "cuda-standin: {what} during capture: {a:#x} is {}",
+                self.where_is(a)
+            );
+            self.invalidate(s, CUDA_ERROR_INVALID_VALUE, what);
+            return Err(CUDA_ERROR_INVALID_VALUE);
+        }
+        self.capturing(key)?.expect("capturing").ops.push(op);
+        Ok(())
+    }
+
+    /// Runs one operation, queued on `stream`, now (a device-to-host copy takes its data now
+    /// and lands at a synchronisation, see `inflight.rs`). A fault inside a kernel or copy
+    /// becomes the sticky error (and `Ok` is returned: the call that queued the work succeeded,
+    /// as on a GPU); an invalid free or a failed allocation is the call's own error.
+    pub fn run(&mut self, op: &Op, stream: Option<u64>, replay: bool) -> Result<(), CUresult> {
         match op {
             Op::Kernel(l) => {
                 if replay {
@@ -126,7 +124,19 @@ impl Driver {
                 Ok(())
             }
             Op::HtoD { dst, src, bytes } => self.copy(*dst, *src, *bytes, (true, false), replay),
-            Op::DtoH { dst, src, bytes } => self.copy(*dst, *src, *bytes, (false, true), replay),
+            Op::DtoH { dst, src, bytes } => {
+                self.copy(*dst, *src, *bytes, (false, true), replay)?;
+                if self.config.deferred_copies && self.sticky.is_none() {
+                    // SAFETY: the copy above checked the source and wrote the destination; it
+                    // stays the caller's until a synchronisation (the API's contract).
+                    let data =
+                        unsafe { std::slice::from_raw_parts(*dst as *const u8, *bytes as usize) }
+                            .to_vec();
+                    // SAFETY: as above.
+                    unsafe { self.in_flight.defer(stream, *dst, data) };
+                }
+                Ok(())
+            }
             Op::DtoD { dst, src, bytes } => self.copy(*dst, *src, *bytes, (true, true), replay),
             Op::Memset {
                 dst,

@@ -5,7 +5,7 @@
 use std::ffi::c_void;
 
 use crate::driver::{Driver, Function};
-use crate::exec::Launch;
+use crate::ops::Launch;
 use crate::props;
 use crate::status::*;
 

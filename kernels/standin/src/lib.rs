@@ -24,77 +24,36 @@
 //! * an H100's properties (sm_90, 132 SMs, 228 KiB shared memory per SM, ...) ([`props`]).
 //!
 //! Execution is eager: work runs when queued (one device, in-order streams), which preserves
-//! every ordering the API promises; timing means nothing here.
+//! every ordering the API promises; timing means nothing here. What the host sees is not: a
+//! device-to-host copy lands in host memory only at a synchronisation that covers it, its
+//! destination reading NaN until then (`CUDA_STANDIN_EAGER_COPIES=1` turns that off), so a read
+//! before synchronising is caught ([`config`]).
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
+// Modules import downward only (a test checks there is no import circle): `status`, `config`,
+// `props`, `ffi`, `inflight`, `memory`, `module` and `ops` at the bottom; `driver` holds the
+// state; `exec` queues and runs work, `sync` lands what a synchronisation completes, `launch`
+// validates launches; the `api_*` modules are the exported entry points on top
+// (kernels/standin/tests/modules.rs).
 mod api_device;
 mod api_memory;
 mod api_stream;
 pub mod config;
 pub mod driver;
 mod exec;
+mod ffi;
+mod inflight;
 mod launch;
 pub mod memory;
 pub mod module;
+mod ops;
 pub mod props;
 pub mod status;
+mod sync;
 
 pub use api_device::*;
 pub use api_memory::*;
 pub use api_stream::*;
-
-use status::*;
-
-/// Defines exported driver entry points: each body returns `Result<(), CUresult>`; a panic
-/// inside becomes `CUDA_ERROR_UNKNOWN` (never an unwind into C).
-#[macro_export]
-#[doc(hidden)]
-macro_rules! entry {
-    ($(fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block)*) => {
-        $(
-            #[no_mangle]
-            pub unsafe extern "C" fn $name($($arg: $ty),*) -> $crate::status::CUresult {
-                $crate::guard(stringify!($name), || -> Result<(), $crate::status::CUresult> { $body })
-            }
-        )*
-    };
-}
-
-/// Runs an entry point's body, turning its result (or a panic) into a `CUresult`.
-pub fn guard(name: &str, f: impl FnOnce() -> Result<(), CUresult>) -> CUresult {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(())) => CUDA_SUCCESS,
-        Ok(Err(code)) => code,
-        Err(_) => {
-            eprintln!("cuda-standin: internal error (panic) in {name}");
-            CUDA_ERROR_UNKNOWN
-        }
-    }
-}
-
-/// Writes an out-parameter; a null pointer is `CUDA_ERROR_INVALID_VALUE`, as in the driver.
-///
-/// # Safety
-/// A non-null `p` must be writable (the entry point's caller's contract).
-pub unsafe fn out<T>(p: *mut T, v: T) -> Result<(), CUresult> {
-    if p.is_null() {
-        return Err(CUDA_ERROR_INVALID_VALUE);
-    }
-    // SAFETY: non-null, and the API contract makes it writable.
-    unsafe { p.write(v) };
-    Ok(())
-}
-
-/// `bytes` for people.
-pub fn human(bytes: u64) -> String {
-    const GIB: f64 = (1u64 << 30) as f64;
-    const MIB: f64 = (1u64 << 20) as f64;
-    if bytes >= 1 << 30 {
-        format!("{:.2} GiB", bytes as f64 / GIB)
-    } else {
-        format!("{:.1} MiB", bytes as f64 / MIB)
-    }
-}
 
 /// Marks this library as the stand-in (the project's probe checks for it before trusting a
 /// library named by `RESNET_CUDA_STANDIN`).

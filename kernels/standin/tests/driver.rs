@@ -44,6 +44,7 @@ fn config() -> Config {
         stats: false,
         quiet: true,
         launch_blocking: false,
+        deferred_copies: true,
     }
 }
 
@@ -99,13 +100,17 @@ impl Device {
         );
         p
     }
+    /// Copies `n` floats to the host and synchronises the stream: the copy lands only then.
     fn download(&self, src: u64, n: usize) -> Vec<f32> {
         let mut v = vec![0.0f32; n];
-        // SAFETY: `v` holds n floats.
-        ok(
-            unsafe { cuMemcpyDtoHAsync_v2(v.as_mut_ptr().cast(), src, n * 4, self.stream) },
-            "download",
-        );
+        // SAFETY: `v` holds n floats, and outlives the synchronisation.
+        unsafe {
+            ok(
+                cuMemcpyDtoHAsync_v2(v.as_mut_ptr().cast(), src, n * 4, self.stream),
+                "download",
+            );
+            ok(cuStreamSynchronize(self.stream), "synchronise the download");
+        }
         v
     }
     /// Launches `write_past_end(y, n)`: writes y[0..=n] with 2 blocks of 64 threads.
@@ -809,4 +814,160 @@ fn graph_launch_and_upload_follow_the_drivers_memory_rules() {
         );
         assert_eq!(cuGraphUpload(exec, d.stream), CUDA_ERROR_OUT_OF_MEMORY);
     }
+}
+
+/// `n` floats of `value` on `stream` (a memset of its bits).
+fn fill(buf: u64, n: usize, value: f32, stream: u64) {
+    // SAFETY: a live allocation of at least n floats.
+    ok(
+        unsafe { cuMemsetD32Async(buf, value.to_bits(), n, stream) },
+        "fill",
+    );
+}
+
+/// Queues a device-to-host copy of `host.len()` floats; nothing synchronises.
+///
+/// # Safety
+/// `host` must stay alive until a synchronisation covers the copy.
+unsafe fn copy_back(host: &mut [f32], src: u64, stream: u64) {
+    ok(
+        unsafe { cuMemcpyDtoHAsync_v2(host.as_mut_ptr().cast(), src, host.len() * 4, stream) },
+        "device-to-host copy",
+    );
+}
+
+#[test]
+fn a_device_to_host_copy_lands_only_at_a_synchronisation_that_covers_it() {
+    let d = device(config());
+    let buf = d.alloc(16 * 4);
+    fill(buf, 16, 1.0, d.stream);
+    let (mut other, mut blocking) = (0u64, 0u64);
+    // SAFETY: out-parameters.
+    unsafe {
+        ok(
+            cuStreamCreate(&mut other, 1),
+            "a second non-blocking stream",
+        );
+        ok(cuStreamCreate(&mut blocking, 0), "a blocking stream");
+    }
+    let mut host = vec![0.0f32; 16];
+    // SAFETY: `host` outlives every synchronisation below.
+    unsafe { copy_back(&mut host, buf, d.stream) };
+    // The planted read before synchronising: not the result (nor what was there), but NaN.
+    assert!(host.iter().all(|v| v.is_nan()), "{host:?}");
+    // Work queued after the copy does not change what it delivers.
+    fill(buf, 16, 2.0, d.stream);
+    // SAFETY: stream handles.
+    unsafe {
+        ok(cuStreamSynchronize(other), "sync another stream");
+        ok(cuStreamSynchronize(0), "sync the legacy stream");
+    }
+    assert!(
+        host.iter().all(|v| v.is_nan()),
+        "covered by neither another stream nor the legacy one (the stream is non-blocking)"
+    );
+    // SAFETY: the copy's own stream.
+    ok(unsafe { cuStreamSynchronize(d.stream) }, "sync");
+    assert_eq!(host, vec![1.0; 16]);
+
+    // An event covers the copies before it on its stream, not those after.
+    let (mut before, mut after) = (vec![0.0f32; 16], vec![0.0f32; 16]);
+    let mut event = 0u64;
+    // SAFETY: buffers outlive the synchronisations; handles as the API wants.
+    unsafe {
+        ok(cuEventCreate(&mut event, 2), "event");
+        copy_back(&mut before, buf, d.stream);
+        ok(cuEventRecord(event, d.stream), "record");
+        fill(buf, 16, 3.0, d.stream);
+        copy_back(&mut after, buf, d.stream);
+        ok(cuEventSynchronize(event), "event sync");
+    }
+    assert_eq!(before, vec![2.0; 16]);
+    assert!(after.iter().all(|v| v.is_nan()), "{after:?}");
+    // SAFETY: no arguments.
+    ok(unsafe { cuCtxSynchronize() }, "context sync");
+    assert_eq!(after, vec![3.0; 16]);
+
+    // The legacy stream and a blocking stream wait for each other: syncing one covers the other.
+    let mut on_blocking = vec![0.0f32; 16];
+    // SAFETY: as above.
+    unsafe {
+        copy_back(&mut on_blocking, buf, blocking);
+        assert!(on_blocking.iter().all(|v| v.is_nan()));
+        ok(cuStreamSynchronize(0), "sync the legacy stream");
+    }
+    assert_eq!(on_blocking, vec![3.0; 16]);
+
+    // A synchronous copy returns with its data in place.
+    let mut sync_copy = vec![0.0f32; 16];
+    // SAFETY: `sync_copy` holds 16 floats.
+    ok(
+        unsafe { cuMemcpyDtoH_v2(sync_copy.as_mut_ptr().cast(), buf, 64) },
+        "synchronous copy",
+    );
+    assert_eq!(sync_copy, vec![3.0; 16]);
+}
+
+#[test]
+fn a_copy_that_a_fault_overtakes_never_lands_and_eager_copies_land_at_once() {
+    let d = device(config());
+    let buf = d.alloc(64 * 4);
+    fill(buf, 64, 1.0, d.stream);
+    let mut host = vec![0.0f32; 64];
+    // SAFETY: `host` outlives the synchronisation.
+    unsafe { copy_back(&mut host, buf, d.stream) };
+    // A kernel faults before the host synchronises: the synchronisation reports it, and the
+    // destination keeps what it held (the context is lost, the copy is not delivered).
+    ok(d.write_past_end(d.stream, buf, 64, 64), "faulting launch");
+    // SAFETY: a stream handle.
+    assert_eq!(
+        unsafe { cuStreamSynchronize(d.stream) },
+        CUDA_ERROR_ILLEGAL_ADDRESS
+    );
+    assert!(host.iter().all(|v| v.is_nan()));
+    drop(d);
+
+    // CUDA_STANDIN_EAGER_COPIES=1: the copy lands when queued.
+    let d = device(Config {
+        deferred_copies: false,
+        ..config()
+    });
+    let buf = d.alloc(16 * 4);
+    fill(buf, 16, 5.0, d.stream);
+    let mut host = vec![0.0f32; 16];
+    // SAFETY: `host` holds 16 floats.
+    unsafe { copy_back(&mut host, buf, d.stream) };
+    assert_eq!(host, vec![5.0; 16]);
+}
+
+#[test]
+fn a_copy_whose_destination_the_host_used_before_synchronising_is_refused_not_delivered() {
+    let d = device(config());
+    let buf = d.alloc(16 * 4);
+    fill(buf, 16, 1.0, d.stream);
+    // Written before the synchronisation: the host's value stays, the synchronisation fails.
+    let mut host = vec![0.0f32; 16];
+    // SAFETY: `host` outlives the synchronisation.
+    unsafe { copy_back(&mut host, buf, d.stream) };
+    host[3] = 42.0;
+    // SAFETY: a stream handle.
+    assert_eq!(
+        unsafe { cuStreamSynchronize(d.stream) },
+        CUDA_ERROR_ILLEGAL_STATE
+    );
+    assert_eq!(host[3], 42.0);
+    assert!(host[2].is_nan(), "nothing of the copy was delivered");
+    // Freed before the synchronisation (the allocator's own bookkeeping lands in the freed
+    // block): refused, and nothing is written into the heap.
+    let mut gone = vec![0.0f32; 16];
+    // SAFETY: deliberately not kept alive: the copy must not land in it.
+    unsafe { copy_back(&mut gone, buf, d.stream) };
+    drop(gone);
+    // SAFETY: a stream handle.
+    assert_eq!(
+        unsafe { cuStreamSynchronize(d.stream) },
+        CUDA_ERROR_ILLEGAL_STATE
+    );
+    // Not sticky: the stream works on.
+    assert_eq!(d.download(buf, 16), vec![1.0; 16]);
 }

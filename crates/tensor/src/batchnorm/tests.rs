@@ -214,3 +214,129 @@ fn fast_path_matches_the_reference() {
         assert_eq!(fused, crate::elementwise::add_relu(&bn, &residual));
     }
 }
+
+/// A NaN among one channel's inputs makes that channel's statistics, running statistics and
+/// every output NaN, as in PyTorch, with and without the fused ReLU (which must not turn it
+/// into 0), through the residual add, in evaluation from the NaN running statistics, and in
+/// the backward pass; the other channels stay finite. Through the tensor functions (the fast
+/// path where the CPU has AVX-512, the reference elsewhere) and the reference slice functions.
+#[test]
+fn a_nan_input_makes_its_channel_nan_everywhere() {
+    let mut r = rng(21);
+    let (n, c, h, w) = (3, 4, 5, 3);
+    let bad = 2;
+    let mut x = rand_tensor(&mut r, &[n, c, h, w]);
+    x.data_mut()[(c + bad) * h * w + 7] = f32::NAN;
+    let (gamma, beta) = (rand_tensor(&mut r, &[c]), rand_tensor(&mut r, &[c]));
+    let (dy, residual) = (
+        rand_tensor(&mut r, &[n, c, h, w]),
+        rand_tensor(&mut r, &[n, c, h, w]),
+    );
+    let per_channel = |what: &str, t: &Tensor, stride: usize| {
+        for (i, v) in t.data().iter().enumerate() {
+            let nan_wanted = (i / stride) % c == bad;
+            assert_eq!(v.is_nan(), nan_wanted, "{what}[{i}] = {v}");
+            assert!(v.is_nan() || v.is_finite(), "{what}[{i}] = {v}");
+        }
+    };
+    let vec_t = |v: &[f32]| Tensor::from_vec(&[c], v.to_vec());
+
+    let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+    let (y, saved) =
+        batchnorm_train_forward(&x, gamma.data(), beta.data(), &mut rm, &mut rv, 0.1, 1e-5);
+    per_channel("reference y", &y, h * w);
+    per_channel("reference relu(y)", &relu_forward(&y), h * w);
+    for (what, v) in [
+        ("mean", &saved.mean),
+        ("invstd", &saved.invstd),
+        ("running mean", &rm),
+        ("running var", &rv),
+    ] {
+        per_channel(what, &vec_t(v), 1);
+    }
+
+    for relu in [false, true] {
+        let (mut trm, mut trv) = (vec_t(&[0.0; 4]), vec_t(&[1.0; 4]));
+        let (y, stats) = train_forward_relu(&x, &gamma, &beta, &mut trm, &mut trv, 0.1, 1e-5, relu);
+        per_channel(&format!("y relu={relu}"), &y, h * w);
+        per_channel("running mean", &trm, 1);
+        per_channel("running var", &trv, 1);
+        per_channel("saved mean", &stats.mean, 1);
+        let (mut dg, mut db) = (vec_t(&[0.0; 4]), vec_t(&[0.0; 4]));
+        let relu_out = relu.then_some(&y);
+        let dx = backward_relu(&x, &dy, &gamma, &stats, relu_out, &mut dg, &mut db);
+        per_channel(&format!("dx relu={relu}"), &dx, h * w);
+        per_channel("dgamma", &dg, 1);
+        // dbeta = Σ dy does not see x: finite (a NaN output passes dy through the ReLU mask).
+        assert!(
+            db.data().iter().all(|v| v.is_finite()),
+            "dbeta {:?}",
+            db.data()
+        );
+
+        let ye = eval_forward_relu(&x, &gamma, &beta, &trm, &trv, 1e-5, relu);
+        per_channel(&format!("eval y relu={relu}"), &ye, h * w);
+    }
+    let (mut trm, mut trv) = (vec_t(&[0.0; 4]), vec_t(&[1.0; 4]));
+    let (y, _) =
+        train_forward_add_relu(&x, &gamma, &beta, &mut trm, &mut trv, 0.1, 1e-5, &residual);
+    per_channel("relu(bn(x) + residual)", &y, h * w);
+    let ye = eval_forward_add_relu(&x, &gamma, &beta, &trm, &trv, 1e-5, &residual);
+    per_channel("eval relu(bn(x) + residual)", &ye, h * w);
+}
+
+/// The fast path and the reference agree on NaN placement and on every finite bit pattern of a
+/// ReLU's output: a NaN in one channel, `-0.0` kept by the fused ReLU (`maxps(0, v)`).
+#[test]
+fn fast_path_propagates_nan_like_the_reference() {
+    use crate::cpu::{self, Kernels};
+    if cpu::supported() < Kernels::Avx512 {
+        eprintln!("skipped: no AVX-512 on this CPU");
+        return;
+    }
+    let mut r = rng(22);
+    let (n, c, h, w) = (2, 3, 4, 5);
+    let mut x = rand_tensor(&mut r, &[n, c, h, w]);
+    x.data_mut()[(c + 1) * h * w + 3] = f32::NAN;
+    let (gamma, beta) = (rand_tensor(&mut r, &[c]), rand_tensor(&mut r, &[c]));
+    let dy = rand_tensor(&mut r, &[n, c, h, w]);
+    let (mut rm, mut rv) = (vec![0.5; c], vec![2.0; c]);
+    let (g, b) = (gamma.data(), beta.data());
+    let (y, mean, invstd, (scale, shift)) =
+        cpu::bn::train_forward(&x, g, b, &mut rm, &mut rv, 0.1, 1e-5, true, None).unwrap();
+    let (mut wrm, mut wrv) = (vec![0.5; c], vec![2.0; c]);
+    let (want, saved) = batchnorm_train_forward(&x, g, b, &mut wrm, &mut wrv, 0.1, 1e-5);
+    let want = relu_forward(&want);
+    for (i, (a, b)) in y.data().iter().zip(want.data()).enumerate() {
+        assert_eq!(a.is_nan(), b.is_nan(), "y[{i}]: fast {a}, reference {b}");
+    }
+    for (a, b) in [
+        (&mean, &saved.mean),
+        (&invstd, &saved.invstd),
+        (&rm, &wrm),
+        (&rv, &wrv),
+    ] {
+        let nan = |v: &Vec<f32>| v.iter().map(|v| v.is_nan()).collect::<Vec<_>>();
+        assert_eq!(nan(a), nan(b));
+        assert_eq!(nan(a), [false, true, false]);
+    }
+    for mask in [
+        cpu::bn::ReluMask::Output(&y),
+        cpu::bn::ReluMask::Affine(&scale, &shift),
+    ] {
+        let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+        let dx = cpu::bn::backward(&x, &dy, g, (&mean, &invstd), mask, &mut dg, &mut db).unwrap();
+        for (i, v) in dx.data().iter().enumerate() {
+            assert_eq!(v.is_nan(), (i / (h * w)) % c == 1, "dx[{i}] = {v}");
+        }
+    }
+    // -0.0 out of the affine map (gamma 0, beta -0.0) stays -0.0 through the fused ReLU, as
+    // through the reference's relu_forward.
+    let zero_x = rand_tensor(&mut r, &[n, c, h, w]);
+    let (g0, b0) = (vec![0.0; c], vec![-0.0; c]);
+    let (rm0, rv0) = (vec![0.0; c], vec![1.0; c]);
+    let got = cpu::bn::eval_forward(&zero_x, &g0, &b0, &rm0, &rv0, 1e-5, true, None).unwrap();
+    let want = relu_forward(&batchnorm_eval_forward(&zero_x, &g0, &b0, &rm0, &rv0, 1e-5));
+    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want));
+}

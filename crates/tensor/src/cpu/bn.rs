@@ -24,7 +24,7 @@ fn fast() -> bool {
 pub(crate) enum ReluMask<'a> {
     /// No ReLU followed.
     None,
-    /// Its output: zeroed where `out <= 0`.
+    /// Its output: zeroed where `out <= 0` (kept where NaN).
     Output(&'a Tensor),
     /// The forward's per-channel affine map: zeroed where `scale·x + shift <= 0` — the same
     /// FMA the forward computed, so the same decision, without reading the output.
@@ -236,12 +236,15 @@ mod imp {
             });
             let d = s / count;
             means[ch] = shift[ch] + d;
-            vars[ch] = (q / count - d * d).max(0.0);
+            // Rounding can take the one-pass variance a hair below 0; clamp it, but let a
+            // NaN through (`f64::max` would turn it into 0), as the reference's two passes do.
+            let var = q / count - d * d;
+            vars[ch] = if var < 0.0 { 0.0 } else { var };
         }
         (means, vars)
     }
 
-    /// `out = scale[ch]·x + shift[ch]` (then `max(·, 0)` with `RELU`) over one plane.
+    /// `out = scale[ch]·x + shift[ch]` (then ReLU with `RELU`) over one plane.
     #[target_feature(enable = "avx512f")]
     unsafe fn affine_plane<const RELU: bool, const RES: bool>(
         x: *const f32,
@@ -258,7 +261,9 @@ mod imp {
                 v = _mm512_add_ps(v, load(m, res.add(i)));
             }
             if RELU {
-                v = _mm512_max_ps(v, zero);
+                // maxps returns its second operand when either is NaN or both are zero:
+                // `max(0, v)` is `crate::scalar::relu` (NaN and -0.0 pass), `max(v, 0)` is not.
+                v = _mm512_max_ps(zero, v);
             }
             store(m, out.add(i), v);
         });
@@ -301,7 +306,8 @@ mod imp {
         Tensor::host_filled(x.shape(), fill)
     }
 
-    /// Which lanes a fused ReLU kept, per plane: none masked, `out > 0`, or `scale·x + shift > 0`.
+    /// Which lanes a fused ReLU kept, per plane: none masked, `!(out <= 0)`, or
+    /// `!(scale·x + shift <= 0)`.
     const NO_RELU: u8 = 0;
     const BY_OUTPUT: u8 = 1;
     const BY_AFFINE: u8 = 2;
@@ -329,8 +335,10 @@ mod imp {
             BY_AFFINE => _mm512_fmadd_ps(_mm512_set1_ps(pm.scale), xv, _mm512_set1_ps(pm.shift)),
             _ => return g,
         };
+        // Kept unless `live <= 0` (not-less-or-equal, unordered: NaN keeps `dy`), as
+        // `crate::scalar::relu_grad`.
         _mm512_maskz_mov_ps(
-            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(live, _mm512_setzero_ps()),
+            _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(live, _mm512_setzero_ps()),
             g,
         )
     }

@@ -8,6 +8,7 @@
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
 use super::{kernels, Kernels};
+use crate::scalar::{relu, relu_grad};
 use crate::Tensor;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -58,9 +59,9 @@ fn map2(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Option<Te
     None
 }
 
-/// `max(a + b, 0)`: the end of a residual block.
+/// `relu(a + b)`: the end of a residual block.
 pub(crate) fn add_relu(a: &Tensor, b: &Tensor) -> Option<Tensor> {
-    map2(a, b, |a, b| (a + b).max(0.0))
+    map2(a, b, |a, b| relu(a + b))
 }
 
 /// `a + b`.
@@ -68,14 +69,14 @@ pub(crate) fn add(a: &Tensor, b: &Tensor) -> Option<Tensor> {
     map2(a, b, |a, b| a + b)
 }
 
-/// `max(x, 0)`.
+/// `relu(x)`.
 pub(crate) fn relu_forward(x: &Tensor) -> Option<Tensor> {
-    map2(x, x, |x, _| x.max(0.0))
+    map2(x, x, |x, _| relu(x))
 }
 
-/// `dy · [y > 0]`.
+/// `y <= 0 ? 0 : dy`.
 pub(crate) fn relu_backward(dy: &Tensor, y: &Tensor) -> Option<Tensor> {
-    map2(dy, y, |g, y| if y > 0.0 { g } else { 0.0 })
+    map2(dy, y, relu_grad)
 }
 
 /// `a += b`; `false` (nothing done) without AVX-512.

@@ -1,12 +1,14 @@
 //! The `train` binary end to end, as a user runs it, for what issue 13 asked: sizes that
 //! cannot fit, resumed runs that keep their settings, the paper's warm-up, the validation
-//! split, `train reproduce` and `train predict`. Everything runs on the CPU on small
-//! generated CIFAR files.
+//! split, `train reproduce` and `train predict`; and for issue 18: checkpoints holding NaN or
+//! infinity refused by every command, damaged images named by `predict`. Everything runs on
+//! the CPU on small generated CIFAR files.
 
 mod common;
 mod doctor;
 mod gpu;
 mod memory;
+mod non_finite;
 mod prebuilt;
 mod predict;
 mod reproduce;

@@ -2,7 +2,7 @@
 //! probabilities named as the checkpoint's dataset names them; bad files named.
 
 use crate::common::*;
-use train::checkpoint;
+use train::engine::checkpoint;
 
 const NAMES: [&str; 10] = [
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett",
@@ -95,10 +95,10 @@ fn predict_lists_the_top_5_classes_with_the_checkpoints_names_and_the_models_pro
     // The 32x32 PNG's probabilities are the model's softmax of that test image, computed here
     // through the library.
     let (tensors, meta) = checkpoint::load(&ck).unwrap();
-    let config = train::state::config_from_metadata(&meta).unwrap();
+    let config = train::engine::state::config_from_metadata(&meta).unwrap();
     let mut net = model::ResNet::new(&config, 0);
-    train::state::load_model_tensors(&mut net, &tensors, false).unwrap();
-    let norm = train::run::norm_from_string(&meta["normalization"]).unwrap();
+    train::engine::state::load_model_tensors(&mut net, &tensors, false).unwrap();
+    let norm = train::engine::snapshot::norm_from_string(&meta["normalization"]).unwrap();
     let mut x = vec![0f32; data::SAMPLE_LEN];
     data::write_sample(
         test_images.image(0),
@@ -113,7 +113,7 @@ fn predict_lists_the_top_5_classes_with_the_checkpoints_names_and_the_models_pro
         )
         .to_vec()
         .unwrap();
-    let want = train::predict::top_k(&logits, 10, 5);
+    let want = train::commands::predict::top_k(&logits, 10, 5);
     let got = listed(&out, p(&small_png));
     for ((class, prob), (name, shown)) in want[0].iter().zip(&got) {
         assert_eq!(NAMES[*class], name, "{out}");
@@ -149,6 +149,16 @@ fn bad_image_files_are_errors_naming_each_file_and_the_good_ones_still_get_class
     let truncated = tmp.path().join("cut.png");
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    // The first third of a 640x480 JPEG with detail everywhere: the decoder alone filled in
+    // the rest and classified it.
+    let photo = image::RgbImage::from_fn(640, 480, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 251) as u8])
+    });
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    photo.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    let jpeg = jpeg.into_inner();
+    let cut_jpg = tmp.path().join("cut.jpg");
+    std::fs::write(&cut_jpg, &jpeg[..jpeg.len() / 3]).unwrap();
     let gif = tmp.path().join("anim.gif");
     std::fs::write(&gif, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").unwrap();
     let missing = tmp.path().join("missing.png");
@@ -160,6 +170,7 @@ fn bad_image_files_are_errors_naming_each_file_and_the_good_ones_still_get_class
         p(&good),
         p(&text),
         p(&truncated),
+        p(&cut_jpg),
         p(&gif),
         p(&missing),
     ]);
@@ -176,7 +187,8 @@ fn bad_image_files_are_errors_naming_each_file_and_the_good_ones_still_get_class
     );
     for (file, why) in [
         (&text, "not a PNG or JPEG file"),
-        (&truncated, "damaged"),
+        (&truncated, "truncated or damaged"),
+        (&cut_jpg, "truncated or damaged"),
         (&gif, "not a PNG or JPEG file (it looks like Gif)"),
         (&missing, "No such file"),
     ] {
@@ -186,7 +198,7 @@ fn bad_image_files_are_errors_naming_each_file_and_the_good_ones_still_get_class
             .unwrap_or_else(|| panic!("{} not named: {err}", file.display()));
         assert!(line.contains(why), "{line}");
     }
-    assert!(err.contains("4 of 5 images could not be read"), "{err}");
+    assert!(err.contains("5 of 6 images could not be read"), "{err}");
     // A checkpoint that is not one is named too.
     let err = fails(&["predict", "--checkpoint", p(&good), p(&good)]);
     assert!(

@@ -49,7 +49,7 @@ fn params(depth: &str, classes: &str) -> String {
         "--dry-run",
     ]);
     let n: usize = out.trim_end().rsplit(' ').next().unwrap().parse().unwrap();
-    train::oom::thousands(n)
+    train::engine::oom::thousands(n)
 }
 
 fn row<'a>(table: &'a str, depth: &str) -> Vec<&'a str> {

@@ -5,7 +5,7 @@ use crate::common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use train::checkpoint;
+use train::engine::checkpoint;
 
 /// Starts `train ARGS` and kills it (SIGKILL, like a crash) once `file` exists.
 fn start_and_kill_after(args: &[&str], file: &Path) {

@@ -3,7 +3,7 @@
 //! epoch's test accuracy (and "best" is labelled as picked on the test set).
 
 use crate::common::*;
-use train::checkpoint;
+use train::engine::checkpoint;
 
 #[test]
 fn a_validation_split_is_held_out_reported_and_chooses_the_result() {
@@ -79,16 +79,16 @@ fn a_validation_split_is_held_out_reported_and_chooses_the_result() {
     let norm = data::Normalization::from_split(&cifar.train);
     let (_, meta) = checkpoint::load(&ck).unwrap();
     assert_eq!(
-        train::run::norm_from_string(&meta["normalization"]).unwrap(),
+        train::engine::snapshot::norm_from_string(&meta["normalization"]).unwrap(),
         norm
     );
     // The checkpoint evaluated on exactly those 30 images gives the last epoch's validation
     // loss and accuracy.
     let (tensors, meta) = checkpoint::load(&ck).unwrap();
-    let config = train::state::config_from_metadata(&meta).unwrap();
+    let config = train::engine::state::config_from_metadata(&meta).unwrap();
     let mut net = model::ResNet::new(&config, 0);
-    train::state::load_model_tensors(&mut net, &tensors, false).unwrap();
-    let r = train::evaluate::evaluate(&mut net, &val, norm, 32, false).unwrap();
+    train::engine::state::load_model_tensors(&mut net, &tensors, false).unwrap();
+    let r = train::engine::evaluate::evaluate(&mut net, &val, norm, 32, false).unwrap();
     let last = rows.last().unwrap();
     assert_eq!((r.loss, r.accuracy), (last[6], last[7]), "{text}");
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));

@@ -26,4 +26,5 @@ mod batchnorm;
 mod conv;
 mod emulator;
 mod layers;
+mod nan;
 mod training;

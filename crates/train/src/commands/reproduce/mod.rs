@@ -1,9 +1,9 @@
 //! `train reproduce`: the paper's CIFAR table in one command.
 //!
 //! Trains each depth (20, 32, 44, 56, 110 by default) for each seed with the paper's recipe
-//! (`train`'s defaults: 164 epochs, lr 0.1 ÷10 at 50% and 75%, the warm-up at depth 110,
-//! option A, weight decay 1e-4, momentum 0.9, batch 128, crop + flip), one checkpoint and
-//! metrics CSV per run under `--out/<dataset>/`. Every run saves after every epoch, so a
+//! (`RunSpec::paper`, `train`'s defaults: 164 epochs, lr 0.1 ÷10 at 50% and 75%, the warm-up
+//! at depth 110, option A, weight decay 1e-4, momentum 0.9, batch 128, crop + flip), one
+//! checkpoint and metrics CSV per run under `--out/<dataset>/`. Every run saves after every epoch, so a
 //! second invocation after an interruption resumes each unfinished run where it stopped and
 //! skips the finished ones. After every run it rewrites `table.md` (our last-epoch test error
 //! beside the paper's, parameters, wall time, device) and `figure.png` (error against epoch
@@ -12,10 +12,13 @@
 pub mod figure;
 pub mod table;
 
-use crate::checkpoint;
-use crate::cli::{DataArgs, DatasetArg, DeviceArg, PrecisionArg, TrainArgs};
-use crate::run::train_run;
-use crate::spec::RunSpec;
+use crate::commands::args::{DatasetArg, DeviceArg, PrecisionArg};
+use crate::engine::checkpoint;
+use crate::engine::epochs::Outputs;
+use crate::engine::request::RunRequest;
+use crate::engine::run::{self, Run};
+use crate::engine::snapshot::Resumed;
+use crate::engine::spec::RunSpec;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 use model::{Footprint, ResNetConfig};
@@ -73,46 +76,50 @@ impl ReproduceArgs {
         format!("resnet{depth}-seed{seed}")
     }
 
-    /// The `train` flags of one run: the paper's recipe (train's defaults), this run's depth
-    /// and seed, and the quick-try sizes. The same flags on every invocation, so a resumed
-    /// run agrees with its checkpoint (and a changed `--epochs` is an error naming both).
-    fn train_args(&self, depth: usize, seed: u64) -> TrainArgs {
-        let dir = self.folder();
-        let stem = Self::stem(depth, seed);
-        let checkpoint = dir.join(format!("{stem}.safetensors"));
-        TrainArgs {
-            depth: Some(depth),
-            width: self.width,
-            shortcut: None,
-            data: DataArgs {
-                dataset: Some(self.dataset),
-                data_dir: self.data_dir.clone(),
-                limit_test: self.limit_test,
-                device: self.device,
-                precision: self.precision,
-            },
-            epochs: Some(self.epochs),
-            extend: false,
-            batch_size: None,
-            lr: None,
-            momentum: None,
-            nesterov: false,
-            weight_decay: None,
-            no_decay_bn_bias: false,
-            schedule: None,
-            milestones: None,
-            warmup_iters: None,
-            no_augment: false,
-            seed: Some(seed),
+    /// Where one run keeps its checkpoint.
+    fn checkpoint(&self, depth: usize, seed: u64) -> PathBuf {
+        self.folder()
+            .join(format!("{}.safetensors", Self::stem(depth, seed)))
+    }
+
+    /// One run of the table: the paper's recipe for this depth and seed, with the quick-try
+    /// sizes, continuing its checkpoint when there is one. The same spec on every invocation,
+    /// so a resumed run agrees with its checkpoint (and a changed `--epochs` is an error
+    /// naming both values, as `train --resume` names a flag).
+    fn run(&self, depth: usize, seed: u64) -> Result<Run> {
+        let dataset = data::Dataset::from(self.dataset);
+        let config = ResNetConfig::from_depth(depth, self.width, None, dataset.num_classes())?;
+        let spec = RunSpec {
+            epochs: self.epochs,
+            schedule_epochs: self.epochs,
+            seed,
             limit_train: self.limit_train,
-            val_split: None,
-            metrics: Some(dir.join(format!("{stem}.csv"))),
-            plot: None,
-            save: Some(checkpoint.clone()),
-            resume: checkpoint.exists().then_some(checkpoint),
-            dry_run: false,
+            precision: self.precision.unwrap_or(PrecisionArg::Fp32).into(),
+            ..RunSpec::paper(dataset, depth)
+        };
+        let checkpoint = self.checkpoint(depth, seed);
+        let resumed = if checkpoint.exists() {
+            Some(Resumed::load(&checkpoint)?)
+        } else {
+            None
+        };
+        let (config, spec) = RunRequest::exactly(&config, &spec).resolve(resumed.as_ref())?;
+        let stem = Self::stem(depth, seed);
+        Ok(Run {
+            config,
+            spec,
+            resumed,
+            data_dir: self.data_dir.clone(),
+            limit_test: self.limit_test,
+            device: self.device.into(),
+            outputs: Outputs {
+                save: Some(checkpoint),
+                metrics: Some(self.folder().join(format!("{stem}.csv"))),
+                plot: None,
+            },
             cuda_graph: false,
-        }
+            invocation: format!("{self:?}"),
+        })
     }
 }
 
@@ -122,12 +129,13 @@ fn read_run(path: &Path, depth: usize, seed: u64) -> Result<Option<RunResult>> {
         return Ok(None);
     }
     let (_, meta) = checkpoint::load(path)?;
-    let config: ResNetConfig = crate::state::config_from_metadata(&meta)
+    let config: ResNetConfig = crate::engine::state::config_from_metadata(&meta)
         .with_context(|| format!("reading {}", path.display()))?;
     let spec = RunSpec::from_json(meta.get("run").map_or("", String::as_str))
         .with_context(|| format!("reading {}", path.display()))?;
-    let records = crate::metrics::parse_csv(meta.get("metrics_csv").map_or("", String::as_str))
-        .with_context(|| format!("metrics history in {}", path.display()))?;
+    let records =
+        crate::engine::metrics::parse_csv(meta.get("metrics_csv").map_or("", String::as_str))
+            .with_context(|| format!("metrics history in {}", path.display()))?;
     Ok(Some(RunResult {
         depth,
         seed,
@@ -179,8 +187,7 @@ fn write_results(args: &ReproduceArgs) -> Result<Vec<RunResult>> {
     let mut runs = Vec::new();
     for &depth in &args.depths {
         for seed in 0..args.seeds as u64 {
-            let path = dir.join(format!("{}.safetensors", ReproduceArgs::stem(depth, seed)));
-            if let Some(r) = read_run(&path, depth, seed)? {
+            if let Some(r) = read_run(&args.checkpoint(depth, seed), depth, seed)? {
                 runs.push(r);
             }
         }
@@ -188,7 +195,7 @@ fn write_results(args: &ReproduceArgs) -> Result<Vec<RunResult>> {
     let dataset = data::Dataset::from(args.dataset);
     let md = table::markdown(dataset, &args.depths, args.seeds, &runs, &recipe(args));
     let table_path = dir.join("table.md");
-    crate::atomic::write_atomic(&table_path, md.as_bytes())
+    crate::engine::atomic::write_atomic(&table_path, md.as_bytes())
         .with_context(|| format!("cannot write {}", table_path.display()))?;
     let title = format!(
         "ResNets on {}: error against epoch (like the paper's Figure 6)",
@@ -198,7 +205,8 @@ fn write_results(args: &ReproduceArgs) -> Result<Vec<RunResult>> {
     Ok(runs)
 }
 
-pub fn run_reproduce(args: &ReproduceArgs) -> Result<()> {
+/// `train reproduce [OPTIONS]`.
+pub fn run(args: &ReproduceArgs) -> Result<()> {
     ensure!(!args.depths.is_empty(), "--depths needs at least one depth");
     ensure!(args.seeds > 0, "--seeds must be at least 1");
     for &d in &args.depths {
@@ -211,16 +219,17 @@ pub fn run_reproduce(args: &ReproduceArgs) -> Result<()> {
     for &depth in &args.depths {
         for seed in 0..args.seeds as u64 {
             n += 1;
-            let train = args.train_args(depth, seed);
             println!(
                 "== run {n} of {total}: ResNet-{depth}, seed {seed}{} ==",
-                if train.resume.is_some() {
+                if args.checkpoint(depth, seed).exists() {
                     " (continuing from its checkpoint)"
                 } else {
                     ""
                 }
             );
-            train_run(&train).with_context(|| format!("ResNet-{depth}, seed {seed}"))?;
+            args.run(depth, seed)
+                .and_then(|r| run::train(&r))
+                .with_context(|| format!("ResNet-{depth}, seed {seed}"))?;
             write_results(args)?;
         }
     }

@@ -2,18 +2,37 @@
 //! warm-up, in the PyTorch peer's terms (`torch_peer.py speed`): ms/step, images/s, peak
 //! memory. The timed loop queues its steps without reading anything back (the loss goes into a
 //! device-side meter, read once after the clock stops) and ends with a device
-//! synchronisation, so GPU time is all counted.
+//! synchronisation, so GPU time is all counted. (The `bench` command checks the sizes and
+//! opens the device first.)
 
-use crate::cli::{BenchArgs, ShortcutArg};
 use anyhow::{ensure, Context, Result};
 use model::step::{train_step_into, CapturedStep};
-use model::{ResNet, ResNetConfig, Sgd, ShortcutKind};
+use model::{ResNet, ResNetConfig, Sgd};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
 use tensor::{Device, Labels, LossMeter, Tensor};
 
 const MIB: f64 = (1u64 << 20) as f64;
+
+/// What to time, and how to report it.
+#[derive(Clone, Debug)]
+pub struct BenchSpec {
+    pub batch_size: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Untimed steps first.
+    pub warmup: usize,
+    pub precision: tensor::Precision,
+    /// Capture the step as a CUDA graph after warm-up and time its replays (GPU only).
+    pub cuda_graph: bool,
+    /// Also print the result as one JSON line (the PyTorch peer's format).
+    pub json: bool,
+    /// After the timed steps, time each op of as many steps again (CPU only).
+    pub profile: bool,
+    /// Classes of the synthetic labels.
+    pub classes: usize,
+}
 
 /// The peer's name for a configuration (`resnet20`, `resnet34-w64-pad`, ...).
 pub fn peer_name(c: &ResNetConfig) -> String {
@@ -33,42 +52,6 @@ fn peak_host_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-pub fn run_bench(args: &BenchArgs) -> Result<()> {
-    ensure!(
-        args.batch_size > 0 && args.steps > 0,
-        "--batch-size and --steps must be at least 1"
-    );
-    let shortcut = args.shortcut.map(|s| match s {
-        ShortcutArg::Pad => ShortcutKind::Pad,
-        ShortcutArg::Conv => ShortcutKind::Conv,
-    });
-    let config = ResNetConfig::from_depth(args.depth, args.width, shortcut, args.classes)?;
-    // A model the host cannot even build is refused before the device is opened.
-    let building = crate::memory::Work::BuildToTrain {
-        batch: args.batch_size,
-    };
-    crate::memory::ensure_fits(&config, building, &Device::Cpu, 0)?;
-    let device = crate::device::select(args.device)?;
-    let work = crate::memory::Work::Train {
-        batch: args.batch_size,
-    };
-    // The four synthetic batches beside the model.
-    let batches = 4.0 * args.batch_size as f64 * 3072.0 * 4.0;
-    crate::memory::ensure_fits(
-        &config,
-        work,
-        &device,
-        batches.min(usize::MAX as f64) as usize,
-    )?;
-    let job = crate::oom::Job {
-        what: "benchmarking",
-        model: config.name(),
-        params: model::Footprint::of(&config).params as usize,
-        batch_size: args.batch_size,
-    };
-    crate::oom::guard(&job, &device, || bench_on(args, &config, &device))
-}
-
 /// Device memory in use now (`total − free`, bytes), `None` on the CPU.
 fn gpu_used(device: &Device) -> Result<Option<usize>> {
     match device.gpu() {
@@ -80,31 +63,34 @@ fn gpu_used(device: &Device) -> Result<Option<usize>> {
     }
 }
 
-fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<()> {
+/// Times `spec.steps` training steps of `config` on `device` (after `spec.warmup` untimed
+/// ones) and prints ms/step, images/s and peak memory (and, as asked, a JSON line and the
+/// per-op profile).
+pub fn bench(spec: &BenchSpec, config: &ResNetConfig, device: &Device) -> Result<()> {
     ensure!(
-        !args.cuda_graph || device.is_cuda(),
+        !spec.cuda_graph || device.is_cuda(),
         "--cuda-graph needs a GPU, but the bench runs on {device}"
     );
     ensure!(
-        !args.profile || !device.is_cuda(),
+        !spec.profile || !device.is_cuda(),
         "--profile times ops on the host, which only means something on the CPU (use \
          --device cpu)"
     );
     // Device memory in use before the model exists (context, loaded kernels).
     let used_before = gpu_used(device)?;
     let mut model = ResNet::new(config, 0);
-    model.set_precision(args.precision.into());
+    model.set_precision(spec.precision);
     let params = model.num_params();
     model
         .to_device(device)
         .context("moving the model to the device")?;
     // Four batches of N(0,1)-like images and random labels, cycled, as the peer does.
     let mut r = ChaCha8Rng::seed_from_u64(0);
-    let n = args.batch_size;
+    let n = spec.batch_size;
     let mut batches = Vec::new();
     for _ in 0..4 {
         let x: Vec<f32> = (0..n * 3072).map(|_| r.gen_range(-1.7f32..1.7)).collect();
-        let y: Vec<usize> = (0..n).map(|_| r.gen_range(0..args.classes)).collect();
+        let y: Vec<usize> = (0..n).map(|_| r.gen_range(0..spec.classes)).collect();
         batches.push((
             Tensor::from_vec(&[n, 3, 32, 32], x)
                 .to_device(device)
@@ -119,16 +105,16 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         decay_weights_only: false,
     };
     let mut meter = LossMeter::new(device)?;
-    for i in 0..args.warmup {
+    for i in 0..spec.warmup {
         let (x, y) = &batches[i % 4];
         train_step_into(&mut model, &sgd, x, y, 0.1, &mut meter);
     }
     // With --cuda-graph the timed steps replay one captured step (the warm-up built the SGD
     // table it needs); each replay first copies its batch into the graph's inputs, as a
     // training replay does.
-    let mut captured = if args.cuda_graph {
+    let mut captured = if spec.cuda_graph {
         ensure!(
-            args.warmup > 0,
+            spec.warmup > 0,
             "--cuda-graph needs at least one --warmup step before the capture"
         );
         let (x, y) = &batches[0];
@@ -146,7 +132,7 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
     }
     // No read-back inside the loop: the steps queue back to back, as in training.
     let (started, cpu_started) = (Instant::now(), tensor::profile::process_cpu_time());
-    for i in 0..args.steps {
+    for i in 0..spec.steps {
         let (x, y) = &batches[i % 4];
         match &mut captured {
             Some(step) => step.run(&mut model, x, y, 0.1, &mut meter)?,
@@ -165,11 +151,11 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
         _ => None,
     };
     device.synchronize()?;
-    let ms = started.elapsed().as_secs_f64() * 1e3 / args.steps as f64;
+    let ms = started.elapsed().as_secs_f64() * 1e3 / spec.steps as f64;
     // The process's CPU time per step (all threads): steadier than wall time on a busy machine.
     let cpu_ms = tensor::profile::process_cpu_time()
         .zip(cpu_started)
-        .map(|(end, start)| (end - start).as_secs_f64() * 1e3 / args.steps as f64);
+        .map(|(end, start)| (end - start).as_secs_f64() * 1e3 / spec.steps as f64);
     let img_s = n as f64 / ms * 1e3;
     let loss = meter.read()?.loss;
     // Peak memory. CPU: this process's resident high-water mark. GPU: cudarc allocates from
@@ -210,18 +196,18 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
     println!(
         "{} ({params} parameters) on {where_}, batch {n}: {ms:.2} ms/step{cpu_text}, {img_s:.0} images/s, peak memory {peak_text}, mean loss {loss:.4} ({} timed steps after {} warm-up)",
         peer_name(config),
-        args.steps,
-        args.warmup
+        spec.steps,
+        spec.warmup
     );
     let mode = format!(
         "{}{}",
         model.precision(),
-        if args.cuda_graph { "+graph" } else { "" }
+        if spec.cuda_graph { "+graph" } else { "" }
     );
-    if args.profile {
-        profile_steps(args, &mut model, &sgd, &batches, &mut meter, ms);
+    if spec.profile {
+        profile_steps(spec, &mut model, &sgd, &batches, &mut meter, ms);
     }
-    if args.json {
+    if spec.json {
         let record = serde_json::json!({
             "peer": "ours", "what": "speed", "model": peer_name(config), "mode": mode,
             "device": where_, "batch": n, "ms_per_step": (ms * 1000.0).round() / 1000.0,
@@ -234,10 +220,10 @@ fn bench_on(args: &BenchArgs, config: &ResNetConfig, device: &Device) -> Result<
     Ok(())
 }
 
-/// `args.steps` more steps with every op timed: one line per op (ms per step, share of the
+/// `spec.steps` more steps with every op timed: one line per op (ms per step, share of the
 /// step), the ops' sum, and the rest of the step (model glue, allocation).
 fn profile_steps(
-    args: &BenchArgs,
+    spec: &BenchSpec,
     model: &mut ResNet,
     sgd: &Sgd,
     batches: &[(Tensor, Labels)],
@@ -247,25 +233,25 @@ fn profile_steps(
     tensor::profile::take();
     tensor::profile::enable(true);
     let started = Instant::now();
-    for i in 0..args.steps {
+    for i in 0..spec.steps {
         let (x, y) = &batches[i % 4];
         train_step_into(model, sgd, x, y, 0.1, meter);
     }
-    let step_ms = started.elapsed().as_secs_f64() * 1e3 / args.steps as f64;
+    let step_ms = started.elapsed().as_secs_f64() * 1e3 / spec.steps as f64;
     tensor::profile::enable(false);
     let mut ops = tensor::profile::take();
     ops.sort_by_key(|op| std::cmp::Reverse(op.time));
-    let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / args.steps as f64;
+    let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / spec.steps as f64;
     println!(
         "profile: {} steps, {step_ms:.1} ms/step while profiling ({timed_ms:.1} timed above)",
-        args.steps
+        spec.steps
     );
     println!("{:>9} {:>6} {:>6}  op", "ms/step", "share", "calls");
     let mut sum = 0.0;
     for op in &ops {
         let ms = per_step(op.time);
         sum += ms;
-        let calls = op.calls / args.steps;
+        let calls = op.calls / spec.steps;
         println!(
             "{ms:>9.2} {:>5.1}% {calls:>6}  {}",
             100.0 * ms / step_ms,

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::atomic::write_atomic;
+use crate::engine::atomic::write_atomic;
 
 /// The CSV header, in column order.
 pub const CSV_HEADER: &str = "epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds";

@@ -1,17 +1,19 @@
 //! `train predict --checkpoint C IMAGE...`: the classes a trained model sees in PNG or JPEG
 //! images of any size.
 //!
-//! Each image is decoded (the `image` crate, PNG and JPEG only), converted to RGB, and resized
-//! to 32x32 whole, as CIFAR's images were made from larger pictures (no crop; a triangle
-//! filter, which averages the pixels each output pixel covers when shrinking). Then it is
-//! normalised with the checkpoint's training statistics and classified with the running BN
-//! statistics. The class names are the ones stored with the checkpoint's dataset.
+//! Each image is decoded (`crate::engine::images`: PNG and JPEG only, whole files only),
+//! converted to RGB, and resized to 32x32 whole, as CIFAR's images were made from larger
+//! pictures (no crop; a triangle filter, which averages the pixels each output pixel covers
+//! when shrinking). Then it is normalised with the checkpoint's training statistics and
+//! classified with the running BN statistics. The class names are the ones stored with the
+//! checkpoint's dataset.
 
-use crate::cli::DeviceArg;
+use crate::commands::args::DeviceArg;
+use crate::engine::images::decode;
+use crate::engine::{checkpoint, device, memory, oom, snapshot, state};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use data::{write_sample, Normalization, SampleAug, IMAGE_BYTES, SAMPLE_LEN};
-use image::imageops::FilterType;
+use data::{write_sample, Normalization, SampleAug, SAMPLE_LEN};
 use model::{Mode, ResNet, ResNetConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,44 +35,6 @@ pub struct PredictArgs {
     pub device: DeviceArg,
 }
 
-/// An image as CIFAR stores one: 32x32, CHW, 8-bit RGB; and its original size.
-#[derive(Debug)]
-pub struct Decoded {
-    pub chw: Vec<u8>,
-    pub width: u32,
-    pub height: u32,
-}
-
-/// Reads and resizes one PNG or JPEG. The error names the file and says what is wrong.
-pub fn decode(path: &Path) -> Result<Decoded> {
-    let what = || format!("cannot read image {}", path.display());
-    let bytes = std::fs::read(path).with_context(what)?;
-    // By the bytes, not the file name: a text file called `x.jpg` is not a JPEG.
-    let format = image::guess_format(&bytes).ok();
-    if !matches!(
-        format,
-        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg)
-    ) {
-        bail!(
-            "{}: not a PNG or JPEG file{}",
-            what(),
-            format.map_or(String::new(), |f| format!(" (it looks like {f:?})"))
-        );
-    }
-    let img = image::load_from_memory(&bytes)
-        .with_context(|| format!("{}: the file is damaged or not a whole image", what()))?;
-    let (width, height) = (img.width(), img.height());
-    let small = image::imageops::resize(&img.to_rgb8(), 32, 32, FilterType::Triangle);
-    // RGB interleaved (HWC) to CIFAR's planes (CHW).
-    let mut chw = vec![0u8; IMAGE_BYTES];
-    for (i, px) in small.pixels().enumerate() {
-        for c in 0..3 {
-            chw[c * 1024 + i] = px[c];
-        }
-    }
-    Ok(Decoded { chw, width, height })
-}
-
 /// The names of a checkpoint's classes: stored with it, or CIFAR-10's fixed names for a
 /// CIFAR-10 checkpoint written before they were stored.
 pub fn class_names(meta: &BTreeMap<String, String>, file: &Path) -> Result<Vec<String>> {
@@ -78,7 +42,7 @@ pub fn class_names(meta: &BTreeMap<String, String>, file: &Path) -> Result<Vec<S
         return serde_json::from_str(json)
             .with_context(|| format!("bad `class_names` in checkpoint {}", file.display()));
     }
-    match crate::spec::dataset_of(meta)? {
+    match snapshot::dataset_of(meta)? {
         data::Dataset::Cifar10 => Ok(data::CIFAR10_CLASS_NAMES.map(String::from).to_vec()),
         d => bail!(
             "checkpoint {} (trained on {d}) was written before checkpoints stored their class \
@@ -105,13 +69,14 @@ pub fn top_k(logits: &[f32], classes: usize, k: usize) -> Vec<Vec<(usize, f64)>>
         .collect()
 }
 
-pub fn run_predict(args: &PredictArgs) -> Result<()> {
+/// `train predict --checkpoint C IMAGE...`.
+pub fn run(args: &PredictArgs) -> Result<()> {
     anyhow::ensure!(args.top > 0, "--top must be at least 1");
-    let (tensors, meta) = crate::checkpoint::load(&args.checkpoint)?;
+    let (tensors, meta) = checkpoint::load(&args.checkpoint)?;
     let file = args.checkpoint.display();
     let config: ResNetConfig =
-        crate::state::config_from_metadata(&meta).with_context(|| format!("reading {file}"))?;
-    let norm: Normalization = crate::run::norm_from_string(
+        state::config_from_metadata(&meta).with_context(|| format!("reading {file}"))?;
+    let norm: Normalization = snapshot::norm_from_string(
         meta.get("normalization")
             .with_context(|| format!("checkpoint {file} lacks `normalization`"))?,
     )?;
@@ -135,18 +100,18 @@ pub fn run_predict(args: &PredictArgs) -> Result<()> {
         }
     }
     if !good.is_empty() {
-        let device = crate::device::select(args.device)?;
-        let work = crate::memory::Work::Eval { batch: good.len() };
-        crate::memory::ensure_fits(&config, work, &device, 0)?;
-        let job = crate::oom::Job {
+        let device = device::select(args.device.into())?;
+        let work = memory::Work::Eval { batch: good.len() };
+        memory::ensure_fits(&config, work, &device, 0)?;
+        let job = oom::Job {
             what: "classifying with",
             model: config.name(),
             params: model::Footprint::of(&config).params as usize,
             batch_size: good.len(),
         };
-        let logits = crate::oom::guard(&job, &device, || {
+        let logits = oom::guard(&job, &device, || {
             let mut model = ResNet::new(&config, 0);
-            crate::state::load_model_tensors(&mut model, &tensors, false)
+            state::load_model_tensors(&mut model, &tensors, false)
                 .with_context(|| format!("loading {file}"))?;
             model
                 .to_device(&device)
@@ -202,28 +167,5 @@ mod tests {
         assert_eq!(t[1][0].0, 0);
         let all: f64 = top_k(&logits, 4, 10)[1].iter().map(|p| p.1).sum();
         assert!((all - 1.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn an_image_is_resized_whole_to_cifar_planes() {
-        let dir = tempfile::tempdir().unwrap();
-        // 64x48: left half red, right half blue.
-        let img = image::RgbImage::from_fn(64, 48, |x, _| {
-            if x < 32 {
-                image::Rgb([255, 0, 0])
-            } else {
-                image::Rgb([0, 0, 255])
-            }
-        });
-        let path = dir.path().join("half.png");
-        img.save(&path).unwrap();
-        let d = decode(&path).unwrap();
-        assert_eq!((d.width, d.height, d.chw.len()), (64, 48, 3072));
-        // Red plane: left columns 255, right columns 0; blue the other way round.
-        let (r, b) = (&d.chw[..1024], &d.chw[2048..]);
-        assert_eq!((r[5 * 32 + 2], r[5 * 32 + 29]), (255, 0));
-        assert_eq!((b[5 * 32 + 2], b[5 * 32 + 29]), (0, 255));
-        let e = format!("{:#}", decode(&dir.path().join("none.png")).unwrap_err());
-        assert!(e.contains("none.png"), "{e}");
     }
 }

@@ -9,8 +9,8 @@
 //! reads its loss meter at those steps while the warm-up lasts (one wait per 10 steps, for a
 //! few hundred steps).
 
-use crate::schedule::LrSchedule;
-use crate::spec::Warmup;
+use crate::engine::schedule::LrSchedule;
+use crate::engine::spec::Warmup;
 use tensor::MeterReading;
 
 /// Steps between two checks of the training error.
@@ -91,7 +91,7 @@ impl WarmupState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::Schedule;
+    use crate::engine::schedule::Schedule;
 
     fn reading(correct: usize, count: usize) -> MeterReading {
         MeterReading {

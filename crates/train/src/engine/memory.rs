@@ -7,8 +7,8 @@
 //! the GPU has free. Too much is one line naming the sizes, the figures and what to change.
 //!
 //! The count is an estimate. Where it is too low, host tensors are still allocated fallibly
-//! (`tensor::oom::host_zeros`) and a refusal ends in `out of host memory ...` (`crate::oom`),
-//! never an abort. Where it is too cautious for a machine, `RESNET_MEMORY_CHECK=off` skips it.
+//! (`tensor::oom::host_zeros`) and a refusal ends in `out of host memory ...`
+//! (`crate::engine::oom`), never an abort. Where it is too cautious for a machine, `RESNET_MEMORY_CHECK=off` skips it.
 
 use anyhow::{bail, Result};
 use model::{Footprint, ResNetConfig};

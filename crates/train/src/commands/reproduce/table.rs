@@ -1,7 +1,7 @@
 //! The reproduction's markdown table: one row per depth, our last-epoch test error (mean ±
 //! sd over seeds) beside the paper's.
 
-use crate::metrics::EpochRecord;
+use crate::engine::metrics::EpochRecord;
 use std::fmt::Write as _;
 
 /// The paper's CIFAR-10 test errors (He et al. 2016, Table 6), in %. For ResNet-110 the
@@ -71,7 +71,7 @@ pub fn duration(seconds: f64) -> String {
 }
 
 fn thousands(n: usize) -> String {
-    crate::oom::thousands(n)
+    crate::engine::oom::thousands(n)
 }
 
 /// The paper's figure for `depth` on `dataset`, or a dash.

@@ -19,7 +19,7 @@ use model::{ResNet, ResNetConfig, Sgd};
 use rand::{Rng, SeedableRng};
 use tensor::{Device, Precision, Tensor};
 
-use crate::device::ExitWith;
+use crate::engine::device::ExitWith;
 
 /// How a line of the report ends up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl Report {
 }
 
 /// `train doctor`.
-pub fn run_doctor() -> anyhow::Result<()> {
+pub fn run() -> anyhow::Result<()> {
     // Every panic is caught and reported as its check's FAIL line: none may print a backtrace.
     std::panic::set_hook(Box::new(|_| {}));
     println!("train doctor: can this machine train on its GPU?");

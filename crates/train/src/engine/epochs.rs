@@ -6,23 +6,24 @@
 //! a [`LossMeter`] on the device, which is read (the one synchronisation) only when the
 //! progress line is refreshed, about four times a second, at the warm-up's checks while it
 //! lasts, and at the end of the epoch. The divergence check happens at each read, so it names
-//! the steps between two reads.
+//! the steps between two reads; a non-finite validation or test loss stops the run too, before
+//! the epoch is written anywhere, so the last checkpoint stays the last good one.
 
-use crate::batches::TrainBatches;
-use crate::cli::{ScheduleArg, TrainArgs};
-use crate::evaluate::evaluate;
-use crate::metrics::{self, EpochRecord, ValScore};
-use crate::plot;
-use crate::run::{save, SaveInfo};
-use crate::schedule::{show_lr, LrSchedule, Schedule};
-use crate::spec::{RunSpec, Warmup};
-use crate::warmup::{WarmupState, CHECK_EVERY};
+use crate::engine::batches::TrainBatches;
+use crate::engine::evaluate::evaluate;
+use crate::engine::metrics::{self, EpochRecord, ValScore};
+use crate::engine::plot;
+use crate::engine::schedule::{show_lr, LrSchedule, Schedule, ScheduleKind};
+use crate::engine::snapshot::{save, SaveInfo};
+use crate::engine::spec::{RunSpec, Warmup};
+use crate::engine::warmup::{WarmupState, CHECK_EVERY};
 use anyhow::{bail, ensure, Context, Result};
 use data::{Cifar, Loader, Normalization, Split};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::step::{train_step_into, CapturedStep};
 use model::{ResNet, Sgd};
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tensor::{Device, LossMeter, MeterReading};
 
@@ -30,10 +31,25 @@ use tensor::{Device, LossMeter, MeterReading};
 /// refresh the progress line. On the CPU it reads after every step, which costs nothing.
 const READ_EVERY: Duration = Duration::from_millis(250);
 
+/// What a run writes after every epoch (each when given).
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    /// The checkpoint (`crate::engine::snapshot`), atomically.
+    pub save: Option<PathBuf>,
+    /// One CSV row per epoch.
+    pub metrics: Option<PathBuf>,
+    /// Accuracy and loss curves, as a PNG.
+    pub plot: Option<PathBuf>,
+}
+
 /// Everything the loop needs.
 pub struct Plan<'a> {
-    pub args: &'a TrainArgs,
     pub spec: &'a RunSpec,
+    pub outputs: &'a Outputs,
+    /// Replay the step as a CUDA graph (GPU only).
+    pub cuda_graph: bool,
+    /// How the run was asked for, recorded in its checkpoint.
+    pub invocation: &'a str,
     pub model: ResNet,
     pub device: &'a Device,
     pub cifar: &'a Cifar,
@@ -46,11 +62,33 @@ pub struct Plan<'a> {
     pub devices: &'a [String],
 }
 
+/// An epoch's evaluation losses are finite, or the run stops here, before anything of the
+/// epoch is written (`kept` says so of the checkpoint): a NaN or infinity in the weights or
+/// the BN statistics shows in the validation or test loss even where the training loss did
+/// not catch it.
+fn ensure_finite_losses(
+    epoch: usize,
+    val: Option<ValScore>,
+    test_loss: f64,
+    kept: &str,
+) -> Result<()> {
+    let bad = val
+        .filter(|v| !v.loss.is_finite())
+        .map(|v| ("validation", v.loss))
+        .or((!test_loss.is_finite()).then_some(("test", test_loss)));
+    if let Some((which, loss)) = bad {
+        bail!("the {which} loss became {loss} after epoch {epoch}: training diverged; try a lower --lr or --warmup-iters{kept}");
+    }
+    Ok(())
+}
+
 /// Trains from the end of `plan.records` to `spec.epochs`; returns the full history.
 pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
     let Plan {
-        args,
         spec,
+        outputs,
+        cuda_graph,
+        invocation,
         mut model,
         device,
         cifar,
@@ -74,14 +112,14 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
     let schedule = LrSchedule {
         base_lr: spec.lr,
         schedule: match spec.schedule {
-            ScheduleArg::Step => Schedule::Step {
+            ScheduleKind::Step => Schedule::Step {
                 milestones: LrSchedule::milestones(
                     spec.milestones.as_deref(),
                     spec.schedule_epochs,
                     steps_per_epoch,
                 ),
             },
-            ScheduleArg::Cosine => Schedule::Cosine,
+            ScheduleKind::Cosine => Schedule::Cosine,
         },
         epochs: spec.schedule_epochs,
         steps_per_epoch,
@@ -139,9 +177,14 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
     let title = format!("{name} on {dataset}");
     let mut meter = LossMeter::new(device).context("allocating the loss meter")?;
     ensure!(
-        !args.cuda_graph || device.is_cuda(),
+        !cuda_graph || device.is_cuda(),
         "--cuda-graph needs a GPU, but training runs on {device}"
     );
+    // What a run stopped by a non-finite loss says of its checkpoint (it saves only after an
+    // epoch whose losses were all finite).
+    let kept = outputs.save.as_ref().map_or(String::new(), |p| {
+        format!("; the last good checkpoint, {}, is unchanged", p.display())
+    });
     // With --cuda-graph: captured after the run's first (eager) step, for full-size batches.
     let mut captured: Option<CapturedStep> = None;
     for epoch in start_epoch..spec.epochs {
@@ -175,9 +218,6 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
                 .context("reading the training loss from the device")?;
             if m.count > 0 && !m.loss.is_finite() {
                 bar.abandon();
-                let kept = args.save.as_ref().map_or(String::new(), |p| {
-                    format!("; the last good checkpoint, {}, is unchanged", p.display())
-                });
                 let when = if read_steps + 1 >= steps {
                     format!("at epoch {}, step {steps}", epoch + 1)
                 } else {
@@ -208,7 +248,7 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
                     .context("replaying the captured training step")?,
                 _ => {
                     train_step_into(&mut model, &sgd, &x, &labels, lr, &mut meter);
-                    if args.cuda_graph && captured.is_none() && labels.len() == spec.batch_size {
+                    if cuda_graph && captured.is_none() && labels.len() == spec.batch_size {
                         let step = CapturedStep::capture(&mut model, &sgd, &x, &labels, &mut meter)
                             .context("capturing the training step as a CUDA graph (run without --cuda-graph to train eagerly)")?;
                         captured = Some(step);
@@ -252,6 +292,7 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
             })
         };
         let test = evaluate(&mut model, &cifar.test, norm, spec.batch_size, interactive)?;
+        ensure_finite_losses(epoch + 1, val_score, test.loss, &kept)?;
         if captured.is_some() {
             // The epoch's short last batch and the evaluation ran eagerly from the pool, which
             // keeps what it grew to: hand that back, so it is not resident beside the graph's
@@ -287,27 +328,61 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
             seen as f64 / train_secs.max(1e-9)
         );
         records.push(record);
-        if let Some(path) = &args.metrics {
+        if let Some(path) = &outputs.metrics {
             metrics::write_csv(path, &records)?;
         }
-        if let Some(path) = &args.plot {
+        if let Some(path) = &outputs.plot {
             plot::write_plot(path, &records, &title)?;
         }
-        if let Some(path) = &args.save {
+        if let Some(path) = &outputs.save {
             let info = SaveInfo {
-                args,
                 spec,
-                cifar,
+                class_names: &cifar.class_names,
                 norm,
                 records: &records,
                 warmup_done_at: warm.done_at,
                 devices,
+                invocation,
             };
             save(path, &mut model, &info)?;
         }
     }
-    if let Some(line) = crate::report::result_line(&records) {
+    if let Some(line) = crate::engine::report::result_line(&records) {
         println!("{line}");
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_evaluation_loss_stops_the_run_naming_it() {
+        let kept = "; the last good checkpoint, c.st, is unchanged";
+        ensure_finite_losses(3, None, 2.3, kept).unwrap();
+        let val = |loss| Some(ValScore { loss, acc: 0.5 });
+        ensure_finite_losses(3, val(1.0), 2.3, kept).unwrap();
+        for (v, test, said) in [
+            (None, f64::NAN, "the test loss became NaN after epoch 3"),
+            (
+                val(1.0),
+                f64::INFINITY,
+                "the test loss became inf after epoch 3",
+            ),
+            (
+                val(f64::NAN),
+                2.3,
+                "the validation loss became NaN after epoch 3",
+            ),
+        ] {
+            let e = ensure_finite_losses(3, v, test, kept)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(said) && e.contains("diverged") && e.ends_with(kept),
+                "{e}"
+            );
+        }
+    }
 }

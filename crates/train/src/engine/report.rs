@@ -6,7 +6,7 @@
 //! - without one, the result is the last epoch's test accuracy, and the best test accuracy is
 //!   shown only labelled as such.
 
-use crate::metrics::EpochRecord;
+use crate::engine::metrics::EpochRecord;
 
 /// The first epoch with the highest value of `key` (finite values only).
 fn best_by(
@@ -87,7 +87,7 @@ pub fn accuracy_caption(records: &[EpochRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::ValScore;
+    use crate::engine::metrics::ValScore;
 
     fn rec(epoch: usize, test_acc: f64, val: Option<f64>) -> EpochRecord {
         EpochRecord {

@@ -4,7 +4,7 @@
 //! as `optimizer.momentum.<param>`. The model's configuration lives in the metadata, and a
 //! checkpoint that does not match the requested model is an error that says how.
 
-use crate::checkpoint::NamedTensor;
+use crate::engine::checkpoint::NamedTensor;
 use anyhow::{bail, ensure, Context, Result};
 use model::{BlockKind, ResNet, ResNetConfig, ShortcutKind};
 use std::collections::BTreeMap;

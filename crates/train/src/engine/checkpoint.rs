@@ -8,7 +8,7 @@
 //! int64 scalar, and `load_state_dict` expects it. Free-form string metadata (architecture,
 //! epoch, optimizer settings, ...) goes in the header's `__metadata__` map.
 //!
-//! Files are written with [`crate::atomic::write_atomic`], so an interrupted save never
+//! Files are written with [`crate::engine::atomic::write_atomic`], so an interrupted save never
 //! destroys the previous checkpoint.
 
 use std::borrow::Cow;
@@ -18,7 +18,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 
-use crate::atomic::write_atomic;
+use crate::engine::atomic::write_atomic;
 
 /// Element data of a tensor, in row-major order.
 #[derive(Clone, Debug, PartialEq)]
@@ -219,10 +219,50 @@ pub fn save(
 
 /// Read a checkpoint written by [`save`] (or by `safetensors.torch.save_file`, as long as its
 /// tensors are F32 or I64). Tensors come back sorted by name. Every error names the file.
+///
+/// A NaN or infinity in any tensor is an error naming the tensor and the count ([`ensure_finite`]):
+/// every command (train, eval, predict, reproduce) loads through here, so such a checkpoint
+/// never enters a run, where ReLU and BN would carry the NaN on to a loss the run then stops at.
 pub fn load(path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    from_bytes(&bytes).with_context(|| format!("cannot load checkpoint {}", path.display()))
+    let loaded = from_bytes(&bytes)
+        .and_then(|(tensors, meta)| ensure_finite(&tensors).map(|()| (tensors, meta)));
+    loaded.with_context(|| format!("cannot load checkpoint {}", path.display()))
+}
+
+/// Every float of every tensor is finite; otherwise an error naming each tensor that is not,
+/// with how many of its values are NaN and how many infinite.
+pub fn ensure_finite(tensors: &[NamedTensor]) -> Result<()> {
+    const SHOWN: usize = 4;
+    let bad: Vec<String> = tensors
+        .iter()
+        .filter_map(|t| {
+            let v = t.as_f32()?;
+            let nan = v.iter().filter(|x| x.is_nan()).count();
+            let inf = v.iter().filter(|x| x.is_infinite()).count();
+            let what = match (nan, inf) {
+                (0, 0) => return None,
+                (n, 0) => format!("{n} NaN"),
+                (0, i) => format!("{i} infinite"),
+                (n, i) => format!("{n} NaN and {i} infinite"),
+            };
+            Some(format!("`{}` has {what} of its {} values", t.name, v.len()))
+        })
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let more = match bad.len() {
+        n if n > SHOWN => format!(", and {} more tensors", n - SHOWN),
+        _ => String::new(),
+    };
+    bail!(
+        "non-finite numbers in {} tensor{}: {}{more}",
+        bad.len(),
+        if bad.len() == 1 { "" } else { "s" },
+        bad[..bad.len().min(SHOWN)].join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -362,6 +402,42 @@ mod tests {
         let tiny = dir.path().join("tiny.safetensors");
         std::fs::write(&tiny, b"abc").unwrap();
         assert!(format!("{:#}", load(&tiny).unwrap_err()).contains("tiny.safetensors"));
+    }
+
+    #[test]
+    fn non_finite_values_are_an_error_naming_each_tensor_and_the_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nan.safetensors");
+        let (mut tensors, meta) = sample();
+        if let TensorData::F32(v) = &mut tensors[0].data {
+            v[3] = f32::NAN;
+        }
+        if let TensorData::F32(v) = &mut tensors[1].data {
+            v[1] = f32::NEG_INFINITY;
+        }
+        // Written as is (a checkpoint from elsewhere can hold anything), refused on load.
+        save(&path, &tensors, &meta).unwrap();
+        let err = format!("{:#}", load(&path).unwrap_err());
+        assert!(err.contains("nan.safetensors"), "{err}");
+        assert!(
+            err.contains("non-finite numbers in 2 tensors")
+                && err.contains("`conv1.weight` has 1 NaN of its 18 values")
+                && err.contains("`bn1.running_var` has 1 infinite of its 2 values"),
+            "{err}"
+        );
+        // Many tensors: four named, the rest counted.
+        let many: Vec<NamedTensor> = (0..6)
+            .map(|i| NamedTensor::f32(format!("t{i}"), vec![2], vec![f32::NAN, f32::INFINITY]))
+            .collect();
+        let err = format!("{:#}", ensure_finite(&many).unwrap_err());
+        assert!(
+            err.contains("`t3` has 1 NaN and 1 infinite of its 2 values")
+                && !err.contains("`t4`")
+                && err.ends_with(", and 2 more tensors"),
+            "{err}"
+        );
+        let (clean, _) = sample();
+        ensure_finite(&clean).unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! with `ab_glyph` from the DejaVu Sans font embedded in the binary (the `dejavu` crate; the
 //! same font matplotlib uses by default), and the `png` crate encodes the image. Nothing is
 //! looked up on the system (no fontconfig, no X), so plotting works on a bare CI machine or a
-//! headless GPU box. The encoded bytes are written with [`crate::atomic::write_atomic`].
+//! headless GPU box. The encoded bytes are written with [`crate::engine::atomic::write_atomic`].
 
 use std::ops::Range;
 use std::path::Path;
@@ -18,8 +18,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
-use crate::atomic::write_atomic;
-use crate::metrics::EpochRecord;
+use crate::engine::atomic::write_atomic;
+use crate::engine::metrics::EpochRecord;
 
 /// Width of the PNG in pixels.
 pub const WIDTH: u32 = 1400;
@@ -106,7 +106,7 @@ where
     let pct = |f: fn(&EpochRecord) -> f64| records.iter().map(|r| 100.0 * f(r)).collect();
     let raw = |f: fn(&EpochRecord) -> f64| records.iter().map(f).collect();
 
-    let acc_caption = crate::report::accuracy_caption(records);
+    let acc_caption = crate::engine::report::accuracy_caption(records);
     let loss_caption = match records.last() {
         Some(r) if r.test_loss.is_finite() => format!("Loss (last test {:.4})", r.test_loss),
         _ => "Loss".to_string(),
@@ -153,7 +153,7 @@ type Series = (&'static str, RGBColor, Vec<f64>);
 fn with_val(
     mut series: Vec<Series>,
     records: &[EpochRecord],
-    value: fn(crate::metrics::ValScore) -> f64,
+    value: fn(crate::engine::metrics::ValScore) -> f64,
 ) -> Vec<Series> {
     if records.iter().any(|r| r.val.is_some()) {
         let v = records
@@ -423,7 +423,7 @@ mod tests {
     fn a_validation_split_adds_its_curve() {
         let mut recs = run(8);
         for r in &mut recs {
-            r.val = Some(crate::metrics::ValScore {
+            r.val = Some(crate::engine::metrics::ValScore {
                 loss: r.test_loss * 0.9,
                 acc: r.test_acc * 0.98,
             });

@@ -2,10 +2,10 @@
 //! per depth, test error bold and training error dashed. With several seeds a curve is the
 //! mean over the seeds that reached that epoch.
 
-use crate::plot::{
+use crate::commands::reproduce::table::RunResult;
+use crate::engine::plot::{
     encode_png, ensure_font, finite_runs, format_epoch, tick_decimals, x_range, y_range, FONT,
 };
-use crate::reproduce::table::RunResult;
 use anyhow::{anyhow, Context, Result};
 use plotters::prelude::*;
 use std::path::Path;
@@ -28,7 +28,7 @@ pub const COLORS: [RGBColor; 8] = [
 /// Per epoch, the mean over `runs` of `error(record)` (in %) among the runs that have it.
 fn mean_curve(
     runs: &[&RunResult],
-    error: fn(&crate::metrics::EpochRecord) -> f64,
+    error: fn(&crate::engine::metrics::EpochRecord) -> f64,
 ) -> Vec<(f64, f64)> {
     let longest = runs.iter().map(|r| r.records.len()).max().unwrap_or(0);
     (0..longest)
@@ -59,7 +59,7 @@ pub fn render(depths: &[usize], runs: &[RunResult], title: &str) -> Result<Vec<u
 pub fn write(path: &Path, depths: &[usize], runs: &[RunResult], title: &str) -> Result<()> {
     let png =
         render(depths, runs, title).with_context(|| format!("cannot render {}", path.display()))?;
-    crate::atomic::write_atomic(path, &png)
+    crate::engine::atomic::write_atomic(path, &png)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -158,7 +158,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::EpochRecord;
+    use crate::engine::metrics::EpochRecord;
 
     fn run(depth: usize, seed: u64, n: usize, offset: f64) -> RunResult {
         RunResult {

@@ -9,8 +9,8 @@
 //! quiet, so the user sees `error: out of GPU memory ...` and exit status 1, never a backtrace.
 //! Host tensors are allocated fallibly and raise the same payload (`host: true`): a host
 //! allocation the machine refuses reads `error: out of host memory ...`, never an abort.
-//! (`crate::memory` refuses sizes that cannot fit before anything is allocated; this is what
-//! still catches an estimate that was too low.)
+//! (`crate::engine::memory` refuses sizes that cannot fit before anything is allocated; this
+//! is what still catches an estimate that was too low.)
 
 use anyhow::anyhow;
 use tensor::{Device, OutOfMemory};
@@ -118,7 +118,7 @@ pub fn guard<T>(
     // Whatever `f` allocated was dropped while unwinding; once that has run (synchronise),
     // trimming the pool hands the blocks back to the driver, so the free figure counts them.
     let mem = if oom.host {
-        crate::memory::host_memory().map(|m| (m.available, m.total))
+        crate::engine::memory::host_memory().map(|m| (m.available, m.total))
     } else {
         device.gpu().and_then(|gpu| {
             let _ = gpu.synchronize();

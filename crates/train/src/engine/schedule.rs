@@ -1,6 +1,25 @@
 //! Learning rate as a function of the iteration: the paper's step schedule (lr/10 at 32k and
 //! 48k of 64k iterations, i.e. 50% and 75%), cosine, and the ResNet-110 warm-up.
 
+/// Which schedule a run uses (`--schedule`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleKind {
+    /// lr/10 at each milestone.
+    Step,
+    /// Cosine decay from lr to 0 over all steps.
+    Cosine,
+}
+
+impl ScheduleKind {
+    /// The name a run's settings record (`step`, `cosine`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ScheduleKind::Step => "step",
+            ScheduleKind::Cosine => "cosine",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Schedule {
     /// Divide by 10 at each milestone, counted in iterations.
