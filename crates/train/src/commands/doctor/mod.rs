@@ -77,7 +77,7 @@ fn examine(report: &mut Report) -> Option<String> {
             Vec::new()
         }
     };
-    let gpu0 = devices.first();
+    let gpu0 = devices.iter().find(|d| d.ordinal == 0);
     let capability = gpu0.map(|d| d.capability);
     let mode = Mode::from_env();
     let nvrtc = probe::nvrtc();
