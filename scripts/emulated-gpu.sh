@@ -31,4 +31,10 @@ fi
 if [[ -n "$libdir" && -e "$libdir/libnvrtc.so.13" ]]; then
     export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
+
+# The prebuilt kernels file (target/resnet-kernels.bin), which the tests of a start without
+# nvrtc load: compiled once per change of the kernels (~40 s), else from the kernel cache.
+if ! log=$(cd "$root" && cargo run --quiet --profile test -p xtask -- cubins 2>&1); then
+    printf '%s\nemulated-gpu.sh: could not build the prebuilt kernels file (above); the tests that need it will fail\n' "$log" >&2
+fi
 exec "$@"

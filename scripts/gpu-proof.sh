@@ -7,10 +7,14 @@
 #
 # Here (with Rust):   ../shared/tools/gpu-bundle.sh        # stages .gpu/ (tests, benches, bins, data, peer)
 # There (device tool, carry [".gpu"]), in this order:
-#   bash scripts/gpu-proof.sh call1   # smoke, GPU tests, speed table vs the peer, memcheck
-#   bash scripts/gpu-proof.sh call2   # smoke, 30-epoch accuracy (ours bf16+graph, ours fp32, peer), kernel bench
-#   bash scripts/gpu-proof.sh call3   # smoke, racecheck, the paper's 164-epoch ResNet-20 run
-# Single stages: smoke | tests | speed | memcheck | racecheck | accuracy | bench | paper.
+#   bash scripts/gpu-proof.sh call1   # doctor, smoke, GPU tests, speed table vs the peer, memcheck
+#   bash scripts/gpu-proof.sh call2   # doctor, smoke, 30-epoch accuracy (ours bf16+graph, ours fp32, peer), kernel bench
+#   bash scripts/gpu-proof.sh call3   # doctor, smoke, racecheck, the paper's 164-epoch ResNet-20 run
+# Single stages: doctor | smoke | tests | speed | memcheck | racecheck | accuracy | bench | paper.
+#   doctor    `train doctor`: the driver, GPUs, nvrtc, the prebuilt kernels file, the kernel cache,
+#             the kernels on GPU 0 and a training step there against the CPU, each line ok or
+#             what to do. First in every call; its failure is counted, and the smoke test still
+#             decides whether the GPU stages run.                               -> doctor.log
 #   smoke     gpu_smoke alone (a relu on the device). Every call starts with it, and when it
 #             fails the GPU stages after it are skipped: nothing else can pass.  -> smoke.log
 #   tests     the GPU tests (ignored elsewhere), each group a process of its own so that a sticky
@@ -43,9 +47,9 @@
 # shellcheck disable=SC2317
 set -uo pipefail
 case ${1:-call1} in
-  call1 | call2 | call3 | smoke | tests | speed | memcheck | racecheck | accuracy | bench | paper) ;;
+  call1 | call2 | call3 | doctor | smoke | tests | speed | memcheck | racecheck | accuracy | bench | paper) ;;
   # Before anything else: a typo must not cost a fresh machine's ~40 s of data decoding.
-  *) echo "unknown stage $1 (call1|call2|call3|smoke|tests|speed|memcheck|racecheck|accuracy|bench|paper)" >&2; exit 2 ;;
+  *) echo "unknown stage $1 (call1|call2|call3|doctor|smoke|tests|speed|memcheck|racecheck|accuracy|bench|paper)" >&2; exit 2 ;;
 esac
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/proof-lib.sh
@@ -92,6 +96,12 @@ run_tests() {
   done < <(test_exes "$name")
   ((found)) || { echo "--- FAILED: no test executable $name-* in $g/tests (gpu-bundle.sh --no-tests?)"; return 1; }
   return "$rc"
+}
+
+# train doctor: the machine as train sees it, line by line (it also compiles the kernels into
+# the cache the later stages read).
+doctor() {
+  run_ours 90 "$g/bin/train" doctor
 }
 
 smoke() {
@@ -225,7 +235,7 @@ paper() {
   echo "paper schedule, depth 20, bf16 + CUDA graph: $((SECONDS - t0)) s wall, start-up and every epoch's evaluation included"
 }
 
-export -f test_exes run_tests smoke gpu_tests other_ignored_tests sanitizer_bin sanitizer_probe \
+export -f test_exes run_tests doctor smoke gpu_tests other_ignored_tests sanitizer_bin sanitizer_probe \
   sanitizer accuracy bench paper
 
 # The smoke test gates the GPU stages: if a relu cannot run, nothing after it can pass, and its
@@ -254,7 +264,9 @@ echo "gpu-proof ${1:-call1}: $(($(proof_left_ms) / 1000)) s for this call"
 within 150 bash "$g/remote.sh" sh true > /dev/null || { echo "decoding the CIFAR-10 stand-in failed"; status=1; }
 export CIFAR_DIR=${CIFAR_DIR:-/tmp/cifar}
 preflight
+stage doctor 100 doctor || status=1
 case ${1:-call1} in
+  doctor) ;;
   smoke) gate ;;
   tests) gpu_stage tests 420 gpu_tests ;;
   speed) gpu_stage speed 400 bash "$root/scripts/speed-vs-peer.sh" ;;

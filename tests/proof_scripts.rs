@@ -195,8 +195,13 @@ echo "test result: ok"
 "#;
 
 const FAKE_TRAIN: &str = r#"#!/usr/bin/env bash
-# `train`: logs the call; as `bench --json`, one result (hanging in the mode FAKE_HANG names).
+# `train`: logs the call; as `doctor`, a report that fails when FAKE_FAIL names doctor; as
+# `bench --json`, one result (hanging in the mode FAKE_HANG names).
 echo "train $$ $* LD=${LD_LIBRARY_PATH:-}" >> "$FAKE_LOG"
+if [[ $1 == doctor ]]; then
+  [[ " ${FAKE_FAIL:-} " == *" doctor "* ]] && { echo "FAIL  driver: fake"; exit 1; }
+  echo "ok    driver: fake"; exit 0
+fi
 mode=fp32; [[ " $* " == *" bf16 "* ]] && mode=bf16; [[ " $* " == *" --cuda-graph "* ]] && mode=$mode+graph
 [[ -n ${FAKE_HANG:-} && $mode == "$FAKE_HANG" ]] && sleep 30
 echo "resnet20 on cuda:0 (fake): 1.50 ms/step"
@@ -298,6 +303,13 @@ impl Bundle {
         bash(&cmd, self.dir.path(), &vars)
     }
 
+    /// Whether `train` ran for anything but `train doctor`.
+    fn training_runs(&self) -> bool {
+        self.calls()
+            .iter()
+            .any(|(n, _, rest)| n == "train" && !rest.starts_with("doctor "))
+    }
+
     /// The logged calls: (name, pid, the rest of the line).
     fn calls(&self) -> Vec<(String, String, String)> {
         fs::read_to_string(self.dir.path().join("calls"))
@@ -326,6 +338,7 @@ fn the_gpu_tests_run_smoke_first_then_parity_fast_paths_e2e_each_in_a_process_of
     assert_eq!(
         order,
         [
+            "train doctor".to_string(),
             format!("gpu_smoke {t}"),
             format!("gpu {t} parity::"),
             format!("gpu {t} fast_paths::"),
@@ -349,7 +362,8 @@ fn the_gpu_tests_run_smoke_first_then_parity_fast_paths_e2e_each_in_a_process_of
         calls.iter().all(|(_, _, rest)| rest.ends_with(&ld)),
         "{calls:?}"
     );
-    assert!(ran.out.contains("=== smoke: ok") && ran.out.contains("=== tests: ok"));
+    assert!(ran.out.contains("=== doctor: ok") && ran.out.contains("=== smoke: ok"));
+    assert!(ran.out.contains("=== tests: ok"), "{}", ran.out);
 }
 
 #[test]
@@ -358,7 +372,12 @@ fn a_failing_smoke_test_skips_every_gpu_stage_of_the_call() {
     let ran = b.run("gpu-proof.sh", "call1", &[("FAKE_FAIL", "gpu_smoke")]);
     assert_eq!(ran.code, Some(1), "{}", ran.out);
     let names: Vec<String> = b.calls().into_iter().map(|(n, _, _)| n).collect();
-    assert_eq!(names, ["gpu_smoke"], "{}", ran.out);
+    assert_eq!(
+        names,
+        ["train", "gpu_smoke"],
+        "doctor, then the smoke test: {}",
+        ran.out
+    );
     for stage in ["tests", "speed", "memcheck"] {
         assert!(
             ran.out
@@ -368,6 +387,46 @@ fn a_failing_smoke_test_skips_every_gpu_stage_of_the_call() {
         );
     }
     assert!(ran.out.contains("=== smoke: FAILED"), "{}", ran.out);
+}
+
+/// `train doctor` runs first in every call (and before a single stage), with our nvrtc on the library path, its report in
+/// doctor.log; a failing doctor is counted (exit status 1) but the smoke test, not the doctor,
+/// decides whether the GPU stages run.
+#[test]
+fn the_doctor_runs_first_in_every_call_and_its_failure_is_counted() {
+    let b = Bundle::new();
+    let ran = b.run("gpu-proof.sh", "accuracy", &[]);
+    assert_eq!(ran.code, Some(0), "{}", ran.out);
+    let calls = b.calls();
+    let (name, _, rest) = &calls[0];
+    assert_eq!(
+        (name.as_str(), rest.as_str()),
+        (
+            "train",
+            format!("doctor LD={}:/machine/lib", b.path("nvrtc")).as_str()
+        ),
+        "{calls:?}"
+    );
+    let log = fs::read_to_string(b.dir.path().join("out/doctor.log")).unwrap();
+    assert!(log.contains("ok    driver: fake"), "{log}");
+    assert!(ran.out.contains("=== doctor: ok"), "{}", ran.out);
+
+    let b = Bundle::new();
+    let ran = b.run("gpu-proof.sh", "accuracy", &[("FAKE_FAIL", "doctor")]);
+    assert_eq!(ran.code, Some(1), "{}", ran.out);
+    assert!(
+        ran.out.contains("=== doctor: FAILED (exit 1"),
+        "{}",
+        ran.out
+    );
+    assert!(ran.out.contains("=== smoke: ok"), "{}", ran.out);
+    assert!(ran.out.contains("=== accuracy: ok"), "{}", ran.out);
+
+    let b = Bundle::new();
+    let ran = b.run("gpu-proof.sh", "doctor", &[]);
+    assert_eq!(ran.code, Some(0), "{}", ran.out);
+    let names: Vec<String> = b.calls().into_iter().map(|(n, _, _)| n).collect();
+    assert_eq!(names, ["train"], "the doctor alone: {}", ran.out);
 }
 
 #[test]
@@ -426,7 +485,7 @@ fn without_compute_sanitizer_or_nvidia_smi_the_sanitizer_stage_is_unavailable_no
         "{}",
         ran.out
     );
-    assert!(!b.calls().iter().any(|(n, _, _)| n == "train"));
+    assert!(!b.training_runs());
 }
 
 #[test]
@@ -447,7 +506,7 @@ fn on_gvisor_the_sanitizer_stages_are_unavailable_in_the_sanitizers_words() {
         assert!(!ran.out.contains("FAILED"), "{}", ran.out);
     }
     // Probed on the smoke test only; no training run was started under it.
-    assert!(!b.calls().iter().any(|(n, _, _)| n == "train"));
+    assert!(!b.training_runs());
 }
 
 #[test]
@@ -475,7 +534,7 @@ fn our_binaries_get_the_toolkits_nvrtc_and_the_peer_the_machines_library_path() 
     let calls = b.calls();
     let ours = format!("LD={}:/machine/lib", b.path("nvrtc"));
     let trains: Vec<_> = calls.iter().filter(|(n, _, _)| n == "train").collect();
-    assert_eq!(trains.len(), 2, "{calls:?}");
+    assert_eq!(trains.len(), 3, "doctor and two runs: {calls:?}");
     assert!(
         trains.iter().all(|(_, _, rest)| rest.ends_with(&ours)),
         "{calls:?}"

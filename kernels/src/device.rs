@@ -4,7 +4,7 @@
 //! unit-tested, but it has not been run against a real device yet (see `kernels/README.md`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use cudarc::driver::{
     result, sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView,
@@ -12,28 +12,9 @@ use cudarc::driver::{
 };
 
 use crate::error::{guard, human_bytes, KernelError, Result};
-use crate::nvrtc::{arch_for_capability, compile_all, CompiledModule};
+use crate::nvrtc::{arch_for_capability, CompiledModule};
+use crate::supply::Origin;
 use crate::KERNELS;
-
-/// Compiled modules per architecture, compiled once per process and shared by every [`Gpu`] of
-/// that arch (nvrtc takes a noticeable fraction of a second per file; modules themselves are
-/// per context).
-fn module_cache() -> &'static Mutex<HashMap<String, Arc<Vec<CompiledModule>>>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Vec<CompiledModule>>>>> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// Compiles (or fetches from the process cache) every source for `arch`.
-pub fn cached_modules(arch: &str) -> Result<Arc<Vec<CompiledModule>>> {
-    // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
-    let mut cache = module_cache().lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(m) = cache.get(arch) {
-        return Ok(Arc::clone(m));
-    }
-    let modules = Arc::new(compile_all(arch)?);
-    cache.insert(arch.to_string(), Arc::clone(&modules));
-    Ok(modules)
-}
 
 /// Returns the driver error that cudarc set aside for `ctx`, if any, as found `when` (e.g.
 /// "before synchronising the stream"). cudarc cannot return errors from destructors (a
@@ -61,6 +42,7 @@ pub struct Gpu {
     standin: bool,
     capability: (i32, i32),
     arch: String,
+    origin: Origin,
     functions: HashMap<&'static str, CudaFunction>,
     // Keeps the modules alive for as long as the functions are (CudaFunction also holds an Arc).
     _modules: Vec<Arc<CudaModule>>,
@@ -74,18 +56,58 @@ impl std::fmt::Debug for Gpu {
             .field("capability", &self.capability)
             .field("arch", &self.arch)
             .field("kernels", &self.functions.len())
+            .field("origin", &self.origin)
             .finish()
     }
 }
 
+/// The functions and modules of `modules` loaded into `ctx`: every kernel of [`KERNELS`],
+/// looked up by name.
+type Loaded = (HashMap<&'static str, CudaFunction>, Vec<Arc<CudaModule>>);
+
+fn load_modules(
+    ctx: &Arc<CudaContext>,
+    modules: &[CompiledModule],
+    origin: &Origin,
+) -> Result<Loaded> {
+    let mut functions = HashMap::new();
+    let mut loaded = Vec::with_capacity(modules.len());
+    for m in modules {
+        let module = ctx.load_module(m.to_ptx()).map_err(|e| {
+            KernelError::driver(
+                format!(
+                    "loading module {} ({origin}); a cubin or PTX from nvrtc 13.x needs a CUDA 13 \
+                     driver (>= 580)",
+                    m.file
+                ),
+                e,
+            )
+        })?;
+        let names = KERNELS
+            .iter()
+            .find(|(module, _)| *module == m.name)
+            .map(|(_, names)| *names)
+            .unwrap_or(&[]);
+        for &name in names {
+            let f = module.load_function(name).map_err(|e| {
+                KernelError::driver(format!("looking up kernel {name} in {}", m.file), e)
+            })?;
+            functions.insert(name, f);
+        }
+        loaded.push(module);
+    }
+    Ok((functions, loaded))
+}
+
 impl Gpu {
-    /// Opens device `ordinal`: probes the driver and nvrtc (clean `Err` when absent, never a
-    /// panic), creates the context and a stream, compiles every module to a cubin for the
-    /// device's exact architecture (`sm_XY`, once per process) and loads them. Cubins, not PTX:
-    /// they skip the driver's JIT, and load on any 13.x driver whichever nvrtc 13.x made them.
+    /// Opens device `ordinal`: probes the driver (clean `Err` when absent, never a panic),
+    /// creates the context and a stream, gets every module for the device (see
+    /// [`crate::supply`]: compiled by nvrtc to a cubin for its exact architecture `sm_XY`, once
+    /// per process, or read from the prebuilt kernels file where nvrtc is missing) and loads
+    /// them. Cubins, not PTX, where there is one: they skip the driver's JIT, and load on any
+    /// 13.x driver whichever nvrtc 13.x made them.
     pub fn new(ordinal: usize) -> Result<Gpu> {
         let info = crate::probe::driver()?;
-        crate::probe::nvrtc()?;
         if ordinal >= info.device_count as usize {
             return Err(KernelError::NoDriver(format!(
                 "device ordinal {ordinal} requested but only {} CUDA device(s) present",
@@ -107,7 +129,6 @@ impl Gpu {
             .map_err(|e| KernelError::driver("querying the device name", e))?;
         let standin = crate::probe::driver()?.standin.is_some();
         let arch = arch_for_capability(capability.0, capability.1);
-        let nvrtc = crate::probe::nvrtc()?;
         // Every buffer is used on the one stream below only, so work is already ordered.
         // cudarc's event tracking (on once a second stream exists) exists to order work across
         // streams: two events per allocation, and a wait plus a record per buffer argument of
@@ -121,33 +142,8 @@ impl Gpu {
             .new_stream()
             .map_err(|e| KernelError::driver("creating a stream", e))?;
 
-        let compiled = cached_modules(&arch)?;
-        let mut functions = HashMap::new();
-        let mut modules = Vec::with_capacity(compiled.len());
-        for m in compiled.iter() {
-            let module = ctx.load_module(m.to_ptx()).map_err(|e| {
-                KernelError::driver(
-                    format!(
-                        "loading module {} ({arch} cubin from nvrtc {}.{}); a cubin from nvrtc \
-                         13.x needs a CUDA 13 driver (>= 580)",
-                        m.file, nvrtc.version.0, nvrtc.version.1
-                    ),
-                    e,
-                )
-            })?;
-            let names = KERNELS
-                .iter()
-                .find(|(module, _)| *module == m.name)
-                .map(|(_, names)| *names)
-                .unwrap_or(&[]);
-            for &name in names {
-                let f = module.load_function(name).map_err(|e| {
-                    KernelError::driver(format!("looking up kernel {name} in {}", m.file), e)
-                })?;
-                functions.insert(name, f);
-            }
-            modules.push(module);
-        }
+        let supply = crate::supply::for_capability(capability)?;
+        let (functions, modules) = load_modules(&ctx, &supply.modules, &supply.origin)?;
         let gpu = Gpu {
             ctx,
             stream,
@@ -155,6 +151,7 @@ impl Gpu {
             standin,
             capability,
             arch,
+            origin: supply.origin,
             functions,
             _modules: modules,
         };
@@ -181,6 +178,20 @@ impl Gpu {
             )
         }
         .map_err(|e| KernelError::driver("setting the memory pool's release threshold", e))
+    }
+
+    /// Where this device's kernels came from (nvrtc or the prebuilt file).
+    pub fn kernel_origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Loads `modules` (from `origin`) into this device's context as well and looks up every
+    /// kernel of [`KERNELS`] in them: whether they would serve this device, without replacing
+    /// the ones it runs. Returns how many kernels were found. For `train doctor`.
+    pub fn check_modules(&self, modules: &[CompiledModule], origin: &Origin) -> Result<usize> {
+        guard("loading modules", || {
+            load_modules(&self.ctx, modules, origin).map(|(functions, _)| functions.len())
+        })
     }
 
     /// The loaded kernel modules (a captured graph keeps them alive).
@@ -248,7 +259,8 @@ impl Gpu {
         self.capability
     }
 
-    /// The architecture the modules were compiled for (cubins), e.g. `sm_90`.
+    /// The device's architecture, e.g. `sm_90`: what nvrtc compiles for (the prebuilt file may
+    /// serve another image, see [`Gpu::kernel_origin`]).
     pub fn arch(&self) -> &str {
         &self.arch
     }

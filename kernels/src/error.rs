@@ -17,6 +17,16 @@ pub enum KernelError {
     #[error("nvrtc not available: {0}")]
     NoNvrtc(String),
 
+    /// The prebuilt kernels file ([`crate::prebuilt`]) cannot be used: missing, unreadable,
+    /// stale, damaged, or without an image this device can run. The text starts with its path.
+    #[error("prebuilt kernels file {0}")]
+    Prebuilt(String),
+
+    /// Neither nvrtc nor a usable prebuilt kernels file: the kernels cannot be had at all. The
+    /// text says what to install ([`crate::supply`]).
+    #[error("no GPU kernels: {0}")]
+    NoKernels(String),
+
     /// nvrtc rejected a source file; `log` is nvrtc's own program log.
     #[error("nvrtc failed to compile {file} for {arch}: {message}\n--- nvrtc log ---\n{log}")]
     Compile {

@@ -4,8 +4,11 @@
 //! * [`KERNELS`]: the `extern "C" __global__` entry points each source must define.
 //! * [`nvrtc`]: compile a source to PTX (`compute_XY`) or a cubin (`sm_XY`) for an
 //!   architecture (needs only `libnvrtc.so.13`).
+//! * [`prebuilt`]: the prebuilt kernels file (`cargo xtask cubins`): every kernel compiled
+//!   ahead of time, for machines without nvrtc; [`supply`] picks nvrtc or the file for a device.
 //! * [`probe`]: check that libcuda / libnvrtc can be loaded *before* cudarc touches them
 //!   (cudarc panics when a library is missing; this crate returns [`KernelError`] instead).
+//! * [`doctor`]: the runtime facts `train doctor` reports (devices, the file, the cache).
 //! * [`Gpu`]: context + stream + every module compiled for the device, kernels by name.
 //! * [`launch`]: typed launchers, one per kernel, with argument validation.
 //! * [`graph`]: capture a sequence of launches (a training step) and replay it with one call.
@@ -16,13 +19,16 @@
 //! `kernels/README.md` lists each kernel's CPU twin and what remains to be proven.
 
 pub mod device;
+pub mod doctor;
 pub mod error;
 pub mod fault;
 pub mod graph;
 pub mod launch;
 pub mod nvrtc;
+pub mod prebuilt;
 pub mod probe;
 pub mod signature;
+pub mod supply;
 
 /// The driver's error and result code, for matching on (e.g. `CUDA_ERROR_OUT_OF_MEMORY`) and
 /// for fabricating driver errors in tests.

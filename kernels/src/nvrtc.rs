@@ -26,12 +26,13 @@ use cudarc::nvrtc::{result, sys, Ptx};
 use crate::error::{guard, KernelError, Result};
 use crate::KernelSource;
 
+pub(crate) use cache::checksum;
 use cache::CacheKey;
 pub use cache::{DiskCache, CACHE_ENV};
 
 /// Options every source is compiled with. No fast-math: results must track the CPU reference
 /// (`--use_fast_math` would flush denormals and approximate expf/logf/sqrtf/division).
-const BASE_OPTIONS: &[&str] = &["--std=c++17", "--generate-line-info"];
+pub(crate) const BASE_OPTIONS: &[&str] = &["--std=c++17", "--generate-line-info"];
 
 /// What nvrtc produced for a module: set by the architecture it was compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -164,6 +165,21 @@ pub fn compile_cached(src: &KernelSource, arch: &str, cache: &DiskCache) -> Resu
         image,
         from_cache,
     })
+}
+
+/// How many of the embedded sources `cache` holds a valid image of for `arch`, as the nvrtc
+/// that loads here would use them (its version is part of the key, so nvrtc must load).
+pub fn count_cached(arch: &str, cache: &DiskCache) -> Result<usize> {
+    validate_arch(arch)?;
+    let nvrtc = crate::probe::nvrtc()?;
+    let options = options_for(arch);
+    Ok(crate::SOURCES
+        .iter()
+        .filter(|src| {
+            let key = CacheKey::new(src, arch, &options, nvrtc.version);
+            cache.load(&key).is_some()
+        })
+        .count())
 }
 
 /// Compiles every embedded source for `arch`, one thread per source (nvrtc compiles distinct

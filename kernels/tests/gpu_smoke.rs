@@ -1,6 +1,7 @@
 //! Smoke test on a real GPU: open the device, run relu, check against hand-computed values.
 //! Ignored by default; run on a GPU machine with `cargo test -p kernels --test gpu_smoke --
-//! --ignored` (needs libcuda from the driver and libnvrtc.so.13 on LD_LIBRARY_PATH).
+//! --ignored` (needs libcuda from the driver, and libnvrtc.so.13 on LD_LIBRARY_PATH or the
+//! prebuilt kernels file named by RESNET_KERNELS_FILE).
 
 use kernels::{launch, Gpu};
 

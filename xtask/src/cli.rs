@@ -29,6 +29,32 @@ pub enum Command {
     /// .../cifar-100-binary.tar.gz) and pass --archive PATH.
     #[command(name = "fetch-cifar", verbatim_doc_comment)]
     FetchCifar(FetchArgs),
+
+    /// Compile every CUDA kernel ahead of time into the prebuilt kernels file, which `train`
+    /// loads on a machine without nvrtc.
+    ///
+    /// Cubins for sm_80, sm_86, sm_89 and sm_90, and PTX (compute_90) that the driver
+    /// compiles for newer cards, from nvrtc (NVIDIA's wheel: pip install
+    /// "nvidia-cuda-nvrtc==13.0.*"; found by itself when installed for python3, or set
+    /// NVRTC_LIB_DIR). Goes through the kernel cache, so a rebuild is quick.
+    ///
+    /// `train` looks for resnet-kernels.bin beside its executable and in the directory above
+    /// it (so target/release/train and target/debug/train both find the default output), or
+    /// where RESNET_KERNELS_FILE says. The file records the kernel sources' hash: a file from
+    /// other sources is refused as stale.
+    #[command(verbatim_doc_comment)]
+    Cubins(CubinsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CubinsArgs {
+    /// Where to write the file [default: resnet-kernels.bin in cargo's target directory]
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// Architectures: sm_XY for a cubin, compute_XY for PTX
+    #[arg(long, value_delimiter = ',', value_name = "ARCH,...", default_values_t = kernels::prebuilt::ARCHS.iter().map(|a| a.to_string()))]
+    pub arch: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,11 +1,12 @@
 //! Project chores behind `cargo xtask`. A library so that tests can drive the same code
 //! paths as the command line without the network.
 //!
-//! Modules: [`cli`] (arguments), [`spec`] (what each official tarball is and holds),
+//! Modules: [`cli`] (arguments), [`cubins`] (the prebuilt kernels file), [`spec`] (what each official tarball is and holds),
 //! [`verify`] (size + MD5 of archives, checks of extracted files), [`download`]
 //! (HTTPS with progress), [`install`] (verify, extract into a temp dir, rename into place).
 
 pub mod cli;
+pub mod cubins;
 pub mod download;
 pub mod install;
 pub mod spec;
@@ -17,6 +18,7 @@ use cli::{Cli, Command, DatasetArg, FetchArgs};
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::FetchCifar(args) => fetch_cifar(&args),
+        Command::Cubins(args) => cubins::cubins(&args),
     }
 }
 

@@ -327,7 +327,9 @@ fn cli_parses_and_rejects_archive_with_all() {
     use clap::Parser;
     use xtask::cli::{Cli, Command, DatasetArg};
     let cli = Cli::try_parse_from(["cargo xtask", "fetch-cifar", "--dataset", "cifar100"]).unwrap();
-    let Command::FetchCifar(args) = &cli.command;
+    let Command::FetchCifar(args) = &cli.command else {
+        panic!("parsed as {:?}", cli.command);
+    };
     assert_eq!(args.dataset, DatasetArg::Cifar100);
     assert_eq!(args.dir, PathBuf::from("data"));
     assert!(args.archive.is_none());
@@ -344,4 +346,38 @@ fn cli_parses_and_rejects_archive_with_all() {
     let msg = format!("{:#}", xtask::run(cli).unwrap_err());
     assert!(msg.contains("--dataset cifar10"), "{msg}");
     assert!(Cli::try_parse_from(["cargo xtask", "fetch-cifar", "--dataset", "mnist"]).is_err());
+}
+
+/// `cargo xtask cubins`: the default architectures are the prebuilt file's, `--arch` takes a
+/// list, and a malformed one is refused before anything is compiled (without nvrtc: the check
+/// comes first). The default output is where `target/*/train` looks: the target directory.
+#[test]
+fn cubins_parses_its_architectures_and_refuses_bad_ones_first() {
+    use clap::Parser;
+    use xtask::cli::{Cli, Command};
+    let parse = |args: &[&str]| {
+        let cli = Cli::try_parse_from([&["cargo xtask", "cubins"], args].concat()).unwrap();
+        match cli.command {
+            Command::Cubins(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    };
+    let defaults = parse(&[]);
+    assert_eq!(defaults.arch, kernels::prebuilt::ARCHS);
+    assert_eq!(defaults.out, None);
+    let some = parse(&["--arch", "sm_90,compute_90", "--out", "k.bin"]);
+    assert_eq!(some.arch, ["sm_90", "compute_90"]);
+    assert_eq!(some.out, Some(PathBuf::from("k.bin")));
+    for bad in ["sm90", "sm_90,90", "sm_90 -G"] {
+        let cli = Cli::try_parse_from(["cargo xtask", "cubins", "--arch", bad]).unwrap();
+        let msg = format!("{:#}", xtask::run(cli).unwrap_err());
+        assert!(msg.contains("expected sm_XY or compute_XY"), "{bad}: {msg}");
+    }
+    let out = xtask::cubins::default_out();
+    assert!(
+        out.ends_with(Path::new("target").join(kernels::prebuilt::FILE_NAME))
+            || std::env::var_os("CARGO_TARGET_DIR").is_some(),
+        "{}",
+        out.display()
+    );
 }

@@ -50,8 +50,9 @@ fn gpus() -> &'static Mutex<HashMap<usize, Arc<Gpu>>> {
 
 impl Device {
     /// CUDA device `ordinal`, opened on first use and shared afterwards. `Err` (never a panic)
-    /// when there is no usable driver, nvrtc, or device with that ordinal, or when the kernels
-    /// do not load (e.g. a driver older than nvrtc 13).
+    /// when there is no usable driver, no kernels (neither nvrtc nor the prebuilt kernels file),
+    /// or no device with that ordinal, or when the kernels do not load (e.g. a driver older
+    /// than nvrtc 13).
     pub fn cuda(ordinal: usize) -> Result<Device> {
         // A poisoned lock only means another thread panicked while opening; the map is valid.
         let mut map = gpus().lock().unwrap_or_else(|p| p.into_inner());

@@ -48,4 +48,11 @@ pub enum Command {
     /// Reproduce the paper's CIFAR table: train depth 20, 32, 44, 56 and 110 with its recipe
     /// (resumable), then write a markdown table and a plot of test error against epoch.
     Reproduce(ReproduceArgs),
+    /// Check whether this machine can train on its GPU: driver, GPUs, nvrtc, the prebuilt
+    /// kernels file, the kernel cache, the kernels on GPU 0 and a step there against the CPU,
+    /// each line `ok` or what to do. Exit status 0 when the GPU path is usable, else 1.
+    ///
+    /// Kernels come from nvrtc, else from the prebuilt file (`cargo xtask cubins`) beside
+    /// train; RESNET_KERNELS=auto|nvrtc|prebuilt chooses, RESNET_KERNELS_FILE names the file.
+    Doctor,
 }

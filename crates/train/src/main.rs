@@ -1,4 +1,5 @@
-//! `train`: train a ResNet on CIFAR (default); `train eval`, `predict`, `reproduce`, `bench`.
+//! `train`: train a ResNet on CIFAR (default); `train eval`, `predict`, `reproduce`, `bench`,
+//! `doctor`.
 //! Errors print as `error: ...` with their causes and exit 1 (2 for an unusable --device);
 //! running out of GPU memory is such an error (`train::engine::oom`), not a panic. The top of
 //! the layers (see the library's docs): parse, dispatch to a command, report.
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => commands::bench::run(args),
         Some(Command::Predict(args)) => commands::predict::run(args),
         Some(Command::Reproduce(args)) => commands::reproduce::run(args),
+        Some(Command::Doctor) => commands::doctor::run(),
         None => commands::train::run(&cli.train),
     };
     match result {

@@ -5,9 +5,11 @@
 //! the CPU on small generated CIFAR files.
 
 mod common;
+mod doctor;
 mod gpu;
 mod memory;
 mod non_finite;
+mod prebuilt;
 mod predict;
 mod reproduce;
 mod resume;
