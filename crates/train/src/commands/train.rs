@@ -147,6 +147,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         },
         cuda_graph: args.cuda_graph,
         invocation: format!("{args:?}"),
+        lock: None,
     };
     run::train(&run).map(|_| ())
 }
