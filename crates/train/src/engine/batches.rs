@@ -80,9 +80,12 @@ impl<'a> TrainBatches<'a> {
                     Labels::host(b.labels),
                 ))
             })),
-            TrainBatches::Resident(r) => {
-                Box::new(r.loader.plan(epoch).skip(first).map(move |plan| r.make(&plan)))
-            }
+            TrainBatches::Resident(r) => Box::new(
+                r.loader
+                    .plan(epoch)
+                    .skip(first)
+                    .map(move |plan| r.make(&plan)),
+            ),
         }
     }
 }

@@ -72,7 +72,12 @@ pub struct PartialEpoch {
 pub fn plan_fingerprint<'a>(samples: impl Iterator<Item = &'a (usize, data::SampleAug)>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &(index, aug) in samples {
-        let fields = [index as u64, aug.dx as u64, aug.dy as u64, u64::from(aug.flip)];
+        let fields = [
+            index as u64,
+            aug.dx as u64,
+            aug.dy as u64,
+            u64::from(aug.flip),
+        ];
         for byte in fields.iter().flat_map(|f| f.to_le_bytes()) {
             h ^= u64::from(byte);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -207,7 +212,10 @@ mod tests {
         assert_eq!(f, plan_fingerprint(base.iter()));
         assert_ne!(f, plan_fingerprint([(1, b), (0, a)].iter()));
         assert_ne!(f, plan_fingerprint([(0, b), (1, b)].iter()));
-        assert_ne!(f, plan_fingerprint([(0, SampleAug { dx: 2, ..a }), (1, b)].iter()));
+        assert_ne!(
+            f,
+            plan_fingerprint([(0, SampleAug { dx: 2, ..a }), (1, b)].iter())
+        );
     }
 
     #[test]

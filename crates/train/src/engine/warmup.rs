@@ -168,7 +168,10 @@ mod tests {
         b.start_epoch();
         b.resume_window(a.window());
         assert_eq!(a.window(), (100, 1280));
-        assert_eq!(a.check(&reading(400, 2560), 20), b.check(&reading(400, 2560), 20));
+        assert_eq!(
+            a.check(&reading(400, 2560), 20),
+            b.check(&reading(400, 2560), 20)
+        );
         assert_eq!(a, b);
     }
 }

@@ -47,7 +47,11 @@ pub fn least_busy(children_per_gpu: &[usize]) -> Option<usize> {
 }
 
 /// Sends each line of `from` to `to`, tagged with the run's number.
-fn forward(from: impl std::io::Read + Send + 'static, number: usize, to: mpsc::Sender<(usize, String)>) {
+fn forward(
+    from: impl std::io::Read + Send + 'static,
+    number: usize,
+    to: mpsc::Sender<(usize, String)>,
+) {
     std::thread::spawn(move || {
         for line in BufReader::new(from).lines() {
             let Ok(line) = line else { break };
@@ -215,7 +219,10 @@ pub fn run(args: &ReproduceArgs, k: usize) -> Result<()> {
                 }
                 Ended::Failed(why) => {
                     failed.push(r.id.number);
-                    format!("{name} failed ({why}); its log: logs/run-{}.log", r.id.number)
+                    format!(
+                        "{name} failed ({why}); its log: logs/run-{}.log",
+                        r.id.number
+                    )
                 }
             };
             r.bar.finish_and_clear();

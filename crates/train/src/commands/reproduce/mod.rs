@@ -114,7 +114,12 @@ pub struct ReproduceArgs {
     pub jobs: Option<usize>,
     /// With --jobs: the GPUs to spread the runs over (CUDA_VISIBLE_DEVICES of each child),
     /// several per GPU when K is larger
-    #[arg(long, value_delimiter = ',', value_name = "G1,G2,...", requires = "jobs")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "G1,G2,...",
+        requires = "jobs"
+    )]
     pub gpus: Option<Vec<String>>,
     /// Write a Slurm job array (one task per unfinished run, requeued tasks continue their
     /// run) to <out>/<dataset>/slurm/ and print it; sbatch options go after `--`

@@ -85,7 +85,8 @@ pub fn read(path: &Path, id: &RunId) -> Result<Option<OnDisk>> {
     let (_, meta) = checkpoint::load(path)?;
     let context = || format!("reading {}", path.display());
     let config: ResNetConfig = state::config_from_metadata(&meta).with_context(context)?;
-    let spec = RunSpec::from_json(meta.get("run").map_or("", String::as_str)).with_context(context)?;
+    let spec =
+        RunSpec::from_json(meta.get("run").map_or("", String::as_str)).with_context(context)?;
     let records = metrics::parse_csv(meta.get("metrics_csv").map_or("", String::as_str))
         .with_context(|| format!("metrics history in {}", path.display()))?;
     let partial = meta

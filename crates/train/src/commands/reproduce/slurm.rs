@@ -49,10 +49,7 @@ pub fn quote(word: &str) -> String {
 pub fn option_lines(given: &[String]) -> Result<Vec<String>> {
     let mut lines: Vec<String> = Vec::new();
     for word in given {
-        ensure!(
-            !word.contains('\n'),
-            "sbatch option {word:?} spans lines"
-        );
+        ensure!(!word.contains('\n'), "sbatch option {word:?} spans lines");
         match lines.last_mut() {
             _ if word.starts_with('-') => lines.push(word.clone()),
             Some(line) => {
@@ -117,7 +114,10 @@ pub fn array_script(
     }
     if !sets(options, &["-o", "--output"]) {
         let log = folder.join("logs").join("run-%a.log");
-        line(&format!("#SBATCH --output={}", quote(&log.to_string_lossy())));
+        line(&format!(
+            "#SBATCH --output={}",
+            quote(&log.to_string_lossy())
+        ));
     }
     if !sets(options, &["--signal"]) {
         line(&format!("#SBATCH --signal=B:TERM@{SIGNAL_BEFORE_END}"));
@@ -278,14 +278,32 @@ mod tests {
 
     #[test]
     fn sbatch_options_are_grouped_one_per_line() {
-        let given: Vec<String> = ["--partition=gpu", "-t", "1:00:00", "--gpus-per-task", "1", "-Aproj"]
-            .map(String::from)
-            .to_vec();
+        let given: Vec<String> = [
+            "--partition=gpu",
+            "-t",
+            "1:00:00",
+            "--gpus-per-task",
+            "1",
+            "-Aproj",
+        ]
+        .map(String::from)
+        .to_vec();
         let lines = option_lines(&given).unwrap();
-        assert_eq!(lines, ["--partition=gpu", "-t 1:00:00", "--gpus-per-task 1", "-Aproj"]);
+        assert_eq!(
+            lines,
+            [
+                "--partition=gpu",
+                "-t 1:00:00",
+                "--gpus-per-task 1",
+                "-Aproj"
+            ]
+        );
         let names: Vec<&str> = lines.iter().map(|l| option_name(l)).collect();
         assert_eq!(names, ["--partition", "-t", "--gpus-per-task", "-A"]);
         let e = option_lines(&["gpu".to_string()]).unwrap_err().to_string();
-        assert!(e.contains("`gpu`") && e.contains("not an sbatch option"), "{e}");
+        assert!(
+            e.contains("`gpu`") && e.contains("not an sbatch option"),
+            "{e}"
+        );
     }
 }
