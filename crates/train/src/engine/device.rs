@@ -74,7 +74,8 @@ pub fn describe(device: &Device) -> String {
                         .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
                 })
                 .map_or(String::new(), |m| format!("{m}, "));
-            format!("cpu ({model}{threads} threads)")
+            let s = if threads == 1 { "" } else { "s" };
+            format!("cpu ({model}{threads} thread{s})")
         }
     }
 }

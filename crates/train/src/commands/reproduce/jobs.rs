@@ -93,7 +93,7 @@ pub fn run(args: &ReproduceArgs, k: usize) -> Result<()> {
     let style = ProgressStyle::with_template("{prefix:.bold} {spinner} {wide_msg}")
         .expect("valid template");
     let where_ = if gpus.is_empty() {
-        format!("{threads} CPU threads each")
+        format!("{threads} CPU thread{} each", if threads == 1 { "" } else { "s" })
     } else {
         format!("on GPUs {}", gpus.join(","))
     };

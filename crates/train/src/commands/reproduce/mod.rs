@@ -383,6 +383,8 @@ fn list(args: &ReproduceArgs) {
 
 /// `train reproduce [OPTIONS]`.
 pub fn run(args: &ReproduceArgs) -> Result<()> {
+    // From the start (a Slurm task may be signalled at any time): see `train::run`.
+    crate::engine::interrupt::install()?;
     ensure!(!args.depths.is_empty(), "--depths needs at least one depth");
     ensure!(args.seeds > 0, "--seeds must be at least 1");
     for &d in &args.depths {

@@ -146,7 +146,9 @@ wait "$run"
 status=$?
 if [ "$status" -eq {EXIT_STOPPED} ]; then
   echo "== run $SLURM_ARRAY_TASK_ID saved where it stopped: requeueing it to continue"
-  scontrol requeue "${{SLURM_ARRAY_JOB_ID}}_$SLURM_ARRAY_TASK_ID" || true
+  if ! said=$(scontrol requeue "${{SLURM_ARRAY_JOB_ID}}_$SLURM_ARRAY_TASK_ID" 2>&1); then
+    echo "== scontrol requeue: $said (a task Slurm stopped to requeue is requeued already)"
+  fi
 fi
 exit "$status"
 "#,
