@@ -17,7 +17,7 @@
 
 use crate::engine::batches::TrainBatches;
 use crate::engine::evaluate::evaluate;
-use crate::engine::interrupt::{self, StopSignal, Stopped, EXIT_STOPPED};
+use crate::engine::interrupt::{self, Stopped};
 use crate::engine::metrics::{self, EpochRecord, ValScore};
 use crate::engine::partial::{PartialEpoch, Tally};
 use crate::engine::plot;
@@ -92,61 +92,6 @@ fn ensure_finite_losses(
     Ok(())
 }
 
-/// A resumed run continues within the epoch where it stopped only if that is the epoch after
-/// its last full one, at the same steps per epoch and batch size, and on the same data order
-/// (the plan's fingerprint): anything else would train on other batches than the run's.
-fn ensure_same_place(
-    p: &PartialEpoch,
-    next_epoch: usize,
-    steps_per_epoch: usize,
-    batch_size: usize,
-    fingerprint: impl FnOnce() -> u64,
-) -> Result<()> {
-    ensure!(
-        p.epoch == next_epoch + 1,
-        "the checkpoint stopped within epoch {} but holds {next_epoch} full epochs",
-        p.epoch
-    );
-    ensure!(
-        p.steps_per_epoch == steps_per_epoch && p.batch_size == batch_size,
-        "the checkpoint stopped at {} of epochs of {} steps of {}, but this run's epochs have \
-         {steps_per_epoch} steps of {batch_size}: use the data (--data-dir) the run was started on",
-        p.describe(),
-        p.steps_per_epoch,
-        p.batch_size
-    );
-    let now = fingerprint();
-    ensure!(
-        p.plan_fingerprint == now,
-        "the checkpoint stopped at {}, but this run would draw another order of images for \
-         that epoch (plan fingerprint {now:016x}, the checkpoint's {:016x}): other training \
-         data, or a build that samples differently",
-        p.describe(),
-        p.plan_fingerprint
-    );
-    Ok(())
-}
-
-/// Says where the run stopped and whether it is saved there; the error that ends the run, whose
-/// status says "run me again" when it is saved (else what the signal would have made it).
-fn stopped(signal: StopSignal, at: &str, saved: Option<&std::path::Path>) -> Stopped {
-    let (message, code) = match saved {
-        Some(path) => (
-            format!(
-                "stopped by {signal} {at}: the run is saved there in {}, and continues from it",
-                path.display()
-            ),
-            EXIT_STOPPED,
-        ),
-        None => (
-            format!("stopped by {signal} {at}: nothing saved (no checkpoint file was asked for)"),
-            signal.killed_status(),
-        ),
-    };
-    println!("{message}");
-    Stopped { code, message }
-}
-
 /// Trains from the end of `plan.records` to `spec.epochs`; returns the full history.
 pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
     let Plan {
@@ -206,7 +151,7 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
         .context("moving the model to the GPU")?;
     let start_epoch = records.len();
     if let Some(p) = &partial {
-        ensure_same_place(p, start_epoch, steps_per_epoch, spec.batch_size, || {
+        p.ensure_continues(start_epoch, steps_per_epoch, spec.batch_size, || {
             batches.plan_fingerprint(start_epoch)
         })?;
     }
@@ -397,7 +342,7 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
                         "after step {steps} of {steps_per_epoch} of epoch {}",
                         epoch + 1
                     );
-                    return Err(stopped(signal, &at, outputs.save.as_deref()).into());
+                    return Err(Stopped::say(signal, &at, outputs.save.as_deref()).into());
                 }
             }
             bar.inc(1);
@@ -474,7 +419,7 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
         }
         if let Some(signal) = interrupt::requested().filter(|_| epoch + 1 < spec.epochs) {
             let at = format!("after epoch {} of {}", epoch + 1, spec.epochs);
-            return Err(stopped(signal, &at, outputs.save.as_deref()).into());
+            return Err(Stopped::say(signal, &at, outputs.save.as_deref()).into());
         }
     }
     if let Some(line) = crate::engine::report::result_line(&records) {

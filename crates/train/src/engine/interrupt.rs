@@ -111,6 +111,31 @@ pub struct Stopped {
     pub message: String,
 }
 
+impl Stopped {
+    /// Says (on stdout) that a run stopped by `signal` at `at` (`after step 5 of 13 of epoch
+    /// 2`) and whether it is saved there (in `saved`); the error that ends it, whose status says
+    /// "run me again" when it is saved, else what the signal would have made it.
+    pub fn say(signal: StopSignal, at: &str, saved: Option<&std::path::Path>) -> Stopped {
+        let (message, code) = match saved {
+            Some(path) => (
+                format!(
+                    "stopped by {signal} {at}: the run is saved there in {}, and continues from it",
+                    path.display()
+                ),
+                EXIT_STOPPED,
+            ),
+            None => (
+                format!(
+                    "stopped by {signal} {at}: nothing saved (no checkpoint file was asked for)"
+                ),
+                signal.killed_status(),
+            ),
+        };
+        println!("{message}");
+        Stopped { code, message }
+    }
+}
+
 impl std::fmt::Display for Stopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)

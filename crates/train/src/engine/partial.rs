@@ -158,6 +158,42 @@ impl PartialEpoch {
         Ok(partial)
     }
 
+    /// A resumed run continues within the epoch where it stopped only if that is the epoch
+    /// after its last full one (`next_epoch`, from 0), at the same steps per epoch and batch
+    /// size, and on the same data order (the plan's `fingerprint`): anything else would train
+    /// on other batches than the run's.
+    pub fn ensure_continues(
+        &self,
+        next_epoch: usize,
+        steps_per_epoch: usize,
+        batch_size: usize,
+        fingerprint: impl FnOnce() -> u64,
+    ) -> Result<()> {
+        ensure!(
+            self.epoch == next_epoch + 1,
+            "the checkpoint stopped within epoch {} but holds {next_epoch} full epochs",
+            self.epoch
+        );
+        ensure!(
+            self.steps_per_epoch == steps_per_epoch && self.batch_size == batch_size,
+            "the checkpoint stopped at {} (steps of {} images), but this run's epochs have \
+             {steps_per_epoch} steps of {batch_size}: use the data (--data-dir) the run was \
+             started on",
+            self.describe(),
+            self.batch_size
+        );
+        let now = fingerprint();
+        ensure!(
+            self.plan_fingerprint == now,
+            "the checkpoint stopped at {}, but this run would draw another order of images for \
+             that epoch (plan fingerprint {now:016x}, the checkpoint's {:016x}): other training \
+             data, or a build that samples differently",
+            self.describe(),
+            self.plan_fingerprint
+        );
+        Ok(())
+    }
+
     /// `epoch 2, step 5 of 13`.
     pub fn describe(&self) -> String {
         format!(
@@ -197,6 +233,43 @@ mod tests {
         let bad = p.to_json().replace("\"steps_done\":5", "\"steps_done\":13");
         let e = PartialEpoch::from_json(&bad).unwrap_err().to_string();
         assert!(e.contains("step 13 of 13 in epoch 3"), "{e}");
+    }
+
+    #[test]
+    fn a_run_continues_only_at_its_place_on_its_own_data_order() {
+        let p = PartialEpoch {
+            epoch: 2,
+            steps_done: 5,
+            steps_per_epoch: 13,
+            batch_size: 128,
+            plan_fingerprint: 7,
+            tally: Tally::default(),
+            warmup_window: (0, 0),
+            seconds: 0.0,
+            stopped_by: "SIGTERM".into(),
+        };
+        p.ensure_continues(1, 13, 128, || 7).unwrap();
+        let e = p
+            .ensure_continues(2, 13, 128, || 7)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("within epoch 2 but holds 2 full epochs"), "{e}");
+        let e = p
+            .ensure_continues(1, 12, 128, || 7)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("epoch 2, step 5 of 13") && e.contains("12 steps of 128"),
+            "{e}"
+        );
+        let e = p
+            .ensure_continues(1, 13, 128, || 8)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("another order of images") && e.contains("0000000000000008"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -93,7 +93,10 @@ pub fn run(args: &ReproduceArgs, k: usize) -> Result<()> {
     let style = ProgressStyle::with_template("{prefix:.bold} {spinner} {wide_msg}")
         .expect("valid template");
     let where_ = if gpus.is_empty() {
-        format!("{threads} CPU thread{} each", if threads == 1 { "" } else { "s" })
+        format!(
+            "{threads} CPU thread{} each",
+            if threads == 1 { "" } else { "s" }
+        )
     } else {
         format!("on GPUs {}", gpus.join(","))
     };
@@ -276,7 +279,8 @@ mod tests {
         // Five children on two GPUs: 3 and 2.
         let mut per_gpu = vec![0; 2];
         for _ in 0..5 {
-            per_gpu[least_busy(&per_gpu).unwrap()] += 1;
+            let g = least_busy(&per_gpu).unwrap();
+            per_gpu[g] += 1;
         }
         assert_eq!(per_gpu, [3, 2]);
     }
