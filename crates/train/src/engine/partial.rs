@@ -218,7 +218,7 @@ mod tests {
             plan_fingerprint: 0xfedc_ba98_7654_3210,
             tally: Tally {
                 // Not a short decimal: the bits must come back, not a rounding of them.
-                loss_sum: 1234.567_890_123_456_7_f64.next_up(),
+                loss_sum: 1_234.567_890_123_456_7_f64.next_up(),
                 correct: 77,
                 count: 640,
             },

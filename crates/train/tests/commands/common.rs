@@ -6,7 +6,9 @@ use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub use crate::fixture::{cifar10, records};
+#[path = "fixture.rs"]
+mod fixture;
+pub use fixture::{cifar10, records};
 
 /// CIFAR-100 files under `root` (120 training, 40 test images).
 pub fn cifar100(root: &Path) -> PathBuf {

@@ -7,7 +7,6 @@
 //! the CPU on small generated CIFAR files.
 
 mod common;
-mod fixture;
 mod gpu;
 mod memory;
 mod non_finite;
