@@ -197,7 +197,7 @@ fn jobs_keep_k_runs_going_and_ctrl_c_stops_them_all_saved() {
     let data = cifar10(&tmp.path().join("data"), 64, 1, None);
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let mut parent = Command::new(train_bin())
-        .args(four(p(&data), p(&a), &["--jobs", "2"]))
+        .args(four(p(&data), p(&a), &["--jobs", "2", "--gpus", "3,5"]))
         .env_remove("CIFAR_DIR")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -213,6 +213,13 @@ fn jobs_keep_k_runs_going_and_ctrl_c_stops_them_all_saved() {
     let out = parent.wait_with_output().unwrap();
     let said = stdout(&out);
     assert_eq!(out.status.code(), Some(75), "{said}");
+    // Spread over the GPUs given (CUDA_VISIBLE_DEVICES; these runs are on the CPU anyway).
+    assert!(
+        said.contains("2 at a time (on GPUs 3,5)")
+            && said.contains("run 1 (ResNet-20, seed 0) started on GPU 3: ")
+            && said.contains("run 2 (ResNet-20, seed 1) started on GPU 5: "),
+        "{said}"
+    );
     assert!(
         said.contains("SIGINT: stopping every run after its step")
             && said.contains("stopped: ")

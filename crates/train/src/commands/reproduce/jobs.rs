@@ -138,7 +138,15 @@ pub fn run(args: &ReproduceArgs, k: usize) -> Result<()> {
                 .append(true)
                 .open(&path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            let on = gpu.map_or(String::new(), |g| format!(" [GPU {}]", gpus[g].trim()));
+            let on = gpu.map_or(String::new(), |g| format!(" on GPU {}", gpus[g].trim()));
+            bars.suspend(|| {
+                println!(
+                    "run {} ({}) started{on}: {}",
+                    id.number,
+                    id.name(),
+                    path.display()
+                )
+            });
             let bar = bars.add(ProgressBar::new_spinner());
             bar.set_style(style.clone());
             bar.set_prefix(format!("run {} {}{on}", id.number, id.name()));
