@@ -89,6 +89,15 @@ impl<'a> Loader<'a> {
         self.plan(epoch).map(move |plan| self.make_batch(&plan))
     }
 
+    /// The batches of `epoch` from batch `first` on (0-based): the rest of an epoch whose
+    /// first `first` steps a stopped run already took. The plans of the skipped batches are
+    /// drawn (cheap) but their pixels are not made.
+    pub fn epoch_from(&self, epoch: usize, first: usize) -> impl Iterator<Item = Batch> + '_ {
+        self.plan(epoch)
+            .skip(first)
+            .map(move |plan| self.make_batch(&plan))
+    }
+
     /// What each batch of `epoch` holds: every sample's index in the split and its crop/flip.
     /// Both engines build their batches from this plan: the CPU in [`Loader::epoch`], the GPU
     /// with its augment kernel on the resident uint8 images, so both see the same pixels.

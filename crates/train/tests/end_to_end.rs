@@ -8,7 +8,7 @@ use std::process::Command;
 use train::engine::checkpoint;
 
 // Running the `train` binary as a user would: the `commands` tests' helpers.
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "commands/common.rs"]
 mod common;
 use common::{ok, p, train, train_bin};

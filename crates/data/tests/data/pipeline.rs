@@ -261,6 +261,14 @@ fn loader_is_deterministic_and_matches_write_sample() {
     let l = Loader::new(&split, 4, true, true, n, 5);
     let e0: Vec<_> = l.epoch(0).collect();
     assert_eq!(e0, l.epoch(0).collect::<Vec<_>>());
+    // The rest of an epoch after its first k batches is those batches of the whole epoch.
+    for k in 0..=3 {
+        assert_eq!(
+            l.epoch_from(0, k).collect::<Vec<_>>(),
+            e0[k..],
+            "from batch {k}"
+        );
+    }
     let e1: Vec<_> = l.epoch(1).collect();
     assert_ne!(
         e0.iter()

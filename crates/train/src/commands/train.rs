@@ -128,6 +128,9 @@ impl TrainArgs {
 
 /// `train [OPTIONS]`.
 pub fn run(args: &TrainArgs) -> Result<()> {
+    // From the start: a SIGTERM while the data loads stops the run after its first step
+    // (saved), instead of killing it.
+    crate::engine::interrupt::install()?;
     let resumed = args.resume.as_deref().map(Resumed::load).transpose()?;
     let (config, spec) = args.request().resolve(resumed.as_ref())?;
     if args.dry_run {
@@ -147,6 +150,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         },
         cuda_graph: args.cuda_graph,
         invocation: format!("{args:?}"),
+        lock: None,
     };
     run::train(&run).map(|_| ())
 }

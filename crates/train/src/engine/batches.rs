@@ -49,25 +49,43 @@ impl<'a> TrainBatches<'a> {
     }
 
     pub fn batches_per_epoch(&self) -> usize {
+        self.loader().batches_per_epoch()
+    }
+
+    fn loader(&self) -> &Loader<'a> {
         match self {
-            TrainBatches::Host(l) => l.batches_per_epoch(),
-            TrainBatches::Resident(r) => r.loader.batches_per_epoch(),
+            TrainBatches::Host(l) => l,
+            TrainBatches::Resident(r) => &r.loader,
         }
     }
 
-    /// The batches of `epoch`: images `[n, 3, 32, 32]` and labels, both on the training device.
-    pub fn epoch(&self, epoch: usize) -> Box<dyn Iterator<Item = Result<(Tensor, Labels)>> + '_> {
+    /// The fingerprint of `epoch`'s plan (order, crops, flips): `crate::engine::partial`.
+    pub fn plan_fingerprint(&self, epoch: usize) -> u64 {
+        let plan: Vec<_> = self.loader().plan(epoch).collect();
+        crate::engine::partial::plan_fingerprint(plan.iter().flatten())
+    }
+
+    /// The batches of `epoch` from batch `first` on (0 for the whole epoch): images
+    /// `[n, 3, 32, 32]` and labels, both on the training device.
+    pub fn epoch(
+        &self,
+        epoch: usize,
+        first: usize,
+    ) -> Box<dyn Iterator<Item = Result<(Tensor, Labels)>> + '_> {
         match self {
-            TrainBatches::Host(l) => Box::new(l.epoch(epoch).map(|b| {
+            TrainBatches::Host(l) => Box::new(l.epoch_from(epoch, first).map(|b| {
                 let n = b.len();
                 Ok((
                     Tensor::from_vec(&[n, 3, 32, 32], b.images),
                     Labels::host(b.labels),
                 ))
             })),
-            TrainBatches::Resident(r) => {
-                Box::new(r.loader.plan(epoch).map(move |plan| r.make(&plan)))
-            }
+            TrainBatches::Resident(r) => Box::new(
+                r.loader
+                    .plan(epoch)
+                    .skip(first)
+                    .map(move |plan| r.make(&plan)),
+            ),
         }
     }
 }
@@ -133,8 +151,8 @@ mod tests {
         assert!(matches!(gpu, TrainBatches::Resident(_)));
         assert_eq!(gpu.batches_per_epoch(), 3);
         for epoch in 0..2 {
-            let hs: Vec<_> = host.epoch(epoch).map(|b| b.unwrap()).collect();
-            let gs: Vec<_> = gpu.epoch(epoch).map(|b| b.unwrap()).collect();
+            let hs: Vec<_> = host.epoch(epoch, 0).map(|b| b.unwrap()).collect();
+            let gs: Vec<_> = gpu.epoch(epoch, 0).map(|b| b.unwrap()).collect();
             assert_eq!(hs.len(), gs.len(), "batches in epoch {epoch}");
             for (b, ((hx, hl), (gx, gl))) in hs.iter().zip(&gs).enumerate() {
                 assert!(gx.is_cuda(), "epoch {epoch} batch {b} is not on the GPU");

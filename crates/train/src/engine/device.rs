@@ -63,7 +63,8 @@ pub fn describe(device: &Device) -> String {
             Err(_) => device.to_string(),
         },
         None => {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // The engine's pool: `RAYON_NUM_THREADS` (`reproduce --jobs` sets it) or every core.
+            let threads = rayon::current_num_threads();
             let model = std::fs::read_to_string("/proc/cpuinfo")
                 .ok()
                 .and_then(|s| {
@@ -73,7 +74,8 @@ pub fn describe(device: &Device) -> String {
                         .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
                 })
                 .map_or(String::new(), |m| format!("{m}, "));
-            format!("cpu ({model}{threads} threads)")
+            let s = if threads == 1 { "" } else { "s" };
+            format!("cpu ({model}{threads} thread{s})")
         }
     }
 }

@@ -8,10 +8,18 @@
 //! lasts, and at the end of the epoch. The divergence check happens at each read, so it names
 //! the steps between two reads; a non-finite validation or test loss stops the run too, before
 //! the epoch is written anywhere, so the last checkpoint stays the last good one.
+//!
+//! After each step the loop checks whether a signal asked it to stop (`interrupt`): then it
+//! saves the run within the epoch (`partial`) and ends with `interrupt::Stopped`; a run
+//! resumed from such a checkpoint continues at the next step. The epoch's training loss and
+//! hits are kept in a `Tally` beside the meter, folded in after every step on the CPU, so they
+//! add up in the same order either way.
 
 use crate::engine::batches::TrainBatches;
 use crate::engine::evaluate::evaluate;
+use crate::engine::interrupt::{self, Stopped};
 use crate::engine::metrics::{self, EpochRecord, ValScore};
+use crate::engine::partial::{PartialEpoch, Tally};
 use crate::engine::plot;
 use crate::engine::schedule::{show_lr, LrSchedule, Schedule, ScheduleKind};
 use crate::engine::snapshot::{save, SaveInfo};
@@ -60,6 +68,8 @@ pub struct Plan<'a> {
     pub records: Vec<EpochRecord>,
     pub warmup_done_at: Option<usize>,
     pub devices: &'a [String],
+    /// Where in the next epoch a resumed run had stopped, if within one.
+    pub partial: Option<PartialEpoch>,
 }
 
 /// An epoch's evaluation losses are finite, or the run stops here, before anything of the
@@ -97,6 +107,7 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
         mut records,
         warmup_done_at,
         devices,
+        mut partial,
     } = plan;
     let dataset = spec.dataset;
     let loader = Loader::new(
@@ -139,6 +150,11 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
         .to_device(device)
         .context("moving the model to the GPU")?;
     let start_epoch = records.len();
+    if let Some(p) = &partial {
+        p.ensure_continues(start_epoch, steps_per_epoch, spec.batch_size, || {
+            batches.plan_fingerprint(start_epoch)
+        })?;
+    }
     if start_epoch >= spec.epochs {
         println!(
             "nothing to do: the checkpoint has all {start_epoch} epochs of its run (--extend \
@@ -152,8 +168,11 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
     } else {
         format!(" / {} validation", val.len())
     };
+    let from_step = partial.as_ref().map_or(String::new(), |p| {
+        format!(" (epoch {} from step {})", p.epoch, p.steps_done + 1)
+    });
     println!(
-        "training {} ({} parameters) on {dataset}: {} train{split} / {} test images, {device}, epochs {}..{} of {steps_per_epoch} steps, batch {}",
+        "training {} ({} parameters) on {dataset}: {} train{split} / {} test images, {device}, epochs {}..{} of {steps_per_epoch} steps{from_step}, batch {}",
         name,
         model.num_params(),
         cifar.train.len(),
@@ -189,6 +208,11 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
     let mut captured: Option<CapturedStep> = None;
     for epoch in start_epoch..spec.epochs {
         let started = Instant::now();
+        // A run resumed within this epoch: its first steps, their loss and time are done.
+        let resumed = partial.take();
+        let first = resumed.as_ref().map_or(0, |p| p.steps_done);
+        let mut tally = resumed.as_ref().map_or(Tally::default(), |p| p.tally);
+        let earlier_secs = resumed.as_ref().map_or(0.0, |p| p.seconds);
         let bar = if interactive {
             ProgressBar::new(steps_per_epoch as u64)
         } else {
@@ -203,19 +227,31 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
         // One meter for the whole run, reset per epoch: a captured step writes into it.
         meter.reset().context("resetting the loss meter")?;
         warm.start_epoch();
-        let mut lr = warm.lr(&schedule, epoch * steps_per_epoch);
+        if let Some(p) = &resumed {
+            warm.resume_window(p.warmup_window);
+        }
+        bar.set_position(first as u64);
+        let mut lr = warm.lr(&schedule, epoch * steps_per_epoch + first);
         // Steps done, and steps and time at the last read of the meter.
-        let (mut steps, mut read_steps, mut read_at) = (0usize, 0usize, Instant::now());
-        // Reads the meter (on a GPU: waits for the queued steps), stops a diverged run, and
-        // refreshes the progress line.
-        let read = |meter: &LossMeter,
+        let (mut steps, mut read_steps, mut read_at) = (first, first, Instant::now());
+        // Reads the meter (on a GPU: waits for the queued steps) into the epoch's totals
+        // (on the CPU folding it into the tally), stops a diverged run, and refreshes the
+        // progress line.
+        let read = |meter: &mut LossMeter,
+                    tally: &mut Tally,
                     steps: usize,
                     read_steps: usize,
                     lr: f32|
          -> Result<MeterReading> {
-            let m = meter
-                .read()
-                .context("reading the training loss from the device")?;
+            let m = tally.plus(
+                &meter
+                    .read()
+                    .context("reading the training loss from the device")?,
+            );
+            if device.is_cpu() {
+                *tally = Tally::of(&m);
+                meter.reset().context("resetting the loss meter")?;
+            }
             if m.count > 0 && !m.loss.is_finite() {
                 bar.abandon();
                 let when = if read_steps + 1 >= steps {
@@ -229,7 +265,7 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
                 };
                 bail!("the training loss became {} {when} (lr {lr}): training diverged; try a lower --lr or --warmup-iters{kept}", m.loss);
             }
-            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            let secs = (earlier_secs + started.elapsed().as_secs_f64()).max(1e-9);
             bar.set_message(format!(
                 "loss {:.4} acc {:5.2}% {:.0} img/s",
                 m.loss,
@@ -238,7 +274,7 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
             ));
             Ok(m)
         };
-        for (i, batch) in batches.epoch(epoch).enumerate() {
+        for (i, batch) in (first..).zip(batches.epoch(epoch, first)) {
             let (x, labels) = batch.context("making a training batch on the device")?;
             let iteration = epoch * steps_per_epoch + i;
             lr = warm.lr(&schedule, iteration);
@@ -257,8 +293,10 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
             }
             steps = i + 1;
             let check = warm.check_due(steps, steps == steps_per_epoch);
-            if device.is_cpu() || check || read_at.elapsed() >= READ_EVERY {
-                let m = read(&meter, steps, read_steps, lr)?;
+            interrupt::after_step(iteration + 1);
+            let stop = interrupt::requested().filter(|_| steps < steps_per_epoch);
+            if device.is_cpu() || check || stop.is_some() || read_at.elapsed() >= READ_EVERY {
+                let m = read(&mut meter, &mut tally, steps, read_steps, lr)?;
                 (read_steps, read_at) = (steps, Instant::now());
                 if check {
                     if let Some(sw) = warm.check(&m, iteration + 1) {
@@ -274,14 +312,46 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
                         });
                     }
                 }
+                if let Some(signal) = stop {
+                    bar.abandon();
+                    let here = PartialEpoch {
+                        epoch: epoch + 1,
+                        steps_done: steps,
+                        steps_per_epoch,
+                        batch_size: spec.batch_size,
+                        plan_fingerprint: batches.plan_fingerprint(epoch),
+                        tally: Tally::of(&m),
+                        warmup_window: warm.window(),
+                        seconds: earlier_secs + started.elapsed().as_secs_f64(),
+                        stopped_by: signal.to_string(),
+                    };
+                    let info = SaveInfo {
+                        spec,
+                        class_names: &cifar.class_names,
+                        norm,
+                        records: &records,
+                        warmup_done_at: warm.done_at,
+                        devices,
+                        invocation,
+                        partial: Some(&here),
+                    };
+                    if let Some(path) = &outputs.save {
+                        save(path, &mut model, &info)?;
+                    }
+                    let at = format!(
+                        "after step {steps} of {steps_per_epoch} of epoch {}",
+                        epoch + 1
+                    );
+                    return Err(Stopped::say(signal, &at, outputs.save.as_deref()).into());
+                }
             }
             bar.inc(1);
         }
         // The epoch's totals (on a GPU: waits for its last steps).
-        let train = read(&meter, steps, read_steps, lr)?;
+        let train = read(&mut meter, &mut tally, steps, read_steps, lr)?;
         bar.finish_and_clear();
         let seen = train.count;
-        let train_secs = started.elapsed().as_secs_f64();
+        let train_secs = earlier_secs + started.elapsed().as_secs_f64();
         let val_score = if val.is_empty() {
             None
         } else {
@@ -310,7 +380,7 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
             test_loss: test.loss,
             test_acc: test.accuracy,
             val: val_score,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds: earlier_secs + started.elapsed().as_secs_f64(),
         };
         let val_text = record.val.map_or(String::new(), |v| {
             format!("  val loss {:.4} acc {:6.2}%", v.loss, 100.0 * v.acc)
@@ -334,17 +404,22 @@ pub fn run(plan: Plan) -> Result<Vec<EpochRecord>> {
         if let Some(path) = &outputs.plot {
             plot::write_plot(path, &records, &title)?;
         }
+        let info = SaveInfo {
+            spec,
+            class_names: &cifar.class_names,
+            norm,
+            records: &records,
+            warmup_done_at: warm.done_at,
+            devices,
+            invocation,
+            partial: None,
+        };
         if let Some(path) = &outputs.save {
-            let info = SaveInfo {
-                spec,
-                class_names: &cifar.class_names,
-                norm,
-                records: &records,
-                warmup_done_at: warm.done_at,
-                devices,
-                invocation,
-            };
             save(path, &mut model, &info)?;
+        }
+        if let Some(signal) = interrupt::requested().filter(|_| epoch + 1 < spec.epochs) {
+            let at = format!("after epoch {} of {}", epoch + 1, spec.epochs);
+            return Err(Stopped::say(signal, &at, outputs.save.as_deref()).into());
         }
     }
     if let Some(line) = crate::engine::report::result_line(&records) {

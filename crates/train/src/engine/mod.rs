@@ -4,8 +4,9 @@
 //! [`run::train`]; whichever command built it.
 //!
 //! - `spec`: the settings that define a run; `request`: what a command asks, resolved into one;
-//! - `run`: a run from its spec to the epoch loop (data, memory, model, resume); `epochs`: the
-//!   loop itself;
+//! - `run`: a run from its spec to the epoch loop (data, memory, model, resume, the run's
+//!   lock: `lock`); `epochs`: the loop itself; `interrupt`: SIGTERM/SIGINT stop it after a
+//!   step, saved within the epoch (`partial`);
 //! - `snapshot`: the checkpoint a run saves every epoch and resumes from, on `checkpoint`
 //!   (safetensors files), `state` (a model and its tensors) and `atomic` (whole-or-nothing
 //!   writes);
@@ -23,9 +24,12 @@ pub mod device;
 pub mod epochs;
 pub mod evaluate;
 pub mod images;
+pub mod interrupt;
+pub mod lock;
 pub mod memory;
 pub mod metrics;
 pub mod oom;
+pub mod partial;
 pub mod plot;
 pub mod report;
 pub mod request;

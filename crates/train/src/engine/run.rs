@@ -2,17 +2,20 @@
 //! validation images of `val_split`), whether it fits in memory (`memory`, before anything big
 //! is allocated), the model (fresh, or continuing a checkpoint: `snapshot`), then the loop
 //! (`epochs`). A [`Run`] is plain data any command can build: `train` from its flags,
-//! `reproduce` from the paper's recipe.
+//! `reproduce` from the paper's recipe. A run that saves a checkpoint holds the lock beside it
+//! (`lock`) while it trains, and stops cleanly on SIGTERM/SIGINT (`interrupt`).
 
 use crate::engine::device::{self, DeviceChoice};
 use crate::engine::epochs::{self, Outputs, Plan};
+use crate::engine::interrupt;
+use crate::engine::lock::{lock_path, Claim, RunLock};
 use crate::engine::memory::{self, Work};
 use crate::engine::metrics::EpochRecord;
 use crate::engine::oom;
 use crate::engine::snapshot::Resumed;
 use crate::engine::spec::RunSpec;
 use crate::engine::state;
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use data::Normalization;
 use model::{Footprint, ResNet, ResNetConfig};
 use std::path::PathBuf;
@@ -34,6 +37,10 @@ pub struct Run {
     pub cuda_graph: bool,
     /// How the run was asked for (the command's arguments), recorded in its checkpoint.
     pub invocation: String,
+    /// The lock of `outputs.save`, when the command took it already (`reproduce` takes it
+    /// before reading the checkpoint, to skip a run another process trains); otherwise
+    /// [`train`] takes it.
+    pub lock: Option<RunLock>,
 }
 
 /// A finished (or already complete) run.
@@ -71,6 +78,18 @@ pub fn dry_run(config: &ResNetConfig, spec: &RunSpec) -> Result<()> {
 pub fn train(run: &Run) -> Result<RunOutcome> {
     let Run { config, spec, .. } = run;
     spec.check()?;
+    interrupt::install()?;
+    let _lock = match (&run.lock, &run.outputs.save) {
+        (None, Some(path)) => match RunLock::try_claim(path)? {
+            Claim::Held(lock) => Some(lock),
+            Claim::Busy(who) => bail!(
+                "{} is being trained by {who} (it holds {}): one process trains a run at a time",
+                path.display(),
+                lock_path(path).display()
+            ),
+        },
+        _ => None,
+    };
     // Every model is built on the host first: one that cannot be is refused here, before the
     // device is opened (and before its notice).
     let building = Work::BuildToTrain {
@@ -115,18 +134,31 @@ pub fn train(run: &Run) -> Result<RunOutcome> {
         let mut records = Vec::new();
         let mut warmup_done_at = None;
         let mut devices = Vec::new();
+        let mut partial = None;
         if let Some(r) = &run.resumed {
             state::load_model_tensors(&mut model, &r.tensors, true)
                 .with_context(|| format!("loading {}", r.path.display()))?;
             records = r.records()?;
             warmup_done_at = r.warmup_done_at()?;
             devices = r.devices();
-            println!(
-                "resumed from {} after epoch {} of {}",
-                r.path.display(),
-                records.len(),
-                spec.epochs
-            );
+            partial = r.partial()?;
+            match &partial {
+                Some(p) => println!(
+                    "resumed from {} within epoch {} of {}: at step {} of {} (stopped by {})",
+                    r.path.display(),
+                    p.epoch,
+                    spec.epochs,
+                    p.steps_done + 1,
+                    p.steps_per_epoch,
+                    p.stopped_by
+                ),
+                None => println!(
+                    "resumed from {} after epoch {} of {}",
+                    r.path.display(),
+                    records.len(),
+                    spec.epochs
+                ),
+            }
         }
         let here = device::describe(&device);
         if devices.last() != Some(&here) {
@@ -146,6 +178,7 @@ pub fn train(run: &Run) -> Result<RunOutcome> {
             records,
             warmup_done_at,
             devices: &devices,
+            partial,
         })?;
         Ok(RunOutcome {
             config: config.clone(),

@@ -1,14 +1,17 @@
-//! A run's checkpoint: what [`save`] writes after every epoch (the model's tensors and
-//! momentum, and beside them the run's settings, metrics history, warm-up state, devices,
-//! normalisation and class names), and what a resumed run reads back ([`Resumed`]).
+//! A run's checkpoint: what [`save`] writes after every epoch, and within an epoch when the
+//! run is stopped by a signal (the model's tensors and momentum, and beside them the run's
+//! settings, metrics history, warm-up state, devices, normalisation, class names, and for a
+//! stop within an epoch where it stopped: `crate::engine::partial`), and what a resumed run
+//! reads back ([`Resumed`]).
 //!
 //! Resuming is exact on the CPU: weights, BN buffers, momentum, the metrics history and the
 //! warm-up's state come from the checkpoint, and every random choice of epoch `e` (order,
-//! crops, flips) is drawn from streams seeded by `(seed, e)`, so there is no generator state to
-//! carry over.
+//! crops, flips) is drawn from streams seeded by `(seed, e)`, so the generators' state is the
+//! epoch and the position in it.
 
 use crate::engine::checkpoint::{self, NamedTensor};
 use crate::engine::metrics::{self, EpochRecord};
+use crate::engine::partial::PartialEpoch;
 use crate::engine::spec::RunSpec;
 use crate::engine::state;
 use anyhow::{bail, ensure, Context, Result};
@@ -18,8 +21,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Checkpoint format tag (metadata `format`). Version 2 records the run's settings (`run`),
-/// the warm-up's state and the dataset's class names.
-pub const FORMAT: &str = "resnet-cifar-checkpoint/2";
+/// the warm-up's state and the dataset's class names; version 3 adds `partial_epoch` to a
+/// checkpoint written within an epoch (a run stopped by a signal). Every version loads:
+/// without `partial_epoch` a checkpoint is at the end of its last epoch, as before.
+pub const FORMAT: &str = "resnet-cifar-checkpoint/3";
 
 fn norm_to_string(n: &Normalization) -> String {
     // `{:?}` prints the shortest text that parses back to the same f32.
@@ -63,6 +68,8 @@ pub struct SaveInfo<'a> {
     pub devices: &'a [String],
     /// How the run was asked for (the command's arguments), kept for the record.
     pub invocation: &'a str,
+    /// Where in the epoch after `records` the run stopped, for a checkpoint within an epoch.
+    pub partial: Option<&'a PartialEpoch>,
 }
 
 /// Writes the checkpoint (atomically).
@@ -83,7 +90,10 @@ pub fn save(path: &Path, model: &mut ResNet, info: &SaveInfo) -> Result<()> {
     meta.insert("devices".into(), info.devices.join("|"));
     meta.insert("normalization".into(), norm_to_string(&info.norm));
     meta.insert("metrics_csv".into(), metrics::to_csv_string(info.records));
-    meta.insert("rng".into(), "none to save: epoch e draws order, crops and flips from ChaCha8 streams seeded by (seed, e)".into());
+    meta.insert("rng".into(), "epoch e draws order, crops and flips from ChaCha8 streams seeded by (seed, e) and the sample's position: the state is the epoch and the step".into());
+    if let Some(p) = info.partial {
+        meta.insert("partial_epoch".into(), p.to_json());
+    }
     meta.insert("args".into(), info.invocation.into());
     meta.insert("build".into(), resnet_cifar::BUILD_INFO.into());
     let tensors: Vec<NamedTensor> = state::model_tensors(model, true)?;
@@ -152,6 +162,15 @@ impl Resumed {
             .map(|s| s.parse::<usize>())
             .transpose()
             .context("bad `warmup_done_at` in checkpoint metadata")
+    }
+
+    /// Where the run stopped within the epoch after its last full one, if it did.
+    pub fn partial(&self) -> Result<Option<PartialEpoch>> {
+        self.meta
+            .get("partial_epoch")
+            .map(|p| PartialEpoch::from_json(p))
+            .transpose()
+            .with_context(|| format!("reading {}", self.path.display()))
     }
 
     /// Every device the run has trained on, in order.

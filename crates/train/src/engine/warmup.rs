@@ -67,6 +67,18 @@ impl WarmupState {
         self.window = (0, 0);
     }
 
+    /// The current window's start (correct, seen in the epoch's counts): saved when a run
+    /// stops within an epoch.
+    pub fn window(&self) -> (usize, usize) {
+        self.window
+    }
+
+    /// A run resumed within an epoch: the window it had when it stopped (after
+    /// [`WarmupState::start_epoch`]).
+    pub fn resume_window(&mut self, window: (usize, usize)) {
+        self.window = window;
+    }
+
     /// Whether the rule checks after `steps` steps of the epoch (`last`: the epoch's end).
     pub fn check_due(&self, steps: usize, last: bool) -> bool {
         self.watching() && (steps.is_multiple_of(CHECK_EVERY) || last)
@@ -149,5 +161,17 @@ mod tests {
         w.check(&reading(10, 100), 1);
         w.start_epoch();
         assert!(w.check(&reading(50, 100), 2).is_some());
+        // A run stopped within an epoch takes its window along: the same decision follows.
+        let mut a = WarmupState::new(Warmup::UntilTrainErrorBelow80, None);
+        a.check(&reading(100, 1280), 10);
+        let mut b = WarmupState::new(Warmup::UntilTrainErrorBelow80, None);
+        b.start_epoch();
+        b.resume_window(a.window());
+        assert_eq!(a.window(), (100, 1280));
+        assert_eq!(
+            a.check(&reading(400, 2560), 20),
+            b.check(&reading(400, 2560), 20)
+        );
+        assert_eq!(a, b);
     }
 }
