@@ -44,6 +44,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 // ---- CUDA keywords ---------------------------------------------------------------------------
 #define __global__
@@ -52,11 +53,11 @@
 #define __forceinline__ inline
 // __restrict__ is a GNU keyword already: g++ accepts it as is.
 #define __launch_bounds__(...)
-// The threads of a block run on one OS thread (fibers), and an OS thread runs one block at a
-// time; blocks of a launch may run on several OS threads at once. So per-block shared memory
-// is function-local thread-local storage: all threads of the block see the same object,
-// exactly like __shared__.
-#define __shared__ static thread_local
+#define __align__(n) __attribute__((aligned(n)))
+// build.rs compiles a copy of every source in which each `__shared__ T name[dims];` is a
+// reference into the running block's shared memory, owned by the runtime (emu::shared_var
+// below). A `__shared__` that reaches the compiler was not rewritten: a compile error naming it.
+#define __shared__ emu_shared_declaration_not_rewritten_by_build_rs
 
 // ---- built-in variables ----------------------------------------------------------------------
 // uint3/dim3: unsigned members, as in CUDA, so `blockIdx.x * blockDim.x + threadIdx.x` has the
@@ -71,6 +72,33 @@ inline thread_local uint3 threadIdx;
 inline thread_local uint3 blockIdx;
 inline thread_local dim3 blockDim;
 inline thread_local dim3 gridDim;
+
+// ---- vector types ------------------------------------------------------------------------------
+// With CUDA's sizes and alignments (vector_types.h), so that a float4 / int2 / double2 access is
+// as wide, and must be as aligned, as on the device: the access check requires each access's
+// address to be a multiple of its width (8 and 16 bytes included).
+#define EMU_VECTOR2(T, name, align)                                                        \
+    struct __align__(align) name {                                                         \
+        T x, y;                                                                            \
+    };                                                                                     \
+    __device__ inline name make_##name(T x, T y) { return name{x, y}; }
+#define EMU_VECTOR4(T, name, align)                                                        \
+    struct __align__(align) name {                                                         \
+        T x, y, z, w;                                                                      \
+    };                                                                                     \
+    __device__ inline name make_##name(T x, T y, T z, T w) { return name{x, y, z, w}; }
+EMU_VECTOR2(float, float2, 8)
+EMU_VECTOR4(float, float4, 16)
+EMU_VECTOR2(int, int2, 8)
+EMU_VECTOR4(int, int4, 16)
+EMU_VECTOR2(unsigned, uint2, 8)
+EMU_VECTOR4(unsigned, uint4, 16)
+EMU_VECTOR2(double, double2, 16)
+#undef EMU_VECTOR2
+#undef EMU_VECTOR4
+static_assert(sizeof(float4) == 16 && alignof(float4) == 16, "CUDA's float4");
+static_assert(sizeof(float2) == 8 && alignof(float2) == 8, "CUDA's float2");
+static_assert(sizeof(double2) == 16 && alignof(double2) == 16, "CUDA's double2");
 
 // ---- device intrinsics used by the sources -----------------------------------------------------
 // min/max on int (CUDA provides them as device functions; std::min would need <algorithm>).
@@ -108,7 +136,7 @@ __device__ inline float __uint_as_float(unsigned u)
 
 namespace emu {
 
-// ---- the runtime's side (runtime.cpp) ------------------------------------------------------------
+// ---- the runtime's side (runtime.cpp, memory.cpp) -------------------------------------------------
 // `__syncthreads()`: wait until every live thread of the block has arrived.
 void sync_block();
 // A warp-collective rendezvous of the calling thread's warp (`what` names it in reports).
@@ -118,13 +146,47 @@ int warp_live();
 int block_threads();
 // Linear thread index within the block.
 int linear_tid();
-// Per-thread exchange slots of the running block: one 64-bit value (shuffles) and the six
-// 32-bit mma operand registers per thread.
-std::uint64_t* shuffle_slots();
-std::array<unsigned, 6>* mma_slots();
+// The per-thread exchange slots of the running block: one 64-bit value (shuffles) and the six
+// 32-bit mma operand registers per thread. Written through the runtime (which is not
+// instrumented: the slots are the emulator's, not the kernel's memory), read directly.
+void publish_shuffle(std::uint64_t bits);
+const std::uint64_t* shuffle_slots();
+void publish_mma(const unsigned a[4], const unsigned b[2]);
+const std::array<unsigned, 6>* mma_slots();
 // Stops the kernel with an error (the emulator's `__trap()`): printf-style message, reported
 // with the thread's position. Never returns to the caller.
 [[noreturn]] void trap(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// One `__shared__` declaration of the sources, as build.rs rewrites it: a constant object per
+// declaration (per template instantiation), whose address is its identity.
+struct SharedDecl {
+    const char* name;
+    const char* file;
+    int line;
+    unsigned bytes;       // sizeof the whole variable
+    unsigned align;       // alignof its element type (or a larger __align__)
+    unsigned elem_bytes;  // sizeof its element type
+    unsigned rank;        // array dimensions (0: a scalar), up to 3 named in reports
+    unsigned extent[3];
+};
+template <class T>
+constexpr SharedDecl shared_decl(const char* name, const char* file, int line, unsigned align)
+{
+    using E = std::remove_all_extents_t<T>;
+    return SharedDecl{name,
+                      file,
+                      line,
+                      (unsigned)sizeof(T),
+                      alignof(E) > align ? (unsigned)alignof(E) : align,
+                      (unsigned)sizeof(E),
+                      (unsigned)std::rank<T>::value,
+                      {(unsigned)std::extent<T, 0>::value, (unsigned)std::extent<T, 1>::value,
+                       (unsigned)std::extent<T, 2>::value}};
+}
+// The running block's storage for `d`: the same address for every thread of the block, laid
+// out (with unmapped gaps between variables) on first use in a launch, filled with 0xff bytes
+// (a NaN in every float) at each block's start, so a read before any write shows.
+void* shared_var(const SharedDecl* d);
 
 // Lane `lane` publishes v; after a warp barrier it reads the value of lane src(lane), or keeps
 // its own when src is outside [0, width) of its segment (CUDA's rule for down/up/idx/xor).
@@ -141,8 +203,7 @@ T shfl(unsigned mask, T v, int width, Src src)
         trap("__shfl_*_sync with mask %#x but %d live lanes in warp %d", mask, warp_live(), warp);
     std::uint64_t bits = 0;
     std::memcpy(&bits, &v, sizeof(T));
-    std::uint64_t* slots = shuffle_slots();
-    slots[t] = bits;
+    publish_shuffle(bits);
     sync_warp("warp shuffle");
     // Lanes that were still running at the check above may have returned instead of arriving
     // (fibers run in lane order): the barrier then released without them.
@@ -153,7 +214,7 @@ T shfl(unsigned mask, T v, int width, Src src)
     const int s = src(lane - seg);
     T r = v;
     if (s >= 0 && s < width && seg + s < size) {
-        bits = slots[warp * 32 + seg + s];
+        bits = shuffle_slots()[warp * 32 + seg + s];
         std::memcpy(&r, &bits, sizeof(T));
     }
     sync_warp("warp shuffle");  // nobody overwrites a slot before every lane has read it
@@ -172,16 +233,12 @@ inline void mma_bf16_16x8x16(float d[4], const unsigned a[4], const unsigned b[2
     const int tid = linear_tid(), warp = tid / 32, lane = tid % 32;
     if (warp_live() != 32)
         trap("mma.sync in warp %d with %d live lanes (all 32 must execute it)", warp, warp_live());
-    std::array<unsigned, 6>* all = mma_slots();
-    auto& mine = all[tid];
-    for (int i = 0; i < 4; ++i) mine[i] = a[i];
-    mine[4] = b[0];
-    mine[5] = b[1];
+    publish_mma(a, b);
     sync_warp("mma.sync");
     if (warp_live() != 32)
         trap("mma.sync in warp %d, but lanes returned before reaching it (all 32 must execute it)",
              warp);
-    const auto* regs = &all[(size_t)warp * 32];
+    const auto* regs = &mma_slots()[(size_t)warp * 32];
     // A[row][col]: lane (row % 8) * 4 + (col % 8) / 2, register (row >= 8) + 2 * (col >= 8),
     // low half for even col.
     auto A = [&](int row, int col) {
