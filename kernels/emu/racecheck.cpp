@@ -19,7 +19,9 @@
 
 #include <dlfcn.h>
 #include <elf.h>
+#include <fcntl.h>
 #include <link.h>
+#include <spawn.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -158,45 +160,107 @@ Access here(const Run& r, std::uintptr_t pc)
     return a;
 }
 
-// addr2line's "file:line (function)" for a code address, or "" where it cannot say.
+// "file:line (function)" of code addresses, from one addr2line process kept running (reading
+// the debug info costs it a fraction of a second, once), and a cache; "" where it cannot say.
+std::unordered_map<std::int32_t, std::string> g_lines;
+
+struct Addr2line {
+    FILE* to = nullptr;
+    FILE* from = nullptr;
+    bool failed = false;
+} g_addr2line;
+
+// Starts addr2line on `file`, reading addresses from its stdin.
+bool start_addr2line(const std::string& file)
+{
+    int in[2], out[2];
+    if (pipe(in) != 0) return false;
+    if (pipe(out) != 0) {
+        close(in[0]), close(in[1]);
+        return false;
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, in[0], 0);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    for (int fd : {in[0], in[1], out[0], out[1]}) posix_spawn_file_actions_addclose(&actions, fd);
+    const char* argv[] = {"addr2line", "-a", "-C", "-f", "-i", "-e", file.c_str(), nullptr};
+    pid_t pid;
+    const int rc = posix_spawnp(&pid, "addr2line", &actions, nullptr, (char* const*)argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    close(in[0]);
+    close(out[1]);
+    if (rc != 0) {
+        close(in[1]), close(out[0]);
+        return false;
+    }
+    g_addr2line.to = fdopen(in[1], "w");
+    g_addr2line.from = fdopen(out[0], "r");
+    return g_addr2line.to && g_addr2line.from;
+}
+
+// addr2line's answer for one address: (function, file:line) pairs, innermost inlined frame
+// first. The query is followed by address 0, whose answer (its address line) marks the end.
+std::vector<std::string> ask_addr2line(std::uintptr_t address)
+{
+    std::vector<std::string> lines;
+    std::fprintf(g_addr2line.to, "0x%llx\n0x0\n", (unsigned long long)address);
+    std::fflush(g_addr2line.to);
+    char buf[2048];
+    int addresses = 0;
+    while (std::fgets(buf, sizeof buf, g_addr2line.from)) {
+        std::string l = buf;
+        while (!l.empty() && (l.back() == '\n' || l.back() == '\r')) l.pop_back();
+        if (l.rfind("0x", 0) == 0 && ++addresses == 2) {
+            // The end marker's own answer: two more lines ("??", "??:0").
+            std::fgets(buf, sizeof buf, g_addr2line.from);
+            std::fgets(buf, sizeof buf, g_addr2line.from);
+            return lines;
+        }
+        if (addresses == 1 && l.rfind("0x", 0) != 0) lines.push_back(l);
+    }
+    g_addr2line.failed = true;  // it went away
+    return {};
+}
+
+void look_up_lines(std::initializer_list<std::int32_t> pc_offsets)
+{
+    for (const std::int32_t off : pc_offsets) {
+        if (off == 0 || g_lines.count(off) || g_addr2line.failed) continue;
+        g_lines[off] = "";
+        const std::uintptr_t pc = pc_base() + off - 1;  // inside the call, not after it
+        Dl_info info{};
+        if (!dladdr((void*)pc, &info) || !info.dli_fbase) continue;
+        if (!g_addr2line.to) {
+            // The kernels' object: the executable, or the library the emulator is linked into.
+            std::string file = info.dli_fname ? info.dli_fname : "";
+            if (file.empty() || file.find('/') == std::string::npos ||
+                access(file.c_str(), R_OK) != 0)
+                file = "/proc/self/exe";
+            if (!start_addr2line(file)) {
+                g_addr2line.failed = true;
+                continue;
+            }
+        }
+        const auto* elf = (const ElfW(Ehdr)*)info.dli_fbase;
+        const std::vector<std::string> lines =
+            ask_addr2line(elf->e_type == ET_DYN ? pc - (std::uintptr_t)info.dli_fbase : pc);
+        if (lines.size() < 2 || lines[1].empty() || lines[1][0] == '?') continue;
+        std::string where = lines[1];
+        const size_t slash = where.rfind('/');
+        if (slash != std::string::npos) where = where.substr(slash + 1);
+        const size_t disc = where.find(" (discriminator");
+        if (disc != std::string::npos) where = where.substr(0, disc);
+        std::string fn = lines[0].size() > 100 ? lines[0].substr(0, 97) + "..." : lines[0];
+        g_lines[off] = fn.empty() || fn == "??" ? where : where + " (" + fn + ")";
+    }
+}
+
 std::string source_line(std::int32_t pc_off)
 {
-    if (pc_off == 0) return "";
-    const std::uintptr_t pc = pc_base() + pc_off - 1;  // inside the call, not after it
-    Dl_info info;
-    if (!dladdr((void*)pc, &info) || !info.dli_fbase) return "";
-    std::string file = info.dli_fname ? info.dli_fname : "";
-    if (file.empty() || file.find('/') == std::string::npos || access(file.c_str(), R_OK) != 0)
-        file = "/proc/self/exe";
-    if (file.find('\'') != std::string::npos) return "";
-    const auto* elf = (const ElfW(Ehdr)*)info.dli_fbase;
-    const std::uintptr_t addr = elf->e_type == ET_DYN ? pc - (std::uintptr_t)info.dli_fbase : pc;
-    char cmd[4200];
-    std::snprintf(cmd, sizeof cmd, "addr2line -C -f -i -e '%s' 0x%llx 2>/dev/null", file.c_str(),
-                  (unsigned long long)addr);
-    FILE* p = popen(cmd, "r");
-    if (!p) return "";
-    char line[1024];
-    std::string function, where;
-    // Pairs of lines, innermost inlined frame first: its line is the access; the function is
-    // the one the access is written in.
-    if (std::fgets(line, sizeof line, p)) function = line;
-    if (std::fgets(line, sizeof line, p)) where = line;
-    while (std::fgets(line, sizeof line, p)) {
-    }
-    pclose(p);
-    auto chomp = [](std::string& s) {
-        while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-    };
-    chomp(function);
-    chomp(where);
-    if (where.empty() || where[0] == '?') return "";
-    const size_t slash = where.rfind('/');
-    if (slash != std::string::npos) where = where.substr(slash + 1);
-    const size_t disc = where.find(" (discriminator");
-    if (disc != std::string::npos) where = where.substr(0, disc);
-    if (function.size() > 100) function = function.substr(0, 97) + "...";
-    return function.empty() || function == "??" ? where : where + " (" + function + ")";
+    auto it = g_lines.find(pc_off);
+    return it == g_lines.end() ? "" : it->second;
 }
 
 const char* hazard_name(int kind)
@@ -300,6 +364,7 @@ void race_report(EmuFault& f)
                           b.x, b.y, b.z);
         return std::string(s);
     };
+    look_up_lines({h.now.pc, h.earlier.pc});
     auto at = [](std::int32_t pc) {
         const std::string s = source_line(pc);
         return s.empty() ? std::string() : " at " + s;
