@@ -194,7 +194,9 @@ fn rewrite_shared(text: &str) -> Result<String, String> {
             .ok_or_else(|| here("a __shared__ declaration must end on its line"))?;
         let before = code[..at].trim();
         if before.ends_with("extern") {
-            return Err(here("dynamic shared memory (extern __shared__) is not emulated"));
+            return Err(here(
+                "dynamic shared memory (extern __shared__) is not emulated",
+            ));
         }
         let decl = code[at + "__shared__".len()..end].trim();
         if decl.contains('=') || decl.contains(',') || decl.contains('{') {
@@ -211,7 +213,9 @@ fn rewrite_shared(text: &str) -> Result<String, String> {
             .map_or(0, |p| p + 1);
         let (ty, name) = (head[..name_at].trim(), &head[name_at..]);
         if ty.is_empty() || name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-            return Err(here("cannot read the __shared__ declaration's type and name"));
+            return Err(here(
+                "cannot read the __shared__ declaration's type and name",
+            ));
         }
         let (ty, align) = take_alignment(ty).map_err(|e| here(&e))?;
         let t = format!("emu_shared_t_{name}");

@@ -2,38 +2,53 @@
 //
 // Model: the threads of a block are fibers (user-level contexts, runtime.cpp) run one at a time
 // on one OS thread; the blocks of a grid are shared out among a few OS threads
-// (CUDA_EMU_THREADS, default: the CPU count), so `__shared__` is per-OS-thread static storage.
-// A fiber runs until it reaches `__syncthreads()` or a warp collective (shuffle, mma), then the
-// next fiber runs; a barrier releases when every live thread of the
-// block (or warp) has arrived. That executes every index map, bounds check, grid-stride loop,
-// shared-memory tile and block/warp reduction exactly as written, and a missing
-// `__syncthreads` shows up deterministically: thread 0 runs ahead and reads a tile the others
-// have not written yet.
+// (CUDA_EMU_THREADS, default: the CPU count). A fiber runs until it reaches `__syncthreads()`
+// or a warp collective (shuffle, mma), then the next fiber runs; a barrier releases when every
+// live thread of the block (or warp) has arrived. That executes every index map, bounds check,
+// grid-stride loop, shared-memory tile and block/warp reduction exactly as written.
+//
+// Schedules (EmuOptions, or CUDA_EMU_SCHEDULE): the ready fibers run in ascending thread order
+// (the default), descending, or a fresh random order each round with switches at random shared
+// and device memory accesses too. Several schedules: each launch runs under all of them from
+// the same memory and must write the same bits (a race otherwise). Racecheck
+// (CUDA_EMU_RACECHECK=1): shadow state for every shared and device word reports conflicting
+// accesses that no `__syncthreads()` orders (warp collectives do not count), between threads
+// of a block or between blocks, and shared reads before any write (racecheck.cpp).
 //
 // Tensor cores: `mma.sync.m16n8k16` (bf16 in, fp32 out) is implemented from the PTX ISA's
 // fragment tables as a warp-collective exchange (mma_bf16_16x8x16 below); the sources call it
 // through mma_bf16.cuh, whose only `#ifdef CUDA_EMU` swaps the inline PTX for this function.
 //
-// Device memory (launch_emu.cpp is compiled with -fsanitize=kernel-address, whose load/store
-// callbacks live in runtime.cpp): an access inside the registered device arena that no live
-// allocation covers, or a misaligned one, stops the kernel with a report naming the kernel,
-// block, thread and address (what compute-sanitizer's memcheck would say). So do a deadlocked
+// Memory (launch_emu.cpp is compiled with -fsanitize=thread instrumentation, whose load/store
+// callbacks live in memory.cpp): an access inside the registered device arena that no live
+// allocation covers, or one not aligned to its width (up to 16 bytes), stops the kernel with a
+// report naming the kernel, block, thread and address (what compute-sanitizer's memcheck would
+// say). `__shared__` variables live in runtime-owned memory (build.rs rewrites each
+// declaration into a reference to it): every access is checked against its variable, and the
+// memory is filled with 0xff bytes (NaN floats) at each block's start. So do a deadlocked
 // barrier and a collective with missing lanes. Nothing aborts the process: the caller gets the
 // fault (emu_launch's EmuFault) and decides.
 //
 // What it cannot model (a GPU run is still needed for these):
-//  * the memory model and real warp scheduling: fibers interleave only at barriers, so code
-//    that relies on ordering without __syncthreads/__threadfence, or on implicit warp lock-step,
-//    may pass here and fail on a GPU (both are bugs on Volta+). Blocks run concurrently on a
-//    few OS threads, so an inter-block race (two blocks writing one element) shows only as a
-//    run-to-run difference, not as a report.
+//  * the memory model and real warp scheduling: with the schedules and racecheck, an access
+//    pair that no barrier orders is found whenever a launch executes it, but fences
+//    (__threadfence), volatile, atomics and memory ordering between blocks are not modelled
+//    (no kernel here uses them), and implicit warp lock-step is never assumed (a bug on Volta+
+//    anyway). Racecheck works on 4-byte words (two threads writing different bytes of one word
+//    would be reported); it runs the blocks one at a time.
 //  * floating point details: nvrtc contracts a*b+c into fma by default (--fmad=true); g++ is
 //    run with -ffp-contract=off, so only explicit fmaf() is fused here. expf/logf/sqrtf are
 //    glibc's (correctly rounded or ≤1 ulp) while CUDA's are ≤2 ulp (expf, logf) / IEEE (sqrtf).
-//  * uninitialised shared memory: static storage keeps the previous block's values instead of
-//    garbage, so a read-before-write of shared memory is not caught.
-//  * timing, occupancy, register/shared-memory limits (__launch_bounds__ is ignored here; the
-//    stand-in driver checks a launch against the cubin's own limits instead).
+//  * memory outside the registered arena and shared memory (host buffers, a kernel's local
+//    arrays) is not checked; an out-of-bounds access far enough to land in another live
+//    allocation (past the gaps around each) is not caught. A 16-byte aggregate that is only
+//    8-aligned (struct {double, double}) reaches the check as a 16-byte access and must be
+//    16-aligned here.
+//  * dynamic shared memory (`extern __shared__`) and file-scope `__shared__` variables: build.rs
+//    refuses them (none is used).
+//  * timing, occupancy, register limits (__launch_bounds__ is ignored here; the stand-in driver
+//    checks a launch against the cubin's own limits instead). Static shared memory over CUDA's
+//    48 KiB is a trap.
 #pragma once
 
 // Lets a source swap an inline-PTX instruction for its emulation (only mma_bf16.cuh does).

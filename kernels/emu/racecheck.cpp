@@ -93,7 +93,7 @@ bool unordered(const Access& e, const Access& c)
     return e.gen == c.gen && e.tid != c.tid;
 }
 
-[[noreturn]] void report(Run& r, int kind, const WordShadow&, const Access& earlier,
+[[noreturn]] void report(Run& r, int kind, const Access& earlier,
                          bool earlier_write, const Access& now, bool write, unsigned size,
                          bool shared, std::uint64_t word, const SharedVar* var)
 {
@@ -122,21 +122,21 @@ void access_word(Run& r, WordShadow& s, const Access& c, bool write, unsigned si
 {
     if (write) {
         if (unordered(s.write, c))
-            report(r, EMU_HAZARD_WRITE_AFTER_WRITE, s, s.write, true, c, true, size, shared, word,
+            report(r, EMU_HAZARD_WRITE_AFTER_WRITE, s.write, true, c, true, size, shared, word,
                    var);
         for (const Access* e : {&s.read, &s.read_block, &s.read_interval})
             if (unordered(*e, c))
-                report(r, EMU_HAZARD_WRITE_AFTER_READ, s, *e, false, c, true, size, shared, word,
+                report(r, EMU_HAZARD_WRITE_AFTER_READ, *e, false, c, true, size, shared, word,
                        var);
         s.write = c;
         s.written = true;
         return;
     }
     if (shared && !s.written)
-        report(r, EMU_HAZARD_UNINITIALISED_SHARED_READ, s, Access{}, false, c, false, size, shared,
+        report(r, EMU_HAZARD_UNINITIALISED_SHARED_READ, Access{}, false, c, false, size, shared,
                word, var);
     if (unordered(s.write, c))
-        report(r, EMU_HAZARD_READ_AFTER_WRITE, s, s.write, true, c, false, size, shared, word, var);
+        report(r, EMU_HAZARD_READ_AFTER_WRITE, s.write, true, c, false, size, shared, word, var);
     // Keep `read_block` the last read by another block than the last read's, and
     // `read_interval` a read by another thread in the last read's block and interval.
     if (!none(s.read)) {

@@ -341,7 +341,8 @@ pub unsafe fn mem_unmap(start: u64) -> bool {
 pub fn mem_find(addr: u64) -> Option<(u64, u64, u64)> {
     let (mut start, mut size, mut id) = (0, 0, 0);
     // SAFETY: reads the map under the emulator's lock.
-    (unsafe { emu_mem_find(addr, &mut start, &mut size, &mut id) } != 0).then_some((start, size, id))
+    (unsafe { emu_mem_find(addr, &mut start, &mut size, &mut id) } != 0)
+        .then_some((start, size, id))
 }
 
 /// conv_ops.cuh's `n / fast_div(d)` (multiply-high division), for n in [0, 2^31), d >= 1.

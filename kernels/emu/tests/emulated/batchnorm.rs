@@ -136,11 +136,7 @@ fn bn_case(
     let tdx = tensor::batchnorm::batchnorm_backward(&tx, &tdy, &gamma, &saved, &mut tdg, &mut tdb);
     let (mut dx, mut dg, mut db) = (nan_vec(len), dg0.clone(), db0.clone());
     // Without ReLU the kernels must not read relu_out: hand them NaNs.
-    let relu_out = if relu {
-        dev(ty.data())
-    } else {
-        nan_vec(len)
-    };
+    let relu_out = if relu { dev(ty.data()) } else { nan_vec(len) };
     let (save_mean, save_invstd) = (dev(&saved.mean), dev(&saved.invstd));
     let mut part = nan_vec(workspace);
     unsafe {

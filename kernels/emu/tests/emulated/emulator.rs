@@ -18,8 +18,13 @@ fn a_write_past_the_end_of_an_allocation_stops_the_kernel_and_names_it() {
     // SAFETY: the arena's gaps are mapped host memory that no allocation uses.
     let after = || unsafe { gap.add(100).read() };
     let before = after();
-    let fault = run("emu_selftest_write_past_end", 2, 64, &params!(y.as_mut_ptr(), 100i32))
-        .expect_err("y[100] lies past the 100-float allocation");
+    let fault = run(
+        "emu_selftest_write_past_end",
+        2,
+        64,
+        &params!(y.as_mut_ptr(), 100i32),
+    )
+    .expect_err("y[100] lies past the 100-float allocation");
     assert_eq!(fault.kind, FaultKind::Address);
     assert!(fault.is_write);
     assert_eq!(fault.size, 4);
@@ -44,8 +49,13 @@ fn a_write_past_the_end_of_an_allocation_stops_the_kernel_and_names_it() {
 #[test]
 fn the_same_kernel_in_bounds_runs_clean() {
     let mut y = DevVec::filled(0.0f32, 101);
-    run("emu_selftest_write_past_end", 2, 64, &params!(y.as_mut_ptr(), 100i32))
-        .expect("101 floats are allocated");
+    run(
+        "emu_selftest_write_past_end",
+        2,
+        64,
+        &params!(y.as_mut_ptr(), 100i32),
+    )
+    .expect("101 floats are allocated");
     assert!(y.iter().all(|&v| v == 1.0));
 }
 
@@ -69,14 +79,19 @@ fn an_out_of_bounds_read_at_an_odd_shape_is_caught() {
     assert!(!fault.is_write);
     assert_eq!(fault.address, short.addr() + 4 * (nc * hw - 1) as u64);
     // Row nc - 1 is thread nc - 1 of block 0 (one thread per row).
-    assert_eq!((fault.block, fault.thread), ([0, 0, 0], [nc as u32 - 1, 0, 0]));
+    assert_eq!(
+        (fault.block, fault.thread),
+        ([0, 0, 0], [nc as u32 - 1, 0, 0])
+    );
     let want = format!(
         "is 0 bytes after the nearest allocation #{} of {} bytes",
         short.id(),
         4 * (nc * hw - 1)
     );
     assert!(
-        fault.message.contains("Invalid __global__ read of size 4 bytes")
+        fault
+            .message
+            .contains("Invalid __global__ read of size 4 bytes")
             && fault.message.contains(&want),
         "{fault}"
     );
@@ -88,8 +103,13 @@ fn an_out_of_bounds_read_at_an_odd_shape_is_caught() {
 #[test]
 fn a_misaligned_store_is_a_fault() {
     let mut y = DevVec::filled(0.0f32, 64);
-    let fault = run("emu_selftest_misaligned_store", 1, 32, &params!(y.as_mut_ptr(), 2i32))
-        .expect_err("a 4-byte store at offset 2");
+    let fault = run(
+        "emu_selftest_misaligned_store",
+        1,
+        32,
+        &params!(y.as_mut_ptr(), 2i32),
+    )
+    .expect_err("a 4-byte store at offset 2");
     assert_eq!(fault.kind, FaultKind::Misaligned);
     assert!(fault.message.contains("misaligned address"), "{fault}");
 }
@@ -142,7 +162,8 @@ fn a_misaligned_8_or_16_byte_access_is_a_fault() {
 #[test]
 fn a_barrier_that_not_every_thread_reaches_is_a_deadlock_not_a_hang() {
     let mut out = DevVec::filled(0.0f32, 64);
-    let fault = run("emu_selftest_deadlock", 1, 64, &params!(out.as_mut_ptr())).expect_err("deadlock");
+    let fault =
+        run("emu_selftest_deadlock", 1, 64, &params!(out.as_mut_ptr())).expect_err("deadlock");
     assert_eq!(fault.kind, FaultKind::Trap);
     assert!(
         fault.message.contains("Deadlock in emu_selftest_deadlock")
@@ -154,8 +175,13 @@ fn a_barrier_that_not_every_thread_reaches_is_a_deadlock_not_a_hang() {
 #[test]
 fn a_shuffle_that_lanes_have_returned_from_is_a_trap() {
     let mut out = DevVec::filled(0.0f32, 32);
-    let fault = run("emu_selftest_shuffle_after_return", 1, 32, &params!(out.as_mut_ptr()))
-        .expect_err("a trap");
+    let fault = run(
+        "emu_selftest_shuffle_after_return",
+        1,
+        32,
+        &params!(out.as_mut_ptr()),
+    )
+    .expect_err("a trap");
     assert_eq!(fault.kind, FaultKind::Trap);
     assert!(
         fault.message.contains("returned before reaching it"),
@@ -206,7 +232,9 @@ fn a_shared_access_outside_its_variable_is_a_fault() {
     assert_eq!(fault.thread, [256, 0, 0]);
     assert!(
         fault.message.contains("Invalid __shared__")
-            && fault.message.contains("0 bytes after the end of `s` (1024 bytes, selftest.cu:"),
+            && fault
+                .message
+                .contains("0 bytes after the end of `s` (1024 bytes, selftest.cu:"),
         "{fault}"
     );
 }
@@ -227,12 +255,12 @@ fn every_kernel_parameter_layout_is_cudas() {
     assert_eq!(conv.param_bytes, 3 * 8 + 12 * 4);
 }
 
-/// The typed wrappers refuse a buffer outside the device arena (its accesses would go
+/// The typed wrappers refuse a buffer outside the device arena (here on the stack; its accesses would go
 /// unchecked): a test cannot quietly fall back to host memory.
 #[test]
 #[should_panic(expected = "is not in a device-arena allocation")]
 fn the_wrappers_refuse_host_buffers() {
-    let x = vec![1.0f32; 4];
+    let x = [1.0f32; 4];
     let mut y = nan_vec(4);
     let (g, b) = cfg_1d(4);
     unsafe { kernels_emu::emu_relu_forward(g, b, x.as_ptr(), y.as_mut_ptr(), 4) };

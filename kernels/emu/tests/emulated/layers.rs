@@ -322,7 +322,11 @@ fn softmax_xent_kernels_match_cpu() {
             "xent loss {tag}: {} vs {want_sum}, rel {e:.3e}",
             loss_acc[0] - 0.25
         );
-        assert_eq!(correct_acc[0] - 3, twin.correct as i32, "xent correct {tag}");
+        assert_eq!(
+            correct_acc[0] - 3,
+            twin.correct as i32,
+            "xent correct {tag}"
+        );
         assert_close(
             &format!("xent dlogits {tag}"),
             &dz,

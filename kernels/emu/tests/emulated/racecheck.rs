@@ -36,7 +36,10 @@ fn line_of(marker: &str) -> String {
 
 fn contains_all(fault: &Fault, wants: &[String]) {
     for want in wants {
-        assert!(fault.message.contains(want.as_str()), "{want:?} not in:\n{fault}");
+        assert!(
+            fault.message.contains(want.as_str()),
+            "{want:?} not in:\n{fault}"
+        );
     }
 }
 
@@ -48,7 +51,12 @@ fn every_kind_of_shared_race_is_caught_whichever_thread_is_higher() {
     let kinds = [
         (0, HazardKind::ReadAfterWrite, "first write", "second read"),
         (1, HazardKind::WriteAfterRead, "first read", "second write"),
-        (2, HazardKind::WriteAfterWrite, "first write", "second write"),
+        (
+            2,
+            HazardKind::WriteAfterWrite,
+            "first write",
+            "second write",
+        ),
     ];
     for (kind, hazard, first_line, second_line) in kinds {
         for (first, second) in [(3i32, 20i32), (20, 3)] {
@@ -162,7 +170,10 @@ fn an_unsynchronised_shared_counter_is_caught() {
     let h = fault.hazard.expect("a hazard");
     assert_eq!(h.kind, HazardKind::ReadAfterWrite, "{fault}");
     assert_eq!((fault.thread, h.other_thread), ([0, 0, 0], [63, 0, 0]));
-    assert!(fault.message.contains("__shared__ count (byte 0"), "{fault}");
+    assert!(
+        fault.message.contains("__shared__ count (byte 0"),
+        "{fault}"
+    );
 }
 
 /// Blocks of one launch are never ordered: two blocks writing one device word, or one writing
@@ -193,7 +204,11 @@ fn blocks_racing_on_a_device_word_are_caught() {
         let h = fault.hazard.unwrap_or_else(|| panic!("{what}: {fault}"));
         assert_eq!(h.kind, hazard, "{what}: {fault}");
         assert!(!h.shared);
-        assert_eq!((fault.block, h.other_block), ([now, 0, 0], [other, 0, 0]), "{what}");
+        assert_eq!(
+            (fault.block, h.other_block),
+            ([now, 0, 0], [other, 0, 0]),
+            "{what}"
+        );
         assert_eq!((fault.thread, h.other_thread), ([0; 3], [0; 3]));
         assert_eq!(fault.address, y.addr(), "{what}");
         contains_all(

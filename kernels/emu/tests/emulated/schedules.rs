@@ -96,7 +96,13 @@ fn the_schedule_comparison_fails_on_a_planted_race() {
 fn random_switches_at_shared_accesses_expose_a_lost_update() {
     let mut y = nan_vec(1);
     let mut count = |options: &LaunchOptions| {
-        let r = run_with("emu_selftest_shared_counter", 1, 256, options, &params!(y.as_mut_ptr()));
+        let r = run_with(
+            "emu_selftest_shared_counter",
+            1,
+            256,
+            options,
+            &params!(y.as_mut_ptr()),
+        );
         (r, y[0])
     };
     for s in [Schedule::Ascending, Schedule::Descending] {

@@ -83,7 +83,8 @@ fn sgd_step_tensors_matches_cpu_exactly() {
     let (g, b) = cfg_1d(total);
     for nesterov in [false, true] {
         let mut params: Vec<DevVec<f32>> = segs.iter().map(|&(n, _)| rand_vec(&mut r, n)).collect();
-        let mut bufs: Vec<DevVec<f32>> = segs.iter().map(|&(n, _)| DevVec::filled(0.0, n)).collect();
+        let mut bufs: Vec<DevVec<f32>> =
+            segs.iter().map(|&(n, _)| DevVec::filled(0.0, n)).collect();
         let mut tp: Vec<Vec<f32>> = params.iter().map(|p| p.to_vec()).collect();
         let mut tbuf: Vec<Vec<f32>> = bufs.iter().map(|b| b.to_vec()).collect();
         let (offsets, weight_decay) = (dev(&table.offsets), dev(&table.weight_decay));
