@@ -279,7 +279,12 @@ fn write_wrapper(out: &mut String, file: &str, k: &signature::KernelSignature) {
         .zip(&k.param_names)
         .map(|(p, n)| format!("{}: {}", rust_ident(n), p.rust_type()))
         .collect();
-    writeln!(out, "/// `{}` of `{file}`, on host memory.", k.name).unwrap();
+    writeln!(
+        out,
+        "/// `{}` of `{file}`; every pointer must be in a [`DevVec`] (checked).",
+        k.name
+    )
+    .unwrap();
     writeln!(out, "///\n/// # Safety\n/// Every pointer must be valid for the elements the kernel touches at this shape.").unwrap();
     writeln!(out, "#[allow(clippy::too_many_arguments, non_snake_case)]").unwrap();
     writeln!(
