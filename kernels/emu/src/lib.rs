@@ -31,7 +31,7 @@ use std::ffi::{c_char, c_int, c_uint, CStr};
 mod arena;
 mod options;
 pub use arena::DevVec;
-pub use options::{LaunchOptions, Schedule};
+pub use options::{LaunchOptions, Schedule, MAX_SCHEDULES};
 
 /// A grid or block size, `#[repr(C)]` like the emulator's `EmuDim3`.
 #[repr(C)]
