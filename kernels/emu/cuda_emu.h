@@ -2,38 +2,53 @@
 //
 // Model: the threads of a block are fibers (user-level contexts, runtime.cpp) run one at a time
 // on one OS thread; the blocks of a grid are shared out among a few OS threads
-// (CUDA_EMU_THREADS, default: the CPU count), so `__shared__` is per-OS-thread static storage.
-// A fiber runs until it reaches `__syncthreads()` or a warp collective (shuffle, mma), then the
-// next fiber runs; a barrier releases when every live thread of the
-// block (or warp) has arrived. That executes every index map, bounds check, grid-stride loop,
-// shared-memory tile and block/warp reduction exactly as written, and a missing
-// `__syncthreads` shows up deterministically: thread 0 runs ahead and reads a tile the others
-// have not written yet.
+// (CUDA_EMU_THREADS, default: the CPU count). A fiber runs until it reaches `__syncthreads()`
+// or a warp collective (shuffle, mma), then the next fiber runs; a barrier releases when every
+// live thread of the block (or warp) has arrived. That executes every index map, bounds check,
+// grid-stride loop, shared-memory tile and block/warp reduction exactly as written.
+//
+// Schedules (EmuOptions, or CUDA_EMU_SCHEDULE): the ready fibers run in ascending thread order
+// (the default), descending, or a fresh random order each round with switches at random shared
+// and device memory accesses too. Several schedules: each launch runs under all of them from
+// the same memory and must write the same bits (a race otherwise). Racecheck
+// (CUDA_EMU_RACECHECK=1): shadow state for every shared and device word reports conflicting
+// accesses that no `__syncthreads()` orders (warp collectives do not count), between threads
+// of a block or between blocks, and shared reads before any write (racecheck.cpp).
 //
 // Tensor cores: `mma.sync.m16n8k16` (bf16 in, fp32 out) is implemented from the PTX ISA's
 // fragment tables as a warp-collective exchange (mma_bf16_16x8x16 below); the sources call it
 // through mma_bf16.cuh, whose only `#ifdef CUDA_EMU` swaps the inline PTX for this function.
 //
-// Device memory (launch_emu.cpp is compiled with -fsanitize=kernel-address, whose load/store
-// callbacks live in runtime.cpp): an access inside the registered device arena that no live
-// allocation covers, or a misaligned one, stops the kernel with a report naming the kernel,
-// block, thread and address (what compute-sanitizer's memcheck would say). So do a deadlocked
+// Memory (launch_emu.cpp is compiled with -fsanitize=thread instrumentation, whose load/store
+// callbacks live in memory.cpp): an access inside the registered device arena that no live
+// allocation covers, or one not aligned to its width (up to 16 bytes), stops the kernel with a
+// report naming the kernel, block, thread and address (what compute-sanitizer's memcheck would
+// say). `__shared__` variables live in runtime-owned memory (build.rs rewrites each
+// declaration into a reference to it): every access is checked against its variable, and the
+// memory is filled with 0xff bytes (NaN floats) at each block's start. So do a deadlocked
 // barrier and a collective with missing lanes. Nothing aborts the process: the caller gets the
 // fault (emu_launch's EmuFault) and decides.
 //
 // What it cannot model (a GPU run is still needed for these):
-//  * the memory model and real warp scheduling: fibers interleave only at barriers, so code
-//    that relies on ordering without __syncthreads/__threadfence, or on implicit warp lock-step,
-//    may pass here and fail on a GPU (both are bugs on Volta+). Blocks run concurrently on a
-//    few OS threads, so an inter-block race (two blocks writing one element) shows only as a
-//    run-to-run difference, not as a report.
+//  * the memory model and real warp scheduling: with the schedules and racecheck, an access
+//    pair that no barrier orders is found whenever a launch executes it, but fences
+//    (__threadfence), volatile, atomics and memory ordering between blocks are not modelled
+//    (no kernel here uses them), and implicit warp lock-step is never assumed (a bug on Volta+
+//    anyway). Racecheck works on 4-byte words (two threads writing different bytes of one word
+//    would be reported); it runs the blocks one at a time.
 //  * floating point details: nvrtc contracts a*b+c into fma by default (--fmad=true); g++ is
 //    run with -ffp-contract=off, so only explicit fmaf() is fused here. expf/logf/sqrtf are
 //    glibc's (correctly rounded or ≤1 ulp) while CUDA's are ≤2 ulp (expf, logf) / IEEE (sqrtf).
-//  * uninitialised shared memory: static storage keeps the previous block's values instead of
-//    garbage, so a read-before-write of shared memory is not caught.
-//  * timing, occupancy, register/shared-memory limits (__launch_bounds__ is ignored here; the
-//    stand-in driver checks a launch against the cubin's own limits instead).
+//  * memory outside the registered arena and shared memory (host buffers, a kernel's local
+//    arrays) is not checked; an out-of-bounds access far enough to land in another live
+//    allocation (past the gaps around each) is not caught. A 16-byte aggregate that is only
+//    8-aligned (struct {double, double}) reaches the check as a 16-byte access and must be
+//    16-aligned here.
+//  * dynamic shared memory (`extern __shared__`) and file-scope `__shared__` variables: build.rs
+//    refuses them (none is used).
+//  * timing, occupancy, register limits (__launch_bounds__ is ignored here; the stand-in driver
+//    checks a launch against the cubin's own limits instead). Static shared memory over CUDA's
+//    48 KiB is a trap.
 #pragma once
 
 // Lets a source swap an inline-PTX instruction for its emulation (only mma_bf16.cuh does).
@@ -44,6 +59,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 // ---- CUDA keywords ---------------------------------------------------------------------------
 #define __global__
@@ -52,11 +68,11 @@
 #define __forceinline__ inline
 // __restrict__ is a GNU keyword already: g++ accepts it as is.
 #define __launch_bounds__(...)
-// The threads of a block run on one OS thread (fibers), and an OS thread runs one block at a
-// time; blocks of a launch may run on several OS threads at once. So per-block shared memory
-// is function-local thread-local storage: all threads of the block see the same object,
-// exactly like __shared__.
-#define __shared__ static thread_local
+#define __align__(n) __attribute__((aligned(n)))
+// build.rs compiles a copy of every source in which each `__shared__ T name[dims];` is a
+// reference into the running block's shared memory, owned by the runtime (emu::shared_var
+// below). A `__shared__` that reaches the compiler was not rewritten: a compile error naming it.
+#define __shared__ emu_shared_declaration_not_rewritten_by_build_rs
 
 // ---- built-in variables ----------------------------------------------------------------------
 // uint3/dim3: unsigned members, as in CUDA, so `blockIdx.x * blockDim.x + threadIdx.x` has the
@@ -71,6 +87,33 @@ inline thread_local uint3 threadIdx;
 inline thread_local uint3 blockIdx;
 inline thread_local dim3 blockDim;
 inline thread_local dim3 gridDim;
+
+// ---- vector types ------------------------------------------------------------------------------
+// With CUDA's sizes and alignments (vector_types.h), so that a float4 / int2 / double2 access is
+// as wide, and must be as aligned, as on the device: the access check requires each access's
+// address to be a multiple of its width (8 and 16 bytes included).
+#define EMU_VECTOR2(T, name, align)                                                        \
+    struct __align__(align) name {                                                         \
+        T x, y;                                                                            \
+    };                                                                                     \
+    __device__ inline name make_##name(T x, T y) { return name{x, y}; }
+#define EMU_VECTOR4(T, name, align)                                                        \
+    struct __align__(align) name {                                                         \
+        T x, y, z, w;                                                                      \
+    };                                                                                     \
+    __device__ inline name make_##name(T x, T y, T z, T w) { return name{x, y, z, w}; }
+EMU_VECTOR2(float, float2, 8)
+EMU_VECTOR4(float, float4, 16)
+EMU_VECTOR2(int, int2, 8)
+EMU_VECTOR4(int, int4, 16)
+EMU_VECTOR2(unsigned, uint2, 8)
+EMU_VECTOR4(unsigned, uint4, 16)
+EMU_VECTOR2(double, double2, 16)
+#undef EMU_VECTOR2
+#undef EMU_VECTOR4
+static_assert(sizeof(float4) == 16 && alignof(float4) == 16, "CUDA's float4");
+static_assert(sizeof(float2) == 8 && alignof(float2) == 8, "CUDA's float2");
+static_assert(sizeof(double2) == 16 && alignof(double2) == 16, "CUDA's double2");
 
 // ---- device intrinsics used by the sources -----------------------------------------------------
 // min/max on int (CUDA provides them as device functions; std::min would need <algorithm>).
@@ -108,7 +151,7 @@ __device__ inline float __uint_as_float(unsigned u)
 
 namespace emu {
 
-// ---- the runtime's side (runtime.cpp) ------------------------------------------------------------
+// ---- the runtime's side (runtime.cpp, memory.cpp) -------------------------------------------------
 // `__syncthreads()`: wait until every live thread of the block has arrived.
 void sync_block();
 // A warp-collective rendezvous of the calling thread's warp (`what` names it in reports).
@@ -118,13 +161,47 @@ int warp_live();
 int block_threads();
 // Linear thread index within the block.
 int linear_tid();
-// Per-thread exchange slots of the running block: one 64-bit value (shuffles) and the six
-// 32-bit mma operand registers per thread.
-std::uint64_t* shuffle_slots();
-std::array<unsigned, 6>* mma_slots();
+// The per-thread exchange slots of the running block: one 64-bit value (shuffles) and the six
+// 32-bit mma operand registers per thread. Written through the runtime (which is not
+// instrumented: the slots are the emulator's, not the kernel's memory), read directly.
+void publish_shuffle(std::uint64_t bits);
+const std::uint64_t* shuffle_slots();
+void publish_mma(const unsigned a[4], const unsigned b[2]);
+const std::array<unsigned, 6>* mma_slots();
 // Stops the kernel with an error (the emulator's `__trap()`): printf-style message, reported
 // with the thread's position. Never returns to the caller.
 [[noreturn]] void trap(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// One `__shared__` declaration of the sources, as build.rs rewrites it: a constant object per
+// declaration (per template instantiation), whose address is its identity.
+struct SharedDecl {
+    const char* name;
+    const char* file;
+    int line;
+    unsigned bytes;       // sizeof the whole variable
+    unsigned align;       // alignof its element type (or a larger __align__)
+    unsigned elem_bytes;  // sizeof its element type
+    unsigned rank;        // array dimensions (0: a scalar), up to 3 named in reports
+    unsigned extent[3];
+};
+template <class T>
+constexpr SharedDecl shared_decl(const char* name, const char* file, int line, unsigned align)
+{
+    using E = std::remove_all_extents_t<T>;
+    return SharedDecl{name,
+                      file,
+                      line,
+                      (unsigned)sizeof(T),
+                      alignof(E) > align ? (unsigned)alignof(E) : align,
+                      (unsigned)sizeof(E),
+                      (unsigned)std::rank<T>::value,
+                      {(unsigned)std::extent<T, 0>::value, (unsigned)std::extent<T, 1>::value,
+                       (unsigned)std::extent<T, 2>::value}};
+}
+// The running block's storage for `d`: the same address for every thread of the block, laid
+// out (with unmapped gaps between variables) on first use in a launch, filled with 0xff bytes
+// (a NaN in every float) at each block's start, so a read before any write shows.
+void* shared_var(const SharedDecl* d);
 
 // Lane `lane` publishes v; after a warp barrier it reads the value of lane src(lane), or keeps
 // its own when src is outside [0, width) of its segment (CUDA's rule for down/up/idx/xor).
@@ -141,8 +218,7 @@ T shfl(unsigned mask, T v, int width, Src src)
         trap("__shfl_*_sync with mask %#x but %d live lanes in warp %d", mask, warp_live(), warp);
     std::uint64_t bits = 0;
     std::memcpy(&bits, &v, sizeof(T));
-    std::uint64_t* slots = shuffle_slots();
-    slots[t] = bits;
+    publish_shuffle(bits);
     sync_warp("warp shuffle");
     // Lanes that were still running at the check above may have returned instead of arriving
     // (fibers run in lane order): the barrier then released without them.
@@ -153,7 +229,7 @@ T shfl(unsigned mask, T v, int width, Src src)
     const int s = src(lane - seg);
     T r = v;
     if (s >= 0 && s < width && seg + s < size) {
-        bits = slots[warp * 32 + seg + s];
+        bits = shuffle_slots()[warp * 32 + seg + s];
         std::memcpy(&r, &bits, sizeof(T));
     }
     sync_warp("warp shuffle");  // nobody overwrites a slot before every lane has read it
@@ -172,16 +248,12 @@ inline void mma_bf16_16x8x16(float d[4], const unsigned a[4], const unsigned b[2
     const int tid = linear_tid(), warp = tid / 32, lane = tid % 32;
     if (warp_live() != 32)
         trap("mma.sync in warp %d with %d live lanes (all 32 must execute it)", warp, warp_live());
-    std::array<unsigned, 6>* all = mma_slots();
-    auto& mine = all[tid];
-    for (int i = 0; i < 4; ++i) mine[i] = a[i];
-    mine[4] = b[0];
-    mine[5] = b[1];
+    publish_mma(a, b);
     sync_warp("mma.sync");
     if (warp_live() != 32)
         trap("mma.sync in warp %d, but lanes returned before reaching it (all 32 must execute it)",
              warp);
-    const auto* regs = &all[(size_t)warp * 32];
+    const auto* regs = &mma_slots()[(size_t)warp * 32];
     // A[row][col]: lane (row % 8) * 4 + (col % 8) / 2, register (row >= 8) + 2 * (col >= 8),
     // low half for even col.
     auto A = [&](int row, int col) {

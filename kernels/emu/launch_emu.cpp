@@ -6,8 +6,8 @@
 // (kernel_table.inc); the parameter layout comes from the kernel's own C++ type below. Both
 // users go through it: the parity tests (kernels-emu's generated typed wrappers) and the
 // stand-in CUDA driver (cuLaunchKernel's parameter buffer). This file is compiled with
-// -fsanitize=kernel-address, so every load and store of a kernel goes past runtime.cpp's
-// device-memory check.
+// -fsanitize=thread instrumentation (no sanitizer runtime), so every load and store of a kernel
+// goes past memory.cpp's check.
 
 #include "cuda_emu.h"
 #include "emu_abi.h"
@@ -16,7 +16,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "kernel_sources.inc"  // #include "../cuda/<file>.cu", one per source (build.rs)
+#include "kernel_sources.inc"  // #include "cuda/<file>.cu", build.rs's copies, one per source
 
 namespace {
 
@@ -108,8 +108,8 @@ const EmuKernel* emu_kernel_at(int index)
     return index >= 0 && index < g_count ? &g_kernels[index] : nullptr;
 }
 
-int emu_launch(int index, EmuDim3 grid, EmuDim3 block, const unsigned char* params,
-               EmuFault* fault)
+int emu_launch_with(int index, EmuDim3 grid, EmuDim3 block, const unsigned char* params,
+                    const EmuOptions* options, EmuFault* fault)
 {
     const EmuKernel* k = emu_kernel_at(index);
     if (!k) {
@@ -119,7 +119,16 @@ int emu_launch(int index, EmuDim3 grid, EmuDim3 block, const unsigned char* para
         return fault->kind;
     }
     Call call{k, params};
-    return emu::run_grid(k->name, grid, block, &invoke_call, &call, fault);
+    return emu::run_grid(k->name, grid, block, &invoke_call, &call, *options, fault);
+}
+
+int emu_launch(int index, EmuDim3 grid, EmuDim3 block, const unsigned char* params,
+               EmuFault* fault)
+{
+    EmuOptions plain{};
+    plain.nschedules = 1;
+    plain.schedules[0].kind = EMU_SCHEDULE_ASCENDING;
+    return emu_launch_with(index, grid, block, params, &plain, fault);
 }
 
 // conv_ops.cuh's FastDiv, a device helper rather than a kernel: n / fast_div(d).

@@ -1,21 +1,26 @@
-// runtime.cpp — the emulator's scheduler and memory checks. Not instrumented (only the kernels
-// in launch_emu.cpp are): this is what the instrumentation calls.
+// runtime.cpp — the emulator's scheduler: fibers, barriers, the blocks of a launch over a few OS
+// threads, the schedules and the checking modes. Not instrumented (only the kernels in
+// launch_emu.cpp are); memory.cpp holds the access check the instrumentation calls,
+// racecheck.cpp the shadow state.
 //
 //  * Fibers: each CUDA thread of a block is a user-level context with its own stack. The
-//    scheduler runs the ready fibers in thread order; a fiber runs until it waits at a barrier
-//    or returns. A context switch is a few instructions (x86-64: callee-saved registers + stack
-//    pointer; elsewhere ucontext), so a block of 256 threads costs microseconds, not the
-//    milliseconds that one OS thread per CUDA thread cost.
+//    scheduler runs the ready fibers in rounds, in the schedule's order (ascending thread index,
+//    descending, or a fresh random permutation each round); a fiber runs until it waits at a
+//    barrier or returns, or (random schedule) until a memory access where it is told to yield.
+//    A context switch is a few instructions (x86-64: callee-saved registers + stack pointer;
+//    elsewhere ucontext), so a block of 256 threads costs microseconds, not the milliseconds
+//    that one OS thread per CUDA thread cost.
 //  * Barriers: `__syncthreads` and the warp collectives count arrivals among the live threads;
 //    a thread that returned no longer holds anyone up (as on the GPU). If no fiber can run and
-//    some have not returned, the block is deadlocked: reported as a fault, not a hang.
-//  * Memory checks: the -fsanitize=kernel-address callbacks below. Inside the device arena an
-//    access must be aligned to its size (up to 4 bytes; see check()) and lie in a mapped range.
+//    some have not returned, the block is deadlocked: reported as a fault, not a hang. A
+//    released `__syncthreads` starts a new barrier interval (racecheck's unit of ordering).
 //  * Faults: the faulting fiber records the report and switches straight back to the scheduler;
 //    it and the other fibers of the launch are abandoned (their stacks are reused), so nothing
 //    unwinds through the kernels.
-#include "cuda_emu.h"
-#include "emu_abi.h"
+//  * Checking modes (EmuOptions): racecheck, and the schedule comparison (the launch once per
+//    schedule from the same memory, results compared word for word) run the blocks one at a
+//    time on the calling thread, in the schedule's block order.
+#include "runtime.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -28,13 +33,14 @@
 #include <cstdlib>
 #include <mutex>
 #include <thread>
-#include <vector>
-
-#if !defined(__x86_64__)
-#include <ucontext.h>
-#endif
+#include <unordered_map>
 
 namespace emu {
+
+Modes g_modes;
+thread_local Run* g_run = nullptr;
+std::mutex g_launch_mutex;
+
 namespace {
 
 // ---- context switching ------------------------------------------------------------------------
@@ -89,49 +95,7 @@ emu_ctx_trampoline:
 #endif
 
 constexpr size_t STACK_BYTES = 256 * 1024;  // kernels are shallow; printf-style reports are not
-constexpr int MAX_THREADS = 1024;
 
-// One fiber stack with a PROT_NONE guard page below it: an overflow faults loudly.
-struct Stack {
-    char* base = nullptr;  // the guard page
-    size_t bytes = 0;
-    char* top() const { return base + bytes; }
-};
-
-enum State { READY, WAIT_BLOCK, WAIT_WARP, DONE };
-
-struct Fiber {
-    void* sp = nullptr;
-    State state = DONE;
-#if !defined(__x86_64__)
-    ucontext_t uc;
-#endif
-};
-
-// Everything about the launch running on this OS thread.
-struct Run {
-    const char* kernel = nullptr;
-    dim3 grid, block;
-    int n = 0, nwarps = 0;
-    std::vector<Fiber> fibers;
-    std::vector<Stack> stacks;  // one per fiber
-    int cur = -1;
-    void* sched_sp = nullptr;
-#if !defined(__x86_64__)
-    ucontext_t sched_uc;
-#endif
-    int block_live = 0, block_arrived = 0;
-    std::vector<int> warp_live, warp_arrived;
-    std::vector<std::uint64_t> xchg;
-    std::vector<std::array<unsigned, 6>> mma;
-    void (*body)(void*) = nullptr;
-    void* ctx = nullptr;
-    EmuFault* fault = nullptr;
-    bool faulted = false;
-};
-
-thread_local Run* g_run = nullptr;
-std::mutex g_launch_mutex;  // one launch at a time, process-wide
 // Fiber stacks not in use, shared by every OS thread that runs blocks (kept, not unmapped: a
 // launch takes its stacks from here and gives them back).
 std::mutex g_stack_mutex;
@@ -187,8 +151,7 @@ void switch_to_scheduler(Run& r, Fiber& f)
 void resume(Run& r, int t)
 {
     r.cur = t;
-    const int bx = r.block.x, bxy = r.block.x * r.block.y;
-    threadIdx = uint3(t % bx, (t / bx) % r.block.y, t / bxy);
+    threadIdx = thread_index(r, (unsigned)t);
 #if defined(__x86_64__)
     emu_ctx_switch(&r.sched_sp, r.fibers[t].sp);
 #else
@@ -199,6 +162,7 @@ void resume(Run& r, int t)
 void release_block(Run& r)
 {
     r.block_arrived = 0;
+    ++r.gen;
     for (auto& f : r.fibers)
         if (f.state == WAIT_BLOCK) f.state = READY;
 }
@@ -222,16 +186,27 @@ void thread_exit(Run& r)
     if (r.warp_arrived[w] > 0 && r.warp_arrived[w] == r.warp_live[w]) release_warp(r, w);
 }
 
+}  // namespace
+
+uint3 thread_index(const Run& r, unsigned t)
+{
+    const unsigned bx = r.block.x, bxy = r.block.x * r.block.y;
+    return uint3(t % bx, (t / bx) % r.block.y, t / bxy);
+}
+
+uint3 block_index(const Run& r, std::uint32_t b)
+{
+    return uint3(b % r.grid.x, b / r.grid.x % r.grid.y, b / (r.grid.x * r.grid.y));
+}
+
 void position(const Run& r, char* out, size_t n)
 {
     std::snprintf(out, n, "%s by thread (%u,%u,%u) in block (%u,%u,%u)", r.kernel, threadIdx.x,
                   threadIdx.y, threadIdx.z, blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
-// Records the launch's first fault and abandons the calling fiber: the scheduler sees
-// `faulted` and stops the launch.
-[[noreturn]] void fault_here(Run& r, int kind, std::uint64_t address, unsigned size, bool write,
-                             const char* text)
+void fault_here(Run& r, int kind, std::uint64_t address, unsigned size, bool write,
+                const char* text)
 {
     if (!r.faulted) {
         r.faulted = true;
@@ -250,138 +225,22 @@ void position(const Run& r, char* out, size_t n)
     __builtin_unreachable();
 }
 
-// ---- device memory map --------------------------------------------------------------------------
-struct Range {
-    std::uint64_t start, end, id;
-};
-std::uint64_t g_lo = 0, g_span = 0;
-std::vector<Range> g_mapped;   // sorted by start, disjoint
-// The last ranges accesses hit (a GEMM reads two, writes one), as indices into g_mapped, which
-// does not change while a kernel runs (the emu_mem_* calls take the launch lock and reset
-// these). Shared by the workers: plain atomics, no thread-locals (which cost a
-// __tls_get_addr call each in a shared library).
-constexpr unsigned NO_HIT = ~0u;
-std::atomic<unsigned> g_hit[4] = {NO_HIT, NO_HIT, NO_HIT, NO_HIT};
-std::atomic<unsigned> g_hit_next{0};
-
-void forget_hits()
+// splitmix64: small, fast, and every seed gives a good stream.
+std::uint64_t next_random(std::uint64_t& state)
 {
-    for (auto& h : g_hit) h.store(NO_HIT, std::memory_order_relaxed);
-}
-std::vector<Range> g_freed;    // the most recent frees, for reports (a ring)
-size_t g_freed_next = 0;
-constexpr size_t FREED_KEPT = 4096;
-
-const Range* find_mapped(std::uint64_t a)
-{
-    auto it = std::upper_bound(g_mapped.begin(), g_mapped.end(), a,
-                               [](std::uint64_t v, const Range& r) { return v < r.start; });
-    if (it == g_mapped.begin()) return nullptr;
-    --it;
-    return a < it->end ? &*it : nullptr;
+    std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
 }
 
-// Where `a` lies relative to the allocations, in compute-sanitizer's manner.
-void describe(std::uint64_t a, unsigned size, char* out, size_t n)
+void maybe_yield(Run& r)
 {
-    // A freed range counts only while no live allocation has taken its addresses over.
-    auto reused = [](const Range& f) {
-        for (const Range& r : g_mapped)
-            if (r.start < f.end && f.start < r.end) return true;
-        return false;
-    };
-    for (size_t i = 0; i < g_freed.size(); ++i) {
-        const Range& f = g_freed[(g_freed_next + g_freed.size() - 1 - i) % g_freed.size()];
-        if (a >= f.start && a < f.end && !reused(f)) {
-            std::snprintf(out, n,
-                          "Address 0x%llx is %llu bytes inside allocation #%llu of %llu bytes at "
-                          "0x%llx, which has been freed",
-                          (unsigned long long)a, (unsigned long long)(a - f.start),
-                          (unsigned long long)f.id, (unsigned long long)(f.end - f.start),
-                          (unsigned long long)f.start);
-            return;
-        }
-    }
-    const Range* below = nullptr;
-    const Range* above = nullptr;
-    for (const Range& r : g_mapped) {
-        if (r.start <= a) below = &r;
-        if (r.start > a) {
-            above = &r;
-            break;
-        }
-    }
-    if (below && a < below->end) {  // starts inside, runs past the end
-        std::snprintf(out, n,
-                      "Address 0x%llx: %u-byte access runs %llu bytes past the end of "
-                      "allocation #%llu of %llu bytes at 0x%llx",
-                      (unsigned long long)a, size,
-                      (unsigned long long)(a + size - below->end), (unsigned long long)below->id,
-                      (unsigned long long)(below->end - below->start),
-                      (unsigned long long)below->start);
-    } else if (below && (!above || a - below->end < above->start - a)) {
-        std::snprintf(out, n,
-                      "Address 0x%llx is %llu bytes after the nearest allocation #%llu of %llu "
-                      "bytes at 0x%llx",
-                      (unsigned long long)a, (unsigned long long)(a - below->end),
-                      (unsigned long long)below->id,
-                      (unsigned long long)(below->end - below->start),
-                      (unsigned long long)below->start);
-    } else if (above) {
-        std::snprintf(out, n,
-                      "Address 0x%llx is %llu bytes before the nearest allocation #%llu of %llu "
-                      "bytes at 0x%llx",
-                      (unsigned long long)a, (unsigned long long)(above->start - a),
-                      (unsigned long long)above->id,
-                      (unsigned long long)(above->end - above->start),
-                      (unsigned long long)above->start);
-    } else {
-        std::snprintf(out, n, "Address 0x%llx is not inside any allocation (none is live)",
-                      (unsigned long long)a);
-    }
+    // One access in 8: a thread runs a few accesses on, then another (random) one goes on.
+    if ((next_random(r.rng) & 7) != 0) return;
+    Fiber& me = r.fibers[r.cur];
+    switch_to_scheduler(r, me);  // still READY: it runs again in a later round
 }
-
-[[noreturn]] void memory_fault(std::uint64_t a, unsigned size, bool write, bool misaligned)
-{
-    Run* r = g_run;
-    char where[256], what[320], text[768];
-    describe(a, size, what, sizeof what);
-    if (!r) {
-        std::fprintf(stderr, "cuda_emu: invalid %u-byte %s outside a launch: %s\n", size,
-                     write ? "write" : "read", what);
-        std::abort();
-    }
-    position(*r, where, sizeof where);
-    if (misaligned)
-        std::snprintf(text, sizeof text,
-                      "Invalid __global__ %s of size %u bytes (misaligned address 0x%llx)\n"
-                      "    at %s",
-                      write ? "write" : "read", size, (unsigned long long)a, where);
-    else
-        std::snprintf(text, sizeof text, "Invalid __global__ %s of size %u bytes\n    at %s\n    %s",
-                      write ? "write" : "read", size, where, what);
-    fault_here(*r, misaligned ? EMU_FAULT_MISALIGNED : EMU_FAULT_ADDRESS, a, size, write, text);
-}
-
-inline void check(const void* p, size_t size, bool write)
-{
-    const std::uint64_t a = (std::uint64_t)(uintptr_t)p;
-    if (a - g_lo >= g_span) return;  // host memory: stacks, static shared memory, the emulator
-    // The GPU needs every access aligned to its size. The host compiler may merge neighbouring
-    // scalar accesses into wider ones, so only the scalar granule (<= 4 bytes) is checked.
-    const size_t granule = size < 4 ? size : 4;
-    if (granule > 1 && (a & (granule - 1)) != 0) memory_fault(a, (unsigned)size, write, true);
-    for (const auto& h : g_hit) {
-        const unsigned i = h.load(std::memory_order_relaxed);
-        if (i != NO_HIT && a >= g_mapped[i].start && a + size <= g_mapped[i].end) return;
-    }
-    const Range* r = find_mapped(a);
-    if (!r || a + size > r->end) memory_fault(a, (unsigned)size, write, false);
-    g_hit[g_hit_next.fetch_add(1, std::memory_order_relaxed) % 4].store(
-        (unsigned)(r - g_mapped.data()), std::memory_order_relaxed);
-}
-
-}  // namespace
 
 // ---- the kernel-facing runtime (cuda_emu.h) -------------------------------------------------------
 void sync_block()
@@ -412,12 +271,17 @@ void sync_warp(const char*)
 int warp_live() { return g_run->warp_live[g_run->cur / 32]; }
 int block_threads() { return g_run->n; }
 int linear_tid() { return g_run->cur; }
-std::uint64_t* shuffle_slots() { return g_run->xchg.data(); }
-std::array<unsigned, 6>* mma_slots() { return g_run->mma.data(); }
+void publish_shuffle(std::uint64_t bits) { g_run->xchg[g_run->cur] = bits; }
+const std::uint64_t* shuffle_slots() { return g_run->xchg.data(); }
+void publish_mma(const unsigned a[4], const unsigned b[2])
+{
+    g_run->mma[g_run->cur] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+}
+const std::array<unsigned, 6>* mma_slots() { return g_run->mma.data(); }
 
 void trap(const char* fmt, ...)
 {
-    char msg[384], where[256], text[768];
+    char msg[512], where[256], text[1024];
     va_list ap;
     va_start(ap, fmt);
     std::vsnprintf(msg, sizeof msg, fmt, ap);
@@ -475,20 +339,40 @@ void start_fiber(Run& r, int t)
 #endif
 }
 
+// A 64-bit hash of a string (FNV-1a): the kernel's part of a random schedule's seed.
+std::uint64_t hash_name(const char* s)
+{
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; ++s) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h;
+}
+
 // Runs one block to completion (or to its first fault / a deadlock).
 void run_block(Run& r)
 {
     r.block_live = r.n;
     r.block_arrived = 0;
+    r.gen = 0;
     for (int w = 0; w < r.nwarps; ++w) {
         r.warp_live[w] = std::min(32, r.n - w * 32);
         r.warp_arrived[w] = 0;
     }
     for (int t = 0; t < r.n; ++t) start_fiber(r, t);
+    shared_begin_block(r);
+    if (g_modes.racecheck) race_begin_block(r);
+    const bool random = r.schedule.kind == EMU_SCHEDULE_RANDOM;
+    if (random) {
+        std::uint64_t seed = r.schedule.seed ^ hash_name(r.kernel);
+        seed ^= next_random(seed) + r.block_linear;
+        r.rng = next_random(seed);
+    }
     int done = 0;
     for (;;) {
+        if (random)  // a fresh permutation each round (Fisher-Yates)
+            for (int i = r.n - 1; i > 0; --i)
+                std::swap(r.order[i], r.order[next_random(r.rng) % (std::uint64_t)(i + 1)]);
         bool ran = false;
-        for (int t = 0; t < r.n; ++t) {
+        for (const int t : r.order) {
             if (r.fibers[t].state != READY) continue;
             resume(r, t);
             ran = true;
@@ -519,11 +403,8 @@ void run_block(Run& r)
     }
 }
 
-}  // namespace
-
-namespace {
-
-// The blocks of a grid, shared out among the workers: each takes the next block index.
+// The blocks of a grid, shared out among the workers: each takes the next block index (through
+// `order` when the schedule permutes the blocks).
 struct Grid {
     const char* kernel;
     dim3 grid, block;
@@ -531,6 +412,8 @@ struct Grid {
     void (*body)(void*);
     void* ctx;
     long blocks;
+    EmuSchedule schedule{};
+    std::vector<std::uint32_t> order;  // empty: ascending
     std::atomic<long> next{0};
     std::atomic<bool> stop{false};
     // The fault of the lowest-numbered faulting block: the report does not depend on which
@@ -557,25 +440,29 @@ void work(Grid& g)
     r.mma.assign((size_t)r.n, {});
     r.body = g.body;
     r.ctx = g.ctx;
+    r.schedule = g.schedule;
+    r.order.resize((size_t)r.n);
+    for (int t = 0; t < r.n; ++t)
+        r.order[t] = g.schedule.kind == EMU_SCHEDULE_DESCENDING ? r.n - 1 - t : t;
     EmuFault mine{};
     r.fault = &mine;
     Run* outer = g_run;
     g_run = &r;
+    shared_attach(r);
     const uint3 saved_t = threadIdx, saved_b = blockIdx;
     const dim3 saved_bd = blockDim, saved_gd = gridDim;
     gridDim = r.grid;
     blockDim = r.block;
     for (;;) {
-        const long b = g.next.fetch_add(1);
-        if (b >= g.blocks || g.stop.load(std::memory_order_relaxed)) break;
-        const unsigned bx = (unsigned)(b % g.grid.x);
-        const unsigned by = (unsigned)(b / g.grid.x % g.grid.y);
-        const unsigned bz = (unsigned)(b / ((long)g.grid.x * g.grid.y));
-        blockIdx = uint3(bx, by, bz);
+        const long i = g.next.fetch_add(1);
+        if (i >= g.blocks || g.stop.load(std::memory_order_relaxed)) break;
+        const std::uint32_t b = g.order.empty() ? (std::uint32_t)i : g.order[(size_t)i];
+        r.block_linear = b;
+        blockIdx = block_index(r, b);
         run_block(r);
         if (r.faulted) {
             std::lock_guard<std::mutex> lock(g.fault_mutex);
-            if (g.fault_block < 0 || b < g.fault_block) {
+            if (g.fault_block < 0 || (long)b < g.fault_block) {
                 g.fault_block = b;
                 g.fault = mine;
             }
@@ -584,13 +471,14 @@ void work(Grid& g)
         }
     }
     threadIdx = saved_t, blockIdx = saved_b, blockDim = saved_bd, gridDim = saved_gd;
+    shared_detach(r);
     g_run = outer;
     give_back_stacks(r.stacks);
 }
 
 // Helper threads that run blocks beside the launching thread. Blocks are independent (no
-// kernel here shares data between blocks), so the result does not depend on their order; a
-// kernel that did race between blocks would now show it as a run-to-run difference.
+// kernel here shares data between blocks), so the result does not depend on their order;
+// racecheck reports a kernel that did share.
 class Pool {
   public:
     static Pool& get()
@@ -648,19 +536,109 @@ class Pool {
     unsigned long generation_ = 0;
 };
 
+void schedule_name(const EmuSchedule& s, char* out, size_t n)
+{
+    if (s.kind == EMU_SCHEDULE_RANDOM)
+        std::snprintf(out, n, "random:%llu", (unsigned long long)s.seed);
+    else
+        std::snprintf(out, n, "%s", s.kind == EMU_SCHEDULE_DESCENDING ? "descending" : "ascending");
+}
+
+// Runs `g` once under `schedule`, in the launch's modes; returns its first fault (kind 0: none).
+EmuFault run_once(Grid& g, const EmuSchedule& schedule, bool racecheck, bool log_writes)
+{
+    g.schedule = schedule;
+    g.next = 0;
+    g.stop = false;
+    g.fault_block = -1;
+    g.fault = EmuFault{};
+    g.order.clear();
+    if (schedule.kind != EMU_SCHEDULE_ASCENDING) {
+        g.order.resize((size_t)g.blocks);
+        for (long b = 0; b < g.blocks; ++b) g.order[(size_t)b] = (std::uint32_t)b;
+        if (schedule.kind == EMU_SCHEDULE_DESCENDING)
+            std::reverse(g.order.begin(), g.order.end());
+        else {
+            std::uint64_t s = schedule.seed ^ hash_name(g.kernel) ^ 0x6a09e667f3bcc908ull;
+            for (long i = g.blocks - 1; i > 0; --i)
+                std::swap(g.order[(size_t)i], g.order[next_random(s) % (std::uint64_t)(i + 1)]);
+        }
+    }
+    g_modes.racecheck = racecheck;
+    g_modes.log_writes = log_writes;
+    g_modes.yields = schedule.kind == EMU_SCHEDULE_RANDOM;
+    g_modes.any = g_modes.racecheck || g_modes.log_writes || g_modes.yields;
+    if (racecheck) race_begin_launch();
+    if (log_writes) write_log_start();
+    // The checking modes run the blocks one at a time, on this thread, in the schedule's
+    // order. Otherwise small grids are not worth waking the helpers for.
+    Pool& pool = Pool::get();
+    if (!racecheck && !log_writes && g.blocks >= 2 && (long)g.n * g.blocks >= 4096 &&
+        pool.helpers() > 0)
+        pool.run(g);
+    else
+        work(g);
+    g_modes = Modes{};
+    if (g.fault.kind == EMU_FAULT_RACE) race_report(g.fault);
+    return g.fault;
+}
+
+// What one run of the schedule comparison wrote: each logged word's final value.
+std::unordered_map<std::uint64_t, std::uint32_t> written_values()
+{
+    std::unordered_map<std::uint64_t, std::uint32_t> out;
+    for (const LoggedWord& w : write_log()) out[w.address] = *(const std::uint32_t*)w.address;
+    return out;
+}
+
+// The first word (lowest address) whose final value differs between two runs, where a word
+// one run did not write keeps its value from before the launch. Returns false if none.
+bool first_difference(const std::unordered_map<std::uint64_t, std::uint32_t>& a,
+                      const std::unordered_map<std::uint64_t, std::uint32_t>& b,
+                      const std::unordered_map<std::uint64_t, std::uint32_t>& before,
+                      std::uint64_t* word, std::uint32_t* va, std::uint32_t* vb, long* count)
+{
+    auto value = [&](const std::unordered_map<std::uint64_t, std::uint32_t>& run,
+                     std::uint64_t w) {
+        auto it = run.find(w);
+        return it != run.end() ? it->second : before.at(w);
+    };
+    std::vector<std::uint64_t> words;
+    for (const auto& kv : a) words.push_back(kv.first);
+    for (const auto& kv : b)
+        if (!a.count(kv.first)) words.push_back(kv.first);
+    std::sort(words.begin(), words.end());
+    *count = 0;
+    for (const std::uint64_t w : words) {
+        const std::uint32_t x = value(a, w), y = value(b, w);
+        if (x == y) continue;
+        if (++*count == 1) *word = w, *va = x, *vb = y;
+    }
+    return *count > 0;
+}
+
+float bits_float(std::uint32_t u)
+{
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 }  // namespace
 
 int run_grid(const char* kernel, EmuDim3 grid, EmuDim3 block, void (*body)(void*), void* ctx,
-             EmuFault* fault)
+             const EmuOptions& options, EmuFault* fault)
 {
     std::lock_guard<std::mutex> lock(g_launch_mutex);
     *fault = EmuFault{};
     const long n = (long)block.x * block.y * block.z;
-    if (n <= 0 || n > MAX_THREADS || grid.x == 0 || grid.y == 0 || grid.z == 0) {
+    if (n <= 0 || n > MAX_THREADS || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+        options.nschedules < 1 || options.nschedules > EMU_MAX_SCHEDULES) {
         fault->kind = EMU_FAULT_TRAP;
         std::snprintf(fault->message, sizeof fault->message,
-                      "invalid launch of %s: grid (%u,%u,%u), block (%u,%u,%u)", kernel, grid.x,
-                      grid.y, grid.z, block.x, block.y, block.z);
+                      "invalid launch of %s: grid (%u,%u,%u), block (%u,%u,%u), %u schedule(s)",
+                      kernel, grid.x, grid.y, grid.z, block.x, block.y, block.z,
+                      options.nschedules);
         return fault->kind;
     }
     Grid g;
@@ -671,71 +649,51 @@ int run_grid(const char* kernel, EmuDim3 grid, EmuDim3 block, void (*body)(void*
     g.body = body;
     g.ctx = ctx;
     g.blocks = (long)grid.x * grid.y * grid.z;
-    // Small grids are not worth waking the helpers for.
-    Pool& pool = Pool::get();
-    if (g.blocks >= 2 && (long)g.n * g.blocks >= 4096 && pool.helpers() > 0)
-        pool.run(g);
-    else
-        work(g);
-    *fault = g.fault;
-    return fault->kind;
+    const bool racecheck = options.racecheck != 0;
+    const unsigned runs = options.nschedules;
+    if (runs == 1) {
+        *fault = run_once(g, options.schedules[0], racecheck, false);
+        return fault->kind;
+    }
+    // The schedule comparison: every run from the same memory, the last one's results stay.
+    std::unordered_map<std::uint64_t, std::uint32_t> before, first;
+    for (unsigned i = 0; i < runs; ++i) {
+        *fault = run_once(g, options.schedules[i], racecheck, true);
+        if (fault->kind != EMU_OK) return fault->kind;
+        for (const LoggedWord& w : write_log()) before.emplace(w.address, w.before);
+        auto now = written_values();
+        if (i == 0) {
+            first = std::move(now);
+        } else {
+            std::uint64_t word = 0;
+            std::uint32_t a = 0, b = 0;
+            long count = 0;
+            if (first_difference(first, now, before, &word, &a, &b, &count)) {
+                char s0[64], s1[64], alloc[160] = "";
+                schedule_name(options.schedules[0], s0, sizeof s0);
+                schedule_name(options.schedules[i], s1, sizeof s1);
+                std::uint64_t id = 0, start = 0, size = 0;
+                if (allocation_of(word, &id, &start, &size))
+                    std::snprintf(alloc, sizeof alloc, " (allocation #%llu of %llu bytes, byte %llu)",
+                                  (unsigned long long)id, (unsigned long long)size,
+                                  (unsigned long long)(word - start));
+                fault->kind = EMU_FAULT_RACE;
+                fault->hazard = EMU_HAZARD_SCHEDULE_DEPENDENT;
+                fault->address = word;
+                fault->size = 4;
+                fault->is_write = 1;
+                std::snprintf(fault->message, sizeof fault->message,
+                              "Results of %s depend on the schedule (a race): word 0x%llx%s is "
+                              "0x%08x (%g) under %s but 0x%08x (%g) under %s; %ld word(s) "
+                              "differ",
+                              kernel, (unsigned long long)word, alloc, a, (double)bits_float(a),
+                              s0, b, (double)bits_float(b), s1, count);
+                return fault->kind;
+            }
+        }
+        if (i + 1 < runs) write_log_undo();
+    }
+    return EMU_OK;
 }
 
 }  // namespace emu
-
-// ---- device memory (emu_abi.h) -----------------------------------------------------------------
-// Each takes the launch lock: the map never changes under a running kernel.
-extern "C" void emu_mem_set_arena(std::uint64_t lo, std::uint64_t span)
-{
-    std::lock_guard<std::mutex> lock(emu::g_launch_mutex);
-    emu::g_lo = lo;
-    emu::g_span = span;
-    // A new device: what the old one freed is not this one's history.
-    emu::g_freed.clear();
-    emu::g_freed_next = 0;
-    emu::forget_hits();
-}
-
-extern "C" void emu_mem_map(std::uint64_t start, std::uint64_t size, std::uint64_t id)
-{
-    std::lock_guard<std::mutex> lock(emu::g_launch_mutex);
-    using emu::Range;
-    const Range r{start, start + size, id};
-    auto it = std::upper_bound(emu::g_mapped.begin(), emu::g_mapped.end(), start,
-                               [](std::uint64_t v, const Range& x) { return v < x.start; });
-    emu::g_mapped.insert(it, r);
-    emu::forget_hits();  // the indices after the insertion point moved
-}
-
-extern "C" int emu_mem_unmap(std::uint64_t start)
-{
-    std::lock_guard<std::mutex> lock(emu::g_launch_mutex);
-    using emu::Range;
-    auto it = std::lower_bound(emu::g_mapped.begin(), emu::g_mapped.end(), start,
-                               [](const Range& x, std::uint64_t v) { return x.start < v; });
-    if (it == emu::g_mapped.end() || it->start != start) return 0;
-    if (emu::g_freed.size() < emu::FREED_KEPT)
-        emu::g_freed.push_back(*it);
-    else
-        emu::g_freed[emu::g_freed_next] = *it;
-    emu::g_freed_next = (emu::g_freed_next + 1) % emu::FREED_KEPT;
-    emu::g_mapped.erase(it);
-    emu::forget_hits();
-    return 1;
-}
-
-// ---- the -fsanitize=kernel-address callbacks ---------------------------------------------------------
-#define EMU_CHECK_FN(n)                                                                       \
-    extern "C" void __asan_load##n##_noabort(void* p) { emu::check(p, n, false); }            \
-    extern "C" void __asan_store##n##_noabort(void* p) { emu::check(p, n, true); }
-EMU_CHECK_FN(1)
-EMU_CHECK_FN(2)
-EMU_CHECK_FN(4)
-EMU_CHECK_FN(8)
-EMU_CHECK_FN(16)
-extern "C" void __asan_loadN_noabort(void* p, size_t n) { emu::check(p, n, false); }
-extern "C" void __asan_storeN_noabort(void* p, size_t n) { emu::check(p, n, true); }
-extern "C" void __asan_handle_no_return() {}
-// Dynamic-initialisation order checking of globals (the kernel table): nothing to check here.
-extern "C" void __asan_before_dynamic_init(const char*) {}
-extern "C" void __asan_after_dynamic_init() {}

@@ -9,16 +9,29 @@
 //! * `emu_<kernel>(grid, block, args...)`: typed wrappers generated from the same table, for the
 //!   parity tests in `tests/emulated/`.
 //!
-//! Memory checks: the kernels are compiled with `-fsanitize=kernel-address` callbacks, so once a
-//! device arena is registered ([`mem_set_arena`], [`mem_map`]) every access inside it must fall
-//! in a mapped range and be aligned, or the launch stops with a [`Fault`] that names kernel,
-//! block, thread and address. Accesses outside the arena (host memory) are not checked.
+//! Memory checks: the kernels are compiled with `-fsanitize=thread` instrumentation (no
+//! sanitizer runtime: the callbacks are the emulator's), so once a device arena is registered
+//! ([`mem_set_arena`], [`mem_map`]; [`DevVec`] does both for tests) every access inside it must
+//! fall in a mapped range and be aligned to its width, or the launch stops with a [`Fault`] that
+//! names kernel, block, thread and address. Every `__shared__` access is checked against its
+//! variable. Accesses to other host memory are not checked.
+//!
+//! Schedules and racecheck ([`LaunchOptions`], or `CUDA_EMU_SCHEDULE` / `CUDA_EMU_RACECHECK` for
+//! [`launch`]): the order in which a block's threads run (ascending, descending, random with
+//! switches at memory accesses), the same launch under several schedules with its results
+//! compared word for word, and shadow state that reports shared- and device-memory races as
+//! compute-sanitizer's racecheck would ([`Hazard`]).
 //!
 //! The grid and block should be the `LaunchConfig` the real launcher in `kernels/src/launch`
 //! builds; `tests/emulated/` takes them from there and checks every kernel against its Rust CPU
 //! twin. See `kernels/README.md`, "Emulated on the CPU".
 
 use std::ffi::{c_char, c_int, c_uint, CStr};
+
+mod arena;
+mod options;
+pub use arena::DevVec;
+pub use options::{LaunchOptions, Schedule, MAX_SCHEDULES};
 
 /// A grid or block size, `#[repr(C)]` like the emulator's `EmuDim3`.
 #[repr(C)]
@@ -57,22 +70,28 @@ struct RawFault {
     address: u64,
     size: c_uint,
     is_write: c_int,
-    message: [c_char; 768],
+    hazard: c_int,
+    shared: c_int,
+    other_block: [c_uint; 3],
+    other_thread: [c_uint; 3],
+    message: [c_char; 1024],
 }
 
 extern "C" {
     fn emu_kernel_count() -> c_int;
     fn emu_kernel_at(index: c_int) -> *const RawKernel;
-    fn emu_launch(
+    fn emu_launch_with(
         index: c_int,
         grid: Dim3,
         block: Dim3,
         params: *const u8,
+        options: *const options::RawOptions,
         fault: *mut RawFault,
     ) -> c_int;
     fn emu_mem_set_arena(lo: u64, span: u64);
     fn emu_mem_map(start: u64, size: u64, id: u64);
     fn emu_mem_unmap(start: u64) -> c_int;
+    fn emu_mem_find(addr: u64, start: *mut u64, size: *mut u64, id: *mut u64) -> c_int;
     fn emu_fast_div(n: i32, d: i32) -> i32;
 }
 
@@ -149,8 +168,35 @@ pub enum FaultKind {
     /// An access not aligned to its size (`CUDA_ERROR_MISALIGNED_ADDRESS`).
     Misaligned,
     /// `__trap()`, a deadlocked barrier, a warp collective with missing lanes, an impossible
-    /// launch shape (`CUDA_ERROR_ILLEGAL_INSTRUCTION` / a hang on a GPU).
+    /// launch shape (`CUDA_ERROR_ILLEGAL_INSTRUCTION` / a hang on a GPU); also a race
+    /// ([`Fault::hazard`]), which a GPU would not stop for.
     Trap,
+}
+
+/// What racecheck or the schedule comparison found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HazardKind {
+    /// A read of a word that another thread (or block) wrote, with nothing ordering the two.
+    ReadAfterWrite,
+    /// A write of a word that another thread (or block) read, unordered.
+    WriteAfterRead,
+    /// Two unordered writes of a word by different threads (or blocks).
+    WriteAfterWrite,
+    /// A `__shared__` word read before any thread of the block wrote it.
+    UninitialisedSharedRead,
+    /// The launch wrote different values under two schedules.
+    ScheduleDependent,
+}
+
+/// A race, as [`Fault::hazard`] describes it. The faulting thread ([`Fault::block`],
+/// [`Fault::thread`]) made the second access; `other_*` is the thread of the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hazard {
+    pub kind: HazardKind,
+    /// On a `__shared__` word (else device memory).
+    pub shared: bool,
+    pub other_block: [u32; 3],
+    pub other_thread: [u32; 3],
 }
 
 /// The first fault of a launch.
@@ -168,6 +214,8 @@ pub struct Fault {
     pub size: u32,
     /// A store (else a load).
     pub is_write: bool,
+    /// A race (the kind is then [`FaultKind::Trap`]): what, and the other thread.
+    pub hazard: Option<Hazard>,
     /// The report, in compute-sanitizer's words.
     pub message: String,
 }
@@ -179,26 +227,77 @@ impl std::fmt::Display for Fault {
 }
 
 /// Runs `kernel` over `grid` x `block` with `params`, a buffer laid out as
-/// [`Kernel::params`] says. Launches are serialised process-wide.
+/// [`Kernel::params`] says, under the options of the environment ([`LaunchOptions::from_env`];
+/// a bad value there is a [`FaultKind::Trap`] naming it). Launches are serialised process-wide.
 ///
 /// # Safety
 /// Every pointer in `params` must be valid for what the kernel touches, or lie inside the
 /// registered device arena (where a bad access is caught and reported instead).
 pub unsafe fn launch(kernel: &Kernel, grid: Dim3, block: Dim3, params: &[u8]) -> Result<(), Fault> {
+    match LaunchOptions::from_env() {
+        Ok(options) => launch_with(kernel, grid, block, params, options),
+        Err(message) => Err(Fault {
+            kind: FaultKind::Trap,
+            block: [0; 3],
+            thread: [0; 3],
+            address: 0,
+            size: 0,
+            is_write: false,
+            hazard: None,
+            message,
+        }),
+    }
+}
+
+/// [`launch`] with explicit options.
+///
+/// # Safety
+/// As for [`launch`]. Under more than one schedule, every buffer the kernel writes must be in
+/// the device arena (its old contents are put back between runs; a write elsewhere, other than
+/// to the thread's own stack, is a fault).
+pub unsafe fn launch_with(
+    kernel: &Kernel,
+    grid: Dim3,
+    block: Dim3,
+    params: &[u8],
+    options: &LaunchOptions,
+) -> Result<(), Fault> {
     assert_eq!(
         params.len(),
         kernel.param_bytes,
         "{}: parameter buffer size",
         kernel.name
     );
+    let raw_options = options.raw();
     let mut raw: RawFault = std::mem::zeroed();
-    let kind = emu_launch(kernel.index, grid, block, params.as_ptr(), &mut raw);
+    let kind = emu_launch_with(
+        kernel.index,
+        grid,
+        block,
+        params.as_ptr(),
+        &raw_options,
+        &mut raw,
+    );
     let kind = match kind {
         0 => return Ok(()),
         1 => FaultKind::Address,
         2 => FaultKind::Misaligned,
         _ => FaultKind::Trap,
     };
+    let hazard = match raw.hazard {
+        1 => Some(HazardKind::ReadAfterWrite),
+        2 => Some(HazardKind::WriteAfterRead),
+        3 => Some(HazardKind::WriteAfterWrite),
+        4 => Some(HazardKind::UninitialisedSharedRead),
+        5 => Some(HazardKind::ScheduleDependent),
+        _ => None,
+    }
+    .map(|kind| Hazard {
+        kind,
+        shared: raw.shared != 0,
+        other_block: raw.other_block,
+        other_thread: raw.other_thread,
+    });
     Err(Fault {
         kind,
         block: raw.block,
@@ -206,6 +305,7 @@ pub unsafe fn launch(kernel: &Kernel, grid: Dim3, block: Dim3, params: &[u8]) ->
         address: raw.address,
         size: raw.size,
         is_write: raw.is_write != 0,
+        hazard,
         message: CStr::from_ptr(raw.message.as_ptr())
             .to_string_lossy()
             .into_owned(),
@@ -237,6 +337,14 @@ pub unsafe fn mem_unmap(start: u64) -> bool {
     emu_mem_unmap(start) != 0
 }
 
+/// The live allocation that contains `addr` (or ends exactly there): `(start, size, id)`.
+pub fn mem_find(addr: u64) -> Option<(u64, u64, u64)> {
+    let (mut start, mut size, mut id) = (0, 0, 0);
+    // SAFETY: reads the map under the emulator's lock.
+    (unsafe { emu_mem_find(addr, &mut start, &mut size, &mut id) } != 0)
+        .then_some((start, size, id))
+}
+
 /// conv_ops.cuh's `n / fast_div(d)` (multiply-high division), for n in [0, 2^31), d >= 1.
 pub fn fast_div(n: i32, d: i32) -> i32 {
     // SAFETY: pure arithmetic.
@@ -247,11 +355,26 @@ pub fn fast_div(n: i32, d: i32) -> i32 {
 mod param_buffer;
 pub use param_buffer::ParamBuffer;
 
-/// The generated wrappers' launch: panics with the emulator's report on a fault (tests).
+/// The generated wrappers' launch (the parity tests): every pointer parameter must point into a
+/// device-arena allocation ([`DevVec`]), so that what the kernel touches is checked; panics with
+/// the emulator's report on a fault.
 fn run_or_panic(name: &str, g: Dim3, b: Dim3, p: &ParamBuffer) {
     let k = kernel(name).unwrap_or_else(|| panic!("kernel {name} is not in the table"));
+    let bytes = p.as_bytes();
+    for (i, slot) in k.params().enumerate() {
+        if !slot.is_pointer {
+            continue;
+        }
+        let addr = u64::from_ne_bytes(bytes[slot.offset..slot.offset + 8].try_into().unwrap());
+        assert!(
+            addr == 0 || mem_find(addr).is_some(),
+            "{name}: pointer parameter #{i} ({addr:#x}) is not in a device-arena allocation: \
+             pass kernels_emu::DevVec buffers (tests/emulated/common.rs: rand_vec, nan_vec, dev), \
+             whose bounds the emulator checks"
+        );
+    }
     // SAFETY: the wrapper's caller vouches for the pointers.
-    if let Err(fault) = unsafe { launch(&k, g, b, p.as_bytes()) } {
+    if let Err(fault) = unsafe { launch(&k, g, b, bytes) } {
         panic!("emulated {name} faulted:\n{fault}");
     }
 }

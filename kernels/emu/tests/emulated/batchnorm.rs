@@ -33,13 +33,13 @@ fn bn_case(
             t
         }
     };
-    let x: Vec<f32> = rand_vec(r, len).iter().map(|v| 2.0 * v + 1.5).collect();
+    let x: DevVec<f32> = rand_vec(r, len).iter().map(|v| 2.0 * v + 1.5).collect();
     let gamma = rand_vec(r, c);
     let beta = rand_vec(r, c);
     let rm0 = rand_vec(r, c);
-    let rv0: Vec<f32> = rand_vec(r, c).iter().map(|v| v.abs()).collect();
+    let rv0: DevVec<f32> = rand_vec(r, c).iter().map(|v| v.abs()).collect();
     let dy = rand_vec(r, len);
-    let tx = Tensor::from_vec(&[n, c, h, w], x.clone());
+    let tx = Tensor::from_vec(&[n, c, h, w], x.to_vec());
 
     let (mut trm, mut trv) = (rm0.clone(), rv0.clone());
     let (ty, saved) = tensor::batchnorm::batchnorm_train_forward(
@@ -127,7 +127,7 @@ fn bn_case(
     let dg0 = rand_vec(r, c);
     let db0 = rand_vec(r, c);
     let (mut tdg, mut tdb) = (dg0.clone(), db0.clone());
-    let tdy = Tensor::from_vec(&[n, c, h, w], dy.clone());
+    let tdy = Tensor::from_vec(&[n, c, h, w], dy.to_vec());
     let tdy = if relu {
         tensor::elementwise::relu_backward(&tdy, &ty)
     } else {
@@ -136,11 +136,8 @@ fn bn_case(
     let tdx = tensor::batchnorm::batchnorm_backward(&tx, &tdy, &gamma, &saved, &mut tdg, &mut tdb);
     let (mut dx, mut dg, mut db) = (nan_vec(len), dg0.clone(), db0.clone());
     // Without ReLU the kernels must not read relu_out: hand them NaNs.
-    let relu_out = if relu {
-        ty.data().to_vec()
-    } else {
-        nan_vec(len)
-    };
+    let relu_out = if relu { dev(ty.data()) } else { nan_vec(len) };
+    let (save_mean, save_invstd) = (dev(&saved.mean), dev(&saved.invstd));
     let mut part = nan_vec(workspace);
     unsafe {
         emu_batchnorm_backward_partial(
@@ -148,8 +145,8 @@ fn bn_case(
             block,
             dy.as_ptr(),
             x.as_ptr(),
-            saved.mean.as_ptr(),
-            saved.invstd.as_ptr(),
+            save_mean.as_ptr(),
+            save_invstd.as_ptr(),
             relu_out.as_ptr(),
             part.as_mut_ptr(),
             ni,
@@ -163,8 +160,8 @@ fn bn_case(
             dy.as_ptr(),
             x.as_ptr(),
             gamma.as_ptr(),
-            saved.mean.as_ptr(),
-            saved.invstd.as_ptr(),
+            save_mean.as_ptr(),
+            save_invstd.as_ptr(),
             relu_out.as_ptr(),
             part.as_ptr(),
             dx.as_mut_ptr(),

@@ -285,9 +285,9 @@ fn check_conv_kernels(precision: Precision, seed: u64) {
         let x = rand_vec(&mut r, s.x_len());
         let wt = rand_vec(&mut r, s.w_len());
         let dy = rand_vec(&mut r, s.y_len());
-        let tx = Tensor::from_vec(&[n, c_in, hw, hw], x.clone());
-        let tw = Tensor::from_vec(&[c_out, c_in, ks, ks], wt.clone());
-        let tdy = Tensor::from_vec(&[n, c_out, s.oh(), s.ow()], dy.clone());
+        let tx = Tensor::from_vec(&[n, c_in, hw, hw], x.to_vec());
+        let tw = Tensor::from_vec(&[c_out, c_in, ks, ks], wt.to_vec());
+        let tdy = Tensor::from_vec(&[n, c_out, s.oh(), s.ow()], dy.to_vec());
 
         let ty = tensor::conv::conv2d_forward_with(&tx, &tw, stride, p);
         let tdx = tensor::conv::conv2d_backward_data_with(&tdy, &tw, &[n, c_in, hw, hw], stride, p);
@@ -429,8 +429,8 @@ fn conv_bf16_is_a_bf16_approximation_of_fp32() {
     let x = rand_vec(&mut r, s.x_len());
     let wt = rand_vec(&mut r, s.w_len());
     let exact = tensor::conv::conv2d_forward(
-        &Tensor::from_vec(&[2, 19, 6, 6], x.clone()),
-        &Tensor::from_vec(&[21, 19, 3, 3], wt.clone()),
+        &Tensor::from_vec(&[2, 19, 6, 6], x.to_vec()),
+        &Tensor::from_vec(&[21, 19, 3, 3], wt.to_vec()),
         1,
     );
     let mut y = nan_vec(s.y_len());

@@ -25,9 +25,9 @@ fn elementwise_kernels_match_cpu_exactly() {
             rand_vec(&mut r, n),
         );
         let (tx, tx2, tdy) = (
-            Tensor::from_vec(&shape, x.clone()),
-            Tensor::from_vec(&shape, x2.clone()),
-            Tensor::from_vec(&shape, dy.clone()),
+            Tensor::from_vec(&shape, x.to_vec()),
+            Tensor::from_vec(&shape, x2.to_vec()),
+            Tensor::from_vec(&shape, dy.to_vec()),
         );
 
         let mut y = nan_vec(n);
@@ -87,7 +87,7 @@ fn shortcut_kernels_match_cpu_exactly() {
         };
         let (oh, ow) = (shape.oh(), shape.ow());
         let x = rand_vec(&mut r, shape.x_len());
-        let tx = Tensor::from_vec(&[n, cin, h, w], x.clone());
+        let tx = Tensor::from_vec(&[n, cin, h, w], x.to_vec());
         let ints = [n, cin, h, w, cout, oh, ow, s].map(|v| v as i32);
 
         let (g, b) = cfg_1d(shape.y_len());
@@ -113,7 +113,7 @@ fn shortcut_kernels_match_cpu_exactly() {
         assert_bitwise("shortcut_forward", &y, ty.data());
 
         let dy = rand_vec(&mut r, shape.y_len());
-        let tdy = Tensor::from_vec(&[n, cout, oh, ow], dy.clone());
+        let tdy = Tensor::from_vec(&[n, cout, oh, ow], dy.to_vec());
         let tdx = tensor::shortcut::pad_shortcut_backward(&tdy, &[n, cin, h, w], s);
         let (g, b) = cfg_1d(shape.x_len());
         for beta in [0.0f32, 1.0] {
@@ -161,7 +161,7 @@ fn pool_and_linear_kernels_match_cpu() {
     for (n, c, h, w) in [(1, 3, 4, 4), (3, 5, 7, 7), (3, 7, 1, 1), (3, 64, 8, 8)] {
         let (nc, hw) = (n * c, h * w);
         let x = rand_vec(&mut r, nc * hw);
-        let tx = Tensor::from_vec(&[n, c, h, w], x.clone());
+        let tx = Tensor::from_vec(&[n, c, h, w], x.to_vec());
         let (g, b) = cfg_1d(nc);
         let mut y = nan_vec(nc);
         unsafe { emu_avgpool_forward(g, b, x.as_ptr(), y.as_mut_ptr(), nc as i32, hw as i32) };
@@ -170,7 +170,7 @@ fn pool_and_linear_kernels_match_cpu() {
 
         let dy = rand_vec(&mut r, nc);
         let tdx = tensor::pool::global_avg_pool_backward(
-            &Tensor::from_vec(&[n, c], dy.clone()),
+            &Tensor::from_vec(&[n, c], dy.to_vec()),
             &[n, c, h, w],
         );
         let (g, b) = cfg_1d(nc * hw);
@@ -192,10 +192,10 @@ fn pool_and_linear_kernels_match_cpu() {
         let bias = rand_vec(&mut r, fout);
         let dy = rand_vec(&mut r, n * fout);
         let (tx, tw, tb, tdy) = (
-            Tensor::from_vec(&[n, fin], x.clone()),
-            Tensor::from_vec(&[fout, fin], w.clone()),
-            Tensor::from_vec(&[fout], bias.clone()),
-            Tensor::from_vec(&[n, fout], dy.clone()),
+            Tensor::from_vec(&[n, fin], x.to_vec()),
+            Tensor::from_vec(&[fout, fin], w.to_vec()),
+            Tensor::from_vec(&[fout], bias.to_vec()),
+            Tensor::from_vec(&[n, fout], dy.to_vec()),
         );
 
         let (g, b) = cfg_1d(shape.n * shape.out_features);
@@ -218,13 +218,13 @@ fn pool_and_linear_kernels_match_cpu() {
 
         for beta in [0.0f32, 1.0] {
             let (dw0, db0) = if beta == 0.0 {
-                (vec![0.0; fout * fin], vec![0.0; fout])
+                (DevVec::filled(0.0, fout * fin), DevVec::filled(0.0, fout))
             } else {
                 (rand_vec(&mut r, fout * fin), rand_vec(&mut r, fout))
             };
             // The twin accumulates (dW += ...): start it from dw0 (0 stands for "overwrite").
-            let mut tdw = Tensor::from_vec(&[fout, fin], dw0.clone());
-            let mut tdb = Tensor::from_vec(&[fout], db0.clone());
+            let mut tdw = Tensor::from_vec(&[fout, fin], dw0.to_vec());
+            let mut tdb = Tensor::from_vec(&[fout], db0.to_vec());
             let tdx = tensor::linear::linear_backward(&tdy, &tx, &tw, &mut tdw, &mut tdb);
 
             let (g, b) = cfg_1d(shape.n * shape.in_features);
@@ -284,7 +284,7 @@ fn softmax_xent_kernels_match_cpu() {
         (300, 10, 0.0),
         (7, 10, 1000.0),
     ] {
-        let mut z: Vec<f32> = rand_vec(&mut r, n * k)
+        let mut z: DevVec<f32> = rand_vec(&mut r, n * k)
             .iter()
             .map(|v| 4.0 * v + offset)
             .collect();
@@ -294,13 +294,13 @@ fn softmax_xent_kernels_match_cpu() {
             z[labels[0]] = offset + 5.0;
             z[labels[0] - 1] = offset + 5.0;
         }
-        let lab_i32: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
+        let lab_i32: DevVec<i32> = labels.iter().map(|&l| l as i32).collect();
         let twin =
-            tensor::loss::softmax_cross_entropy(&Tensor::from_vec(&[n, k], z.clone()), &labels);
+            tensor::loss::softmax_cross_entropy(&Tensor::from_vec(&[n, k], z.to_vec()), &labels);
         let want_sum = twin.loss as f64 * n as f64;
 
         // Accumulators start non-zero: the kernel must add, not overwrite.
-        let (mut loss_acc, mut correct_acc) = (0.25f64, 3i32);
+        let (mut loss_acc, mut correct_acc) = (dev(&[0.25f64]), dev(&[3i32]));
         let mut dz = nan_vec(n * k);
         unsafe {
             emu_softmax_xent_forward_backward(
@@ -309,20 +309,24 @@ fn softmax_xent_kernels_match_cpu() {
                 z.as_ptr(),
                 lab_i32.as_ptr(),
                 dz.as_mut_ptr(),
-                &mut loss_acc,
-                &mut correct_acc,
+                loss_acc.as_mut_ptr(),
+                correct_acc.as_mut_ptr(),
                 n as i32,
                 k as i32,
             )
         };
         let tag = format!("n={n} k={k} offset={offset}");
-        let e = ((loss_acc - 0.25) - want_sum).abs() / want_sum.abs();
+        let e = ((loss_acc[0] - 0.25) - want_sum).abs() / want_sum.abs();
         assert!(
             e <= TOL,
             "xent loss {tag}: {} vs {want_sum}, rel {e:.3e}",
-            loss_acc - 0.25
+            loss_acc[0] - 0.25
         );
-        assert_eq!(correct_acc - 3, twin.correct as i32, "xent correct {tag}");
+        assert_eq!(
+            correct_acc[0] - 3,
+            twin.correct as i32,
+            "xent correct {tag}"
+        );
         assert_close(
             &format!("xent dlogits {tag}"),
             &dz,
@@ -330,23 +334,23 @@ fn softmax_xent_kernels_match_cpu() {
             TOL,
         );
 
-        let (mut loss_acc, mut correct_acc) = (0.25f64, 3i32);
+        let (mut loss_acc, mut correct_acc) = (dev(&[0.25f64]), dev(&[3i32]));
         unsafe {
             emu_softmax_xent_forward(
                 grid,
                 block,
                 z.as_ptr(),
                 lab_i32.as_ptr(),
-                &mut loss_acc,
-                &mut correct_acc,
+                loss_acc.as_mut_ptr(),
+                correct_acc.as_mut_ptr(),
                 n as i32,
                 k as i32,
             )
         };
-        let e = ((loss_acc - 0.25) - want_sum).abs() / want_sum.abs();
+        let e = ((loss_acc[0] - 0.25) - want_sum).abs() / want_sum.abs();
         assert!(e <= TOL, "xent eval loss {tag}: rel {e:.3e}");
         assert_eq!(
-            correct_acc - 3,
+            correct_acc[0] - 3,
             twin.correct as i32,
             "xent eval correct {tag}"
         );

@@ -15,10 +15,19 @@
 //! `beta = 0` outputs are pre-filled with NaN: a kernel that reads them leaks NaN into the result
 //! and fails. `beta = 1` outputs start from random values and must equal `old + twin`.
 //!
-//! Layout: `common` (seeded RNG, random/NaN buffers, `cfg_1d`, the error measure and the
-//! `assert_*` helpers, `TOL`), then one module per group of kernels: `layers` (elementwise.cu,
-//! shortcut.cu, pool_fc.cu, loss.cu), `conv` (conv.cu, conv_bf16.cu, FastDiv), `batchnorm`
-//! (batchnorm.cu), `training` (sgd.cu, augment.cu, and the peak.cu ceiling probes).
+//! Every buffer is a `DevVec` in the emulator's device arena, with unmapped gaps around it: a
+//! kernel that reads or writes out of bounds at one of these shapes stops with a report.
+//!
+//! Layout: `common` (seeded RNG, random/NaN device buffers, `dev`, `cfg_1d`, the error measure
+//! and the `assert_*` helpers, `TOL`), then one module per group of kernels: `layers`
+//! (elementwise.cu, shortcut.cu, pool_fc.cu, loss.cu), `conv` (conv.cu, conv_bf16.cu, FastDiv),
+//! `batchnorm` (batchnorm.cu), `training` (sgd.cu, augment.cu, and the peak.cu ceiling probes);
+//! and the emulator's own checks on planted faults (selftest.cu): `emulator` (bounds,
+//! alignment, deadlocks), `racecheck`, `schedules`.
+//!
+//! CI also runs this whole suite under `CUDA_EMU_SCHEDULE=ascending,descending,random:1` (each
+//! launch under the three schedules, outputs compared bit for bit) and under
+//! `CUDA_EMU_RACECHECK=1` (every kernel at these shapes must be race-free).
 
 mod common;
 
@@ -27,4 +36,6 @@ mod conv;
 mod emulator;
 mod layers;
 mod nan;
+mod racecheck;
+mod schedules;
 mod training;

@@ -4,6 +4,7 @@
 //! training loop's guard sees it in the loss. Self-contained (its own small helpers), so it
 //! does not lean on the other modules' layout.
 
+use crate::common::dev;
 use kernels::launch as kl;
 use kernels_emu::*;
 use tensor::Tensor;
@@ -58,14 +59,18 @@ fn relu_kernels_pass_nan_and_negative_zero_like_the_twin() {
     let n = 3 * kl::BLOCK_1D as usize + 17;
     let (g, b) = cfg_1d(n);
     let ni = n as i32;
-    let (x, x2, dy) = (awkward(n, 0), awkward(n, 3), awkward(n, 5));
+    let (x, x2, dy) = (
+        DevVec::from(awkward(n, 0)),
+        DevVec::from(awkward(n, 3)),
+        DevVec::from(awkward(n, 5)),
+    );
     let shape = [n];
 
-    let mut y = vec![7.0f32; n];
+    let mut y = DevVec::filled(7.0f32, n);
     unsafe { emu_relu_forward(g, b, x.as_ptr(), y.as_mut_ptr(), ni) };
-    let twin = tensor::elementwise::relu_forward(&Tensor::from_vec(&shape, x.clone()));
+    let twin = tensor::elementwise::relu_forward(&Tensor::from_vec(&shape, x.to_vec()));
     assert_eq!(bits(&y), bits(twin.data()), "relu_forward");
-    for (i, (&xi, &yi)) in x.iter().zip(&y).enumerate() {
+    for (i, (&xi, &yi)) in x.iter().zip(y.iter()).enumerate() {
         if xi.is_nan() {
             assert!(yi.is_nan(), "relu({xi}) = {yi} at {i}");
         } else if xi == 0.0 {
@@ -78,16 +83,16 @@ fn relu_kernels_pass_nan_and_negative_zero_like_the_twin() {
     }
     assert!(x.iter().any(|v| v.is_nan()) && x.iter().any(|v| v.to_bits() == (-0.0f32).to_bits()));
 
-    let mut s = vec![7.0f32; n];
+    let mut s = DevVec::filled(7.0f32, n);
     unsafe { emu_add_relu_forward(g, b, x.as_ptr(), x2.as_ptr(), s.as_mut_ptr(), ni) };
     let twin = tensor::elementwise::add_relu(
-        &Tensor::from_vec(&shape, x.clone()),
-        &Tensor::from_vec(&shape, x2.clone()),
+        &Tensor::from_vec(&shape, x.to_vec()),
+        &Tensor::from_vec(&shape, x2.to_vec()),
     );
     assert_eq!(bits(&s), bits(twin.data()), "add_relu_forward");
     let sum_nan = x
         .iter()
-        .zip(&x2)
+        .zip(x2.iter())
         .filter(|(a, b)| (**a + **b).is_nan())
         .count();
     assert_eq!(
@@ -97,11 +102,11 @@ fn relu_kernels_pass_nan_and_negative_zero_like_the_twin() {
     );
 
     // Backward from the forward's output: NaN outputs pass dy, as torch's threshold_backward.
-    let mut dx = vec![7.0f32; n];
+    let mut dx = DevVec::filled(7.0f32, n);
     unsafe { emu_relu_backward(g, b, dy.as_ptr(), y.as_ptr(), dx.as_mut_ptr(), ni) };
     let twin = tensor::elementwise::relu_backward(
-        &Tensor::from_vec(&shape, dy.clone()),
-        &Tensor::from_vec(&shape, y.clone()),
+        &Tensor::from_vec(&shape, dy.to_vec()),
+        &Tensor::from_vec(&shape, y.to_vec()),
     );
     assert_eq!(bits(&dx), bits(twin.data()), "relu_backward");
     for i in (0..n).filter(|&i| y[i].is_nan()) {
@@ -145,30 +150,34 @@ fn batchnorm_kernels_make_a_nan_channel_nan() {
         let (grid, block): (Dim3, Dim3) = (cfg.grid_dim.into(), cfg.block_dim.into());
         let [ni, ci, hwi] = [n, c, h * w].map(|v| v as i32);
         let (img, bad, pos) = bad_at;
-        let mut x: Vec<f32> = awkward(len, 1)
+        let mut x: DevVec<f32> = awkward(len, 1)
             .iter()
             .map(|v| if v.is_finite() { 2.0 * v + 1.5 } else { 0.25 })
             .collect();
         x[(img * c + bad) * h * w + pos] = f32::NAN;
-        let gamma: Vec<f32> = (0..c).map(|i| 0.5 + i as f32).collect();
-        let beta: Vec<f32> = (0..c).map(|i| 0.25 - i as f32).collect();
-        let dy: Vec<f32> = awkward(len, 2)
+        let gamma: DevVec<f32> = (0..c).map(|i| 0.5 + i as f32).collect();
+        let beta: DevVec<f32> = (0..c).map(|i| 0.25 - i as f32).collect();
+        let dy: DevVec<f32> = awkward(len, 2)
             .iter()
             .map(|v| if v.is_finite() { *v } else { -0.5 })
             .collect();
         let tag = format!("{shape:?}");
 
         // The twin: BN, then ReLU; ReLU's mask, then BN's backward.
-        let tx = Tensor::from_vec(&[n, c, h, w], x.clone());
-        let (mut trm, mut trv) = (vec![0.0f32; c], vec![1.0f32; c]);
+        let tx = Tensor::from_vec(&[n, c, h, w], x.to_vec());
+        let (mut trm, mut trv) = (DevVec::filled(0.0f32, c), DevVec::filled(1.0f32, c));
         let (ty, saved) = tensor::batchnorm::batchnorm_train_forward(
             &tx, &gamma, &beta, &mut trm, &mut trv, momentum, eps,
         );
         let ty = tensor::elementwise::relu_forward(&ty);
 
-        let (mut y, mut rm, mut rv) = (vec![0.0f32; len], vec![0.0f32; c], vec![1.0f32; c]);
-        let (mut sm, mut si) = (vec![0.0f32; c], vec![0.0f32; c]);
-        let mut part = vec![0.0f32; shape.stats_workspace_len()];
+        let (mut y, mut rm, mut rv) = (
+            DevVec::filled(0.0f32, len),
+            DevVec::filled(0.0f32, c),
+            DevVec::filled(1.0f32, c),
+        );
+        let (mut sm, mut si) = (DevVec::filled(0.0f32, c), DevVec::filled(0.0f32, c));
+        let mut part = DevVec::filled(0.0f32, shape.stats_workspace_len());
         unsafe {
             emu_batchnorm_forward_train_partial(
                 grid,
@@ -202,10 +211,10 @@ fn batchnorm_kernels_make_a_nan_channel_nan() {
         let tol = 1e-5;
         same_nans_and_close(&format!("bn+relu y {tag}"), &y, ty.data(), tol);
         for (what, got, want) in [
-            ("save_mean", &sm, &saved.mean),
-            ("save_invstd", &si, &saved.invstd),
-            ("running_mean", &rm, &trm),
-            ("running_var", &rv, &trv),
+            ("save_mean", &sm[..], &saved.mean[..]),
+            ("save_invstd", &si[..], &saved.invstd[..]),
+            ("running_mean", &rm[..], &trm[..]),
+            ("running_var", &rv[..], &trv[..]),
         ] {
             same_nans_and_close(&format!("{what} {tag}"), got, want, tol);
             let nan: Vec<bool> = got.iter().map(|v| v.is_nan()).collect();
@@ -226,7 +235,7 @@ fn batchnorm_kernels_make_a_nan_channel_nan() {
             let c = kl::grid_1d(len);
             (c.grid_dim.into(), c.block_dim.into())
         };
-        let mut ye = vec![0.0f32; len];
+        let mut ye = DevVec::filled(0.0f32, len);
         unsafe {
             emu_batchnorm_forward_eval(
                 g1,
@@ -249,20 +258,25 @@ fn batchnorm_kernels_make_a_nan_channel_nan() {
 
         // Backward through the fused ReLU, from the twin's saved statistics and output.
         let tdy =
-            tensor::elementwise::relu_backward(&Tensor::from_vec(&[n, c, h, w], dy.clone()), &ty);
-        let (mut tdg, mut tdb) = (vec![0.0f32; c], vec![0.0f32; c]);
+            tensor::elementwise::relu_backward(&Tensor::from_vec(&[n, c, h, w], dy.to_vec()), &ty);
+        let (mut tdg, mut tdb) = (DevVec::filled(0.0f32, c), DevVec::filled(0.0f32, c));
         let tdx =
             tensor::batchnorm::batchnorm_backward(&tx, &tdy, &gamma, &saved, &mut tdg, &mut tdb);
-        let (mut dx, mut dg, mut db) = (vec![0.0f32; len], vec![0.0f32; c], vec![0.0f32; c]);
-        let relu_out = ty.data().to_vec();
+        let (mut dx, mut dg, mut db) = (
+            DevVec::filled(0.0f32, len),
+            DevVec::filled(0.0f32, c),
+            DevVec::filled(0.0f32, c),
+        );
+        let relu_out = DevVec::from(ty.data());
+        let (saved_mean, saved_invstd) = (dev(&saved.mean), dev(&saved.invstd));
         unsafe {
             emu_batchnorm_backward_partial(
                 grid,
                 block,
                 dy.as_ptr(),
                 x.as_ptr(),
-                saved.mean.as_ptr(),
-                saved.invstd.as_ptr(),
+                saved_mean.as_ptr(),
+                saved_invstd.as_ptr(),
                 relu_out.as_ptr(),
                 part.as_mut_ptr(),
                 ni,
@@ -276,8 +290,8 @@ fn batchnorm_kernels_make_a_nan_channel_nan() {
                 dy.as_ptr(),
                 x.as_ptr(),
                 gamma.as_ptr(),
-                saved.mean.as_ptr(),
-                saved.invstd.as_ptr(),
+                saved_mean.as_ptr(),
+                saved_invstd.as_ptr(),
                 relu_out.as_ptr(),
                 part.as_ptr(),
                 dx.as_mut_ptr(),

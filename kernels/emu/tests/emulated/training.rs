@@ -23,8 +23,9 @@ fn sgd_step_matches_cpu_exactly() {
     let (g, b) = cfg_1d(total);
     for nesterov in [false, true] {
         let mut p = rand_vec(&mut r, total);
-        let mut buf = vec![0.0f32; total];
-        let (mut tp, mut tbuf) = (p.clone(), buf.clone());
+        let mut buf = DevVec::filled(0.0f32, total);
+        let (mut tp, mut tbuf) = (p.to_vec(), buf.to_vec());
+        let (offsets, weight_decay) = (dev(&table.offsets), dev(&table.weight_decay));
         for step in 0..3 {
             let grad = rand_vec(&mut r, total);
             let (lr, momentum) = (0.1f32, 0.9f32);
@@ -35,8 +36,8 @@ fn sgd_step_matches_cpu_exactly() {
                     p.as_mut_ptr(),
                     grad.as_ptr(),
                     buf.as_mut_ptr(),
-                    table.offsets.as_ptr(),
-                    table.weight_decay.as_ptr(),
+                    offsets.as_ptr(),
+                    weight_decay.as_ptr(),
                     segs.len() as i32,
                     total as i32,
                     lr,
@@ -81,12 +82,15 @@ fn sgd_step_tensors_matches_cpu_exactly() {
     let total = table.total();
     let (g, b) = cfg_1d(total);
     for nesterov in [false, true] {
-        let mut params: Vec<Vec<f32>> = segs.iter().map(|&(n, _)| rand_vec(&mut r, n)).collect();
-        let mut bufs: Vec<Vec<f32>> = segs.iter().map(|&(n, _)| vec![0.0; n]).collect();
-        let (mut tp, mut tbuf) = (params.clone(), bufs.clone());
+        let mut params: Vec<DevVec<f32>> = segs.iter().map(|&(n, _)| rand_vec(&mut r, n)).collect();
+        let mut bufs: Vec<DevVec<f32>> =
+            segs.iter().map(|&(n, _)| DevVec::filled(0.0, n)).collect();
+        let mut tp: Vec<Vec<f32>> = params.iter().map(|p| p.to_vec()).collect();
+        let mut tbuf: Vec<Vec<f32>> = bufs.iter().map(|b| b.to_vec()).collect();
+        let (offsets, weight_decay) = (dev(&table.offsets), dev(&table.weight_decay));
         for step in 0..3 {
-            let grads: Vec<Vec<f32>> = segs.iter().map(|&(n, _)| rand_vec(&mut r, n)).collect();
-            let ptrs: Vec<u64> = (0..segs.len())
+            let grads: Vec<DevVec<f32>> = segs.iter().map(|&(n, _)| rand_vec(&mut r, n)).collect();
+            let ptrs: DevVec<u64> = (0..segs.len())
                 .flat_map(|s| {
                     [
                         params[s].as_mut_ptr() as u64,
@@ -96,16 +100,17 @@ fn sgd_step_tensors_matches_cpu_exactly() {
                 })
                 .collect();
             let (lr, momentum) = (0.1f32 / (step + 1) as f32, 0.9f32);
+            let lr_dev = dev(&[lr]);
             unsafe {
                 emu_sgd_step_tensors(
                     g,
                     b,
                     ptrs.as_ptr(),
-                    table.offsets.as_ptr(),
-                    table.weight_decay.as_ptr(),
+                    offsets.as_ptr(),
+                    weight_decay.as_ptr(),
                     segs.len() as i32,
                     total as i32,
-                    &lr,
+                    lr_dev.as_ptr(),
                     momentum,
                     i32::from(nesterov),
                 )
@@ -133,20 +138,21 @@ fn zero_tensors_zeroes_exactly_the_listed_tensors() {
     let mut r = rng(9);
     let lens = [7usize, 1, 300, 3];
     // Each tensor sits inside a larger buffer with 2 guard values on both sides.
-    let mut bufs: Vec<Vec<f32>> = lens.iter().map(|&n| rand_vec(&mut r, n + 4)).collect();
-    let before = bufs.clone();
-    let ptrs: Vec<u64> = bufs
+    let mut bufs: Vec<DevVec<f32>> = lens.iter().map(|&n| rand_vec(&mut r, n + 4)).collect();
+    let before: Vec<Vec<f32>> = bufs.iter().map(|b| b.to_vec()).collect();
+    let ptrs: DevVec<u64> = bufs
         .iter_mut()
         .map(|b| b[2..].as_mut_ptr() as u64)
         .collect();
     let table = kl::SgdSegments::new(&lens.map(|n| (n, 0.0))).unwrap();
+    let offsets = dev(&table.offsets);
     let (g, b) = cfg_1d(table.total());
     unsafe {
         emu_zero_tensors(
             g,
             b,
             ptrs.as_ptr(),
-            table.offsets.as_ptr(),
+            offsets.as_ptr(),
             lens.len() as i32,
             table.total() as i32,
         )
@@ -241,8 +247,8 @@ fn augment_batch_matches_write_sample_exactly() {
     let mut r = rng(8);
     let (side, plane) = (data::IMAGE_SIDE, 3 * data::IMAGE_SIDE * data::IMAGE_SIDE);
     let ndata = 4;
-    let images: Vec<u8> = (0..ndata * plane).map(|_| r.gen()).collect();
-    let labels: Vec<u8> = (0..ndata).map(|_| r.gen_range(0..100)).collect();
+    let images: DevVec<u8> = (0..ndata * plane).map(|_| r.gen()).collect();
+    let labels: DevVec<u8> = (0..ndata).map(|_| r.gen_range(0..100)).collect();
     let norm = data::Normalization {
         mean: [0.4914, 0.4822, 0.4465],
         std: [0.247, 0.2435, 0.2616],
@@ -256,9 +262,9 @@ fn augment_batch_matches_write_sample_exactly() {
         r.gen_range(0..2),
     ]);
     let batch = params.len();
-    let flat: Vec<i32> = params.iter().flatten().copied().collect();
+    let flat: DevVec<i32> = params.iter().flatten().copied().collect();
     let mut out = nan_vec(batch * plane);
-    let mut out_labels = vec![-1i32; batch];
+    let mut out_labels = DevVec::filled(-1i32, batch);
     let (g, b) = cfg_1d(batch * plane);
     unsafe {
         emu_augment_batch(
