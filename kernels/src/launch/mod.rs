@@ -1,19 +1,26 @@
-//! Typed launchers: one function per kernel family, validating every buffer length against the
-//! shape before anything is queued (an out-of-bounds GPU write is silent corruption, so a wrong
-//! length is an `Err` here, never a launch).
+//! The launch machinery every launcher is built on (the launchers themselves live with their
+//! ops, in the `tensor` crate):
 //!
-//! **Compiled, not yet proven on a GPU.** Grid/block sizing and argument lists follow the comments
-//! in `kernels/cuda/*.cu`; the argument list of every `launch!` in this module is checked against
-//! the kernel's C signature by a host-only test (`signature::tests`), but no launcher has been run
-//! on a device yet.
+//! * a kernel is named by data: a [`Kernel`] (its name and the kinds of its C parameters), or a
+//!   [`KernelTable`] of variants that share one C signature, each selected by a tag (the conv
+//!   kernels by precision and tile), so that a launch site is one call whatever the variant;
+//! * [`Kernel::launch`] packs the arguments into the kernel's parameter buffer ([`Launch`]),
+//!   refusing any whose Rust type is not the kind the kernel's entry says, and queues it on
+//!   [`Gpu::stream`](crate::Gpu::stream); nothing synchronises;
+//! * the entries themselves are held to the `.cu` sources by [`crate::signature::check`], so every
+//!   variant is checked against its C signature, GPU or not;
+//! * the checks every launcher makes before it queues anything: lengths ([`check_len`]),
+//!   non-zero dimensions ([`check_positive`]) and the kernels' 32-bit index range ([`to_int`],
+//!   [`MAX_LEN`]). An out-of-bounds GPU write is silent corruption, so a wrong length is an
+//!   `Err`, never a launch.
 //!
-//! Conventions: inputs are `&CudaView<T>`, outputs `&mut CudaViewMut<T>` (call `.as_view()` /
-//! `.as_view_mut()` on a `CudaSlice`, or slice a flat parameter buffer). Everything is enqueued
-//! on [`Gpu::stream`](crate::Gpu::stream); nothing synchronises. `beta` arguments: `0.0`
-//! overwrites the output (which is then never read, so it may be uninitialised), `1.0`
-//! accumulates into it.
+//! Launcher conventions: inputs are `&CudaView<T>`, outputs `&mut CudaViewMut<T>` (call
+//! `.as_view()` / `.as_view_mut()` on a `CudaSlice`, or slice a flat parameter buffer). `beta`
+//! arguments: `0.0` overwrites the output (which is then never read, so it may be
+//! uninitialised), `1.0` accumulates into it.
 
-use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
+/// A launch's grid, block and shared memory (cudarc's).
+pub use cudarc::driver::LaunchConfig;
 
 use crate::error::{KernelError, Result};
 
@@ -53,7 +60,7 @@ pub const MAX_LEN: usize = (1 << 31) - (1 << 24);
 const _: () = assert!(MAX_GRID_1D as usize * BLOCK_1D as usize <= (1 << 31) - MAX_LEN);
 
 /// `v` as the kernels' `int`, refused past [`MAX_LEN`] (not merely past `i32::MAX`).
-fn to_int(kernel: &'static str, what: &str, v: usize) -> Result<i32> {
+pub fn to_int(kernel: &'static str, what: &str, v: usize) -> Result<i32> {
     if v > MAX_LEN {
         return Err(KernelError::invalid(
             kernel,
@@ -66,7 +73,8 @@ fn to_int(kernel: &'static str, what: &str, v: usize) -> Result<i32> {
     Ok(v as i32)
 }
 
-fn check_len(kernel: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
+/// `Err` naming `what` unless it has exactly `want` elements.
+pub fn check_len(kernel: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
     if got == want {
         Ok(())
     } else {
@@ -77,109 +85,19 @@ fn check_len(kernel: &'static str, what: &str, got: usize, want: usize) -> Resul
     }
 }
 
-fn check_positive(kernel: &'static str, dims: &[(&str, usize)]) -> Result<()> {
+/// `Err` naming the first of `dims` that is zero.
+pub fn check_positive(kernel: &'static str, dims: &[(&str, usize)]) -> Result<()> {
     match dims.iter().find(|(_, v)| *v == 0) {
         Some((what, _)) => Err(KernelError::invalid(kernel, format!("{what} must be > 0"))),
         None => Ok(()),
     }
 }
 
-// Type witnesses: make the Rust type of each `launch!` argument match its tag, so the tag list
-// (checked against the .cu signature by a test) really describes what is pushed.
-fn f32_in<'a, 'b>(v: &'a CudaView<'b, f32>) -> &'a CudaView<'b, f32> {
-    v
-}
-fn f32_out<'a, 'b>(v: &'a mut CudaViewMut<'b, f32>) -> &'a mut CudaViewMut<'b, f32> {
-    v
-}
-fn f64_out<'a, 'b>(v: &'a mut CudaViewMut<'b, f64>) -> &'a mut CudaViewMut<'b, f64> {
-    v
-}
-fn i32_in<'a, 'b>(v: &'a CudaView<'b, i32>) -> &'a CudaView<'b, i32> {
-    v
-}
-fn i32_out<'a, 'b>(v: &'a mut CudaViewMut<'b, i32>) -> &'a mut CudaViewMut<'b, i32> {
-    v
-}
-fn u8_in<'a, 'b>(v: &'a CudaView<'b, u8>) -> &'a CudaView<'b, u8> {
-    v
-}
-fn u64_in<'a, 'b>(v: &'a CudaView<'b, u64>) -> &'a CudaView<'b, u64> {
-    v
-}
-fn i32_val(v: &i32) -> &i32 {
-    v
-}
-fn f32_val(v: &f32) -> &f32 {
-    v
-}
+mod params;
+mod table;
 
-/// `launch!(gpu, "kernel", cfg, [tag arg, ...])` packs each argument in order into the kernel's
-/// parameter buffer and launches ([`params`]). Tags: `f32_in f32_out f64_out i32_in i32_out u8_in
-/// u64_in` (device pointers; `_in` = `const T*`, `_out` = `T*`) and `i32 f32` (scalars). The
-/// test in `signature.rs` parses these invocations from the text of the files in `launch/`, and
-/// the driver checks the buffer's size against the kernel's signature.
-macro_rules! launch {
-    ($gpu:expr, $name:literal, $cfg:expr, [$($tag:ident $arg:ident),* $(,)?]) => {{
-        let gpu: &Gpu = $gpu;
-        let mut params = $crate::launch::params::ParamBuffer::new();
-        $( launch!(@push gpu, params, $tag, $arg); )*
-        // The argument list matches the kernel's C signature (tags checked against the .cu
-        // source by `signature::tests::launchers_match_kernel_signatures`), and every buffer
-        // length was validated against the shape by the caller.
-        gpu.launch_packed($name, $cfg, &params)
-    }};
-    (@push $g:ident, $p:ident, f32_in, $a:ident) => { $p.push($g.addr_of_view(f32_in($a))) };
-    (@push $g:ident, $p:ident, f32_out, $a:ident) => { $p.push($g.addr_of_view_mut(f32_out($a))) };
-    (@push $g:ident, $p:ident, f64_out, $a:ident) => { $p.push($g.addr_of_view_mut(f64_out($a))) };
-    (@push $g:ident, $p:ident, i32_in, $a:ident) => { $p.push($g.addr_of_view(i32_in($a))) };
-    (@push $g:ident, $p:ident, i32_out, $a:ident) => { $p.push($g.addr_of_view_mut(i32_out($a))) };
-    (@push $g:ident, $p:ident, u8_in, $a:ident) => { $p.push($g.addr_of_view(u8_in($a))) };
-    (@push $g:ident, $p:ident, u64_in, $a:ident) => { $p.push($g.addr_of_view(u64_in($a))) };
-    (@push $g:ident, $p:ident, i32, $a:ident) => { $p.push(*i32_val(&$a)) };
-    (@push $g:ident, $p:ident, f32, $a:ident) => { $p.push(*f32_val(&$a)) };
-}
-
-// One module per op family, mirroring `kernels/cuda/*.cu`; everything public is re-exported
-// here, so callers keep using `kernels::launch::X`. Declared after `launch!` so the macro is in
-// scope in each of them.
-mod augment;
-mod batchnorm;
-mod conv;
-mod conv_plan;
-mod elementwise;
-mod loss;
-mod param_buffer;
-pub mod params;
-mod peak;
-mod pool_fc;
-mod sgd;
-mod shortcut;
-
-pub use augment::{augment_batch, Normalize};
-pub use batchnorm::{
-    batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BnParams, BnShape,
-    BN_CHUNK, BN_PER_THREAD, BN_THREADS,
-};
-pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward};
-pub use conv_plan::{
-    conv2d_backward_data_config, conv2d_backward_weight_config, conv2d_forward_config, ConvShape,
-    ConvTile, CONV_BF16_THREADS, CONV_THREADS, CONV_TILE_K, CONV_TILE_M, CONV_TILE_N, FILL_BLOCKS,
-    MIN_SPLIT_K,
-};
-pub use elementwise::{accumulate, add_forward, add_relu_forward, relu_backward, relu_forward};
-pub use loss::{softmax_xent_forward, softmax_xent_forward_backward, XENT_THREADS};
-pub use peak::{
-    peak_fma_f32, peak_fma_f32_flops, peak_mma_bf16, peak_mma_bf16_flops, PEAK_CHAINS, PEAK_THREADS,
-};
-pub use pool_fc::{
-    avgpool_backward, avgpool_forward, linear_backward_data, linear_backward_weight,
-    linear_forward, LinearShape,
-};
-pub use sgd::{
-    sgd_step, sgd_step_tensors, zero_tensors, SgdSegments, SgdTable, SgdTensorTable, ZeroTable,
-};
-pub use shortcut::{shortcut_backward, shortcut_forward, ShortcutShape};
+pub use kernel_abi::{Elem, Param, ParamBuffer};
+pub use table::{arg, DeviceElem, Kernel, KernelArg, KernelTable, Launch};
 
 #[cfg(test)]
 mod tests {

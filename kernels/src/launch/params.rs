@@ -2,14 +2,13 @@
 //! with its size) rather than an array of pointers to each value. The buffer's size says how
 //! many bytes we pass, so a launch whose arguments do not match the kernel's C signature can be
 //! refused instead of read past: the stand-in driver checks it against the cubin's parameter
-//! table (and `signature.rs`'s test checks every `launch!` against the sources, GPU or not).
+//! table (and `signature::check` holds every launcher's entry to the sources, GPU or not).
 
 use cudarc::driver::{sys, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig};
 
+use super::ParamBuffer;
 use crate::error::{KernelError, Result};
 use crate::Gpu;
-
-pub use super::param_buffer::ParamBuffer;
 
 impl Gpu {
     /// The device address of a view (a kernel's `const T*`).

@@ -16,9 +16,11 @@
 
 use crate::elementwise::{add_relu, relu_backward, relu_forward};
 use crate::{check, cpu, cuda_of, Tensor};
-use kernels::launch as kl;
 
+pub mod cuda;
 mod reference;
+
+pub use cuda::BnShape;
 
 use reference::backward_cpu;
 pub use reference::{batchnorm_backward, batchnorm_eval_forward, batchnorm_train_forward};
@@ -44,11 +46,6 @@ pub struct BnStats {
     /// The CPU fast path's affine map (`scale`, `shift` per channel), from which its backward
     /// recomputes a fused ReLU's mask instead of reading the output (`cpu::bn::ReluMask`).
     pub(crate) affine: Option<(Vec<f32>, Vec<f32>)>,
-}
-
-fn bn_shape(x: &Tensor) -> kl::BnShape {
-    let (n, c, h, w) = x.dims4();
-    kl::BnShape { n, c, hw: h * w }
 }
 
 /// Training-mode forward on the input's device; updates `running_mean` / `running_var` in
@@ -122,16 +119,16 @@ pub fn train_forward_relu(
     let mut y = Tensor::cuda_output(OP, &gpu, x.shape());
     let mut mean = Tensor::cuda_output(OP, &gpu, &[c]);
     let mut invstd = Tensor::cuda_output(OP, &gpu, &[c]);
-    let shape = bn_shape(x);
+    let shape = BnShape::of(x);
     // The per-chunk partial statistics; the first launch writes all of it before the second
     // reads it, so it needs no zeroing. Allocated per call for now.
     let mut workspace = check(OP, gpu.uninit_f32(shape.stats_workspace_len()));
-    let r = kl::batchnorm_forward_train(
+    let r = cuda::batchnorm_forward_train(
         &gpu,
         &shape,
         &x.cu().as_view(),
         &mut y.cu_mut().as_view_mut(),
-        &kl::BnParams {
+        &cuda::BnParams {
             gamma: &gamma.cu().as_view(),
             beta: &beta.cu().as_view(),
         },
@@ -267,12 +264,12 @@ pub fn eval_forward_relu(
         return if relu { relu_forward(&y) } else { y };
     };
     let mut y = Tensor::cuda_output(OP, &gpu, x.shape());
-    let r = kl::batchnorm_forward_eval(
+    let r = cuda::batchnorm_forward_eval(
         &gpu,
-        &bn_shape(x),
+        &BnShape::of(x),
         &x.cu().as_view(),
         &mut y.cu_mut().as_view_mut(),
-        &kl::BnParams {
+        &cuda::BnParams {
             gamma: &gamma.cu().as_view(),
             beta: &beta.cu().as_view(),
         },
@@ -339,11 +336,11 @@ pub fn backward_relu(
     assert_eq!(x.shape(), dy.shape(), "batchnorm dy shape");
     let mut dx = Tensor::cuda_output(OP, &gpu, x.shape());
     let relu_view = relu_out.map(|t| t.cu().as_view());
-    let shape = bn_shape(x);
+    let shape = BnShape::of(x);
     // Per-chunk partial sums, written in full by the first launch (no zeroing needed).
     let mut workspace = check(OP, gpu.uninit_f32(shape.stats_workspace_len()));
     // The kernels accumulate into dgamma / dbeta directly.
-    let r = kl::batchnorm_backward(
+    let r = cuda::batchnorm_backward(
         &gpu,
         &shape,
         &dy.cu().as_view(),

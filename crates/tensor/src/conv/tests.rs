@@ -6,29 +6,30 @@ use crate::testutil::{assert_close, check_grad, rand_tensor, rng};
 
 /// The definition, six loops deep: the reference the im2col path must equal.
 fn conv_naive(x: &Tensor, w: &Tensor, stride: usize) -> Tensor {
-    let g = ConvGeom::new(x.shape(), w.shape(), stride);
-    let mut y = Tensor::zeros(&[g.n, g.cout, g.ho, g.wo]);
+    let g = ConvShape::new(x.shape(), w.shape(), stride);
+    let mut y = Tensor::zeros(&[g.n, g.c_out, g.oh, g.ow]);
     for n in 0..g.n {
-        for co in 0..g.cout {
-            for oy in 0..g.ho {
-                for ox in 0..g.wo {
+        for co in 0..g.c_out {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
                     let mut acc = 0.0f64;
-                    for ci in 0..g.cin {
+                    for ci in 0..g.c_in {
                         for ky in 0..g.k {
                             for kx in 0..g.k {
                                 let iy = (oy * stride + ky) as isize - g.pad as isize;
                                 let ix = (ox * stride + kx) as isize - g.pad as isize;
                                 if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w
                                 {
-                                    let xv = x.data()[((n * g.cin + ci) * g.h + iy as usize) * g.w
+                                    let xv = x.data()[((n * g.c_in + ci) * g.h + iy as usize)
+                                        * g.w
                                         + ix as usize];
-                                    let wv = w.data()[((co * g.cin + ci) * g.k + ky) * g.k + kx];
+                                    let wv = w.data()[((co * g.c_in + ci) * g.k + ky) * g.k + kx];
                                     acc += xv as f64 * wv as f64;
                                 }
                             }
                         }
                     }
-                    y.data_mut()[((n * g.cout + co) * g.ho + oy) * g.wo + ox] = acc as f32;
+                    y.data_mut()[((n * g.c_out + co) * g.oh + oy) * g.ow + ox] = acc as f32;
                 }
             }
         }

@@ -6,7 +6,7 @@ use super::super::pack;
 use super::super::plan::{Layout, Plan, Tiles};
 use super::super::wgrad;
 use crate::conv::reference::col2im;
-use crate::conv::ConvGeom;
+use crate::conv::ConvShape;
 use crate::{Precision, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 /// rewritten over ([`pack::pad_image`]): [`with_scratch`] zeroes everything when the plan changes.
 #[derive(Default)]
 struct Scratch {
-    plan: Option<(ConvGeom, Layout)>,
+    plan: Option<(ConvShape, Layout)>,
     xp: Vec<f32>,
     col: Vec<f32>,
     pairs: Vec<u32>,
@@ -165,7 +165,7 @@ impl PackedW {
 /// As [`PackedW::times`].
 unsafe fn per_image(plan: &Plan, a: &PackedW, input: &[f32], out: &mut [MaybeUninit<f32>]) {
     let g = &plan.g;
-    let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * g.out_pixels());
+    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.out_pixels());
     out.par_chunks_mut(plan.group * out_len)
         .zip(input.par_chunks(plan.group * in_len))
         .for_each(|(o, x)| with_scratch(plan, |s| a.times(plan, x, x.len() / in_len, s, o)));
@@ -179,13 +179,13 @@ pub(super) unsafe fn forward(
     stride: usize,
     precision: Precision,
 ) -> Tensor {
-    let g = ConvGeom::new(x.shape(), weight.shape(), stride);
+    let g = ConvShape::new(x.shape(), weight.shape(), stride);
     let kk = g.col_rows();
     let w = weight.data();
     let plan = Plan::new(g, true);
-    let a = PackedW::new(precision, &plan, g.cout, |m, k| w[m * kk + k]);
+    let a = PackedW::new(precision, &plan, g.c_out, |m, k| w[m * kk + k]);
     // SAFETY: `per_image` writes every element.
-    Tensor::host_filled(&[g.n, g.cout, g.ho, g.wo], |y| {
+    Tensor::host_filled(&[g.n, g.c_out, g.oh, g.ow], |y| {
         per_image(&plan, &a, x.data(), y)
     })
 }
@@ -199,29 +199,29 @@ pub(super) unsafe fn backward_data(
     stride: usize,
     precision: Precision,
 ) -> Tensor {
-    let g = ConvGeom::new(x_shape, weight.shape(), stride);
-    assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
+    let g = ConvShape::new(x_shape, weight.shape(), stride);
+    assert_eq!(dy.shape(), [g.n, g.c_out, g.oh, g.ow], "conv dy shape");
     let (k, kk, p) = (g.k, g.col_rows(), g.out_pixels());
     let w = weight.data();
     if stride == 1 {
         // dx = conv(dy, W') with W'[ci][co][ky][kx] = W[co][ci][k-1-ky][k-1-kx].
-        let turned = ConvGeom::new(dy.shape(), &[g.cin, g.cout, k, k], 1);
-        assert_eq!((turned.ho, turned.wo), (g.h, g.w));
+        let turned = ConvShape::new(dy.shape(), &[g.c_in, g.c_out, k, k], 1);
+        assert_eq!((turned.oh, turned.ow), (g.h, g.w));
         let plan = Plan::new(turned, true);
-        let a = PackedW::new(precision, &plan, g.cin, |ci, col| {
+        let a = PackedW::new(precision, &plan, g.c_in, |ci, col| {
             let (co, tap) = (col / (k * k), col % (k * k));
-            w[(co * g.cin + ci) * k * k + (k * k - 1 - tap)]
+            w[(co * g.c_in + ci) * k * k + (k * k - 1 - tap)]
         });
         // SAFETY: `per_image` writes every element.
         return Tensor::host_filled(x_shape, |dx| per_image(&plan, &a, dy.data(), dx));
     }
     // dcol_i = Wᵀ · dy_i (a 1x1 "convolution" of dy into cin·k·k channels), then col2im.
-    let pointwise = ConvGeom::new(dy.shape(), &[kk, g.cout, 1, 1], 1);
+    let pointwise = ConvShape::new(dy.shape(), &[kk, g.c_out, 1, 1], 1);
     let plan = Plan::new(pointwise, true);
     let a = PackedW::new(precision, &plan, kk, |r, co| w[co * kk + r]);
     let fill = |dx: &mut [MaybeUninit<f32>]| {
-        dx.par_chunks_mut(g.cin * g.h * g.w)
-            .zip(dy.data().par_chunks(g.cout * p))
+        dx.par_chunks_mut(g.c_in * g.h * g.w)
+            .zip(dy.data().par_chunks(g.c_out * p))
             .for_each(|(dxi, dyi)| {
                 // col2im accumulates into zeros.
                 let dxi = init_zero(dxi);
@@ -278,13 +278,13 @@ fn image_groups(n: usize, p: usize, even: bool) -> Vec<std::ops::Range<usize>> {
 /// # Safety
 /// AVX-512F (+ AVX512-BF16 for bf16).
 unsafe fn backward_weight_channels_last(
-    g: &ConvGeom,
+    g: &ConvShape,
     x: &Tensor,
     dy: &Tensor,
     dweight: &mut Tensor,
     precision: Precision,
 ) {
-    let (k, p, m, cin) = (g.k, g.out_pixels(), g.cout, g.cin);
+    let (k, p, m, cin) = (g.k, g.out_pixels(), g.c_out, g.c_in);
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
     let slot = (hp * wp * cin).next_multiple_of(16);
     let koffs: Vec<usize> = (0..k * k)
@@ -295,8 +295,8 @@ unsafe fn backward_weight_channels_last(
         })
         .collect();
     let grid = wgrad::PixelGrid {
-        ho: g.ho,
-        wo: g.wo,
+        ho: g.oh,
+        wo: g.ow,
         col_step: g.stride * cin,
         row_step: g.stride * wp * cin,
     };
@@ -379,15 +379,15 @@ pub(super) unsafe fn backward_weight(
     dweight: &mut Tensor,
     precision: Precision,
 ) {
-    let g = ConvGeom::new(x.shape(), dweight.shape(), stride);
-    assert_eq!(dy.shape(), [g.n, g.cout, g.ho, g.wo], "conv dy shape");
-    if g.cin.is_multiple_of(16) {
+    let g = ConvShape::new(x.shape(), dweight.shape(), stride);
+    assert_eq!(dy.shape(), [g.n, g.c_out, g.oh, g.ow], "conv dy shape");
+    if g.c_in.is_multiple_of(16) {
         return backward_weight_channels_last(&g, x, dy, dweight, precision);
     }
-    let (kk, p, m) = (g.col_rows(), g.out_pixels(), g.cout);
-    let (img_len, out_len) = (g.cin * g.h * g.w, m * p);
+    let (kk, p, m) = (g.col_rows(), g.out_pixels(), g.c_out);
+    let (img_len, out_len) = (g.c_in * g.h * g.w, m * p);
     // The NT walk reads the wide layout or im2col rows (never the narrow one).
-    let plan = Plan::new(g, precision == Precision::Fp32 && g.wo >= 16);
+    let plan = Plan::new(g, precision == Precision::Fp32 && g.ow >= 16);
     let groups = image_groups(g.n, p, false);
     let (xd, dyd) = (x.data(), dy.data());
     let src_len = plan.src_len();

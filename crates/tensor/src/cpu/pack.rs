@@ -5,7 +5,7 @@
 
 use super::plan::Plan;
 use super::simd::{for_vectors, lane_mask, load, store};
-use crate::conv::ConvGeom;
+use crate::conv::ConvShape;
 use std::arch::x86_64::*;
 
 /// `n` floats from `src` to `dst`, in vectors (masked at the end).
@@ -33,8 +33,8 @@ unsafe fn copy_run(src: *const f32, dst: *mut f32, n: usize) {
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn pad_image(plan: &Plan, img: &[f32], xp: &mut [f32]) {
     let g = &plan.g;
-    assert!(img.len() >= g.cin * g.h * g.w && xp.len() >= plan.padded_len());
-    for ci in 0..g.cin {
+    assert!(img.len() >= g.c_in * g.h * g.w && xp.len() >= plan.padded_len());
+    for ci in 0..g.c_in {
         for y in 0..g.h {
             let src = img.as_ptr().add((ci * g.h + y) * g.w);
             let dst = xp
@@ -57,26 +57,26 @@ pub(crate) unsafe fn im2col(plan: &Plan, xp: &[f32], col: &mut [f32]) {
     assert!(g.stride <= 2 && xp.len() >= plan.padded_len() && col.len() >= g.col_rows() * plan.ld);
     // Even elements of two vectors: pixels ox..ox+16 of a stride-2 row.
     let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    for ci in 0..g.cin {
+    for ci in 0..g.c_in {
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let row = col.as_mut_ptr().add(((ci * g.k + ky) * g.k + kx) * plan.ld);
-                for oy in 0..g.ho {
+                for oy in 0..g.oh {
                     let src = xp
                         .as_ptr()
                         .add((ci * plan.hp + oy * g.stride + ky) * plan.wp + kx);
-                    let dst = row.add(oy * g.wo);
+                    let dst = row.add(oy * g.ow);
                     if g.stride == 1 {
-                        copy_run(src, dst, g.wo);
+                        copy_run(src, dst, g.ow);
                         continue;
                     }
-                    for ox in (0..g.wo).step_by(16) {
+                    for ox in (0..g.ow).step_by(16) {
                         // Elements 2·ox .. 2·(last pixel) of the row.
-                        let span = 2 * (g.wo - ox).min(16) - 1;
+                        let span = 2 * (g.ow - ox).min(16) - 1;
                         let a = _mm512_maskz_loadu_ps(lane_mask(0, span), src.add(2 * ox));
                         let b = _mm512_maskz_loadu_ps(lane_mask(16, span), src.add(2 * ox + 16));
                         let v = _mm512_permutex2var_ps(a, evens, b);
-                        _mm512_mask_storeu_ps(dst.add(ox), lane_mask(ox, g.wo), v);
+                        _mm512_mask_storeu_ps(dst.add(ox), lane_mask(ox, g.ow), v);
                     }
                 }
             }
@@ -249,13 +249,13 @@ unsafe fn pair_bf16(lo: __m512, hi: __m512) -> __m512i {
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn pad_image_pairs(plan: &Plan, img: &[f32], out: &mut [u32]) {
     let g = &plan.g;
-    let pairs = g.cin.div_ceil(2);
-    assert!(img.len() >= g.cin * g.h * g.w && out.len() >= pairs * plan.hp * plan.wp);
+    let pairs = g.c_in.div_ceil(2);
+    assert!(img.len() >= g.c_in * g.h * g.w && out.len() >= pairs * plan.hp * plan.wp);
     let zero = _mm512_setzero_ps();
     for j in 0..pairs {
         for y in 0..g.h {
             let lo = img.as_ptr().add((2 * j * g.h + y) * g.w);
-            let hi = (2 * j + 1 < g.cin).then(|| img.as_ptr().add(((2 * j + 1) * g.h + y) * g.w));
+            let hi = (2 * j + 1 < g.c_in).then(|| img.as_ptr().add(((2 * j + 1) * g.h + y) * g.w));
             let dst = out
                 .as_mut_ptr()
                 .add((j * plan.hp + y + g.pad) * plan.wp + g.pad);
@@ -346,13 +346,13 @@ pub(crate) unsafe fn pad_narrow(plan: &Plan, imgs: &[f32], count: usize, out: &m
     let plane = g.h * g.w;
     assert!(
         count <= plan.group
-            && imgs.len() >= count * g.cin * plane
+            && imgs.len() >= count * g.c_in * plane
             && out.len() >= plan.padded_len()
     );
     for img in 0..count {
         let base = plan.narrow_image_at(img).0;
-        for ci in 0..g.cin {
-            let src = imgs.as_ptr().add((img * g.cin + ci) * plane);
+        for ci in 0..g.c_in {
+            let src = imgs.as_ptr().add((img * g.c_in + ci) * plane);
             let dst = out.as_mut_ptr().add(base + (ci * plan.hp + g.pad) * g.w);
             for_vectors!(plane, |i, m| { store(m, dst.add(i), load(m, src.add(i))) });
         }
@@ -368,13 +368,15 @@ pub(crate) unsafe fn pad_narrow_pairs(plan: &Plan, imgs: &[f32], count: usize, o
     let g = &plan.g;
     let plane = g.h * g.w;
     assert!(
-        count <= plan.group && imgs.len() >= count * g.cin * plane && out.len() >= plan.pairs_len()
+        count <= plan.group
+            && imgs.len() >= count * g.c_in * plane
+            && out.len() >= plan.pairs_len()
     );
     for img in 0..count {
         let base = plan.narrow_image_at(img).1;
-        let channel = |c: usize| &imgs[(img * g.cin + c) * plane..][..plane];
-        for j in 0..g.cin.div_ceil(2) {
-            let hi = (2 * j + 1 < g.cin).then(|| channel(2 * j + 1));
+        let channel = |c: usize| &imgs[(img * g.c_in + c) * plane..][..plane];
+        for j in 0..g.c_in.div_ceil(2) {
+            let hi = (2 * j + 1 < g.c_in).then(|| channel(2 * j + 1));
             let at = base + (j * plan.hp + g.pad) * g.w;
             image_pairs(channel(2 * j), hi, &mut out[at..at + plane]);
         }
@@ -390,31 +392,31 @@ pub(crate) unsafe fn pad_narrow_pairs(plan: &Plan, imgs: &[f32], count: usize, o
 /// # Safety
 /// The CPU must have AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn col2im_stride2(g: &ConvGeom, col: &[f32], img: &mut [f32]) -> bool {
+pub(crate) unsafe fn col2im_stride2(g: &ConvShape, col: &[f32], img: &mut [f32]) -> bool {
     if g.stride != 2 || !((g.k == 3 && g.pad == 1) || (g.k == 1 && g.pad == 0)) {
         return false;
     }
     let p = g.out_pixels();
-    assert!(col.len() >= g.col_rows() * p && img.len() >= g.cin * g.h * g.w);
+    assert!(col.len() >= g.col_rows() * p && img.len() >= g.c_in * g.h * g.w);
     // Lane i of the pair (lo, hi) of outputs: even[i / 2] for even i, odd[i / 2] for odd i.
     let lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     let hi_idx = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     let zero = _mm512_setzero_ps();
-    let row_of = |tap_row: usize, oy: usize| col.as_ptr().add(tap_row * p + oy * g.wo);
-    for ci in 0..g.cin {
+    let row_of = |tap_row: usize, oy: usize| col.as_ptr().add(tap_row * p + oy * g.ow);
+    for ci in 0..g.c_in {
         for ky in 0..g.k {
-            for oy in 0..g.ho {
+            for oy in 0..g.oh {
                 let Some(iy) = g.input_row(oy, ky) else {
                     continue;
                 };
                 let dst = img.as_mut_ptr().add((ci * g.h + iy) * g.w);
                 let taps = (ci * g.k + ky) * g.k;
-                for ox in (0..g.wo).step_by(16) {
-                    let m = lane_mask(ox, g.wo);
+                for ox in (0..g.ow).step_by(16) {
+                    let m = lane_mask(ox, g.ow);
                     let (even, odd) = if g.k == 3 {
                         // Pixel 2x gets kx = 1 of column x; 2x + 1 gets kx = 2 of x and kx = 0
                         // of x + 1.
-                        let s0 = load(lane_mask(ox + 1, g.wo), row_of(taps, oy).add(ox + 1));
+                        let s0 = load(lane_mask(ox + 1, g.ow), row_of(taps, oy).add(ox + 1));
                         let s1 = load(m, row_of(taps + 1, oy).add(ox));
                         let s2 = load(m, row_of(taps + 2, oy).add(ox));
                         (s1, _mm512_add_ps(s2, s0))

@@ -14,7 +14,7 @@
 //! im2col rows paired (`pair_offs`).
 
 use super::gemm_f32::{lane_mask, PixelVec, Tile, Walk};
-use crate::conv::ConvGeom;
+use crate::conv::ConvShape;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Layout {
@@ -29,7 +29,7 @@ const GUARD: usize = 16;
 
 /// One convolution's buffers and walks.
 pub(crate) struct Plan {
-    pub g: ConvGeom,
+    pub g: ConvShape,
     pub layout: Layout,
     /// Padded image: row length, rows per channel.
     pub wp: usize,
@@ -86,14 +86,14 @@ impl Plan {
     /// The plan for `g`: the narrow or wide layout where they apply, else im2col;
     /// `allow_direct: false` always takes im2col (whose rows are then a multiple of 32 floats,
     /// whole bf16 vectors) with the wide walk's kernels.
-    pub fn new(g: ConvGeom, allow_direct: bool) -> Plan {
+    pub fn new(g: ConvShape, allow_direct: bool) -> Plan {
         let (wp, hp) = (g.w + 2 * g.pad, g.h + 2 * g.pad);
         let p = g.out_pixels();
         let layout = if !allow_direct || g.stride != 1 {
             Layout::Im2col
-        } else if g.wo >= 16 {
+        } else if g.ow >= 16 {
             Layout::Wide
-        } else if 16 % g.wo == 0 && p.is_multiple_of(16) {
+        } else if 16 % g.ow == 0 && p.is_multiple_of(16) {
             Layout::Narrow
         } else {
             Layout::Im2col
@@ -103,20 +103,20 @@ impl Plan {
         } else {
             1
         };
-        let (block, pair_block) = (g.cin * hp * g.w, g.cin.div_ceil(2) * hp * g.w);
+        let (block, pair_block) = (g.c_in * hp * g.w, g.c_in.div_ceil(2) * hp * g.w);
         // (offset in the B source, offset in C, lanes) per output vector of one group.
         let vecs: Vec<(usize, usize, u16)> = match layout {
-            Layout::Wide => (0..g.ho)
+            Layout::Wide => (0..g.oh)
                 .flat_map(|oy| {
-                    (0..g.wo.div_ceil(16)).map(move |vx| {
+                    (0..g.ow.div_ceil(16)).map(move |vx| {
                         let x = 16 * vx;
-                        (oy * wp + x, oy * g.wo + x, lane_mask(x, g.wo))
+                        (oy * wp + x, oy * g.ow + x, lane_mask(x, g.ow))
                     })
                 })
                 .collect(),
             Layout::Narrow => (0..group)
                 .flat_map(|img| (0..p / 16).map(move |v| (img, 16 * v)))
-                .map(|(img, at)| (img * block + at, img * g.cout * p + at, u16::MAX))
+                .map(|(img, at)| (img * block + at, img * g.c_out * p + at, u16::MAX))
                 .collect(),
             Layout::Im2col => (0..p.div_ceil(16))
                 .map(|v| (16 * v, 16 * v, lane_mask(16 * v, p)))
@@ -153,7 +153,7 @@ impl Plan {
             ),
             _ => (
                 (0..kk).map(|k| tap_off(k / taps, k % taps)).collect(),
-                (0..g.cin.div_ceil(2) * taps)
+                (0..g.c_in.div_ceil(2) * taps)
                     .map(|j| tap_off(j / taps, j % taps))
                     .collect(),
             ),
@@ -204,7 +204,7 @@ impl Plan {
         let block = if pairs { self.pair_block } else { self.block };
         let vecs: Vec<(usize, usize, u16)> = (0..count)
             .flat_map(|img| (0..p / 16).map(move |v| (img, 16 * v)))
-            .map(|(img, at)| (img * block + at, img * self.g.cout * p + at, u16::MAX))
+            .map(|(img, at)| (img * block + at, img * self.g.c_out * p + at, u16::MAX))
             .collect();
         Some(tiles_of(&vecs))
     }
@@ -233,7 +233,7 @@ impl Plan {
     pub fn padded_len(&self) -> usize {
         match self.layout {
             Layout::Narrow => 2 * GUARD + self.group * self.block,
-            _ => self.g.cin * self.hp * self.wp + 16,
+            _ => self.g.c_in * self.hp * self.wp + 16,
         }
         .next_multiple_of(16)
     }
@@ -242,7 +242,7 @@ impl Plan {
     /// the paired im2col rows.
     pub fn pairs_len(&self) -> usize {
         match self.layout {
-            Layout::Wide => (self.g.cin.div_ceil(2) * self.hp * self.wp + 16).next_multiple_of(16),
+            Layout::Wide => (self.g.c_in.div_ceil(2) * self.hp * self.wp + 16).next_multiple_of(16),
             Layout::Narrow => (2 * GUARD + self.group * self.pair_block).next_multiple_of(16),
             Layout::Im2col => self.g.col_rows().div_ceil(2) * self.ld,
         }

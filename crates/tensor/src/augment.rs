@@ -1,12 +1,20 @@
-//! Data-augmentation launcher (`augment.cu`).
+//! The GPU batch maker's kernel (`augment.cu`): a batch cropped, flipped and normalised from
+//! the uint8 images resident on the device, its labels gathered beside it. Its CPU twin is the
+//! data crate's `write_sample`; the training loop adopts the result as a [`crate::Tensor`]
+//! ([`crate::Tensor::from_cuda`]).
 
-use cudarc::driver::{CudaView, CudaViewMut};
+use kernels::launch::{arg::*, check_len, check_positive, grid_1d, to_int, Kernel};
+use kernels::{launch, CudaView, CudaViewMut, Gpu, KernelError, Result};
 
-use super::{
-    check_len, check_positive, f32_out, f32_val, grid_1d, i32_in, i32_out, i32_val, to_int, u8_in,
+const AUGMENT: Kernel = Kernel {
+    name: "augment_batch",
+    params: &[
+        U8_IN, U8_IN, I32_IN, F32_OUT, I32_OUT, I32, I32, I32, F32, F32, F32, F32, F32, F32,
+    ],
 };
-use crate::error::{KernelError, Result};
-use crate::Gpu;
+
+/// Every kernel this file launches (for the signature check).
+pub const KERNELS: [Kernel; 1] = [AUGMENT];
 
 /// Per-channel normalisation constants.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,7 +69,6 @@ pub fn augment_batch(
     }
     let [m0, m1, m2] = norm.mean;
     let [s0, s1, s2] = norm.std;
-    launch!(gpu, "augment_batch", grid_1d(total),
-        [u8_in images, u8_in labels, i32_in params, f32_out out, i32_out out_labels, i32 b,
-         i32 hh, i32 ww, f32 m0, f32 m1, f32 m2, f32 s0, f32 s1, f32 s2])
+    launch!(AUGMENT, gpu, grid_1d(total); images, labels, params, out, out_labels, b, hh, ww,
+        m0, m1, m2, s0, s1, s2)
 }

@@ -1,15 +1,54 @@
-//! BatchNorm2d launchers (`batchnorm.cu`).
+//! The batch norm's CUDA launcher (`batchnorm.cu`), and [`BnShape`], the op's one shape.
 //!
 //! Training forward and backward are two launches each on a grid (chunks, C): per-chunk
 //! partial statistics into a workspace, then a fixed-order combine + the elementwise pass (see
 //! the header of `batchnorm.cu`). The caller provides the workspace,
 //! [`BnShape::stats_workspace_len`] floats; it needs no initialisation.
 
-use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
+use kernels::launch::{arg::*, check_len, check_positive, grid_1d, to_int, Kernel, LaunchConfig};
+use kernels::{launch, CudaView, CudaViewMut, Gpu, KernelError, Result};
 
-use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_int};
-use crate::error::{KernelError, Result};
-use crate::Gpu;
+use crate::Tensor;
+
+const FORWARD_PARTIAL: Kernel = Kernel {
+    name: "batchnorm_forward_train_partial",
+    params: &[F32_IN, F32_OUT, I32, I32, I32],
+};
+const FORWARD_APPLY: Kernel = Kernel {
+    name: "batchnorm_forward_train_apply",
+    params: &[
+        F32_IN, F32_IN, F32_OUT, F32_IN, F32_IN, F32_OUT, F32_OUT, F32_OUT, F32_OUT, I32, I32, I32,
+        F32, F32, I32,
+    ],
+};
+const FORWARD_EVAL: Kernel = Kernel {
+    name: "batchnorm_forward_eval",
+    params: &[
+        F32_IN, F32_OUT, F32_IN, F32_IN, F32_IN, F32_IN, I32, I32, I32, F32, I32,
+    ],
+};
+const BACKWARD_PARTIAL: Kernel = Kernel {
+    name: "batchnorm_backward_partial",
+    params: &[
+        F32_IN, F32_IN, F32_IN, F32_IN, F32_IN, F32_OUT, I32, I32, I32, I32,
+    ],
+};
+const BACKWARD_APPLY: Kernel = Kernel {
+    name: "batchnorm_backward_apply",
+    params: &[
+        F32_IN, F32_IN, F32_IN, F32_IN, F32_IN, F32_IN, F32_IN, F32_OUT, F32_OUT, F32_OUT, I32,
+        I32, I32, I32,
+    ],
+};
+
+/// Every kernel this file launches (for the signature check).
+pub const KERNELS: [Kernel; 5] = [
+    FORWARD_PARTIAL,
+    FORWARD_APPLY,
+    FORWARD_EVAL,
+    BACKWARD_PARTIAL,
+    BACKWARD_APPLY,
+];
 
 /// Block size of the chunked batchnorm kernels (multiple of 32, see `block_sum`).
 pub const BN_THREADS: u32 = 256;
@@ -41,6 +80,11 @@ pub struct BnShape {
 }
 
 impl BnShape {
+    /// The shape of an NCHW batch norm input.
+    pub fn of(x: &Tensor) -> Self {
+        let (n, c, h, w) = x.dims4();
+        BnShape { n, c, hw: h * w }
+    }
     /// N*C*HW.
     pub fn len(&self) -> usize {
         self.n * self.c * self.hw
@@ -150,14 +194,9 @@ pub fn batchnorm_forward_train(
     let relu = i32::from(relu);
     let cfg = shape.chunked_config();
     let part = workspace;
-    launch!(gpu, "batchnorm_forward_train_partial", cfg,
-        [f32_in x, f32_out part, i32 n, i32 c, i32 hw])?;
-    let part = part.as_view();
-    let part = &part;
-    launch!(gpu, "batchnorm_forward_train_apply", cfg,
-        [f32_in x, f32_in part, f32_out y, f32_in gamma, f32_in beta, f32_out running_mean,
-         f32_out running_var, f32_out save_mean, f32_out save_invstd, i32 n, i32 c, i32 hw,
-         f32 momentum, f32 eps, i32 relu])
+    launch!(FORWARD_PARTIAL, gpu, cfg; x, &mut *part, n, c, hw)?;
+    launch!(FORWARD_APPLY, gpu, cfg; x, &part.as_view(), y, gamma, beta, running_mean,
+        running_var, save_mean, save_invstd, n, c, hw, momentum, eps, relu)
 }
 
 /// Eval-mode forward with running statistics, ReLU fused when `relu`. CPU twin: tensor's
@@ -189,9 +228,8 @@ pub fn batchnorm_forward_eval(
     let gamma = params.gamma;
     let beta = params.beta;
     let relu = i32::from(relu);
-    launch!(gpu, "batchnorm_forward_eval", grid_1d(shape.len()),
-        [f32_in x, f32_out y, f32_in gamma, f32_in beta, f32_in running_mean,
-         f32_in running_var, i32 n, i32 c, i32 hw, f32 eps, i32 relu])
+    launch!(FORWARD_EVAL, gpu, grid_1d(shape.len()); x, y, gamma, beta, running_mean,
+        running_var, n, c, hw, eps, relu)
 }
 
 /// Backward: dx (overwritten), dgamma and dbeta (accumulated). With `relu_out` (the fused
@@ -235,15 +273,10 @@ pub fn batchnorm_backward(
     let relu_out = relu_out.unwrap_or(dy);
     let cfg = shape.chunked_config();
     let part = workspace;
-    launch!(gpu, "batchnorm_backward_partial", cfg,
-        [f32_in dy, f32_in x, f32_in save_mean, f32_in save_invstd, f32_in relu_out,
-         f32_out part, i32 n, i32 c, i32 hw, i32 relu])?;
-    let part = part.as_view();
-    let part = &part;
-    launch!(gpu, "batchnorm_backward_apply", cfg,
-        [f32_in dy, f32_in x, f32_in gamma, f32_in save_mean, f32_in save_invstd,
-         f32_in relu_out, f32_in part, f32_out dx, f32_out dgamma, f32_out dbeta, i32 n, i32 c,
-         i32 hw, i32 relu])
+    launch!(BACKWARD_PARTIAL, gpu, cfg; dy, x, save_mean, save_invstd, relu_out, &mut *part,
+        n, c, hw, relu)?;
+    launch!(BACKWARD_APPLY, gpu, cfg; dy, x, gamma, save_mean, save_invstd, relu_out,
+        &part.as_view(), dx, dgamma, dbeta, n, c, hw, relu)
 }
 
 #[cfg(test)]
@@ -257,7 +290,7 @@ mod tests {
     /// The chunk the launcher plans with is the chunk the kernels index with.
     #[test]
     fn per_thread_count_matches_the_kernel_source() {
-        let src = crate::source("batchnorm").unwrap().source;
+        let src = kernels::source("batchnorm").unwrap().source;
         let define = src
             .lines()
             .find_map(|l| l.trim().strip_prefix("#define BN_PER_THREAD "))
@@ -298,7 +331,7 @@ mod tests {
 
     #[test]
     fn counts_are_refused_past_the_kernels_index_range() {
-        use crate::launch::MAX_LEN;
+        use kernels::launch::MAX_LEN;
         // MAX_LEN is a whole number of chunks: the chunked grid reaches exactly to it.
         assert!(bn(1, 1, MAX_LEN)
             .chunked_ints("t", 2 * (MAX_LEN / BN_CHUNK))

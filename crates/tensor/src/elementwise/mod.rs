@@ -1,10 +1,12 @@
 //! ReLU and the residual add: element by element, in parallel chunks (CPU: the same arithmetic
 //! compiled for AVX-512 in `crate::cpu::elementwise` where the CPU has it, fused where the op
-//! is), or one grid-stride kernel launch (CUDA, `elementwise.cu`).
+//! is), or one grid-stride kernel launch (CUDA, `elementwise.cu`, launched by [`cuda`]).
+
+pub mod cuda;
 
 use crate::scalar::{relu, relu_grad};
 use crate::{check, cpu, cuda_of, Tensor};
-use kernels::launch as kl;
+use cuda::Binary;
 use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
@@ -23,12 +25,23 @@ fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor
     out
 }
 
+/// `op(a, b)` on the GPU, into a new tensor of their shape; `None` when they are on the host.
+fn binary_on_gpu(op: &'static str, kernel: Binary, a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    let gpu = cuda_of(op, &[a, b])?;
+    assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
+    let mut out = Tensor::cuda_output(op, &gpu, a.shape());
+    let (a, b) = (a.cu().as_view(), b.cu().as_view());
+    let r = cuda::binary(&gpu, kernel, &a, &b, &mut out.cu_mut().as_view_mut());
+    check(op, r);
+    Some(out)
+}
+
 /// `max(x, 0)`, with NaN passing through as in PyTorch ([`relu`]).
 pub fn relu_forward(x: &Tensor) -> Tensor {
     let _span = crate::profile::span(|| "relu fwd".into());
     if let Some(gpu) = cuda_of("relu_forward", &[x]) {
         let mut y = Tensor::cuda_output("relu_forward", &gpu, x.shape());
-        let r = kl::relu_forward(&gpu, &x.cu().as_view(), &mut y.cu_mut().as_view_mut());
+        let r = cuda::relu_forward(&gpu, &x.cu().as_view(), &mut y.cu_mut().as_view_mut());
         check("relu_forward", r);
         return y;
     }
@@ -47,65 +60,26 @@ pub fn relu_forward(x: &Tensor) -> Tensor {
 /// ([`relu_grad`]).
 pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
     let _span = crate::profile::span(|| "relu bwd".into());
-    if let Some(gpu) = cuda_of("relu_backward", &[dy, y]) {
-        assert_eq!(dy.shape(), y.shape(), "elementwise shapes differ");
-        let mut dx = Tensor::cuda_output("relu_backward", &gpu, y.shape());
-        let r = kl::relu_backward(
-            &gpu,
-            &dy.cu().as_view(),
-            &y.cu().as_view(),
-            &mut dx.cu_mut().as_view_mut(),
-        );
-        check("relu_backward", r);
-        return dx;
-    }
-    if let Some(dx) = cpu::elementwise::relu_backward(dy, y) {
-        return dx;
-    }
-    zip_map(dy, y, relu_grad)
+    binary_on_gpu("relu_backward", Binary::ReluBackward, dy, y)
+        .or_else(|| cpu::elementwise::relu_backward(dy, y))
+        .unwrap_or_else(|| zip_map(dy, y, relu_grad))
 }
 
 /// `a + b` (the residual connection; its backward passes `dy` to both inputs).
 pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
     let _span = crate::profile::span(|| "add".into());
-    if let Some(gpu) = cuda_of("add", &[a, b]) {
-        assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
-        let mut out = Tensor::cuda_output("add", &gpu, a.shape());
-        let r = kl::add_forward(
-            &gpu,
-            &a.cu().as_view(),
-            &b.cu().as_view(),
-            &mut out.cu_mut().as_view_mut(),
-        );
-        check("add", r);
-        return out;
-    }
-    if let Some(out) = cpu::elementwise::add(a, b) {
-        return out;
-    }
-    zip_map(a, b, |a, b| a + b)
+    binary_on_gpu("add", Binary::Add, a, b)
+        .or_else(|| cpu::elementwise::add(a, b))
+        .unwrap_or_else(|| zip_map(a, b, |a, b| a + b))
 }
 
 /// `relu(a + b)`: the end of a residual block, in one pass (the `add_relu_forward` kernel on a
 /// GPU; on the CPU exactly [`add`] then [`relu_forward`]).
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Tensor {
     let _span = crate::profile::span(|| "add+relu".into());
-    if let Some(gpu) = cuda_of("add_relu", &[a, b]) {
-        assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
-        let mut out = Tensor::cuda_output("add_relu", &gpu, a.shape());
-        let r = kl::add_relu_forward(
-            &gpu,
-            &a.cu().as_view(),
-            &b.cu().as_view(),
-            &mut out.cu_mut().as_view_mut(),
-        );
-        check("add_relu", r);
-        return out;
-    }
-    if let Some(out) = cpu::elementwise::add_relu(a, b) {
-        return out;
-    }
-    relu_forward(&add(a, b))
+    binary_on_gpu("add_relu", Binary::AddRelu, a, b)
+        .or_else(|| cpu::elementwise::add_relu(a, b))
+        .unwrap_or_else(|| relu_forward(&add(a, b)))
 }
 
 /// `a += b`, for summing gradients that meet at a fork.
@@ -113,7 +87,7 @@ pub fn add_assign(a: &mut Tensor, b: &Tensor) {
     let _span = crate::profile::span(|| "add_assign".into());
     assert_eq!(a.shape(), b.shape(), "elementwise shapes differ");
     if let Some(gpu) = cuda_of("add_assign", &[&*a, b]) {
-        let r = kl::accumulate(&gpu, &mut a.cu_mut().as_view_mut(), &b.cu().as_view());
+        let r = cuda::accumulate(&gpu, &mut a.cu_mut().as_view_mut(), &b.cu().as_view());
         check("add_assign", r);
         return;
     }

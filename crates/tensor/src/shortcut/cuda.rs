@@ -1,10 +1,20 @@
-//! Option-A shortcut launchers (`shortcut.cu`).
+//! The option-A shortcut's CUDA launcher (`shortcut.cu`), and [`ShortcutShape`], the op's one
+//! shape.
 
-use cudarc::driver::{CudaView, CudaViewMut};
+use kernels::launch::{arg::*, check_len, check_positive, grid_1d, to_int, Kernel};
+use kernels::{launch, CudaView, CudaViewMut, Gpu, KernelError, Result};
 
-use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_int};
-use crate::error::{KernelError, Result};
-use crate::Gpu;
+const FORWARD: Kernel = Kernel {
+    name: "shortcut_forward",
+    params: &[F32_IN, F32_OUT, I32, I32, I32, I32, I32, I32, I32, I32],
+};
+const BACKWARD: Kernel = Kernel {
+    name: "shortcut_backward",
+    params: &[F32_IN, F32_OUT, I32, I32, I32, I32, I32, I32, I32, I32, F32],
+};
+
+/// Every kernel this file launches (for the signature check).
+pub const KERNELS: [Kernel; 2] = [FORWARD, BACKWARD];
 
 /// Shape of an option-A shortcut: input [N, Cin, H, W] -> output [N, Cout, OH, OW].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +34,31 @@ pub struct ShortcutShape {
 }
 
 impl ShortcutShape {
+    /// The shortcut of an input of shape `x_shape` (NCHW) to `c_out` channels.
+    pub fn new(x_shape: &[usize], c_out: usize, stride: usize) -> Self {
+        let [n, c_in, h, w] = x_shape[..] else {
+            panic!("pad shortcut input must be NCHW, got {x_shape:?}")
+        };
+        ShortcutShape {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            stride,
+        }
+    }
+    /// The output's shape, `[n, c_out, oh, ow]`.
+    pub fn y_shape(&self) -> [usize; 4] {
+        [self.n, self.c_out, self.oh(), self.ow()]
+    }
     /// ceil(H / s).
     pub fn oh(&self) -> usize {
-        (self.h - 1) / self.stride + 1
+        self.h.div_ceil(self.stride)
     }
     /// ceil(W / s).
     pub fn ow(&self) -> usize {
-        (self.w - 1) / self.stride + 1
+        self.w.div_ceil(self.stride)
     }
     /// N*Cin*H*W.
     pub fn x_len(&self) -> usize {
@@ -40,8 +68,8 @@ impl ShortcutShape {
     pub fn y_len(&self) -> usize {
         self.n * self.c_out * self.oh() * self.ow()
     }
-    #[allow(clippy::type_complexity)]
-    fn ints(&self, k: &'static str) -> Result<(i32, i32, i32, i32, i32, i32, i32, i32)> {
+    /// The kernels' shape arguments `(n, c_in, h, w, c_out, oh, ow, stride)`, checked.
+    fn ints(&self, k: &'static str) -> Result<[i32; 8]> {
         check_positive(
             k,
             &[
@@ -57,7 +85,7 @@ impl ShortcutShape {
         }
         to_int(k, "x length", self.x_len())?;
         to_int(k, "y length", self.y_len())?;
-        Ok((
+        Ok([
             to_int(k, "n", self.n)?,
             to_int(k, "c_in", self.c_in)?,
             to_int(k, "h", self.h)?,
@@ -66,26 +94,26 @@ impl ShortcutShape {
             to_int(k, "oh", self.oh())?,
             to_int(k, "ow", self.ow())?,
             to_int(k, "stride", self.stride)?,
-        ))
+        ])
     }
 }
 
-/// out = option-A shortcut of x. CPU twin: tensor's shortcut (subsample + zero-pad channels).
+/// out = option-A shortcut of x. CPU twin: [`super::pad_shortcut_forward`] (subsample +
+/// zero-pad channels).
 pub fn shortcut_forward(
     gpu: &Gpu,
     shape: &ShortcutShape,
     x: &CudaView<'_, f32>,
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    const K: &str = "shortcut_forward";
-    let (n, cin, h, w, cout, oh, ow, s) = shape.ints(K)?;
-    check_len(K, "x", x.len(), shape.x_len())?;
-    check_len(K, "out", out.len(), shape.y_len())?;
-    launch!(gpu, "shortcut_forward", grid_1d(shape.y_len()),
-        [f32_in x, f32_out out, i32 n, i32 cin, i32 h, i32 w, i32 cout, i32 oh, i32 ow, i32 s])
+    let k = FORWARD.name;
+    let [n, cin, h, w, cout, oh, ow, s] = shape.ints(k)?;
+    check_len(k, "x", x.len(), shape.x_len())?;
+    check_len(k, "out", out.len(), shape.y_len())?;
+    launch!(FORWARD, gpu, grid_1d(shape.y_len()); x, out, n, cin, h, w, cout, oh, ow, s)
 }
 
-/// dx = beta * dx + shortcut backward(dy). CPU twin: tensor's shortcut backward.
+/// dx = beta * dx + shortcut backward(dy). CPU twin: [`super::pad_shortcut_backward`].
 pub fn shortcut_backward(
     gpu: &Gpu,
     shape: &ShortcutShape,
@@ -93,13 +121,11 @@ pub fn shortcut_backward(
     dx: &mut CudaViewMut<'_, f32>,
     beta: f32,
 ) -> Result<()> {
-    const K: &str = "shortcut_backward";
-    let (n, cin, h, w, cout, oh, ow, s) = shape.ints(K)?;
-    check_len(K, "dy", dy.len(), shape.y_len())?;
-    check_len(K, "dx", dx.len(), shape.x_len())?;
-    launch!(gpu, "shortcut_backward", grid_1d(shape.x_len()),
-        [f32_in dy, f32_out dx, i32 n, i32 cin, i32 h, i32 w, i32 cout, i32 oh, i32 ow, i32 s,
-         f32 beta])
+    let k = BACKWARD.name;
+    let [n, cin, h, w, cout, oh, ow, s] = shape.ints(k)?;
+    check_len(k, "dy", dy.len(), shape.y_len())?;
+    check_len(k, "dx", dx.len(), shape.x_len())?;
+    launch!(BACKWARD, gpu, grid_1d(shape.x_len()); dy, dx, n, cin, h, w, cout, oh, ow, s, beta)
 }
 
 #[cfg(test)]
@@ -132,7 +158,7 @@ mod tests {
             c_out,
             stride: 1,
         };
-        let n = crate::launch::MAX_LEN / 64;
+        let n = kernels::launch::MAX_LEN / 64;
         assert!(at(n, 1).ints("t").is_ok());
         assert!(at(n + 1, 1).ints("t").is_err()); // x
         assert!(at(n, 2).ints("t").is_err()); // y, twice the channels

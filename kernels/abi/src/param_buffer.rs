@@ -1,7 +1,6 @@
 //! A kernel's parameter buffer as CUDA lays it out (`CU_LAUNCH_PARAM_BUFFER_POINTER`): each
-//! parameter at its natural alignment, in order. Plain std: the emulator's crate (`kernels-emu`)
-//! includes this file too (`#[path]`), so the stand-in driver, the emulated parity tests and the
-//! real launches all pack parameters with the same code.
+//! parameter at its natural alignment, in order. The stand-in driver, the emulated parity tests
+//! and the real launches all pack parameters with this code.
 
 /// A kernel's parameters, each at its natural alignment, in order.
 #[derive(Debug, Default)]

@@ -1,30 +1,28 @@
 //! The fully connected layer `y = x Wᵀ + b`, with `W` `[out, in]` as in PyTorch.
 
+pub mod cuda;
+
+pub use cuda::LinearShape;
+
 use crate::gemm::{gemm, Mat};
 use crate::{check, cuda_of, Tensor};
-use kernels::launch as kl;
 
 pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
     let _span = crate::profile::span(|| "fc fwd".into());
-    let (n, fin) = x.dims2();
-    let (fout, win) = weight.dims2();
+    let s = LinearShape::new(x.shape(), weight.shape());
+    let (n, fin, fout) = (s.n, s.in_features, s.out_features);
     assert!(
-        fin == win && bias.len() == fout,
+        bias.len() == fout,
         "linear: x {:?}, W {:?}, b {:?}",
         x.shape(),
         weight.shape(),
         bias.shape()
     );
     if let Some(gpu) = cuda_of("linear_forward", &[x, weight, bias]) {
-        let shape = kl::LinearShape {
-            n,
-            in_features: fin,
-            out_features: fout,
-        };
         let mut y = Tensor::cuda_output("linear_forward", &gpu, &[n, fout]);
-        let r = kl::linear_forward(
+        let r = cuda::linear_forward(
             &gpu,
-            &shape,
+            &s,
             &x.cu().as_view(),
             &weight.cu().as_view(),
             &bias.cu().as_view(),
@@ -53,36 +51,33 @@ pub fn linear_backward(
     dbias: &mut Tensor,
 ) -> Tensor {
     let _span = crate::profile::span(|| "fc bwd".into());
-    let (n, fin) = x.dims2();
-    let (fout, _) = weight.dims2();
+    let s = LinearShape::new(x.shape(), weight.shape());
+    let (n, fin, fout) = (s.n, s.in_features, s.out_features);
     assert_eq!(dy.shape(), [n, fout], "linear dy shape");
     if let Some(gpu) = cuda_of("linear_backward", &[dy, x, weight, &*dweight, &*dbias]) {
         assert!(
             dweight.shape() == weight.shape() && dbias.len() == fout,
             "linear gradient shapes"
         );
-        let shape = kl::LinearShape {
-            n,
-            in_features: fin,
-            out_features: fout,
-        };
         let mut dx = Tensor::cuda_output("linear_backward", &gpu, &[n, fin]);
-        let r = kl::linear_backward_data(
+        let (dy, x) = (dy.cu().as_view(), x.cu().as_view());
+        let r = cuda::linear_backward_data(
             &gpu,
-            &shape,
-            &dy.cu().as_view(),
+            &s,
+            &dy,
             &weight.cu().as_view(),
             &mut dx.cu_mut().as_view_mut(),
         );
         check("linear_backward", r);
         // beta = 1: accumulate into dW and db, like the CPU body.
-        let r = kl::linear_backward_weight(
+        let (dw, db) = (dweight.cu_mut(), dbias.cu_mut());
+        let r = cuda::linear_backward_weight(
             &gpu,
-            &shape,
-            &dy.cu().as_view(),
-            &x.cu().as_view(),
-            &mut dweight.cu_mut().as_view_mut(),
-            &mut dbias.cu_mut().as_view_mut(),
+            &s,
+            &dy,
+            &x,
+            &mut dw.as_view_mut(),
+            &mut db.as_view_mut(),
             1.0,
         );
         check("linear_backward", r);

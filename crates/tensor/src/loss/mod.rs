@@ -5,8 +5,11 @@
 //! loop on a GPU reads them back only when it wants to ([`softmax_cross_entropy_into`]);
 //! [`softmax_cross_entropy`] is the one-batch form with host results.
 
-use crate::{check, cuda_of, expect_device, Labels, LossMeter, Tensor};
-use kernels::launch as kl;
+pub mod cuda;
+pub mod meter;
+
+use crate::{check, cuda_of, expect_device, Tensor};
+pub use meter::{Labels, LossMeter, MeterReading};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LossOutput {
@@ -84,7 +87,7 @@ pub fn softmax_cross_entropy_into(
     if let Some(gpu) = device_of(OP, logits, labels, meter) {
         let mut dlogits = Tensor::cuda_output(OP, &gpu, &[n, k]);
         let (loss_acc, correct_acc) = meter.cuda_accumulators(n);
-        let r = kl::softmax_xent_forward_backward(
+        let r = cuda::softmax_xent_forward_backward(
             &gpu,
             n,
             k,
@@ -112,7 +115,7 @@ pub fn softmax_cross_entropy_loss_into(logits: &Tensor, labels: &Labels, meter: 
     assert_eq!(labels.len(), n, "one label per row");
     if let Some(gpu) = device_of(OP, logits, labels, meter) {
         let (loss_acc, correct_acc) = meter.cuda_accumulators(n);
-        let r = kl::softmax_xent_forward(
+        let r = cuda::softmax_xent_forward(
             &gpu,
             n,
             k,

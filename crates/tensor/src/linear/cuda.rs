@@ -1,45 +1,24 @@
-//! Global average pool and linear launchers (`pool_fc.cu`).
+//! The fully connected layer's CUDA launcher (`pool_fc.cu`), and [`LinearShape`], the op's one
+//! shape.
 
-use cudarc::driver::{CudaView, CudaViewMut};
+use kernels::launch::{arg::*, check_len, check_positive, grid_1d, to_int, Kernel};
+use kernels::{launch, CudaView, CudaViewMut, Gpu, Result};
 
-use super::{check_len, check_positive, f32_in, f32_out, f32_val, grid_1d, i32_val, to_int};
-use crate::error::Result;
-use crate::Gpu;
+const FORWARD: Kernel = Kernel {
+    name: "linear_forward",
+    params: &[F32_IN, F32_IN, F32_IN, F32_OUT, I32, I32, I32],
+};
+const BACKWARD_DATA: Kernel = Kernel {
+    name: "linear_backward_data",
+    params: &[F32_IN, F32_IN, F32_OUT, I32, I32, I32],
+};
+const BACKWARD_WEIGHT: Kernel = Kernel {
+    name: "linear_backward_weight",
+    params: &[F32_IN, F32_IN, F32_OUT, F32_OUT, I32, I32, I32, F32],
+};
 
-/// y[n,c] = mean over H*W of x[n,c]. `nc` = N*C rows of `hw` values. CPU twin: tensor's global
-/// average pool forward.
-pub fn avgpool_forward(
-    gpu: &Gpu,
-    nc: usize,
-    hw: usize,
-    x: &CudaView<'_, f32>,
-    y: &mut CudaViewMut<'_, f32>,
-) -> Result<()> {
-    const K: &str = "avgpool_forward";
-    check_positive(K, &[("nc", nc), ("hw", hw)])?;
-    check_len(K, "x", x.len(), nc * hw)?;
-    check_len(K, "y", y.len(), nc)?;
-    to_int(K, "N*C*HW", nc * hw)?;
-    let (nc_i, hw_i) = (to_int(K, "nc", nc)?, to_int(K, "hw", hw)?);
-    launch!(gpu, "avgpool_forward", grid_1d(nc), [f32_in x, f32_out y, i32 nc_i, i32 hw_i])
-}
-
-/// dx[n,c,:,:] = dy[n,c] / HW. CPU twin: tensor's global average pool backward.
-pub fn avgpool_backward(
-    gpu: &Gpu,
-    nc: usize,
-    hw: usize,
-    dy: &CudaView<'_, f32>,
-    dx: &mut CudaViewMut<'_, f32>,
-) -> Result<()> {
-    const K: &str = "avgpool_backward";
-    check_positive(K, &[("nc", nc), ("hw", hw)])?;
-    check_len(K, "dy", dy.len(), nc)?;
-    check_len(K, "dx", dx.len(), nc * hw)?;
-    to_int(K, "N*C*HW", nc * hw)?;
-    let (nc_i, hw_i) = (to_int(K, "nc", nc)?, to_int(K, "hw", hw)?);
-    launch!(gpu, "avgpool_backward", grid_1d(nc * hw), [f32_in dy, f32_out dx, i32 nc_i, i32 hw_i])
-}
+/// Every kernel this file launches (for the signature check).
+pub const KERNELS: [Kernel; 3] = [FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT];
 
 /// Shape of a linear layer: x [N, In], W [Out, In], b [Out], y [N, Out].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +32,20 @@ pub struct LinearShape {
 }
 
 impl LinearShape {
+    /// The layer of input `x_shape` (`[n, in]`) and weight `w_shape` (`[out, in]`). Panics
+    /// when they do not fit (a programming error).
+    pub fn new(x_shape: &[usize], w_shape: &[usize]) -> Self {
+        let (&[n, fin], &[fout, win]) = (x_shape, w_shape) else {
+            panic!("linear: x {x_shape:?} and W {w_shape:?} must be 2-d")
+        };
+        assert_eq!(fin, win, "linear: x {x_shape:?} does not fit W {w_shape:?}");
+        LinearShape {
+            n,
+            in_features: fin,
+            out_features: fout,
+        }
+    }
+
     fn ints(&self, k: &'static str) -> Result<(i32, i32, i32)> {
         check_positive(
             k,
@@ -73,7 +66,7 @@ impl LinearShape {
     }
 }
 
-/// y = x W^T + b. CPU twin: tensor's linear forward.
+/// y = x W^T + b. CPU twin: [`super::linear_forward`].
 pub fn linear_forward(
     gpu: &Gpu,
     shape: &LinearShape,
@@ -82,17 +75,18 @@ pub fn linear_forward(
     b: &CudaView<'_, f32>,
     y: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    const K: &str = "linear_forward";
+    const K: &str = FORWARD.name;
     let (n, fin, fout) = shape.ints(K)?;
     check_len(K, "x", x.len(), shape.n * shape.in_features)?;
     check_len(K, "w", w.len(), shape.out_features * shape.in_features)?;
     check_len(K, "b", b.len(), shape.out_features)?;
     check_len(K, "y", y.len(), shape.n * shape.out_features)?;
-    launch!(gpu, "linear_forward", grid_1d(shape.n * shape.out_features),
-        [f32_in x, f32_in w, f32_in b, f32_out y, i32 n, i32 fin, i32 fout])
+    let cfg = grid_1d(shape.n * shape.out_features);
+    launch!(FORWARD, gpu, cfg; x, w, b, y, n, fin, fout)
 }
 
-/// dx = dy W (overwritten). CPU twin: tensor's linear backward (input grad).
+/// dx = dy W (overwritten). CPU twin: [`super::linear_backward`] (input
+/// gradient).
 pub fn linear_backward_data(
     gpu: &Gpu,
     shape: &LinearShape,
@@ -100,17 +94,17 @@ pub fn linear_backward_data(
     w: &CudaView<'_, f32>,
     dx: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    const K: &str = "linear_backward_data";
+    const K: &str = BACKWARD_DATA.name;
     let (n, fin, fout) = shape.ints(K)?;
     check_len(K, "dy", dy.len(), shape.n * shape.out_features)?;
     check_len(K, "w", w.len(), shape.out_features * shape.in_features)?;
     check_len(K, "dx", dx.len(), shape.n * shape.in_features)?;
-    launch!(gpu, "linear_backward_data", grid_1d(shape.n * shape.in_features),
-        [f32_in dy, f32_in w, f32_out dx, i32 n, i32 fin, i32 fout])
+    let cfg = grid_1d(shape.n * shape.in_features);
+    launch!(BACKWARD_DATA, gpu, cfg; dy, w, dx, n, fin, fout)
 }
 
-/// dW = beta*dW + dy^T x, db = beta*db + sum_n dy. CPU twin: tensor's linear backward
-/// (weight and bias grads).
+/// dW = beta*dW + dy^T x, db = beta*db + sum_n dy. CPU twin: [`super::linear_backward`]
+/// (weight and bias gradients).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward_weight(
     gpu: &Gpu,
@@ -121,13 +115,12 @@ pub fn linear_backward_weight(
     db: &mut CudaViewMut<'_, f32>,
     beta: f32,
 ) -> Result<()> {
-    const K: &str = "linear_backward_weight";
+    const K: &str = BACKWARD_WEIGHT.name;
     let (n, fin, fout) = shape.ints(K)?;
     check_len(K, "dy", dy.len(), shape.n * shape.out_features)?;
     check_len(K, "x", x.len(), shape.n * shape.in_features)?;
     check_len(K, "dw", dw.len(), shape.out_features * shape.in_features)?;
     check_len(K, "db", db.len(), shape.out_features)?;
-    launch!(gpu, "linear_backward_weight",
-        grid_1d(shape.out_features * (shape.in_features + 1)),
-        [f32_in dy, f32_in x, f32_out dw, f32_out db, i32 n, i32 fin, i32 fout, f32 beta])
+    let cfg = grid_1d(shape.out_features * (shape.in_features + 1));
+    launch!(BACKWARD_WEIGHT, gpu, cfg; dy, x, dw, db, n, fin, fout, beta)
 }

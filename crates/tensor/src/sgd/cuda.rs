@@ -1,10 +1,26 @@
-//! SGD launcher and its parameter-segment table (`sgd.cu`).
+//! SGD on the GPU (`sgd.cu`): the step over a flat buffer or over every tensor of a model at
+//! once, the zeroing of many tensors in one launch, and the device tables they read.
 
-use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
+use kernels::launch::{arg::*, check_len, grid_1d, to_int, Kernel};
+use kernels::{launch, CudaSlice, CudaView, CudaViewMut, Gpu, KernelError, Result};
 
-use super::{check_len, f32_in, f32_out, f32_val, grid_1d, i32_in, i32_val, to_int, u64_in};
-use crate::error::{KernelError, Result};
-use crate::Gpu;
+const STEP: Kernel = Kernel {
+    name: "sgd_step",
+    params: &[
+        F32_OUT, F32_IN, F32_OUT, I32_IN, F32_IN, I32, I32, F32, F32, I32,
+    ],
+};
+const STEP_TENSORS: Kernel = Kernel {
+    name: "sgd_step_tensors",
+    params: &[U64_IN, I32_IN, F32_IN, I32, I32, F32_IN, F32, I32],
+};
+const ZERO_TENSORS: Kernel = Kernel {
+    name: "zero_tensors",
+    params: &[U64_IN, I32_IN, I32, I32],
+};
+
+/// Every kernel this file launches (for the signature check).
+pub const KERNELS: [Kernel; 3] = [STEP, STEP_TENSORS, ZERO_TENSORS];
 
 /// Host description of the flat parameter buffer: consecutive segments (one per tensor) with
 /// their weight decay. Validated on construction; [`SgdTable`] is its device copy.
@@ -75,7 +91,7 @@ impl SgdTable {
 }
 
 /// One SGD step over the whole flat parameter buffer (torch.optim.SGD semantics, see sgd.cu).
-/// CPU twin: the training crate's SGD optimiser step.
+/// CPU twin: [`super::sgd_update`].
 #[allow(clippy::too_many_arguments)]
 pub fn sgd_step(
     gpu: &Gpu,
@@ -94,13 +110,9 @@ pub fn sgd_step(
     let total = to_int(K, "total", table.total)?;
     let num_segs = to_int(K, "segments", table.weight_decay.len())?;
     let nesterov = i32::from(nesterov);
-    let seg_offsets = table.offsets.as_view();
-    let seg_offsets = &seg_offsets;
-    let seg_wd = table.weight_decay.as_view();
-    let seg_wd = &seg_wd;
-    launch!(gpu, "sgd_step", grid_1d(table.total),
-        [f32_out params, f32_in grads, f32_out bufs, i32_in seg_offsets, f32_in seg_wd,
-         i32 num_segs, i32 total, f32 lr, f32 momentum, i32 nesterov])
+    let (offsets, wd) = (table.offsets.as_view(), table.weight_decay.as_view());
+    launch!(STEP, gpu, grid_1d(table.total); params, grads, bufs, &offsets, &wd, num_segs, total,
+        lr, momentum, nesterov)
 }
 
 /// The model's parameter tensors for [`sgd_step_tensors`]: each tensor's parameter, gradient
@@ -169,16 +181,12 @@ pub fn sgd_step_tensors(
     let num_segs = to_int(K, "segments", table.table.weight_decay.len())?;
     let nesterov = i32::from(nesterov);
     let ptrs = table.d_addresses.as_view();
-    let ptrs = &ptrs;
-    let seg_offsets = table.table.offsets.as_view();
-    let seg_offsets = &seg_offsets;
-    let seg_wd = table.table.weight_decay.as_view();
-    let seg_wd = &seg_wd;
-    let lr_ptr = table.lr.as_view();
-    let lr_ptr = &lr_ptr;
-    launch!(gpu, "sgd_step_tensors", grid_1d(table.table.total),
-        [u64_in ptrs, i32_in seg_offsets, f32_in seg_wd, i32 num_segs, i32 total, f32_in lr_ptr,
-         f32 momentum, i32 nesterov])
+    let (offsets, wd) = (
+        table.table.offsets.as_view(),
+        table.table.weight_decay.as_view(),
+    );
+    launch!(STEP_TENSORS, gpu, grid_1d(table.table.total); &ptrs, &offsets, &wd, num_segs, total,
+        &table.lr.as_view(), momentum, nesterov)
 }
 
 /// Tensors to zero in one [`zero_tensors`] launch: their device addresses and lengths, on the
@@ -226,12 +234,8 @@ pub fn zero_tensors(gpu: &Gpu, table: &ZeroTable) -> Result<()> {
     const K: &str = "zero_tensors";
     let total = to_int(K, "total", table.total)?;
     let num_segs = to_int(K, "tensors", table.lens.len())?;
-    let ptrs = table.d_addresses.as_view();
-    let ptrs = &ptrs;
-    let seg_offsets = table.offsets.as_view();
-    let seg_offsets = &seg_offsets;
-    launch!(gpu, "zero_tensors", grid_1d(table.total),
-        [u64_in ptrs, i32_in seg_offsets, i32 num_segs, i32 total])
+    let (ptrs, offsets) = (table.d_addresses.as_view(), table.offsets.as_view());
+    launch!(ZERO_TENSORS, gpu, grid_1d(table.total); &ptrs, &offsets, num_segs, total)
 }
 
 #[cfg(test)]
@@ -252,7 +256,7 @@ mod tests {
 
     #[test]
     fn the_total_is_refused_past_the_kernels_index_range() {
-        let max = crate::launch::MAX_LEN;
+        let max = kernels::launch::MAX_LEN;
         assert_eq!(
             SgdSegments::new(&[(max - 10, 0.0), (10, 5e-4)])
                 .unwrap()

@@ -1,8 +1,9 @@
 //! Global average pooling: `[n, c, h, w] -> [n, c]` (the seed's `AvgPool2d(8)` only fits an
 //! 8x8 map; this fits any).
 
+pub mod cuda;
+
 use crate::{check, cuda_of, Tensor};
-use kernels::launch as kl;
 
 pub fn global_avg_pool_forward(x: &Tensor) -> Tensor {
     let _span = crate::profile::span(|| "pool fwd".into());
@@ -10,7 +11,7 @@ pub fn global_avg_pool_forward(x: &Tensor) -> Tensor {
     let hw = h * w;
     if let Some(gpu) = cuda_of("global_avg_pool_forward", &[x]) {
         let mut y = Tensor::cuda_output("global_avg_pool_forward", &gpu, &[n, c]);
-        let r = kl::avgpool_forward(
+        let r = cuda::avgpool_forward(
             &gpu,
             n * c,
             hw,
@@ -37,7 +38,7 @@ pub fn global_avg_pool_backward(dy: &Tensor, x_shape: &[usize]) -> Tensor {
     assert_eq!(dy.shape(), [n, c], "pool dy shape");
     if let Some(gpu) = cuda_of("global_avg_pool_backward", &[dy]) {
         let mut dx = Tensor::cuda_output("global_avg_pool_backward", &gpu, x_shape);
-        let r = kl::avgpool_backward(
+        let r = cuda::avgpool_backward(
             &gpu,
             n * c,
             h * w,

@@ -1,12 +1,20 @@
-//! Softmax cross-entropy launchers (`loss.cu`).
+//! Softmax cross-entropy on the GPU (`loss.cu`): one block over the batch, the loss sum and hit
+//! count added into the meter's device accumulators.
 
-use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
+use kernels::launch::{arg::*, check_len, check_positive, to_int, Kernel, LaunchConfig};
+use kernels::{launch, CudaView, CudaViewMut, Gpu, Result};
 
-use super::{
-    check_len, check_positive, f32_in, f32_out, f64_out, i32_in, i32_out, i32_val, to_int,
+const FORWARD_BACKWARD: Kernel = Kernel {
+    name: "softmax_xent_forward_backward",
+    params: &[F32_IN, I32_IN, F32_OUT, F64_OUT, I32_OUT, I32, I32],
 };
-use crate::error::Result;
-use crate::Gpu;
+const FORWARD: Kernel = Kernel {
+    name: "softmax_xent_forward",
+    params: &[F32_IN, I32_IN, F64_OUT, I32_OUT, I32, I32],
+};
+
+/// Every kernel this file launches (for the signature check).
+pub const KERNELS: [Kernel; 2] = [FORWARD_BACKWARD, FORWARD];
 
 /// Block size of the loss kernel (must equal `XENT_THREADS` in loss.cu).
 pub const XENT_THREADS: u32 = 256;
@@ -39,8 +47,8 @@ fn xent_check(
 
 /// Training loss step: dlogits = (softmax - onehot)/N (overwritten); loss_acc[0] += sum of
 /// per-sample losses (f64); correct_acc[0] += number of argmax hits. Labels must be in
-/// 0..classes (not checked on the device). CPU twin: tensor's softmax cross-entropy
-/// forward+backward.
+/// 0..classes (not checked on the device). CPU twin:
+/// [`super::softmax_cross_entropy_into`].
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_xent_forward_backward(
     gpu: &Gpu,
@@ -52,7 +60,7 @@ pub fn softmax_xent_forward_backward(
     loss_acc: &mut CudaViewMut<'_, f64>,
     correct_acc: &mut CudaViewMut<'_, i32>,
 ) -> Result<()> {
-    const K: &str = "softmax_xent_forward_backward";
+    const K: &str = FORWARD_BACKWARD.name;
     let (n_i, k_i) = xent_check(
         K,
         n,
@@ -63,13 +71,12 @@ pub fn softmax_xent_forward_backward(
         correct_acc.len(),
     )?;
     check_len(K, "dlogits", dlogits.len(), n * classes)?;
-    launch!(gpu, "softmax_xent_forward_backward", xent_config(),
-        [f32_in logits, i32_in labels, f32_out dlogits, f64_out loss_acc, i32_out correct_acc,
-         i32 n_i, i32 k_i])
+    launch!(FORWARD_BACKWARD, gpu, xent_config(); logits, labels, dlogits, loss_acc, correct_acc,
+        n_i, k_i)
 }
 
 /// Evaluation: loss_acc[0] += sum of losses, correct_acc[0] += hits; no gradient. CPU twin:
-/// tensor's softmax cross-entropy forward.
+/// [`super::softmax_cross_entropy_loss_into`].
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_xent_forward(
     gpu: &Gpu,
@@ -80,7 +87,7 @@ pub fn softmax_xent_forward(
     loss_acc: &mut CudaViewMut<'_, f64>,
     correct_acc: &mut CudaViewMut<'_, i32>,
 ) -> Result<()> {
-    const K: &str = "softmax_xent_forward";
+    const K: &str = FORWARD.name;
     let (n_i, k_i) = xent_check(
         K,
         n,
@@ -90,6 +97,5 @@ pub fn softmax_xent_forward(
         loss_acc.len(),
         correct_acc.len(),
     )?;
-    launch!(gpu, "softmax_xent_forward", xent_config(),
-        [f32_in logits, i32_in labels, f64_out loss_acc, i32_out correct_acc, i32 n_i, i32 k_i])
+    launch!(FORWARD, gpu, xent_config(); logits, labels, loss_acc, correct_acc, n_i, k_i)
 }

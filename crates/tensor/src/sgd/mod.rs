@@ -13,8 +13,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub mod cuda;
+
 use crate::{check, cuda_of, Tensor};
-use kernels::launch::{self as kl, SgdSegments, SgdTable, SgdTensorTable, ZeroTable};
+use cuda::{SgdSegments, SgdTable, SgdTensorTable, ZeroTable};
 use kernels::Gpu;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -77,7 +79,7 @@ pub fn update(param: &mut Tensor, grad: &Tensor, momentum_buf: &mut Tensor, cfg:
         return;
     }
     let table = one_segment_table(OP, &gpu, param.len(), cfg.weight_decay);
-    let r = kl::sgd_step(
+    let r = cuda::sgd_step(
         &gpu,
         &table,
         &mut param.cu_mut().as_view_mut(),
@@ -184,7 +186,7 @@ pub fn update_all(params: &mut [SgdParam<'_>], lr: f32, momentum: f32, nesterov:
     }
     check(
         OP,
-        kl::sgd_step_tensors(&gpu, &lock(&table), momentum, nesterov),
+        cuda::sgd_step_tensors(&gpu, &lock(&table), momentum, nesterov),
     );
 }
 
@@ -327,7 +329,7 @@ pub fn zero_all(tensors: &mut [&mut Tensor]) {
             _alive: Arc::clone(&table),
         });
     }
-    check(OP, kl::zero_tensors(&gpu, &table));
+    check(OP, cuda::zero_tensors(&gpu, &table));
 }
 
 #[cfg(test)]

@@ -1,12 +1,10 @@
-//! The shapes and plans of the convolution launches: which tile a GEMM gets ([`ConvTile`]), its
-//! grid, and how its reduction axis K is split over blockIdx.z ([`ConvShape`]'s plans). Pure
-//! functions, tested without a GPU; `conv.rs` launches what they plan.
+//! The plans of the convolution launches: which tile a GEMM gets ([`ConvTile`]), its grid, and
+//! how its reduction axis K is split over blockIdx.z ([`ConvShape`]'s plans). Pure functions,
+//! tested without a GPU; `cuda.rs` launches what they plan.
 
-use cudarc::driver::LaunchConfig;
+use kernels::launch::LaunchConfig;
 
-use super::{check_positive, to_int};
-use crate::error::{KernelError, Result};
-use crate::Precision;
+use super::{ConvShape, Precision};
 
 /// Tile sizes of the implicit-GEMM convolution (must equal conv.cu's TILE_M/TILE_N/TILE_K).
 pub const CONV_TILE_M: usize = 64;
@@ -56,88 +54,14 @@ impl ConvTile {
     }
 }
 
-/// Shape of a bias-free 2-D convolution, NCHW, square kernel `k` in {1, 3}, padding (k-1)/2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvShape {
-    /// Batch size.
-    pub n: usize,
-    /// Input channels.
-    pub c_in: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Output channels.
-    pub c_out: usize,
-    /// Kernel size (1 or 3).
-    pub k: usize,
-    /// Stride (1 or 2).
-    pub stride: usize,
-}
-
 impl ConvShape {
-    /// Zero padding on each side: (k - 1) / 2.
-    pub fn pad(&self) -> usize {
-        (self.k - 1) / 2
-    }
-    /// Output height: (H + 2p - k) / s + 1.
-    pub fn oh(&self) -> usize {
-        (self.h + 2 * self.pad() - self.k) / self.stride + 1
-    }
-    /// Output width.
-    pub fn ow(&self) -> usize {
-        (self.w + 2 * self.pad() - self.k) / self.stride + 1
-    }
-    /// Elements of x: N*C*H*W.
-    pub fn x_len(&self) -> usize {
-        self.n * self.c_in * self.h * self.w
-    }
-    /// Elements of w: Cout*Cin*k*k.
-    pub fn w_len(&self) -> usize {
-        self.c_out * self.c_in * self.k * self.k
-    }
-    /// Elements of y: N*Cout*OH*OW.
-    pub fn y_len(&self) -> usize {
-        self.n * self.c_out * self.oh() * self.ow()
-    }
-
-    /// Checks k, stride and sizes are supported and every count fits the kernels' `int`s.
-    pub fn validate(&self, kernel: &'static str) -> Result<()> {
-        if !(self.k == 1 || self.k == 3) {
-            return Err(KernelError::invalid(
-                kernel,
-                format!("k = {} (need 1 or 3)", self.k),
-            ));
-        }
-        if !(self.stride == 1 || self.stride == 2) {
-            return Err(KernelError::invalid(
-                kernel,
-                format!("stride = {}", self.stride),
-            ));
-        }
-        check_positive(
-            kernel,
-            &[
-                ("n", self.n),
-                ("c_in", self.c_in),
-                ("h", self.h),
-                ("w", self.w),
-                ("c_out", self.c_out),
-            ],
-        )?;
-        to_int(kernel, "x length", self.x_len())?;
-        to_int(kernel, "y length", self.y_len())?;
-        to_int(kernel, "w length", self.w_len())?;
-        Ok(())
-    }
-
     /// Split-K plan for the weight gradient: `(splits, k_chunk)`. The reduction axis
     /// K = N*OH*OW is cut into `splits` chunks of `k_chunk` (a multiple of 32) so that the
     /// grid has at least ~512 blocks even when the weight tensor is a single 64x64 tile.
     pub fn weight_grad_plan(&self) -> (usize, usize) {
         const TARGET_BLOCKS: usize = 512;
         const MIN_CHUNK: usize = 256; // keep each split's GEMM long enough to be worth a block
-        let k_total = self.n * self.oh() * self.ow();
+        let k_total = self.n * self.oh * self.ow;
         let tiles =
             self.c_out.div_ceil(CONV_TILE_M) * (self.c_in * self.k * self.k).div_ceil(CONV_TILE_N);
         let want = TARGET_BLOCKS.div_ceil(tiles).max(1);
@@ -148,7 +72,7 @@ impl ConvShape {
         (splits, chunk)
     }
 
-    /// Workspace elements [`conv2d_backward_weight`] needs: splits * w_len.
+    /// Workspace elements the weight gradient ([`super::cuda::conv2d`]) needs: splits * w_len.
     pub fn weight_grad_workspace_len(&self) -> usize {
         self.weight_grad_plan().0 * self.w_len()
     }
@@ -156,7 +80,7 @@ impl ConvShape {
     /// Split-K plan of the forward pass, `(splits, k_chunk)`: one split (k_chunk = K) unless
     /// its grid alone would leave the GPU underfilled ([`FILL_BLOCKS`]).
     pub fn forward_plan(&self, p: Precision) -> (usize, usize) {
-        let (gx, gy) = gemm_blocks(self.c_out, self.n * self.oh() * self.ow(), p);
+        let (gx, gy) = gemm_blocks(self.c_out, self.n * self.oh * self.ow, p);
         split_to_fill(gx * gy, self.c_in * self.k * self.k)
     }
 
@@ -166,7 +90,7 @@ impl ConvShape {
         split_to_fill(gx * gy, self.c_out * self.k * self.k)
     }
 
-    /// Workspace elements [`conv2d_forward`] needs: splits * y_len, or 0 with one split.
+    /// Workspace elements the forward pass needs: splits * y_len, or 0 with one split.
     pub fn forward_workspace_len(&self, p: Precision) -> usize {
         match self.forward_plan(p).0 {
             1 => 0,
@@ -174,7 +98,7 @@ impl ConvShape {
         }
     }
 
-    /// Workspace elements [`conv2d_backward_data`] needs: splits * x_len, or 0 with one split.
+    /// Workspace elements the data gradient needs: splits * x_len, or 0 with one split.
     pub fn backward_data_workspace_len(&self, p: Precision) -> usize {
         match self.backward_data_plan(p).0 {
             1 => 0,
@@ -230,7 +154,7 @@ fn gemm_grid(m: usize, ncols: usize, z: usize, p: Precision) -> LaunchConfig {
 
 /// Launch configuration of `conv2d_forward`'s GEMM, z = its splits (pure; exposed for tests).
 pub fn conv2d_forward_config(s: &ConvShape, p: Precision) -> LaunchConfig {
-    gemm_grid(s.c_out, s.n * s.oh() * s.ow(), s.forward_plan(p).0, p)
+    gemm_grid(s.c_out, s.n * s.oh * s.ow, s.forward_plan(p).0, p)
 }
 
 /// Launch configuration of `conv2d_backward_data`'s GEMM, z = its splits (pure; exposed for
@@ -249,60 +173,7 @@ mod tests {
     use super::*;
 
     fn conv(n: usize, c_in: usize, hw: usize, c_out: usize, k: usize, stride: usize) -> ConvShape {
-        ConvShape {
-            n,
-            c_in,
-            h: hw,
-            w: hw,
-            c_out,
-            k,
-            stride,
-        }
-    }
-
-    #[test]
-    fn conv_output_sizes_match_pytorch() {
-        assert_eq!(
-            (conv(2, 3, 32, 16, 3, 1).oh(), conv(2, 3, 32, 16, 3, 1).ow()),
-            (32, 32)
-        );
-        assert_eq!(conv(2, 16, 32, 32, 3, 2).oh(), 16);
-        assert_eq!(conv(2, 16, 7, 32, 3, 2).oh(), 4); // (7 + 2 - 3)/2 + 1
-        assert_eq!(conv(2, 16, 32, 32, 1, 2).oh(), 16); // (32 - 1)/2 + 1
-        assert_eq!(conv(2, 16, 7, 32, 1, 2).oh(), 4);
-        let s = conv(4, 16, 8, 32, 3, 2);
-        assert_eq!(s.x_len(), 4 * 16 * 8 * 8);
-        assert_eq!(s.w_len(), 32 * 16 * 9);
-        assert_eq!(s.y_len(), 4 * 32 * 4 * 4);
-    }
-
-    #[test]
-    fn conv_shape_validation() {
-        assert!(conv(1, 1, 4, 1, 5, 1).validate("t").is_err());
-        assert!(conv(1, 1, 4, 1, 3, 3).validate("t").is_err());
-        assert!(conv(0, 1, 4, 1, 3, 1).validate("t").is_err());
-        assert!(conv(1 << 16, 64, 64, 64, 3, 1).validate("t").is_err()); // > i32
-        conv(128, 64, 8, 64, 3, 1).validate("t").unwrap();
-    }
-
-    #[test]
-    fn conv_counts_are_refused_past_the_kernels_index_range() {
-        use crate::launch::MAX_LEN;
-        // w = [1, C, 3, 3]: K = C*9 is the GEMM's reduction, which the tile steps 16 past.
-        let c = MAX_LEN / 9;
-        conv(1, c, 1, 1, 3, 1).validate("t").unwrap();
-        let err = conv(1, c + 1, 1, 1, 3, 1).validate("t").unwrap_err();
-        assert!(err.to_string().contains("w length"), "{err}");
-        assert!(
-            c * 9 + 9 < i32::MAX as usize,
-            "refused although it fits i32: the margin"
-        );
-        // x and y = [N, 1, 8, 8].
-        conv(MAX_LEN / 64, 1, 8, 1, 1, 1).validate("t").unwrap();
-        let err = conv(MAX_LEN / 64 + 1, 1, 8, 1, 1, 1)
-            .validate("t")
-            .unwrap_err();
-        assert!(err.to_string().contains("x length"), "{err}");
+        ConvShape::new(&[n, c_in, hw, hw], &[c_out, c_in, k, k], stride)
     }
 
     #[test]
@@ -410,7 +281,7 @@ mod tests {
             conv(128, 32, 16, 64, 1, 2),
         ] {
             let (splits, chunk) = s.weight_grad_plan();
-            let k = s.n * s.oh() * s.ow();
+            let k = s.n * s.oh * s.ow;
             assert!(splits >= 1 && chunk % (2 * CONV_TILE_K) == 0, "{s:?}");
             assert!(splits * chunk >= k, "{s:?}: splits do not cover K");
             assert!((splits - 1) * chunk < k, "{s:?}: a split would be empty");

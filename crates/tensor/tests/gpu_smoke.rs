@@ -1,9 +1,11 @@
-//! Smoke test on a real GPU: open the device, run relu, check against hand-computed values.
-//! Ignored by default; run on a GPU machine with `cargo test -p kernels --test gpu_smoke --
-//! --ignored` (needs libcuda from the driver, and libnvrtc.so.13 on LD_LIBRARY_PATH or the
-//! prebuilt kernels file named by RESNET_KERNELS_FILE).
+//! Smoke test on a real GPU: open the device, run relu through its launcher, check against
+//! hand-computed values. Ignored by default; run on a GPU machine with `cargo test -p tensor
+//! --test gpu_smoke -- --ignored` (needs libcuda from the driver, and libnvrtc.so.13 on
+//! LD_LIBRARY_PATH or the prebuilt kernels file named by RESNET_KERNELS_FILE).
 
-use kernels::{launch, Gpu};
+use kernels::launch::grid_1d;
+use kernels::Gpu;
+use tensor::elementwise::cuda::{self as launch, Binary};
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
@@ -22,7 +24,8 @@ fn relu_runs_on_the_gpu() {
     // Backward uses the forward output: dx = dy where y > 0.
     let g = gpu.upload(&[1.0f32; 9]).unwrap();
     let mut gx = gpu.zeros::<f32>(9).unwrap();
-    launch::relu_backward(&gpu, &g.as_view(), &dy.as_view(), &mut gx.as_view_mut()).unwrap();
+    let (g, y) = (g.as_view(), dy.as_view());
+    launch::binary(&gpu, Binary::ReluBackward, &g, &y, &mut gx.as_view_mut()).unwrap();
     let got = gpu.download(&gx.as_view()).unwrap();
     assert_eq!(got, vec![0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
 }
@@ -35,6 +38,42 @@ fn launcher_rejects_mismatched_lengths_before_launching() {
     let mut y = gpu.zeros::<f32>(5).unwrap();
     let err = launch::relu_forward(&gpu, &x.as_view(), &mut y.as_view_mut()).unwrap_err();
     assert!(err.to_string().contains("relu_forward"), "{err}");
+}
+
+/// A launch whose arguments are not the kinds of its kernel's entry is refused before it is
+/// queued: here an input where relu_forward writes its output.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn a_launch_with_arguments_of_the_wrong_kinds_is_refused() {
+    let gpu = Gpu::new(0).unwrap_or_else(|e| panic!("{e}"));
+    let relu = launch::KERNELS[0];
+    assert_eq!(relu.name, "relu_forward");
+    let x = gpu.zeros::<f32>(4).unwrap();
+    let (a, b) = (x.as_view(), x.as_view());
+    let err = relu
+        .launch(&gpu, grid_1d(4))
+        .arg(&a)
+        .arg(&b)
+        .arg(4i32)
+        .run()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("relu_forward") && err.to_string().contains("argument 1"),
+        "{err}"
+    );
+    let mut y = gpu.zeros::<f32>(4).unwrap();
+    let err = relu
+        .launch(&gpu, grid_1d(4))
+        .arg(&a)
+        .arg(&mut y.as_view_mut())
+        .run()
+        .unwrap_err();
+    assert!(err.to_string().contains("2 arguments for 3"), "{err}");
+    // The same launch, right: runs.
+    let mut y = gpu.zeros::<f32>(4).unwrap();
+    let launch = relu.launch(&gpu, grid_1d(4)).arg(&a);
+    launch.arg(&mut y.as_view_mut()).arg(4i32).run().unwrap();
+    assert_eq!(gpu.download(&y.as_view()).unwrap(), vec![0.0; 4]);
 }
 
 /// `download` hands back the data, not a buffer the driver fills later: the caller needs no

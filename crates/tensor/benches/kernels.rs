@@ -1,6 +1,7 @@
 //! Every CUDA kernel at the real shapes of ResNet-20 (widths 16/32/64, maps 32/16/8) and
 //! ResNet-34 width 64 (widths 64/128/256/512, maps 32/16/8/4), batch 128.
-//! `cargo bench -p kernels` (see kernels/README.md, "Benchmarks").
+//! `cargo bench -p tensor --bench kernels` (see kernels/README.md, "Benchmarks"): each op's
+//! launcher, as the training step calls it.
 //!
 //! IDs are `<kernel>/<model>_<what>_<C>x<H>x<W>` with the kernel's *input* shape, e.g.
 //! `conv3x3_fwd/r20_s1_16x32x32`: `stem` = 3 -> width, `s1` = C -> C, `s2` = C -> 2C with
@@ -12,8 +13,14 @@ mod harness;
 
 use criterion::Criterion;
 use harness::{Bench, Fill, Work};
-use kernels::launch::{self as kl, BnParams, BnShape, ConvShape, LinearShape, ShortcutShape};
-use kernels::{Gpu, Precision};
+use kernels::{peak, Gpu};
+use tensor::batchnorm::cuda::{self as bn, BnParams, BnShape};
+use tensor::conv::cuda::{conv2d, ConvPass};
+use tensor::conv::ConvShape;
+use tensor::elementwise::cuda::{self as elementwise, Binary};
+use tensor::linear::cuda::{self as linear, LinearShape};
+use tensor::shortcut::cuda::{self as shortcut, ShortcutShape};
+use tensor::{loss, pool, sgd, Precision};
 
 const BATCH: usize = 128;
 const CLASSES: usize = 10;
@@ -50,14 +57,8 @@ impl Model {
     /// (label, conv shape) of every distinct conv: stem, then per stage the s1 conv and (after
     /// the first stage) the stride-2 conv entering it.
     fn convs(&self, k: usize) -> Vec<(String, ConvShape)> {
-        let conv = |c_in, h, c_out, stride| ConvShape {
-            n: BATCH,
-            c_in,
-            h,
-            w: h,
-            c_out,
-            k,
-            stride,
+        let conv = |c_in, h, c_out, stride| {
+            ConvShape::new(&[BATCH, c_in, h, h], &[c_out, c_in, k, k], stride)
         };
         let mut v = Vec::new();
         if k == 3 {
@@ -128,15 +129,9 @@ fn bench_convs(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
             let id = format!("{}_{what}_{}x{}x{}", m.tag, s.c_in, s.h, s.w);
             let shape = format!(
                 "{}x{}x{}x{} -> {}x{}x{}",
-                s.n,
-                s.c_in,
-                s.h,
-                s.w,
-                s.c_out,
-                s.oh(),
-                s.ow()
+                s.n, s.c_in, s.h, s.w, s.c_out, s.oh, s.ow
             );
-            let flops = Work::Flops((2 * s.n * s.c_out * s.c_in * k * k * s.oh() * s.ow()) as u64);
+            let flops = Work::Flops((2 * s.n * s.c_out * s.c_in * k * k * s.oh * s.ow) as u64);
             let x = gpu.upload(&fill.f32s(s.x_len()))?;
             let w = gpu.upload(&fill.f32s(s.w_len()))?;
             let dy = gpu.upload(&fill.f32s(s.y_len()))?;
@@ -158,21 +153,33 @@ fn bench_convs(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
                 b.run(&g("fwd"), &id, &shape, flops, || {
                     let (x, w) = (x.as_view(), w.as_view());
                     let (mut y, mut fws) = (y.as_view_mut(), fws.as_view_mut());
-                    kl::conv2d_forward(gpu, p, &s, &x, &w, &mut y, Some(&mut fws), 0.0)
+                    conv2d(
+                        gpu,
+                        ConvPass::Forward,
+                        p,
+                        &s,
+                        &x,
+                        &w,
+                        &mut y,
+                        Some(&mut fws),
+                        0.0,
+                    )
                 });
                 if what != "stem" {
                     // The image's gradient is never needed.
                     b.run(&g("bwd_data"), &id, &shape, flops, || {
                         let (dy, w) = (dy.as_view(), w.as_view());
                         let (mut dx, mut dws) = (dx.as_view_mut(), dws.as_view_mut());
-                        kl::conv2d_backward_data(gpu, p, &s, &dy, &w, &mut dx, Some(&mut dws), 0.0)
+                        let pass = ConvPass::BackwardData;
+                        conv2d(gpu, pass, p, &s, &dy, &w, &mut dx, Some(&mut dws), 0.0)
                     });
                 }
                 // beta = 1 like the training step (dW accumulates).
                 b.run(&g("bwd_weight"), &id, &shape, flops, || {
                     let (dy, x) = (dy.as_view(), x.as_view());
                     let (mut dw, mut ws) = (dw.as_view_mut(), ws.as_view_mut());
-                    kl::conv2d_backward_weight(gpu, p, &s, &dy, &x, &mut dw, &mut ws, 1.0)
+                    let pass = ConvPass::BackwardWeight;
+                    conv2d(gpu, pass, p, &s, &dy, &x, &mut dw, Some(&mut ws), 1.0)
                 });
             }
         }
@@ -212,7 +219,7 @@ fn bench_activations(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
             &shape,
             Work::Bytes(F * (2 * n + 8 * c)),
             || {
-                kl::batchnorm_forward_train(
+                bn::batchnorm_forward_train(
                     gpu,
                     &s,
                     &x.as_view(),
@@ -238,7 +245,7 @@ fn bench_activations(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
                 // Both launches (partial sums, then combine + dx), with the fused ReLU's
                 // backward (x stands in for the forward's output).
                 let relu_out = x.as_view();
-                kl::batchnorm_backward(
+                bn::batchnorm_backward(
                     gpu,
                     &s,
                     &x2.as_view(),
@@ -261,7 +268,7 @@ fn bench_activations(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
             Work::Bytes(F * (2 * n + 4 * c)),
             || {
                 let (rm, rv) = (rmean.as_view(), rvar.as_view());
-                kl::batchnorm_forward_eval(
+                bn::batchnorm_forward_eval(
                     gpu,
                     &s,
                     &x.as_view(),
@@ -275,13 +282,15 @@ fn bench_activations(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
             },
         );
         b.run("relu_fwd", &id, &shape, Work::Bytes(F * 2 * n), || {
-            kl::relu_forward(gpu, &x.as_view(), &mut y.as_view_mut())
+            elementwise::relu_forward(gpu, &x.as_view(), &mut y.as_view_mut())
         });
         b.run("relu_bwd", &id, &shape, Work::Bytes(F * 3 * n), || {
-            kl::relu_backward(gpu, &x2.as_view(), &x.as_view(), &mut y.as_view_mut())
+            let (dy, y0) = (x2.as_view(), x.as_view());
+            elementwise::binary(gpu, Binary::ReluBackward, &dy, &y0, &mut y.as_view_mut())
         });
         b.run("add_relu", &id, &shape, Work::Bytes(F * 3 * n), || {
-            kl::add_relu_forward(gpu, &x.as_view(), &x2.as_view(), &mut y.as_view_mut())
+            let (a, b) = (x.as_view(), x2.as_view());
+            elementwise::binary(gpu, Binary::AddRelu, &a, &b, &mut y.as_view_mut())
         });
     }
     Ok(())
@@ -320,14 +329,14 @@ fn bench_shortcuts(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
             &id,
             &shape,
             Work::Bytes(F * (touched + y_len)),
-            || kl::shortcut_forward(gpu, &s, &x.as_view(), &mut y.as_view_mut()),
+            || shortcut::shortcut_forward(gpu, &s, &x.as_view(), &mut y.as_view_mut()),
         );
         b.run(
             "shortcut_bwd",
             &id,
             &shape,
             Work::Bytes(F * (touched + x_len)),
-            || kl::shortcut_backward(gpu, &s, &dy.as_view(), &mut dx.as_view_mut(), 0.0),
+            || shortcut::shortcut_backward(gpu, &s, &dy.as_view(), &mut dx.as_view_mut(), 0.0),
         );
     }
     Ok(())
@@ -345,10 +354,10 @@ fn bench_head(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
     let shape = format!("{BATCH}x{c}x{h}x{h} -> {BATCH}x{c}");
     let bytes = Work::Bytes(F * (nch + nc) as u64);
     b.run("avgpool_fwd", &id, &shape, bytes, || {
-        kl::avgpool_forward(gpu, nc, hw, &x.as_view(), &mut pooled.as_view_mut())
+        pool::cuda::avgpool_forward(gpu, nc, hw, &x.as_view(), &mut pooled.as_view_mut())
     });
     b.run("avgpool_bwd", &id, &shape, bytes, || {
-        kl::avgpool_backward(gpu, nc, hw, &pooled.as_view(), &mut dx.as_view_mut())
+        pool::cuda::avgpool_backward(gpu, nc, hw, &pooled.as_view(), &mut dx.as_view_mut())
     });
 
     let s = LinearShape {
@@ -374,7 +383,7 @@ fn bench_head(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
     let work = Work::Bytes(F * (xin + wl + CLASSES as u64 + yl));
     b.run("linear_fwd", &id, &shape, work, || {
         let (f, w, bb) = (feats.as_view(), w.as_view(), bias.as_view());
-        kl::linear_forward(gpu, &s, &f, &w, &bb, &mut y.as_view_mut())
+        linear::linear_forward(gpu, &s, &f, &w, &bb, &mut y.as_view_mut())
     });
     b.run(
         "linear_bwd_data",
@@ -382,7 +391,7 @@ fn bench_head(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
         &shape,
         Work::Bytes(F * (yl + wl + xin)),
         || {
-            kl::linear_backward_data(
+            linear::linear_backward_data(
                 gpu,
                 &s,
                 &dy.as_view(),
@@ -395,7 +404,7 @@ fn bench_head(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
     let work = Work::Bytes(F * (yl + xin + 2 * (wl + CLASSES as u64)));
     b.run("linear_bwd_weight", &id, &shape, work, || {
         let (dy, f) = (dy.as_view(), feats.as_view());
-        kl::linear_backward_weight(
+        linear::linear_backward_weight(
             gpu,
             &s,
             &dy,
@@ -429,7 +438,7 @@ fn bench_loss(b: &mut Bench, fill: &mut Fill) -> Res<()> {
         || {
             let (lg, lb) = (logits.as_view(), labels.as_view());
             let (mut loss, mut corr) = (loss.as_view_mut(), correct.as_view_mut());
-            kl::softmax_xent_forward_backward(
+            loss::cuda::softmax_xent_forward_backward(
                 gpu,
                 BATCH,
                 CLASSES,
@@ -449,7 +458,7 @@ fn bench_loss(b: &mut Bench, fill: &mut Fill) -> Res<()> {
         || {
             let (lg, lb) = (logits.as_view(), labels.as_view());
             let (mut loss, mut corr) = (loss.as_view_mut(), correct.as_view_mut());
-            kl::softmax_xent_forward(gpu, BATCH, CLASSES, &lg, &lb, &mut loss, &mut corr)
+            loss::cuda::softmax_xent_forward(gpu, BATCH, CLASSES, &lg, &lb, &mut loss, &mut corr)
         },
     );
     Ok(())
@@ -457,8 +466,8 @@ fn bench_loss(b: &mut Bench, fill: &mut Fill) -> Res<()> {
 
 fn bench_sgd(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
     let gpu = b.gpu;
-    let segs = kl::SgdSegments::new(&m.param_segments())?;
-    let table = kl::SgdTable::new(gpu, &segs)?;
+    let segs = sgd::cuda::SgdSegments::new(&m.param_segments())?;
+    let table = sgd::cuda::SgdTable::new(gpu, &segs)?;
     let p = segs.total();
     let mut params = gpu.upload(&fill.f32s(p))?;
     let grads = gpu.upload(&fill.f32s(p))?;
@@ -473,7 +482,7 @@ fn bench_sgd(b: &mut Bench, m: &Model, fill: &mut Fill) -> Res<()> {
         Work::Bytes(F * 5 * p as u64),
         || {
             let (mut pv, mut bv) = (params.as_view_mut(), bufs.as_view_mut());
-            kl::sgd_step(
+            sgd::cuda::sgd_step(
                 gpu,
                 &table,
                 &mut pv,
@@ -510,7 +519,7 @@ fn bench_augment(b: &mut Bench, fill: &mut Fill) -> Res<()> {
     );
     let mut out = gpu.zeros::<f32>(BATCH * IMG)?;
     let mut out_labels = gpu.zeros::<i32>(BATCH)?;
-    let norm = kl::Normalize {
+    let norm = tensor::augment::Normalize {
         mean: [0.4914, 0.4822, 0.4465],
         std: [0.2470, 0.2435, 0.2616],
     };
@@ -525,7 +534,7 @@ fn bench_augment(b: &mut Bench, fill: &mut Fill) -> Res<()> {
         || {
             let (i, l, p) = (images.as_view(), labels.as_view(), params.as_view());
             let (mut o, mut ol) = (out.as_view_mut(), out_labels.as_view_mut());
-            kl::augment_batch(gpu, &i, &l, &p, &mut o, &mut ol, (BATCH, 32, 32), &norm)
+            tensor::augment::augment_batch(gpu, &i, &l, &p, &mut o, &mut ol, (BATCH, 32, 32), &norm)
         },
     );
     Ok(())
@@ -536,18 +545,18 @@ fn bench_augment(b: &mut Bench, fill: &mut Fill) -> Res<()> {
 /// device-to-device copy, read + write).
 fn bench_ceilings(b: &mut Bench) -> Res<()> {
     let gpu = b.gpu;
-    const THREADS: usize = 4096 * kl::PEAK_THREADS as usize;
+    const THREADS: usize = 4096 * peak::PEAK_THREADS as usize;
     const ITERS: usize = 1024;
     let mut out = gpu.zeros::<f32>(THREADS)?;
     let (group, id) = harness::CEILING_BF16.split_once('/').expect("group/id");
-    let flops = Work::TensorFlops(kl::peak_mma_bf16_flops(THREADS, ITERS));
+    let flops = Work::TensorFlops(peak::peak_mma_bf16_flops(THREADS, ITERS));
     b.run(group, id, "registers only", flops, || {
-        kl::peak_mma_bf16(gpu, &mut out.as_view_mut(), ITERS, 1.0)
+        peak::peak_mma_bf16(gpu, &mut out.as_view_mut(), ITERS, 1.0)
     });
     let (group, id) = harness::CEILING_FP32.split_once('/').expect("group/id");
-    let flops = Work::Flops(kl::peak_fma_f32_flops(THREADS, ITERS));
+    let flops = Work::Flops(peak::peak_fma_f32_flops(THREADS, ITERS));
     b.run(group, id, "registers only", flops, || {
-        kl::peak_fma_f32(gpu, &mut out.as_view_mut(), ITERS, 1.0)
+        peak::peak_fma_f32(gpu, &mut out.as_view_mut(), ITERS, 1.0)
     });
     const COPY: usize = 128 << 20; // f32 elements: 512 MiB
     let src = gpu.zeros::<f32>(COPY)?;

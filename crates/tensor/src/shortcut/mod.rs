@@ -1,39 +1,30 @@
 //! The option-A shortcut of He et al. (the seed's `IdentityPadding`): subsample by the
 //! stride (`x[:, :, ::s, ::s]`) and zero-pad the new channels at the end. No parameters.
 
+pub mod cuda;
+
+pub use cuda::ShortcutShape;
+
 use crate::{check, cuda_of, Tensor};
-use kernels::launch as kl;
 use rayon::prelude::*;
 
 /// `[n, cin, h, w] -> [n, cout, ceil(h/s), ceil(w/s)]`, `cout >= cin`.
 pub fn pad_shortcut_forward(x: &Tensor, cout: usize, stride: usize) -> Tensor {
     let _span = crate::profile::span(|| "shortcut fwd".into());
-    let (n, cin, h, w) = x.dims4();
+    let s = ShortcutShape::new(x.shape(), cout, stride);
     assert!(
-        cout >= cin && stride >= 1,
-        "pad shortcut: {cin} -> {cout} channels, stride {stride}"
+        s.c_out >= s.c_in && stride >= 1,
+        "pad shortcut: {} -> {cout} channels, stride {stride}",
+        s.c_in
     );
-    let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
     if let Some(gpu) = cuda_of("pad_shortcut_forward", &[x]) {
-        let shape = kl::ShortcutShape {
-            n,
-            c_in: cin,
-            h,
-            w,
-            c_out: cout,
-            stride,
-        };
-        let mut y = Tensor::cuda_output("pad_shortcut_forward", &gpu, &[n, cout, ho, wo]);
-        let r = kl::shortcut_forward(
-            &gpu,
-            &shape,
-            &x.cu().as_view(),
-            &mut y.cu_mut().as_view_mut(),
-        );
+        let mut y = Tensor::cuda_output("pad_shortcut_forward", &gpu, &s.y_shape());
+        let r = cuda::shortcut_forward(&gpu, &s, &x.cu().as_view(), &mut y.cu_mut().as_view_mut());
         check("pad_shortcut_forward", r);
         return y;
     }
-    let mut y = Tensor::zeros(&[n, cout, ho, wo]);
+    let (cin, h, w, ho, wo) = (s.c_in, s.h, s.w, s.oh(), s.ow());
+    let mut y = Tensor::zeros(&s.y_shape());
     y.data_mut()
         .par_chunks_mut(ho * wo)
         .enumerate()
@@ -55,24 +46,13 @@ pub fn pad_shortcut_forward(x: &Tensor, cout: usize, stride: usize) -> Tensor {
 /// is zero.
 pub fn pad_shortcut_backward(dy: &Tensor, x_shape: &[usize], stride: usize) -> Tensor {
     let _span = crate::profile::span(|| "shortcut bwd".into());
-    let [_, cin, h, w] = x_shape[..] else {
-        panic!("pad shortcut input must be NCHW")
-    };
-    let (_, cout, ho, wo) = dy.dims4();
+    let s = ShortcutShape::new(x_shape, dy.dims4().1, stride);
+    assert_eq!(dy.shape(), s.y_shape(), "pad shortcut dy shape");
     if let Some(gpu) = cuda_of("pad_shortcut_backward", &[dy]) {
-        let shape = kl::ShortcutShape {
-            n: x_shape[0],
-            c_in: cin,
-            h,
-            w,
-            c_out: cout,
-            stride,
-        };
-        assert_eq!((shape.oh(), shape.ow()), (ho, wo), "pad shortcut dy shape");
         let mut dx = Tensor::cuda_output("pad_shortcut_backward", &gpu, x_shape);
-        let r = kl::shortcut_backward(
+        let r = cuda::shortcut_backward(
             &gpu,
-            &shape,
+            &s,
             &dy.cu().as_view(),
             &mut dx.cu_mut().as_view_mut(),
             0.0,
@@ -80,6 +60,7 @@ pub fn pad_shortcut_backward(dy: &Tensor, x_shape: &[usize], stride: usize) -> T
         check("pad_shortcut_backward", r);
         return dx;
     }
+    let (cin, h, w, cout, ho, wo) = (s.c_in, s.h, s.w, s.c_out, s.oh(), s.ow());
     let mut dx = Tensor::zeros(x_shape);
     dx.data_mut()
         .par_chunks_mut(h * w)

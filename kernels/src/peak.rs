@@ -1,16 +1,28 @@
-//! Launchers of the ceiling probes (`peak.cu`), used by `cargo bench -p kernels` to measure
-//! the card's tensor-core and fp32 peaks for the roofline column.
+//! The device's ceilings (`peak.cu`): the tensor-core and fp32 peaks this card reaches, which
+//! the kernel benchmark (`cargo bench -p tensor --bench kernels`) puts beside each kernel for
+//! its roofline column. Not an op: a probe of the device, like the rest of this crate.
 
 use cudarc::driver::{CudaViewMut, LaunchConfig};
 
-use super::{f32_out, f32_val, i32_val, to_int};
 use crate::error::{KernelError, Result};
+use crate::launch::{arg::*, to_int, Kernel};
 use crate::Gpu;
 
 /// Threads per block of both probes (whole warps: the mma probe needs them).
 pub const PEAK_THREADS: u32 = 256;
 /// Independent chains per thread (mma probe: per warp), as `PEAK_CHAINS` in peak.cu.
 pub const PEAK_CHAINS: u64 = 8;
+
+/// The two probes' entries (`out`, `iters`, the multiplier `m`).
+pub const KERNELS: [Kernel; 2] = [MMA_BF16, FMA_F32];
+const MMA_BF16: Kernel = Kernel {
+    name: "peak_mma_bf16",
+    params: &[F32_OUT, I32, F32],
+};
+const FMA_F32: Kernel = Kernel {
+    name: "peak_fma_f32",
+    params: &[F32_OUT, I32, F32],
+};
 
 fn config(out_len: usize, kernel: &'static str) -> Result<LaunchConfig> {
     if out_len == 0 || !out_len.is_multiple_of(PEAK_THREADS as usize) {
@@ -44,16 +56,22 @@ pub fn peak_mma_bf16(
     iters: usize,
     m: f32,
 ) -> Result<()> {
-    const K: &str = "peak_mma_bf16";
-    let cfg = config(out.len(), K)?;
-    let iters = to_int(K, "iters", iters)?;
-    launch!(gpu, "peak_mma_bf16", cfg, [f32_out out, i32 iters, f32 m])
+    probe(gpu, MMA_BF16, out, iters, m)
 }
 
 /// One thread per element of `out` (a multiple of 256), `iters` rounds of 8 fmaf each.
 pub fn peak_fma_f32(gpu: &Gpu, out: &mut CudaViewMut<'_, f32>, iters: usize, m: f32) -> Result<()> {
-    const K: &str = "peak_fma_f32";
-    let cfg = config(out.len(), K)?;
-    let iters = to_int(K, "iters", iters)?;
-    launch!(gpu, "peak_fma_f32", cfg, [f32_out out, i32 iters, f32 m])
+    probe(gpu, FMA_F32, out, iters, m)
+}
+
+fn probe(
+    gpu: &Gpu,
+    kernel: Kernel,
+    out: &mut CudaViewMut<'_, f32>,
+    iters: usize,
+    m: f32,
+) -> Result<()> {
+    let cfg = config(out.len(), kernel.name)?;
+    let iters = to_int(kernel.name, "iters", iters)?;
+    kernel.launch(gpu, cfg).arg(out).arg(iters).arg(m).run()
 }

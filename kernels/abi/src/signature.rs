@@ -1,6 +1,6 @@
-//! The kernels' C signatures, parsed from CUDA source text: plain std, so the build scripts of
-//! this crate and of `kernels-emu` include it too (`#[path]`), and the tables they generate
-//! (the emulator's kernel table and typed wrappers) come from the same parse as the tests here.
+//! The kernels' C signatures, parsed from CUDA source text. The emulator's build script
+//! generates its kernel table and typed wrappers from this parse, and the runtime's signature
+//! check (`kernels::signature`) holds every launcher's table of kernels to it.
 
 /// Element type behind a pointer parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,4 +177,45 @@ pub fn parse_kernels(src: &str) -> Result<Vec<KernelSignature>, String> {
         rest = &after[close..];
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_kernel_head() {
+        let src = r#"
+            // extern "C" __global__ void commented_out(int n)
+            extern "C" __global__ void __launch_bounds__(256)
+            k1(const float* __restrict__ x, float *y, int n, float beta,
+               const unsigned char* img, double* acc)
+            { }
+            extern "C" __global__ void k2(const int* p) {}
+        "#;
+        let ks = parse_kernels(src).unwrap();
+        assert_eq!(ks.len(), 2);
+        assert_eq!(ks[0].name, "k1");
+        assert_eq!(
+            ks[0].params,
+            vec![
+                Param::In(Elem::F32),
+                Param::Out(Elem::F32),
+                Param::I32,
+                Param::F32,
+                Param::In(Elem::U8),
+                Param::Out(Elem::F64)
+            ]
+        );
+        assert_eq!(
+            ks[0].param_names,
+            ["x", "y", "n", "beta", "img", "acc"].map(String::from)
+        );
+        assert_eq!(ks[1].params, vec![Param::In(Elem::I32)]);
+        assert_eq!(
+            ks[0].param_bytes(),
+            8 + 8 + 4 + 4 + 8 + 8,
+            "pointers 8-aligned"
+        );
+    }
 }
