@@ -9,15 +9,16 @@
 //! Two APIs: the slice functions (`batchnorm_train_forward`, `batchnorm_eval_forward`,
 //! `batchnorm_backward`: host-only, the CPU reference) and the tensor functions
 //! ([`train_forward`], [`eval_forward`], [`backward`]) whose parameters and statistics are
-//! tensors on the input's device. On the CPU the latter run `crate::cpu::bn` (ReLU fused,
+//! tensors on the input's device. On the CPU the latter run [`fast`] (ReLU fused,
 //! one-pass statistics) where the CPU has AVX-512, else the former (same bits); on a GPU
 //! they launch `batchnorm.cu` (training: two launches each way over a grid of 4096-value chunks
 //! x channels, per-chunk f32 partials in a per-call workspace, combined in a fixed order).
 
 use crate::elementwise::{add_relu, relu_backward, relu_forward};
-use crate::{check, cpu, cuda_of, Tensor};
+use crate::{check, cuda_of, Tensor};
 
 pub mod cuda;
+pub(crate) mod fast;
 mod reference;
 
 pub use cuda::BnShape;
@@ -44,7 +45,7 @@ pub struct BnStats {
     /// `1 / sqrt(var + eps)`, with the biased batch variance.
     pub invstd: Tensor,
     /// The CPU fast path's affine map (`scale`, `shift` per channel), from which its backward
-    /// recomputes a fused ReLU's mask instead of reading the output (`cpu::bn::ReluMask`).
+    /// recomputes a fused ReLU's mask instead of reading the output (`fast::ReluMask`).
     pub(crate) affine: Option<(Vec<f32>, Vec<f32>)>,
 }
 
@@ -82,7 +83,7 @@ pub fn train_forward_relu(
         let (rm, rv) = (running_mean.data_mut(), running_var.data_mut());
         let (g, b) = (gamma.data(), beta.data());
         if let Some((y, mean, invstd, affine)) =
-            cpu::bn::train_forward(x, g, b, rm, rv, momentum, eps, relu, None)
+            fast::train_forward(x, g, b, rm, rv, momentum, eps, relu, None)
         {
             let c = mean.len();
             let stats = BnStats {
@@ -175,7 +176,7 @@ pub fn train_forward_add_relu(
         let (rm, rv) = (running_mean.data_mut(), running_var.data_mut());
         let (g, b, r) = (gamma.data(), beta.data(), Some(residual));
         if let Some((y, mean, invstd, _)) =
-            cpu::bn::train_forward(x, g, b, rm, rv, momentum, eps, true, r)
+            fast::train_forward(x, g, b, rm, rv, momentum, eps, true, r)
         {
             let c = mean.len();
             let stats = BnStats {
@@ -211,7 +212,7 @@ pub fn eval_forward_add_relu(
             running_mean.data(),
             running_var.data(),
         );
-        if let Some(y) = cpu::bn::eval_forward(x, g, b, rm, rv, eps, true, Some(residual)) {
+        if let Some(y) = fast::eval_forward(x, g, b, rm, rv, eps, true, Some(residual)) {
             return y;
         }
     }
@@ -250,7 +251,7 @@ pub fn eval_forward_relu(
             running_mean.data(),
             running_var.data(),
         );
-        if let Some(y) = cpu::bn::eval_forward(x, g, b, rm, rv, eps, relu, None) {
+        if let Some(y) = fast::eval_forward(x, g, b, rm, rv, eps, relu, None) {
             return y;
         }
         let y = batchnorm_eval_forward(
@@ -315,11 +316,11 @@ pub fn backward_relu(
         let stats = (saved.mean.data(), saved.invstd.data());
         let (dg, db) = (dgamma.data_mut(), dbeta.data_mut());
         let mask = match (relu_out, &saved.affine) {
-            (None, _) => cpu::bn::ReluMask::None,
-            (Some(_), Some((scale, shift))) => cpu::bn::ReluMask::Affine(scale, shift),
-            (Some(out), None) => cpu::bn::ReluMask::Output(out),
+            (None, _) => fast::ReluMask::None,
+            (Some(_), Some((scale, shift))) => fast::ReluMask::Affine(scale, shift),
+            (Some(out), None) => fast::ReluMask::Output(out),
         };
-        if let Some(dx) = cpu::bn::backward(x, dy, gamma.data(), stats, mask, dg, db) {
+        if let Some(dx) = fast::backward(x, dy, gamma.data(), stats, mask, dg, db) {
             return dx;
         }
         let masked = relu_out.map(|out| relu_backward(dy, out));

@@ -1,5 +1,5 @@
 //! The reference CPU convolution: im2col + GEMM (the `gemm` crate), one image at a time, in
-//! fp32. Plain and portable; the oracle every fast path ([`crate::cpu`]) is tested against,
+//! fp32. Plain and portable; the oracle every fast path ([`super::fast`]) is tested against,
 //! and what runs on a CPU without AVX-512. With `W` as a `cout x (cin*k*k)` matrix:
 //!   forward          y_i  = W @ col_i
 //!   backward data    dx_i = col2im(W^T @ dy_i)

@@ -1,11 +1,12 @@
 //! ReLU and the residual add: element by element, in parallel chunks (CPU: the same arithmetic
-//! compiled for AVX-512 in `crate::cpu::elementwise` where the CPU has it, fused where the op
+//! compiled for AVX-512 in [`fast`] where the CPU has it, fused where the op
 //! is), or one grid-stride kernel launch (CUDA, `elementwise.cu`, launched by [`cuda`]).
 
 pub mod cuda;
+pub(crate) mod fast;
 
 use crate::scalar::{relu, relu_grad};
-use crate::{check, cpu, cuda_of, Tensor};
+use crate::{check, cuda_of, Tensor};
 use cuda::Binary;
 use rayon::prelude::*;
 
@@ -45,7 +46,7 @@ pub fn relu_forward(x: &Tensor) -> Tensor {
         check("relu_forward", r);
         return y;
     }
-    if let Some(y) = cpu::elementwise::relu_forward(x) {
+    if let Some(y) = fast::relu_forward(x) {
         return y;
     }
     let mut y = x.clone();
@@ -61,7 +62,7 @@ pub fn relu_forward(x: &Tensor) -> Tensor {
 pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
     let _span = crate::profile::span(|| "relu bwd".into());
     binary_on_gpu("relu_backward", Binary::ReluBackward, dy, y)
-        .or_else(|| cpu::elementwise::relu_backward(dy, y))
+        .or_else(|| fast::relu_backward(dy, y))
         .unwrap_or_else(|| zip_map(dy, y, relu_grad))
 }
 
@@ -69,7 +70,7 @@ pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Tensor {
 pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
     let _span = crate::profile::span(|| "add".into());
     binary_on_gpu("add", Binary::Add, a, b)
-        .or_else(|| cpu::elementwise::add(a, b))
+        .or_else(|| fast::add(a, b))
         .unwrap_or_else(|| zip_map(a, b, |a, b| a + b))
 }
 
@@ -78,7 +79,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Tensor {
     let _span = crate::profile::span(|| "add+relu".into());
     binary_on_gpu("add_relu", Binary::AddRelu, a, b)
-        .or_else(|| cpu::elementwise::add_relu(a, b))
+        .or_else(|| fast::add_relu(a, b))
         .unwrap_or_else(|| relu_forward(&add(a, b)))
 }
 
@@ -91,7 +92,7 @@ pub fn add_assign(a: &mut Tensor, b: &Tensor) {
         check("add_assign", r);
         return;
     }
-    if cpu::elementwise::add_assign(a, b) {
+    if fast::add_assign(a, b) {
         return;
     }
     a.data_mut()

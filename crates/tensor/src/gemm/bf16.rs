@@ -1,4 +1,4 @@
-//! bf16 GEMM micro-kernels on AVX512-BF16's `vdpbf16ps`, the shapes of [`super::gemm_f32`]:
+//! bf16 GEMM micro-kernels on AVX512-BF16's `vdpbf16ps`, the shapes of [`super::fp32`]:
 //! each instruction multiplies 16 pairs of bf16 values exactly and adds both products to 16
 //! f32 accumulators, so every lane still sums exact products of bf16-rounded operands in f32
 //! (the twin's semantics) while doing twice the work of an fp32 FMA. The pairs run along the
@@ -12,7 +12,7 @@
 // The kernels index their accumulator tiles by (row, vector): clearer than iterator chains.
 #![allow(clippy::needless_range_loop)]
 
-use super::gemm_f32::{hsum, Tile, NN_MR};
+use super::fp32::{hsum, Tile, NN_MR};
 use crate::bf16::round;
 use std::arch::x86_64::*;
 
@@ -95,7 +95,7 @@ unsafe fn nn_tile<const MR: usize, const NV: usize, const MASKED: bool>(
 }
 
 /// `C[m][p] = Σ_j A[m][j]·src[offs[j] + p's offset]` over bf16 pairs: the bf16 form of
-/// [`super::gemm_f32::nn`] (masks alike), `src` and A holding pairs along k in 32-bit lanes.
+/// [`super::fp32::nn`] (masks alike), `src` and A holding pairs along k in 32-bit lanes.
 ///
 /// # Safety
 /// The CPU must have AVX-512F and AVX512-BF16; `src` must be readable 16 lanes past every

@@ -12,7 +12,7 @@
 // Off x86-64 the fast bodies compile out, leaving their helpers unused.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
-use super::{kernels, Kernels};
+use crate::cpu::{kernels, Kernels};
 use crate::Tensor;
 
 fn fast() -> bool {
@@ -171,8 +171,8 @@ pub(crate) fn backward(
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
-    use super::super::simd::{for_vectors, load, load_or, store};
     use super::ReluMask;
+    use crate::gemm::simd::{for_vectors, load, load_or, store};
     use crate::Tensor;
     use rayon::prelude::*;
     use std::arch::x86_64::*;

@@ -4,8 +4,8 @@
 //! [`crate::bf16::round`] does).
 
 use super::plan::Plan;
-use super::simd::{for_vectors, lane_mask, load, store};
 use crate::conv::ConvShape;
+use crate::gemm::simd::{for_vectors, lane_mask, load, store};
 use std::arch::x86_64::*;
 
 /// `n` floats from `src` to `dst`, in vectors (masked at the end).

@@ -13,8 +13,8 @@
 //! bf16 reads the same layouts with input channels paired in 32-bit lanes (direct ones) or
 //! im2col rows paired (`pair_offs`).
 
-use super::gemm_f32::{lane_mask, PixelVec, Tile, Walk};
 use crate::conv::ConvShape;
+use crate::gemm::fp32::{lane_mask, PixelVec, Tile, Walk};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Layout {

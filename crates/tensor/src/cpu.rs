@@ -1,34 +1,16 @@
-//! The CPU engine's fast paths: the same ops as the reference bodies beside each op, computed
-//! with AVX-512 (and AVX512-BF16's `vdpbf16ps` for `--precision bf16`) where the CPU has them,
-//! detected at run time. A CPU without them, or `RESNET_CPU_KERNELS=reference`, runs the
-//! reference bodies, which stay the oracle the tests hold these to.
+//! Which CPU kernels run: the best this CPU has (AVX-512, and AVX512-BF16's `vdpbf16ps` for
+//! `--precision bf16`), detected at run time, capped by `RESNET_CPU_KERNELS`. Each op's fast
+//! path sits in the op's folder beside its reference (`conv/fast/`, `batchnorm/fast.rs`,
+//! `elementwise/fast.rs`) and asks [`kernels`] whether it may run; a CPU without the
+//! instructions, or `RESNET_CPU_KERNELS=reference`, runs the reference bodies, which stay the
+//! oracle the tests hold the fast paths to. The micro-kernels the fast paths share are in
+//! `crate::gemm`.
 //!
-//! Results are deterministic and independent of the thread count, like the reference: work is
-//! split by image (or by fixed groups of images, summed in order), never by thread. They are
-//! not bit-equal to the reference: sums run in another order (the tests bound the difference).
-//!
-//! - [`conv`]: the three convolution passes (`conv_x86.rs` their bodies), over operand layouts
-//!   worked out per call (`plan.rs`) and packed by `pack.rs`, on the micro-kernels of
-//!   `gemm_f32.rs`, `gemm_bf16.rs` (`vdpbf16ps`) and `wgrad.rs` (channels-last weight
-//!   gradient); `simd.rs` holds the shared vector helpers.
-//! - `bn`, `elementwise`: batch norm and ReLU/add with their passes fused.
-//! - `benches/cpu_ops.rs` times every path op by op; `train bench --profile` a whole step.
-
-pub(crate) mod bn;
-pub mod conv;
-pub(crate) mod elementwise;
-#[cfg(target_arch = "x86_64")]
-mod gemm_bf16;
-#[cfg(target_arch = "x86_64")]
-mod gemm_f32;
-#[cfg(target_arch = "x86_64")]
-mod pack;
-#[cfg(target_arch = "x86_64")]
-mod plan;
-#[cfg(target_arch = "x86_64")]
-mod simd;
-#[cfg(target_arch = "x86_64")]
-mod wgrad;
+//! Results are deterministic and independent of the thread count on either path: work is
+//! split by image (or by fixed groups of images, summed in order), never by thread. The fast
+//! paths are not bit-equal to the reference: sums run in another order (the tests bound the
+//! difference). `benches/cpu_ops.rs` times every path op by op; `train bench --profile` a
+//! whole step.
 
 use std::sync::OnceLock;
 

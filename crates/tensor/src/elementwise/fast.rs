@@ -7,7 +7,7 @@
 // Off x86-64 the fast bodies compile out, leaving their helpers unused.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
-use super::{kernels, Kernels};
+use crate::cpu::{kernels, Kernels};
 use crate::scalar::{relu, relu_grad};
 use crate::Tensor;
 use rayon::prelude::*;

@@ -1,6 +1,7 @@
 //! The fast CPU convolution: the input read in place from padded copies, or im2col'd where it
-//! cannot be (`pack.rs`, `plan.rs`), and the AVX-512 micro-kernels (`gemm_f32.rs`,
-//! `gemm_bf16.rs`, `wgrad.rs`), image by image or in fixed groups of images.
+//! cannot be (`pack.rs`, `plan.rs`), on the AVX-512 micro-kernels of `crate::gemm` (fp32 and
+//! `vdpbf16ps`) and this folder's channels-last weight gradient (`wgrad.rs`), image by image
+//! or in fixed groups of images; `x86.rs` holds the three passes.
 //! - forward: `y_i = W · col(x_i)`;
 //! - input gradient, stride 1: the forward conv of `dy` with the turned weights
 //!   (`W'[ci][co][ky][kx] = W[co][ci][k-1-ky][k-1-kx]`), so it gathers instead of scattering;
@@ -15,7 +16,7 @@
 // Off x86-64 the fast bodies compile out, leaving their helpers unused.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
-use super::{kernels, Kernels};
+use crate::cpu::{kernels, Kernels};
 use crate::{Precision, Tensor};
 
 /// Whether the fast path runs `precision` with the kernels in use.
@@ -40,7 +41,7 @@ pub fn forward(x: &Tensor, weight: &Tensor, stride: usize, precision: Precision)
     #[cfg(target_arch = "x86_64")]
     if available(precision) && fits(stride) {
         // SAFETY: the instructions were detected.
-        return Some(unsafe { imp::forward(x, weight, stride, precision) });
+        return Some(unsafe { x86::forward(x, weight, stride, precision) });
     }
     let _ = (x, weight, stride);
     None
@@ -57,7 +58,7 @@ pub fn backward_data(
     #[cfg(target_arch = "x86_64")]
     if available(precision) && fits(stride) {
         // SAFETY: the instructions were detected.
-        return Some(unsafe { imp::backward_data(dy, weight, x_shape, stride, precision) });
+        return Some(unsafe { x86::backward_data(dy, weight, x_shape, stride, precision) });
     }
     let _ = (dy, weight, x_shape, stride);
     None
@@ -75,7 +76,7 @@ pub fn backward_weight(
     #[cfg(target_arch = "x86_64")]
     if available(precision) && fits(stride) {
         // SAFETY: the instructions were detected.
-        unsafe { imp::backward_weight(x, dy, stride, dweight, precision) };
+        unsafe { x86::backward_weight(x, dy, stride, dweight, precision) };
         return true;
     }
     let _ = (x, dy, stride, dweight);
@@ -83,5 +84,10 @@ pub fn backward_weight(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[path = "conv_x86.rs"]
-mod imp;
+mod pack;
+#[cfg(target_arch = "x86_64")]
+mod plan;
+#[cfg(target_arch = "x86_64")]
+mod wgrad;
+#[cfg(target_arch = "x86_64")]
+mod x86;

@@ -70,7 +70,7 @@ macro_rules! for_vectors {
         }
         if whole < n {
             let $i = whole;
-            let $m = $crate::cpu::simd::lane_mask(whole, n);
+            let $m = $crate::gemm::simd::lane_mask(whole, n);
             $body
         }
     }};

@@ -1,7 +1,7 @@
 //! The fp32 weight gradient from a channels-last copy of the input: `dW[co][tap][ci] =
 //! Σ_images Σ_pixels dy[co][p] · xc[p's input position + tap][ci]`, vectorised over 16 input
 //! channels. A tile of `MR` output channels x `NV` such vectors lives in registers through the
-//! whole sum (no lane sums at the end, unlike [`super::gemm_f32::nt`]); each pixel broadcasts
+//! whole sum (no lane sums at the end, unlike [`crate::gemm::fp32::nt`]); each pixel broadcasts
 //! `MR` values of `dy` and loads `NV` aligned channel vectors. The channels-last copy
 //! (`pack::channels_last_padded`) is the only packing: `cin·h·w` values per image against the
 //! `9·cin·h·w` of an im2col.
@@ -13,7 +13,7 @@
 
 use std::arch::x86_64::*;
 
-use super::simd::dot_bf16;
+use crate::gemm::simd::dot_bf16;
 
 /// Output channels and channel vectors per tile.
 const MR: usize = 8;

@@ -1,12 +1,12 @@
 //! The x86-64 body of [`super`]: each pass as per-image kernel calls over a [`Plan`].
 
-use super::super::gemm_bf16::{self, PackedPairs};
-use super::super::gemm_f32::{self, PackedA};
-use super::super::pack;
-use super::super::plan::{Layout, Plan, Tiles};
-use super::super::wgrad;
+use super::pack;
+use super::plan::{Layout, Plan, Tiles};
+use super::wgrad;
 use crate::conv::reference::col2im;
 use crate::conv::ConvShape;
+use crate::gemm::bf16::{self as gemm_bf16, PackedPairs};
+use crate::gemm::fp32::{self as gemm_f32, PackedA};
 use crate::{Precision, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
