@@ -136,6 +136,13 @@ pub struct Kernel {
     pub params: &'static [Param],
 }
 
+impl Kernel {
+    /// The kernel `name`, taking `params`: one entry of an op's kernel table.
+    pub const fn new(name: &'static str, params: &'static [Param]) -> Self {
+        Kernel { name, params }
+    }
+}
+
 /// Variants of one kernel that share its C signature, each selected by a tag (e.g. precision
 /// and tile): the launch site looks the name up instead of matching on the tag, so one call
 /// launches any variant.

@@ -15,14 +15,8 @@ pub const PEAK_CHAINS: u64 = 8;
 
 /// The two probes' entries (`out`, `iters`, the multiplier `m`).
 pub const KERNELS: [Kernel; 2] = [MMA_BF16, FMA_F32];
-const MMA_BF16: Kernel = Kernel {
-    name: "peak_mma_bf16",
-    params: &[F32_OUT, I32, F32],
-};
-const FMA_F32: Kernel = Kernel {
-    name: "peak_fma_f32",
-    params: &[F32_OUT, I32, F32],
-};
+const MMA_BF16: Kernel = Kernel::new("peak_mma_bf16", &[F32_OUT, I32, F32]);
+const FMA_F32: Kernel = Kernel::new("peak_fma_f32", &[F32_OUT, I32, F32]);
 
 fn config(out_len: usize, kernel: &'static str) -> Result<LaunchConfig> {
     if out_len == 0 || !out_len.is_multiple_of(PEAK_THREADS as usize) {

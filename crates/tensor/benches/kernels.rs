@@ -438,13 +438,13 @@ fn bench_loss(b: &mut Bench, fill: &mut Fill) -> Res<()> {
         || {
             let (lg, lb) = (logits.as_view(), labels.as_view());
             let (mut loss, mut corr) = (loss.as_view_mut(), correct.as_view_mut());
-            loss::cuda::softmax_xent_forward_backward(
+            loss::cuda::softmax_xent(
                 gpu,
                 BATCH,
                 CLASSES,
                 &lg,
                 &lb,
-                &mut dlogits.as_view_mut(),
+                Some(&mut dlogits.as_view_mut()),
                 &mut loss,
                 &mut corr,
             )
@@ -458,7 +458,7 @@ fn bench_loss(b: &mut Bench, fill: &mut Fill) -> Res<()> {
         || {
             let (lg, lb) = (logits.as_view(), labels.as_view());
             let (mut loss, mut corr) = (loss.as_view_mut(), correct.as_view_mut());
-            loss::cuda::softmax_xent_forward(gpu, BATCH, CLASSES, &lg, &lb, &mut loss, &mut corr)
+            loss::cuda::softmax_xent(gpu, BATCH, CLASSES, &lg, &lb, None, &mut loss, &mut corr)
         },
     );
     Ok(())

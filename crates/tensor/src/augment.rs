@@ -6,12 +6,12 @@
 use kernels::launch::{arg::*, check_len, check_positive, grid_1d, to_int, Kernel};
 use kernels::{launch, CudaView, CudaViewMut, Gpu, KernelError, Result};
 
-const AUGMENT: Kernel = Kernel {
-    name: "augment_batch",
-    params: &[
+const AUGMENT: Kernel = Kernel::new(
+    "augment_batch",
+    &[
         U8_IN, U8_IN, I32_IN, F32_OUT, I32_OUT, I32, I32, I32, F32, F32, F32, F32, F32, F32,
     ],
-};
+);
 
 /// Every kernel this file launches (for the signature check).
 pub const KERNELS: [Kernel; 1] = [AUGMENT];

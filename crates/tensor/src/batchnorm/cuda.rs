@@ -10,36 +10,36 @@ use kernels::{launch, CudaView, CudaViewMut, Gpu, KernelError, Result};
 
 use crate::Tensor;
 
-const FORWARD_PARTIAL: Kernel = Kernel {
-    name: "batchnorm_forward_train_partial",
-    params: &[F32_IN, F32_OUT, I32, I32, I32],
-};
-const FORWARD_APPLY: Kernel = Kernel {
-    name: "batchnorm_forward_train_apply",
-    params: &[
+const FORWARD_PARTIAL: Kernel = Kernel::new(
+    "batchnorm_forward_train_partial",
+    &[F32_IN, F32_OUT, I32, I32, I32],
+);
+const FORWARD_APPLY: Kernel = Kernel::new(
+    "batchnorm_forward_train_apply",
+    &[
         F32_IN, F32_IN, F32_OUT, F32_IN, F32_IN, F32_OUT, F32_OUT, F32_OUT, F32_OUT, I32, I32, I32,
         F32, F32, I32,
     ],
-};
-const FORWARD_EVAL: Kernel = Kernel {
-    name: "batchnorm_forward_eval",
-    params: &[
+);
+const FORWARD_EVAL: Kernel = Kernel::new(
+    "batchnorm_forward_eval",
+    &[
         F32_IN, F32_OUT, F32_IN, F32_IN, F32_IN, F32_IN, I32, I32, I32, F32, I32,
     ],
-};
-const BACKWARD_PARTIAL: Kernel = Kernel {
-    name: "batchnorm_backward_partial",
-    params: &[
+);
+const BACKWARD_PARTIAL: Kernel = Kernel::new(
+    "batchnorm_backward_partial",
+    &[
         F32_IN, F32_IN, F32_IN, F32_IN, F32_IN, F32_OUT, I32, I32, I32, I32,
     ],
-};
-const BACKWARD_APPLY: Kernel = Kernel {
-    name: "batchnorm_backward_apply",
-    params: &[
+);
+const BACKWARD_APPLY: Kernel = Kernel::new(
+    "batchnorm_backward_apply",
+    &[
         F32_IN, F32_IN, F32_IN, F32_IN, F32_IN, F32_IN, F32_IN, F32_OUT, F32_OUT, F32_OUT, I32,
         I32, I32, I32,
     ],
-};
+);
 
 /// Every kernel this file launches (for the signature check).
 pub const KERNELS: [Kernel; 5] = [
@@ -136,6 +136,42 @@ impl BnShape {
         }
         Ok(ints)
     }
+    /// Every buffer's length: `full` ones hold N*C*HW values, `per_channel` ones C.
+    fn check_lens(
+        &self,
+        kernel: &'static str,
+        full: &[(&str, usize)],
+        per_channel: &[(&str, usize)],
+    ) -> Result<()> {
+        for &(what, len) in full {
+            check_len(kernel, what, len, self.len())?;
+        }
+        for &(what, len) in per_channel {
+            check_len(kernel, what, len, self.c)?;
+        }
+        Ok(())
+    }
+    /// The forward's buffers: x and y, gamma and beta, the running statistics and `saved`.
+    fn check_forward(
+        &self,
+        kernel: &'static str,
+        (x, y): (usize, usize),
+        params: &BnParams<'_, '_>,
+        [running_mean, running_var]: [usize; 2],
+        saved: &[(&str, usize)],
+    ) -> Result<()> {
+        self.check_lens(
+            kernel,
+            &[("x", x), ("y", y)],
+            &[
+                ("gamma", params.gamma.len()),
+                ("beta", params.beta.len()),
+                ("running_mean", running_mean),
+                ("running_var", running_var),
+            ],
+        )?;
+        self.check_lens(kernel, &[], saved)
+    }
     /// Grid (chunks, C) of [`BN_THREADS`]: the four chunked training kernels.
     pub fn chunked_config(&self) -> LaunchConfig {
         LaunchConfig {
@@ -177,26 +213,18 @@ pub fn batchnorm_forward_train(
 ) -> Result<()> {
     const K: &str = "batchnorm_forward_train_partial";
     let (n, c, hw) = shape.chunked_ints(K, workspace.len())?;
-    check_len(K, "x", x.len(), shape.len())?;
-    check_len(K, "y", y.len(), shape.len())?;
-    for (what, len) in [
-        ("gamma", params.gamma.len()),
-        ("beta", params.beta.len()),
-        ("running_mean", running_mean.len()),
-        ("running_var", running_var.len()),
+    let saved = [
         ("save_mean", save_mean.len()),
         ("save_invstd", save_invstd.len()),
-    ] {
-        check_len(K, what, len, shape.c)?;
-    }
-    let gamma = params.gamma;
-    let beta = params.beta;
-    let relu = i32::from(relu);
+    ];
+    let running = [running_mean.len(), running_var.len()];
+    shape.check_forward(K, (x.len(), y.len()), params, running, &saved)?;
     let cfg = shape.chunked_config();
     let part = workspace;
     launch!(FORWARD_PARTIAL, gpu, cfg; x, &mut *part, n, c, hw)?;
-    launch!(FORWARD_APPLY, gpu, cfg; x, &part.as_view(), y, gamma, beta, running_mean,
-        running_var, save_mean, save_invstd, n, c, hw, momentum, eps, relu)
+    launch!(FORWARD_APPLY, gpu, cfg; x, &part.as_view(), y, params.gamma, params.beta,
+        running_mean, running_var, save_mean, save_invstd, n, c, hw, momentum, eps,
+        i32::from(relu))
 }
 
 /// Eval-mode forward with running statistics, ReLU fused when `relu`. CPU twin: tensor's
@@ -215,21 +243,10 @@ pub fn batchnorm_forward_eval(
 ) -> Result<()> {
     const K: &str = "batchnorm_forward_eval";
     let (n, c, hw) = shape.ints(K)?;
-    check_len(K, "x", x.len(), shape.len())?;
-    check_len(K, "y", y.len(), shape.len())?;
-    for (what, len) in [
-        ("gamma", params.gamma.len()),
-        ("beta", params.beta.len()),
-        ("running_mean", running_mean.len()),
-        ("running_var", running_var.len()),
-    ] {
-        check_len(K, what, len, shape.c)?;
-    }
-    let gamma = params.gamma;
-    let beta = params.beta;
-    let relu = i32::from(relu);
-    launch!(FORWARD_EVAL, gpu, grid_1d(shape.len()); x, y, gamma, beta, running_mean,
-        running_var, n, c, hw, eps, relu)
+    let running = [running_mean.len(), running_var.len()];
+    shape.check_forward(K, (x.len(), y.len()), params, running, &[])?;
+    launch!(FORWARD_EVAL, gpu, grid_1d(shape.len()); x, y, params.gamma, params.beta,
+        running_mean, running_var, n, c, hw, eps, i32::from(relu))
 }
 
 /// Backward: dx (overwritten), dgamma and dbeta (accumulated). With `relu_out` (the fused
@@ -253,22 +270,24 @@ pub fn batchnorm_backward(
 ) -> Result<()> {
     const K: &str = "batchnorm_backward_partial";
     let (n, c, hw) = shape.chunked_ints(K, workspace.len())?;
-    check_len(K, "dy", dy.len(), shape.len())?;
-    if let Some(out) = relu_out {
-        check_len(K, "relu_out", out.len(), shape.len())?;
-    }
-    check_len(K, "x", x.len(), shape.len())?;
-    check_len(K, "dx", dx.len(), shape.len())?;
-    for (what, len) in [
-        ("gamma", gamma.len()),
-        ("save_mean", save_mean.len()),
-        ("save_invstd", save_invstd.len()),
-        ("dgamma", dgamma.len()),
-        ("dbeta", dbeta.len()),
-    ] {
-        check_len(K, what, len, shape.c)?;
-    }
-    // Without ReLU the kernel never reads relu_out: any valid pointer will do.
+    // Without ReLU the kernel never reads relu_out: any valid pointer will do (dy).
+    let relu_out_len = relu_out.map_or(dy.len(), |out| out.len());
+    shape.check_lens(
+        K,
+        &[
+            ("dy", dy.len()),
+            ("relu_out", relu_out_len),
+            ("x", x.len()),
+            ("dx", dx.len()),
+        ],
+        &[
+            ("gamma", gamma.len()),
+            ("save_mean", save_mean.len()),
+            ("save_invstd", save_invstd.len()),
+            ("dgamma", dgamma.len()),
+            ("dbeta", dbeta.len()),
+        ],
+    )?;
     let relu = i32::from(relu_out.is_some());
     let relu_out = relu_out.unwrap_or(dy);
     let cfg = shape.chunked_config();

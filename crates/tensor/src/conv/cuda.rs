@@ -62,10 +62,7 @@ static BACKWARD_DATA: KernelTable<(Precision, ConvTile)> = variants!(GEMM, "conv
 static WEIGHT_PARTIAL: KernelTable<(Precision, ConvTile)> =
     variants!(PARTIAL, "conv2d_backward_weight_partial");
 /// `out = beta·out + Σ_s part[s]`: the second launch of every split GEMM.
-const SPLIT_REDUCE: Kernel = Kernel {
-    name: "conv2d_split_reduce",
-    params: &[F32_IN, F32_OUT, I32, I32, F32],
-};
+const SPLIT_REDUCE: Kernel = Kernel::new("conv2d_split_reduce", &[F32_IN, F32_OUT, I32, I32, F32]);
 
 /// Every kernel this file launches (for the signature check).
 pub fn kernels() -> impl Iterator<Item = Kernel> {

@@ -4,26 +4,11 @@
 use kernels::launch::{arg::*, grid_1d, to_int, Kernel};
 use kernels::{launch, CudaView, CudaViewMut, Gpu, KernelError, Result};
 
-const RELU_FORWARD: Kernel = Kernel {
-    name: "relu_forward",
-    params: &[F32_IN, F32_OUT, I32],
-};
-const RELU_BACKWARD: Kernel = Kernel {
-    name: "relu_backward",
-    params: &[F32_IN, F32_IN, F32_OUT, I32],
-};
-const ADD: Kernel = Kernel {
-    name: "add_forward",
-    params: &[F32_IN, F32_IN, F32_OUT, I32],
-};
-const ADD_RELU: Kernel = Kernel {
-    name: "add_relu_forward",
-    params: &[F32_IN, F32_IN, F32_OUT, I32],
-};
-const ACCUMULATE: Kernel = Kernel {
-    name: "accumulate",
-    params: &[F32_OUT, F32_IN, I32],
-};
+const RELU_FORWARD: Kernel = Kernel::new("relu_forward", &[F32_IN, F32_OUT, I32]);
+const RELU_BACKWARD: Kernel = Kernel::new("relu_backward", &[F32_IN, F32_IN, F32_OUT, I32]);
+const ADD: Kernel = Kernel::new("add_forward", &[F32_IN, F32_IN, F32_OUT, I32]);
+const ADD_RELU: Kernel = Kernel::new("add_relu_forward", &[F32_IN, F32_IN, F32_OUT, I32]);
+const ACCUMULATE: Kernel = Kernel::new("accumulate", &[F32_OUT, F32_IN, I32]);
 
 /// Every kernel this file launches (for the signature check).
 pub const KERNELS: [Kernel; 5] = [RELU_FORWARD, RELU_BACKWARD, ADD, ADD_RELU, ACCUMULATE];

@@ -4,18 +4,18 @@
 use kernels::launch::{arg::*, check_len, check_positive, grid_1d, to_int, Kernel};
 use kernels::{launch, CudaView, CudaViewMut, Gpu, Result};
 
-const FORWARD: Kernel = Kernel {
-    name: "linear_forward",
-    params: &[F32_IN, F32_IN, F32_IN, F32_OUT, I32, I32, I32],
-};
-const BACKWARD_DATA: Kernel = Kernel {
-    name: "linear_backward_data",
-    params: &[F32_IN, F32_IN, F32_OUT, I32, I32, I32],
-};
-const BACKWARD_WEIGHT: Kernel = Kernel {
-    name: "linear_backward_weight",
-    params: &[F32_IN, F32_IN, F32_OUT, F32_OUT, I32, I32, I32, F32],
-};
+const FORWARD: Kernel = Kernel::new(
+    "linear_forward",
+    &[F32_IN, F32_IN, F32_IN, F32_OUT, I32, I32, I32],
+);
+const BACKWARD_DATA: Kernel = Kernel::new(
+    "linear_backward_data",
+    &[F32_IN, F32_IN, F32_OUT, I32, I32, I32],
+);
+const BACKWARD_WEIGHT: Kernel = Kernel::new(
+    "linear_backward_weight",
+    &[F32_IN, F32_IN, F32_OUT, F32_OUT, I32, I32, I32, F32],
+);
 
 /// Every kernel this file launches (for the signature check).
 pub const KERNELS: [Kernel; 3] = [FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT];

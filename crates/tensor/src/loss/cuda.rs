@@ -4,14 +4,14 @@
 use kernels::launch::{arg::*, check_len, check_positive, to_int, Kernel, LaunchConfig};
 use kernels::{launch, CudaView, CudaViewMut, Gpu, Result};
 
-const FORWARD_BACKWARD: Kernel = Kernel {
-    name: "softmax_xent_forward_backward",
-    params: &[F32_IN, I32_IN, F32_OUT, F64_OUT, I32_OUT, I32, I32],
-};
-const FORWARD: Kernel = Kernel {
-    name: "softmax_xent_forward",
-    params: &[F32_IN, I32_IN, F64_OUT, I32_OUT, I32, I32],
-};
+const FORWARD_BACKWARD: Kernel = Kernel::new(
+    "softmax_xent_forward_backward",
+    &[F32_IN, I32_IN, F32_OUT, F64_OUT, I32_OUT, I32, I32],
+);
+const FORWARD: Kernel = Kernel::new(
+    "softmax_xent_forward",
+    &[F32_IN, I32_IN, F64_OUT, I32_OUT, I32, I32],
+);
 
 /// Every kernel this file launches (for the signature check).
 pub const KERNELS: [Kernel; 2] = [FORWARD_BACKWARD, FORWARD];
@@ -27,75 +27,42 @@ fn xent_config() -> LaunchConfig {
     }
 }
 
-fn xent_check(
-    k: &'static str,
+/// Softmax cross-entropy over `n` rows of `classes` logits: loss_acc[0] += the sum of the
+/// per-row losses (f64), correct_acc[0] += the number of argmax hits. With `dlogits` (training)
+/// it is also overwritten with (softmax - onehot)/N; without it (evaluation) no gradient is
+/// computed. Labels must be in 0..classes (not checked on the device). CPU twins:
+/// [`super::softmax_cross_entropy_into`], [`super::softmax_cross_entropy_loss_into`].
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_xent(
+    gpu: &Gpu,
     n: usize,
     classes: usize,
-    logits: usize,
-    labels: usize,
-    loss_acc: usize,
-    correct_acc: usize,
-) -> Result<(i32, i32)> {
+    logits: &CudaView<'_, f32>,
+    labels: &CudaView<'_, i32>,
+    dlogits: Option<&mut CudaViewMut<'_, f32>>,
+    loss_acc: &mut CudaViewMut<'_, f64>,
+    correct_acc: &mut CudaViewMut<'_, i32>,
+) -> Result<()> {
+    let kernel = if dlogits.is_some() {
+        FORWARD_BACKWARD
+    } else {
+        FORWARD
+    };
+    let k = kernel.name;
     check_positive(k, &[("n", n), ("classes", classes)])?;
-    check_len(k, "logits", logits, n * classes)?;
-    check_len(k, "labels", labels, n)?;
-    check_len(k, "loss_acc", loss_acc, 1)?;
-    check_len(k, "correct_acc", correct_acc, 1)?;
+    check_len(k, "logits", logits.len(), n * classes)?;
+    check_len(k, "labels", labels.len(), n)?;
+    check_len(k, "loss_acc", loss_acc.len(), 1)?;
+    check_len(k, "correct_acc", correct_acc.len(), 1)?;
     to_int(k, "N*K", n * classes)?;
-    Ok((to_int(k, "n", n)?, to_int(k, "classes", classes)?))
-}
-
-/// Training loss step: dlogits = (softmax - onehot)/N (overwritten); loss_acc[0] += sum of
-/// per-sample losses (f64); correct_acc[0] += number of argmax hits. Labels must be in
-/// 0..classes (not checked on the device). CPU twin:
-/// [`super::softmax_cross_entropy_into`].
-#[allow(clippy::too_many_arguments)]
-pub fn softmax_xent_forward_backward(
-    gpu: &Gpu,
-    n: usize,
-    classes: usize,
-    logits: &CudaView<'_, f32>,
-    labels: &CudaView<'_, i32>,
-    dlogits: &mut CudaViewMut<'_, f32>,
-    loss_acc: &mut CudaViewMut<'_, f64>,
-    correct_acc: &mut CudaViewMut<'_, i32>,
-) -> Result<()> {
-    const K: &str = FORWARD_BACKWARD.name;
-    let (n_i, k_i) = xent_check(
-        K,
-        n,
-        classes,
-        logits.len(),
-        labels.len(),
-        loss_acc.len(),
-        correct_acc.len(),
-    )?;
-    check_len(K, "dlogits", dlogits.len(), n * classes)?;
-    launch!(FORWARD_BACKWARD, gpu, xent_config(); logits, labels, dlogits, loss_acc, correct_acc,
-        n_i, k_i)
-}
-
-/// Evaluation: loss_acc[0] += sum of losses, correct_acc[0] += hits; no gradient. CPU twin:
-/// [`super::softmax_cross_entropy_loss_into`].
-#[allow(clippy::too_many_arguments)]
-pub fn softmax_xent_forward(
-    gpu: &Gpu,
-    n: usize,
-    classes: usize,
-    logits: &CudaView<'_, f32>,
-    labels: &CudaView<'_, i32>,
-    loss_acc: &mut CudaViewMut<'_, f64>,
-    correct_acc: &mut CudaViewMut<'_, i32>,
-) -> Result<()> {
-    const K: &str = FORWARD.name;
-    let (n_i, k_i) = xent_check(
-        K,
-        n,
-        classes,
-        logits.len(),
-        labels.len(),
-        loss_acc.len(),
-        correct_acc.len(),
-    )?;
-    launch!(FORWARD, gpu, xent_config(); logits, labels, loss_acc, correct_acc, n_i, k_i)
+    let (n_i, k_i) = (to_int(k, "n", n)?, to_int(k, "classes", classes)?);
+    match dlogits {
+        Some(dlogits) => {
+            check_len(k, "dlogits", dlogits.len(), n * classes)?;
+            launch!(kernel, gpu, xent_config(); logits, labels, dlogits, loss_acc, correct_acc,
+                n_i, k_i)
+        }
+        None => launch!(kernel, gpu, xent_config(); logits, labels, loss_acc, correct_acc, n_i,
+            k_i),
+    }
 }

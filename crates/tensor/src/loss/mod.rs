@@ -87,13 +87,13 @@ pub fn softmax_cross_entropy_into(
     if let Some(gpu) = device_of(OP, logits, labels, meter) {
         let mut dlogits = Tensor::cuda_output(OP, &gpu, &[n, k]);
         let (loss_acc, correct_acc) = meter.cuda_accumulators(n);
-        let r = cuda::softmax_xent_forward_backward(
+        let r = cuda::softmax_xent(
             &gpu,
             n,
             k,
             &logits.cu().as_view(),
             &labels.cu().as_view(),
-            &mut dlogits.cu_mut().as_view_mut(),
+            Some(&mut dlogits.cu_mut().as_view_mut()),
             &mut loss_acc.as_view_mut(),
             &mut correct_acc.as_view_mut(),
         );
@@ -115,12 +115,13 @@ pub fn softmax_cross_entropy_loss_into(logits: &Tensor, labels: &Labels, meter: 
     assert_eq!(labels.len(), n, "one label per row");
     if let Some(gpu) = device_of(OP, logits, labels, meter) {
         let (loss_acc, correct_acc) = meter.cuda_accumulators(n);
-        let r = cuda::softmax_xent_forward(
+        let r = cuda::softmax_xent(
             &gpu,
             n,
             k,
             &logits.cu().as_view(),
             &labels.cu().as_view(),
+            None,
             &mut loss_acc.as_view_mut(),
             &mut correct_acc.as_view_mut(),
         );

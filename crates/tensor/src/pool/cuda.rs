@@ -3,14 +3,8 @@
 use kernels::launch::{arg::*, check_len, check_positive, grid_1d, to_int, Kernel};
 use kernels::{launch, CudaView, CudaViewMut, Gpu, Result};
 
-const FORWARD: Kernel = Kernel {
-    name: "avgpool_forward",
-    params: &[F32_IN, F32_OUT, I32, I32],
-};
-const BACKWARD: Kernel = Kernel {
-    name: "avgpool_backward",
-    params: &[F32_IN, F32_OUT, I32, I32],
-};
+const FORWARD: Kernel = Kernel::new("avgpool_forward", &[F32_IN, F32_OUT, I32, I32]);
+const BACKWARD: Kernel = Kernel::new("avgpool_backward", &[F32_IN, F32_OUT, I32, I32]);
 
 /// Every kernel this file launches (for the signature check).
 pub const KERNELS: [Kernel; 2] = [FORWARD, BACKWARD];

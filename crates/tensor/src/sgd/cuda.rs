@@ -4,20 +4,17 @@
 use kernels::launch::{arg::*, check_len, grid_1d, to_int, Kernel};
 use kernels::{launch, CudaSlice, CudaView, CudaViewMut, Gpu, KernelError, Result};
 
-const STEP: Kernel = Kernel {
-    name: "sgd_step",
-    params: &[
+const STEP: Kernel = Kernel::new(
+    "sgd_step",
+    &[
         F32_OUT, F32_IN, F32_OUT, I32_IN, F32_IN, I32, I32, F32, F32, I32,
     ],
-};
-const STEP_TENSORS: Kernel = Kernel {
-    name: "sgd_step_tensors",
-    params: &[U64_IN, I32_IN, F32_IN, I32, I32, F32_IN, F32, I32],
-};
-const ZERO_TENSORS: Kernel = Kernel {
-    name: "zero_tensors",
-    params: &[U64_IN, I32_IN, I32, I32],
-};
+);
+const STEP_TENSORS: Kernel = Kernel::new(
+    "sgd_step_tensors",
+    &[U64_IN, I32_IN, F32_IN, I32, I32, F32_IN, F32, I32],
+);
+const ZERO_TENSORS: Kernel = Kernel::new("zero_tensors", &[U64_IN, I32_IN, I32, I32]);
 
 /// Every kernel this file launches (for the signature check).
 pub const KERNELS: [Kernel; 3] = [STEP, STEP_TENSORS, ZERO_TENSORS];

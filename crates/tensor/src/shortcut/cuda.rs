@@ -4,14 +4,14 @@
 use kernels::launch::{arg::*, check_len, check_positive, grid_1d, to_int, Kernel};
 use kernels::{launch, CudaView, CudaViewMut, Gpu, KernelError, Result};
 
-const FORWARD: Kernel = Kernel {
-    name: "shortcut_forward",
-    params: &[F32_IN, F32_OUT, I32, I32, I32, I32, I32, I32, I32, I32],
-};
-const BACKWARD: Kernel = Kernel {
-    name: "shortcut_backward",
-    params: &[F32_IN, F32_OUT, I32, I32, I32, I32, I32, I32, I32, I32, F32],
-};
+const FORWARD: Kernel = Kernel::new(
+    "shortcut_forward",
+    &[F32_IN, F32_OUT, I32, I32, I32, I32, I32, I32, I32, I32],
+);
+const BACKWARD: Kernel = Kernel::new(
+    "shortcut_backward",
+    &[F32_IN, F32_OUT, I32, I32, I32, I32, I32, I32, I32, I32, F32],
+);
 
 /// Every kernel this file launches (for the signature check).
 pub const KERNELS: [Kernel; 2] = [FORWARD, BACKWARD];
