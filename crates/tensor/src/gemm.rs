@@ -1,5 +1,13 @@
 //! Single-threaded f32 GEMM on strided matrices (the `gemm` crate). Ops thread over images
 //! or chunks around it, which keeps results deterministic.
+//!
+//! Beside it, the micro-kernels of the CPU fast paths for other instruction sets:
+//! `avx2_f32` (fp32 on AVX2 + FMA), `avx2_pack` (their operands, optionally rounded to bf16).
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2_f32;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2_pack;
 
 /// A read-only strided matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]

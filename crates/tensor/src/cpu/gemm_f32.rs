@@ -43,6 +43,11 @@ impl PackedA {
         }
         PackedA { data, m, k }
     }
+
+    /// The packed values (tiles of [`NN_MR`] rows, each `[k][rows]`).
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
 }
 
 pub(crate) use super::simd::lane_mask;

@@ -18,17 +18,17 @@ pub(crate) mod bn;
 pub mod conv;
 pub(crate) mod elementwise;
 #[cfg(target_arch = "x86_64")]
-mod gemm_bf16;
+pub(crate) mod gemm_bf16;
 #[cfg(target_arch = "x86_64")]
-mod gemm_f32;
+pub(crate) mod gemm_f32;
 #[cfg(target_arch = "x86_64")]
-mod pack;
+pub(crate) mod pack;
 #[cfg(target_arch = "x86_64")]
-mod plan;
+pub(crate) mod plan;
 #[cfg(target_arch = "x86_64")]
-mod simd;
+pub(crate) mod simd;
 #[cfg(target_arch = "x86_64")]
-mod wgrad;
+pub(crate) mod wgrad;
 
 use std::sync::OnceLock;
 

@@ -1,0 +1,374 @@
+//! Operand packing for the AVX2 kernels ([`super::avx2_f32`]): the layouts of `cpu::plan`
+//! (padded image, narrow groups, im2col rows, channels-last copies), built with AVX2 only.
+//! With `R = true` every value is rounded to bf16 as it is copied (exactly as
+//! [`crate::bf16::round`]: ties to even, NaN kept quiet) and stays an f32: the bf16 passes on
+//! CPUs without native bf16 arithmetic run the fp32 kernels on such operands, which computes
+//! the twin's exact products for the cost of the copy the fp32 pass makes anyway.
+//!
+//! Borders, padding columns and rows past the pixels are never written: like `cpu::pack`,
+//! these rely on buffers that start zeroed and are reused for the same plan.
+
+use crate::conv::ConvGeom;
+use crate::cpu::plan::Plan;
+use std::arch::x86_64::*;
+
+/// 8 floats rounded to bf16 (the low 16 bits of each lane zero), NaN kept quiet.
+#[inline(always)]
+pub(crate) unsafe fn round8(v: __m256) -> __m256 {
+    let u = _mm256_castps_si256(v);
+    let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(1));
+    let rounded = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+    let abs = _mm256_and_si256(u, _mm256_set1_epi32(0x7fff_ffff));
+    let nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f80_0000));
+    let quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x0040_0000));
+    let hi = _mm256_blendv_epi8(rounded, quiet, nan);
+    _mm256_castsi256_ps(_mm256_and_si256(hi, _mm256_set1_epi32(0xffff_0000u32 as i32)))
+}
+
+/// `v` itself, or rounded to bf16 with `R`.
+#[inline(always)]
+unsafe fn cvt<const R: bool>(v: __m256) -> __m256 {
+    if R {
+        round8(v)
+    } else {
+        v
+    }
+}
+
+/// One value as [`cvt`] does it.
+#[inline(always)]
+fn cvt1<const R: bool>(v: f32) -> f32 {
+    if R {
+        crate::bf16::round(v)
+    } else {
+        v
+    }
+}
+
+/// `n` floats from `src` to `dst` (rounded with `R`): whole vectors, then one at a time.
+#[inline(always)]
+unsafe fn copy_run<const R: bool>(src: *const f32, dst: *mut f32, n: usize) {
+    let whole = n / 8 * 8;
+    let mut i = 0;
+    while i < whole {
+        _mm256_storeu_ps(dst.add(i), cvt::<R>(_mm256_loadu_ps(src.add(i))));
+        i += 8;
+    }
+    while i < n {
+        *dst.add(i) = cvt1::<R>(*src.add(i));
+        i += 1;
+    }
+}
+
+/// `src` into `dst` (same length), rounded with `R`.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn copy<const R: bool>(src: &[f32], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    copy_run::<R>(src.as_ptr(), dst.as_mut_ptr(), src.len());
+}
+
+/// One image `[c][h][w]` into the interior of the plan's padded buffer `[c][hp][wp]` (as
+/// `cpu::pack::pad_image`), rounded with `R`.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn pad_image<const R: bool>(plan: &Plan, img: &[f32], xp: &mut [f32]) {
+    let g = &plan.g;
+    assert!(img.len() >= g.cin * g.h * g.w && xp.len() >= plan.padded_len());
+    for ci in 0..g.cin {
+        for y in 0..g.h {
+            let src = img.as_ptr().add((ci * g.h + y) * g.w);
+            let dst = xp
+                .as_mut_ptr()
+                .add((ci * plan.hp + y + g.pad) * plan.wp + g.pad);
+            copy_run::<R>(src, dst, g.w);
+        }
+    }
+}
+
+/// im2col from the padded image (as `cpu::pack::im2col`): `col[k][oy·wo + ox] =
+/// xp[ci][oy·s + ky][ox·s + kx]`, rows of `plan.ld`; strides 1 and 2. No rounding: `xp` was
+/// rounded (or not) as it was padded.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn im2col(plan: &Plan, xp: &[f32], col: &mut [f32]) {
+    let g = &plan.g;
+    assert!(g.stride <= 2 && xp.len() >= plan.padded_len() && col.len() >= g.col_rows() * plan.ld);
+    // The shuffle below leaves `[a0 a2 b0 b2 | a4 a6 b4 b6]`; this puts them in order.
+    let evens = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    for ci in 0..g.cin {
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = col.as_mut_ptr().add(((ci * g.k + ky) * g.k + kx) * plan.ld);
+                for oy in 0..g.ho {
+                    let src = xp
+                        .as_ptr()
+                        .add((ci * plan.hp + oy * g.stride + ky) * plan.wp + kx);
+                    let dst = row.add(oy * g.wo);
+                    if g.stride == 1 {
+                        copy_run::<false>(src, dst, g.wo);
+                        continue;
+                    }
+                    // Pixels ox..ox+8 take the even elements of 2·ox .. 2·ox+16 (the last odd
+                    // one is past the row's pixels but inside the buffer: its slack).
+                    let mut ox = 0;
+                    while ox + 8 <= g.wo {
+                        let a = _mm256_loadu_ps(src.add(2 * ox));
+                        let b = _mm256_loadu_ps(src.add(2 * ox + 8));
+                        let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+                        _mm256_storeu_ps(dst.add(ox), _mm256_permutevar8x32_ps(e, evens));
+                        ox += 8;
+                    }
+                    while ox < g.wo {
+                        *dst.add(ox) = *src.add(2 * ox);
+                        ox += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `count` images `[c][h][w]` into a narrow layout's buffer (as `cpu::pack::pad_narrow`),
+/// rounded with `R`.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn pad_narrow<const R: bool>(
+    plan: &Plan,
+    imgs: &[f32],
+    count: usize,
+    out: &mut [f32],
+) {
+    let g = &plan.g;
+    let plane = g.h * g.w;
+    assert!(
+        count <= plan.group
+            && imgs.len() >= count * g.cin * plane
+            && out.len() >= plan.padded_len()
+    );
+    for img in 0..count {
+        let base = plan.narrow_image_at(img).0;
+        for ci in 0..g.cin {
+            let src = imgs.as_ptr().add((img * g.cin + ci) * plane);
+            let dst = out.as_mut_ptr().add(base + (ci * plan.hp + g.pad) * g.w);
+            copy_run::<R>(src, dst, plane);
+        }
+    }
+}
+
+/// Copies `rows` rows of `len` values into `dst` rows `ld` apart, zero past `len` (as
+/// `cpu::pack::pad_rows`), rounded with `R`.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn pad_rows<const R: bool>(
+    src: &[f32],
+    rows: usize,
+    len: usize,
+    dst: &mut [f32],
+    ld: usize,
+) {
+    assert!(src.len() >= rows * len && dst.len() >= rows * ld && ld >= len);
+    for r in 0..rows {
+        let d = dst.as_mut_ptr().add(r * ld);
+        copy_run::<R>(src.as_ptr().add(r * len), d, len);
+        std::slice::from_raw_parts_mut(d.add(len), ld - len).fill(0.0);
+    }
+}
+
+/// Transposes 8 rows of 8 floats in registers: `out[j][i] = rows[i][j]`.
+#[inline(always)]
+unsafe fn transpose8(r: &mut [__m256; 8]) {
+    let mut t = [_mm256_setzero_ps(); 8];
+    for i in 0..4 {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // Per 128-bit half, u[4i + j] holds rows 4i..4i+4 of column (half·4 + j).
+    let mut u = [_mm256_setzero_ps(); 8];
+    let pd = _mm256_castps_pd;
+    let ps = _mm256_castpd_ps;
+    for i in 0..2 {
+        let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+        u[4 * i] = ps(_mm256_unpacklo_pd(pd(a), pd(c)));
+        u[4 * i + 1] = ps(_mm256_unpackhi_pd(pd(a), pd(c)));
+        u[4 * i + 2] = ps(_mm256_unpacklo_pd(pd(b), pd(d)));
+        u[4 * i + 3] = ps(_mm256_unpackhi_pd(pd(b), pd(d)));
+    }
+    for j in 0..4 {
+        r[j] = _mm256_permute2f128_ps::<0x20>(u[j], u[4 + j]);
+        r[4 + j] = _mm256_permute2f128_ps::<0x31>(u[j], u[4 + j]);
+    }
+}
+
+/// One image `[c][h][w]` (`c` a multiple of 8) into the interior of a zero-bordered
+/// channels-last buffer (as `cpu::pack::channels_last_padded`): `out[((y + pad)·wp + x +
+/// pad)·c + ch] = img[ch][y][x]`, rounded with `R`.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn channels_last_padded<const R: bool>(
+    img: &[f32],
+    (c, h, w): (usize, usize, usize),
+    (pad, wp): (usize, usize),
+    out: &mut [f32],
+) {
+    assert!(c.is_multiple_of(8) && img.len() >= c * h * w);
+    assert!(out.len() >= ((h + 2 * pad - 1) * wp + w + pad) * c);
+    let mut r = [_mm256_setzero_ps(); 8];
+    for y in 0..h {
+        let whole = w / 8 * 8;
+        for x0 in (0..whole).step_by(8) {
+            for c0 in (0..c).step_by(8) {
+                for (i, r) in r.iter_mut().enumerate() {
+                    *r = cvt::<R>(_mm256_loadu_ps(img.as_ptr().add(((c0 + i) * h + y) * w + x0)));
+                }
+                transpose8(&mut r);
+                let dst = out.as_mut_ptr().add(((y + pad) * wp + x0 + pad) * c + c0);
+                for (j, &v) in r.iter().enumerate() {
+                    _mm256_storeu_ps(dst.add(j * c), v);
+                }
+            }
+        }
+        for x in whole..w {
+            let dst = out.as_mut_ptr().add(((y + pad) * wp + x + pad) * c);
+            for ch in 0..c {
+                *dst.add(ch) = cvt1::<R>(img[(ch * h + y) * w + x]);
+            }
+        }
+    }
+}
+
+/// The adjoint of im2col for a stride-2 convolution, as `conv::reference::col2im` (the
+/// reference itself: these CPUs run it as it is).
+pub(crate) fn col2im(g: &ConvGeom, col: &[f32], img: &mut [f32]) {
+    crate::conv::reference::col2im(g, col, img)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each packer against the layout's definition (and `bf16::round` for the rounding ones),
+    //! on shapes with ragged vectors.
+    use super::*;
+    use crate::bf16::round;
+    use crate::testutil::rng;
+    use rand::Rng;
+
+    fn avx2() -> bool {
+        let ok = is_x86_feature_detected!("avx2");
+        if !ok {
+            eprintln!("skipped: this CPU has no AVX2 (a CPU-capability skip)");
+        }
+        ok
+    }
+
+    fn values(r: &mut impl Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| r.gen_range(-3.0f32..3.0)).collect()
+    }
+
+    #[test]
+    fn round8_is_bf16_round_bit_for_bit() {
+        if !avx2() {
+            return;
+        }
+        let mut r = rng(31);
+        let mut v: Vec<f32> = (0..4000).map(|_| f32::from_bits(r.gen())).collect();
+        v.extend([
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::MAX,
+            1.0 + 2f32.powi(-8),
+            1.0 + 3.0 * 2f32.powi(-8),
+            1e-40,
+            -0.0,
+        ]);
+        v.resize(v.len().next_multiple_of(8), 0.5);
+        let mut out = vec![0.0f32; v.len()];
+        // SAFETY: AVX2 checked; equal lengths.
+        unsafe { copy::<true>(&v, &mut out) };
+        for (a, b) in v.iter().zip(&out) {
+            assert_eq!(round(*a).to_bits(), b.to_bits(), "{a:e}");
+        }
+    }
+
+    #[test]
+    fn im2col_from_the_padded_image_is_the_reference_im2col() {
+        if !avx2() {
+            return;
+        }
+        let mut r = rng(32);
+        for (xs, ws, s) in [
+            ([1, 3, 7, 19], [2, 3, 3, 3], 2),
+            ([1, 2, 16, 33], [2, 2, 3, 3], 2),
+            ([1, 2, 5, 9], [2, 2, 3, 3], 1),
+            ([1, 4, 8, 8], [2, 4, 1, 1], 2),
+        ] {
+            for rounded in [false, true] {
+                let g = ConvGeom::new(&xs, &ws, s);
+                let plan = Plan::new(g, false);
+                let img = values(&mut r, g.cin * g.h * g.w);
+                let mut xp = vec![0.0f32; plan.padded_len()];
+                let mut col = vec![0.0f32; g.col_rows() * plan.ld];
+                // SAFETY: AVX2 checked; buffers of the plan's sizes.
+                unsafe {
+                    if rounded {
+                        pad_image::<true>(&plan, &img, &mut xp);
+                    } else {
+                        pad_image::<false>(&plan, &img, &mut xp);
+                    }
+                    im2col(&plan, &xp, &mut col);
+                }
+                let src: Vec<f32> = if rounded {
+                    img.iter().map(|&v| round(v)).collect()
+                } else {
+                    img.clone()
+                };
+                let mut want = vec![0.0f32; g.col_rows() * g.out_pixels()];
+                crate::conv::reference::im2col(&g, &src, &mut want);
+                let p = g.out_pixels();
+                for k in 0..g.col_rows() {
+                    assert_eq!(&col[k * plan.ld..][..p], &want[k * p..][..p], "{xs:?} k {k}");
+                    assert!(col[k * plan.ld + p..][..plan.ld - p].iter().all(|&v| v == 0.0));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn channels_last_copy_transposes_and_pads() {
+        if !avx2() {
+            return;
+        }
+        let mut r = rng(33);
+        let (c, h, w, pad) = (16, 3, 11, 1);
+        let wp = w + 2 * pad;
+        let img = values(&mut r, c * h * w);
+        let mut out = vec![0.0f32; (h + 2 * pad) * wp * c];
+        // SAFETY: AVX2 checked; out holds the padded image.
+        unsafe { channels_last_padded::<true>(&img, (c, h, w), (pad, wp), &mut out) };
+        for y in 0..h + 2 * pad {
+            for x in 0..wp {
+                for ch in 0..c {
+                    let inside = (pad..h + pad).contains(&y) && (pad..w + pad).contains(&x);
+                    let want = if inside {
+                        round(img[(ch * h + y - pad) * w + x - pad])
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(out[(y * wp + x) * c + ch], want, "({y}, {x}, {ch})");
+                }
+            }
+        }
+    }
+}
