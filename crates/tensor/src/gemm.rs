@@ -2,8 +2,11 @@
 //! or chunks around it, which keeps results deterministic.
 //!
 //! Beside it, the micro-kernels of the CPU fast paths for other instruction sets:
-//! `avx2_f32` (fp32 on AVX2 + FMA), `avx2_pack` (their operands, optionally rounded to bf16).
+//! `avx2_f32` (fp32 on AVX2 + FMA), `avx2_pack` (their operands, optionally rounded to bf16),
+//! `amx` (bf16 on AMX tiles, with a plain-Rust model of the tile instructions).
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2_f32;
 #[cfg(target_arch = "x86_64")]
