@@ -8,7 +8,6 @@
 //! Borders, padding columns and rows past the pixels are never written: like `cpu::pack`,
 //! these rely on buffers that start zeroed and are reused for the same plan.
 
-use crate::conv::ConvGeom;
 use crate::cpu::plan::Plan;
 use std::arch::x86_64::*;
 
@@ -164,27 +163,6 @@ pub(crate) unsafe fn pad_narrow<const R: bool>(
     }
 }
 
-/// Copies `rows` rows of `len` values into `dst` rows `ld` apart, zero past `len` (as
-/// `cpu::pack::pad_rows`), rounded with `R`.
-///
-/// # Safety
-/// The CPU must have AVX2.
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn pad_rows<const R: bool>(
-    src: &[f32],
-    rows: usize,
-    len: usize,
-    dst: &mut [f32],
-    ld: usize,
-) {
-    assert!(src.len() >= rows * len && dst.len() >= rows * ld && ld >= len);
-    for r in 0..rows {
-        let d = dst.as_mut_ptr().add(r * ld);
-        copy_run::<R>(src.as_ptr().add(r * len), d, len);
-        std::slice::from_raw_parts_mut(d.add(len), ld - len).fill(0.0);
-    }
-}
-
 /// Transposes 8 rows of 8 floats in registers: `out[j][i] = rows[i][j]`.
 #[inline(always)]
 unsafe fn transpose8(r: &mut [__m256; 8]) {
@@ -249,10 +227,129 @@ pub(crate) unsafe fn channels_last_padded<const R: bool>(
     }
 }
 
-/// The adjoint of im2col for a stride-2 convolution, as `conv::reference::col2im` (the
-/// reference itself: these CPUs run it as it is).
-pub(crate) fn col2im(g: &ConvGeom, col: &[f32], img: &mut [f32]) {
-    crate::conv::reference::col2im(g, col, img)
+/// bf16 pairs of two vectors: lane i = `bf16(lo[i]) | bf16(hi[i]) << 16` (the layout
+/// `vdpbf16ps` and `tdpbf16ps` read: the even element in the low half).
+#[inline(always)]
+unsafe fn pair8(lo: __m256, hi: __m256) -> __m256 {
+    let lo = _mm256_srli_epi32::<16>(_mm256_castps_si256(round8(lo)));
+    _mm256_castsi256_ps(_mm256_or_si256(lo, _mm256_castps_si256(round8(hi))))
+}
+
+/// One pair as [`pair8`] does it.
+#[inline(always)]
+fn pair1(lo: f32, hi: f32) -> u32 {
+    (crate::bf16::round(lo).to_bits() >> 16) | (crate::bf16::round(hi).to_bits() & 0xffff_0000)
+}
+
+/// `out[i] = pair(lo[i], hi[i])` for `n` lanes (`hi` absent: zero).
+#[inline(always)]
+unsafe fn pair_run(lo: *const f32, hi: Option<*const f32>, out: *mut u32, n: usize) {
+    let whole = n / 8 * 8;
+    let mut i = 0;
+    while i < whole {
+        let h = hi.map_or(_mm256_setzero_ps(), |h| _mm256_loadu_ps(h.add(i)));
+        _mm256_storeu_ps(out.add(i).cast(), pair8(_mm256_loadu_ps(lo.add(i)), h));
+        i += 8;
+    }
+    while i < n {
+        *out.add(i) = pair1(*lo.add(i), hi.map_or(0.0, |h| *h.add(i)));
+        i += 1;
+    }
+}
+
+/// One image as bf16 channel pairs in a zero-bordered padded buffer of 32-bit lanes (as
+/// `cpu::pack::pad_image_pairs`): `out[(j·hp + y + pad)·wp + x + pad] = pair(img[2j][y][x],
+/// img[2j+1][y][x])`, an odd last channel paired with zero.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn pad_image_pairs(plan: &Plan, img: &[f32], out: &mut [u32]) {
+    let g = &plan.g;
+    let pairs = g.cin.div_ceil(2);
+    assert!(img.len() >= g.cin * g.h * g.w && out.len() >= pairs * plan.hp * plan.wp);
+    for j in 0..pairs {
+        for y in 0..g.h {
+            let lo = img.as_ptr().add((2 * j * g.h + y) * g.w);
+            let hi = (2 * j + 1 < g.cin).then(|| img.as_ptr().add(((2 * j + 1) * g.h + y) * g.w));
+            let dst = out
+                .as_mut_ptr()
+                .add((j * plan.hp + y + g.pad) * plan.wp + g.pad);
+            pair_run(lo, hi, dst, g.w);
+        }
+    }
+}
+
+/// bf16 pairs of rows (as `cpu::pack::bf16_row_pairs`): `out[j][p] = pair(rows[2j][p],
+/// rows[2j+1][p])` for `rows` (`n_rows x ld`), an odd last row paired with zero.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn row_pairs(rows: &[f32], n_rows: usize, ld: usize, out: &mut [u32]) {
+    assert!(rows.len() >= n_rows * ld && out.len() >= n_rows.div_ceil(2) * ld);
+    for j in 0..n_rows.div_ceil(2) {
+        let lo = rows.as_ptr().add(2 * j * ld);
+        let hi = (2 * j + 1 < n_rows).then(|| rows.as_ptr().add((2 * j + 1) * ld));
+        pair_run(lo, hi, out.as_mut_ptr().add(j * ld), ld);
+    }
+}
+
+/// Two images' values paired lane by lane (as `cpu::pack::image_pairs`): `out[i] = pair(a[i],
+/// b[i])`, `b` absent: zero.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn image_pairs(a: &[f32], b: Option<&[f32]>, out: &mut [u32]) {
+    assert!(out.len() >= a.len() && b.is_none_or(|b| b.len() == a.len()));
+    pair_run(a.as_ptr(), b.map(|b| b.as_ptr()), out.as_mut_ptr(), a.len());
+}
+
+/// Two images `[c][h][w]` (`c` a multiple of 8) paired lane by lane, channels-last in the
+/// interior of a zero-bordered buffer (as `cpu::pack::channels_last_image_pairs`).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn channels_last_image_pairs(
+    a: &[f32],
+    b: Option<&[f32]>,
+    (c, h, w): (usize, usize, usize),
+    (pad, wp): (usize, usize),
+    out: &mut [u32],
+) {
+    assert!(c.is_multiple_of(8) && a.len() >= c * h * w && b.is_none_or(|b| b.len() == a.len()));
+    assert!(out.len() >= ((h + 2 * pad - 1) * wp + w + pad) * c);
+    let (mut ra, mut rb) = ([_mm256_setzero_ps(); 8], [_mm256_setzero_ps(); 8]);
+    for y in 0..h {
+        let whole = w / 8 * 8;
+        for x0 in (0..whole).step_by(8) {
+            for c0 in (0..c).step_by(8) {
+                let at = |i: usize| ((c0 + i) * h + y) * w + x0;
+                for i in 0..8 {
+                    ra[i] = _mm256_loadu_ps(a.as_ptr().add(at(i)));
+                    rb[i] = match b {
+                        Some(b) => _mm256_loadu_ps(b.as_ptr().add(at(i))),
+                        None => _mm256_setzero_ps(),
+                    };
+                }
+                transpose8(&mut ra);
+                transpose8(&mut rb);
+                let dst = out.as_mut_ptr().add(((y + pad) * wp + x0 + pad) * c + c0);
+                for j in 0..8 {
+                    _mm256_storeu_ps(dst.add(j * c).cast(), pair8(ra[j], rb[j]));
+                }
+            }
+        }
+        for x in whole..w {
+            let dst = out.as_mut_ptr().add(((y + pad) * wp + x + pad) * c);
+            for ch in 0..c {
+                let at = (ch * h + y) * w + x;
+                *dst.add(ch) = pair1(a[at], b.map_or(0.0, |b| b[at]));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +358,7 @@ mod tests {
     //! on shapes with ragged vectors.
     use super::*;
     use crate::bf16::round;
+    use crate::conv::ConvGeom;
     use crate::testutil::rng;
     use rand::Rng;
 
@@ -367,6 +465,70 @@ mod tests {
                         0.0
                     };
                     assert_eq!(out[(y * wp + x) * c + ch], want, "({y}, {x}, {ch})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pairs_are_two_rounded_values_low_half_first() {
+        if !avx2() {
+            return;
+        }
+        let mut r = rng(34);
+        let pair = |lo: f32, hi: f32| (round(lo).to_bits() >> 16) | (round(hi).to_bits() & 0xffff_0000);
+        let (a, b) = (values(&mut r, 37), values(&mut r, 37));
+        let mut out = vec![0u32; 37];
+        // SAFETY: AVX2 checked; equal lengths.
+        unsafe { image_pairs(&a, Some(&b), &mut out) };
+        assert!((0..37).all(|i| out[i] == pair(a[i], b[i])));
+        // SAFETY: as above.
+        unsafe { image_pairs(&a, None, &mut out) };
+        assert!((0..37).all(|i| out[i] == pair(a[i], 0.0)));
+        // Rows: 5 rows of 16, the last paired with zero.
+        let rows = values(&mut r, 5 * 16);
+        let mut out = vec![0u32; 3 * 16];
+        // SAFETY: as above.
+        unsafe { row_pairs(&rows, 5, 16, &mut out) };
+        for j in 0..3 {
+            for p in 0..16 {
+                let hi = if j < 2 { rows[(2 * j + 1) * 16 + p] } else { 0.0 };
+                assert_eq!(out[j * 16 + p], pair(rows[2 * j * 16 + p], hi));
+            }
+        }
+        // A padded image of channel pairs, 3 channels (the last paired with zero).
+        let g = ConvGeom::new(&[1, 3, 4, 11], &[2, 3, 3, 3], 1);
+        let plan = Plan::new(g, true);
+        let img = values(&mut r, 3 * 4 * 11);
+        let mut out = vec![0u32; plan.pairs_len()];
+        // SAFETY: as above; the buffer is the plan's.
+        unsafe { pad_image_pairs(&plan, &img, &mut out) };
+        for j in 0..2 {
+            for y in 0..plan.hp {
+                for x in 0..plan.wp {
+                    let inside = (1..5).contains(&y) && (1..12).contains(&x);
+                    let want = if inside {
+                        let at = |c: usize| img[(c * 4 + y - 1) * 11 + x - 1];
+                        pair(at(2 * j), if j == 0 { at(1) } else { 0.0 })
+                    } else {
+                        0
+                    };
+                    assert_eq!(out[(j * plan.hp + y) * plan.wp + x], want, "({j}, {y}, {x})");
+                }
+            }
+        }
+        // Channels-last pairs of two images, 16 channels, a ragged row of 11.
+        let (c, h, w, pad) = (16, 2, 11, 1);
+        let wp = w + 2;
+        let (a, b) = (values(&mut r, c * h * w), values(&mut r, c * h * w));
+        let mut out = vec![0u32; (h + 2) * wp * c];
+        // SAFETY: as above.
+        unsafe { channels_last_image_pairs(&a, Some(&b), (c, h, w), (pad, wp), &mut out) };
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..c {
+                    let at = (ch * h + y) * w + x;
+                    assert_eq!(out[((y + 1) * wp + x + 1) * c + ch], pair(a[at], b[at]));
                 }
             }
         }
