@@ -134,7 +134,9 @@ fn families(precision: Precision) -> Vec<Family> {
         if fast::runs(k, precision) {
             all.push((name, Box::new(move |_, _| Some(k))));
         } else {
-            eprintln!("{precision}: skipped {name}: this CPU cannot run it (a CPU-capability skip)");
+            eprintln!(
+                "{precision}: skipped {name}: this CPU cannot run it (a CPU-capability skip)"
+            );
         }
     }
     if precision == Precision::Bf16 {
@@ -148,7 +150,10 @@ fn families(precision: Precision) -> Vec<Family> {
                 continue;
             }
             if k.is_amx() {
-                all.push((name, Box::new(move |p, g| fast::amx_fits(p, g).then_some(k))));
+                all.push((
+                    name,
+                    Box::new(move |p, g| fast::amx_fits(p, g).then_some(k)),
+                ));
             } else {
                 all.push((name, Box::new(move |_, _| Some(k))));
             }
@@ -195,7 +200,10 @@ fn fast_vs_reference(precision: Precision, tol: f64) {
                 ran[2] += 1;
             }
         }
-        assert!(ran.iter().all(|&n| n > 0), "{precision} {name}: passes run {ran:?}");
+        assert!(
+            ran.iter().all(|&n| n > 0),
+            "{precision} {name}: passes run {ran:?}"
+        );
     }
 }
 
@@ -269,7 +277,10 @@ fn every_path_is_deterministic_across_thread_counts() {
             };
             let one = on(1, &run);
             assert!(!one.is_empty());
-            assert!(one == on(3, &run), "{precision} {name}: 1 and 3 threads differ");
+            assert!(
+                one == on(3, &run),
+                "{precision} {name}: 1 and 3 threads differ"
+            );
         }
     }
 }
@@ -286,14 +297,40 @@ fn kernels_are_chosen_per_machine_and_shape() {
     let (f, b) = (Precision::Fp32, Precision::Bf16);
     for pass in [Pass::Forward, Pass::BackwardData, Pass::BackwardWeight] {
         assert_eq!(choose(Kernels::Reference, true, b, pass, &big), None);
-        assert_eq!(choose(Kernels::Avx2, true, b, pass, &big), Some(ConvKernels::Avx2));
-        assert_eq!(choose(Kernels::Avx2, true, f, pass, &big), Some(ConvKernels::Avx2));
-        assert_eq!(choose(Kernels::Avx512, true, b, pass, &big), Some(ConvKernels::Avx512));
-        assert_eq!(choose(Kernels::Amx, true, f, pass, &big), Some(ConvKernels::Avx512));
-        assert_eq!(choose(Kernels::Amx, false, b, pass, &big), Some(ConvKernels::Amx));
-        assert_eq!(choose(Kernels::Amx, false, b, pass, &stem).filter(|_| pass == Pass::Forward), (pass == Pass::Forward).then_some(ConvKernels::Avx512));
-        let want = if pass == Pass::BackwardWeight { ConvKernels::Avx512Bf16 } else { ConvKernels::Amx };
-        assert_eq!(choose(Kernels::Amx, true, b, pass, &tiny), Some(want), "{pass:?}");
+        assert_eq!(
+            choose(Kernels::Avx2, true, b, pass, &big),
+            Some(ConvKernels::Avx2)
+        );
+        assert_eq!(
+            choose(Kernels::Avx2, true, f, pass, &big),
+            Some(ConvKernels::Avx2)
+        );
+        assert_eq!(
+            choose(Kernels::Avx512, true, b, pass, &big),
+            Some(ConvKernels::Avx512)
+        );
+        assert_eq!(
+            choose(Kernels::Amx, true, f, pass, &big),
+            Some(ConvKernels::Avx512)
+        );
+        assert_eq!(
+            choose(Kernels::Amx, false, b, pass, &big),
+            Some(ConvKernels::Amx)
+        );
+        assert_eq!(
+            choose(Kernels::Amx, false, b, pass, &stem).filter(|_| pass == Pass::Forward),
+            (pass == Pass::Forward).then_some(ConvKernels::Avx512)
+        );
+        let want = if pass == Pass::BackwardWeight {
+            ConvKernels::Avx512Bf16
+        } else {
+            ConvKernels::Amx
+        };
+        assert_eq!(
+            choose(Kernels::Amx, true, b, pass, &tiny),
+            Some(want),
+            "{pass:?}"
+        );
         let dot = choose(Kernels::Avx512Bf16, true, b, pass, &big);
         assert_eq!(dot, Some(ConvKernels::Avx512Bf16));
         let no_dot = choose(Kernels::Avx512Bf16, false, b, pass, &big);

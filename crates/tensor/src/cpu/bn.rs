@@ -7,7 +7,8 @@
 //! in one pass (shifted by the channel's first value, so a mean far from zero costs no
 //! precision) and image by image, added in image order.
 //!
-//! Each function returns `None` without AVX-512, and the caller runs the reference.
+//! Each function returns `None` without AVX-512 or AVX2 (whose body is `bn_avx2.rs`), and the
+//! caller runs the reference.
 
 // Off x86-64 the fast bodies compile out, leaving their helpers unused.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
@@ -15,8 +16,30 @@
 use super::{kernels, Kernels};
 use crate::Tensor;
 
-fn fast() -> bool {
-    kernels() >= Kernels::Avx512
+/// The body that runs: AVX-512 (`imp` below) or AVX2 (`bn_avx2.rs`); `None`: the reference.
+#[derive(Clone, Copy)]
+enum Body {
+    Avx512,
+    Avx2,
+}
+
+fn body() -> Option<Body> {
+    match kernels() {
+        Kernels::Reference => None,
+        Kernels::Avx2 => Some(Body::Avx2),
+        _ => Some(Body::Avx512),
+    }
+}
+
+/// `$f(args)` of the body's module.
+#[cfg(target_arch = "x86_64")]
+macro_rules! on {
+    ($body:expr, $f:ident($($arg:expr),*)) => {
+        match $body {
+            Body::Avx512 => imp::$f($($arg),*),
+            Body::Avx2 => super::bn_avx2::$f($($arg),*),
+        }
+    };
 }
 
 /// How the backward pass knows which outputs a fused ReLU zeroed.
@@ -51,7 +74,7 @@ pub(crate) fn train_forward(
     residual: Option<&Tensor>,
 ) -> Option<TrainForward> {
     #[cfg(target_arch = "x86_64")]
-    if fast() {
+    if let Some(body) = body() {
         let (n, c, h, w) = x.dims4();
         let count = (n * h * w) as f64;
         assert!(
@@ -59,8 +82,8 @@ pub(crate) fn train_forward(
             "batchnorm needs more than one value per channel, got shape {:?}",
             x.shape()
         );
-        // SAFETY: AVX-512F was detected.
-        let (means, vars) = unsafe { imp::moments(x) };
+        // SAFETY: the body's instructions were detected.
+        let (means, vars) = unsafe { on!(body, moments(x)) };
         let (mut mean, mut invstd) = (vec![0.0f32; c], vec![0.0f32; c]);
         for ch in 0..c {
             let var = vars[ch];
@@ -73,7 +96,7 @@ pub(crate) fn train_forward(
         let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
         let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - scale[ch] * mean[ch]).collect();
         // SAFETY: as above.
-        let y = unsafe { imp::affine(x, &scale, &shift, relu, residual) };
+        let y = unsafe { on!(body, affine(x, &scale, &shift, relu, residual)) };
         return Some((y, mean, invstd, (scale, shift)));
     }
     let _ = (
@@ -103,7 +126,7 @@ pub(crate) fn eval_forward(
     residual: Option<&Tensor>,
 ) -> Option<Tensor> {
     #[cfg(target_arch = "x86_64")]
-    if fast() {
+    if let Some(body) = body() {
         let c = gamma.len();
         let scale: Vec<f32> = (0..c)
             .map(|ch| gamma[ch] / (running_var[ch] + eps).sqrt())
@@ -111,8 +134,8 @@ pub(crate) fn eval_forward(
         let shift: Vec<f32> = (0..c)
             .map(|ch| beta[ch] - scale[ch] * running_mean[ch])
             .collect();
-        // SAFETY: AVX-512F was detected.
-        return Some(unsafe { imp::affine(x, &scale, &shift, relu, residual) });
+        // SAFETY: the body's instructions were detected.
+        return Some(unsafe { on!(body, affine(x, &scale, &shift, relu, residual)) });
     }
     let _ = (
         x,
@@ -139,15 +162,15 @@ pub(crate) fn backward(
     dbeta: &mut [f32],
 ) -> Option<Tensor> {
     #[cfg(target_arch = "x86_64")]
-    if fast() {
+    if let Some(body) = body() {
         let (n, c, h, w) = x.dims4();
         assert_eq!(x.shape(), dy.shape(), "batchnorm dy shape");
         if let ReluMask::Output(out) = relu {
             assert_eq!(out.shape(), x.shape(), "batchnorm relu output shape");
         }
         let count = (n * h * w) as f64;
-        // SAFETY: AVX-512F was detected.
-        let sums = unsafe { imp::grad_sums(x, dy, relu, mean) };
+        // SAFETY: the body's instructions were detected.
+        let sums = unsafe { on!(body, grad_sums(x, dy, relu, mean)) };
         // As the reference: dx = k·g + a·x + b per channel.
         let (mut k, mut a, mut b) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
         for ch in 0..c {
@@ -163,7 +186,7 @@ pub(crate) fn backward(
             b[ch] = (-kk * mean_dy - aa * mean[ch] as f64) as f32;
         }
         // SAFETY: as above.
-        return Some(unsafe { imp::backward_apply(x, dy, relu, &k, &a, &b) });
+        return Some(unsafe { on!(body, backward_apply(x, dy, relu, &k, &a, &b)) });
     }
     let _ = (x, dy, gamma, mean, invstd, relu, dgamma, dbeta);
     None

@@ -187,7 +187,9 @@ pub fn backward_data(
 ) -> Option<Tensor> {
     let g = ConvGeom::new(x_shape, weight.shape(), stride);
     let kern = pick(precision, Pass::BackwardData, &g)?;
-    Some(backward_data_on(kern, dy, weight, x_shape, stride, precision))
+    Some(backward_data_on(
+        kern, dy, weight, x_shape, stride, precision,
+    ))
 }
 
 /// Accumulates the weight gradient of `y = conv(x, weight)` into `dweight`; `false` (nothing
@@ -239,7 +241,10 @@ pub fn forward_on(
     precision: Precision,
 ) -> Tensor {
     check_runs(kern, precision);
-    assert!(fits(stride), "stride {stride}: the fast convolution takes 1 and 2");
+    assert!(
+        fits(stride),
+        "stride {stride}: the fast convolution takes 1 and 2"
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the instructions were checked.
     return unsafe { imp::forward(kern, x, weight, stride, precision) };
@@ -257,7 +262,10 @@ pub fn backward_data_on(
     precision: Precision,
 ) -> Tensor {
     check_runs(kern, precision);
-    assert!(fits(stride), "stride {stride}: the fast convolution takes 1 and 2");
+    assert!(
+        fits(stride),
+        "stride {stride}: the fast convolution takes 1 and 2"
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the instructions were checked.
     return unsafe { imp::backward_data(kern, dy, weight, x_shape, stride, precision) };
@@ -276,7 +284,10 @@ pub fn backward_weight_on(
     precision: Precision,
 ) {
     check_runs(kern, precision);
-    assert!(fits(stride), "stride {stride}: the fast convolution takes 1 and 2");
+    assert!(
+        fits(stride),
+        "stride {stride}: the fast convolution takes 1 and 2"
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the instructions were checked.
     unsafe {

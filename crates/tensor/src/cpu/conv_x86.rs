@@ -199,7 +199,9 @@ fn amx_k_blocks(plan: &Plan) -> Option<amx_tile::KBlocks> {
             let pairs = g.col_rows().div_ceil(2);
             let len = pairs.min(16);
             Some(amx_tile::KBlocks {
-                base: (0..pairs.div_ceil(len)).map(|b| b * len * plan.ld).collect(),
+                base: (0..pairs.div_ceil(len))
+                    .map(|b| b * len * plan.ld)
+                    .collect(),
                 stride: plan.ld,
                 len,
             })
@@ -696,7 +698,10 @@ pub(super) unsafe fn backward_weight(
     if g.cin.is_multiple_of(16) {
         return backward_weight_channels_last(kern, &g, x, dy, dweight, precision);
     }
-    assert!(!kern.is_amx(), "AMX takes weight gradients of 16·k input channels only");
+    assert!(
+        !kern.is_amx(),
+        "AMX takes weight gradients of 16·k input channels only"
+    );
     let (kk, p, m) = (g.col_rows(), g.out_pixels(), g.cout);
     let (img_len, out_len) = (g.cin * g.h * g.w, m * p);
     let path = (kern != ConvKernels::Avx512Bf16).then(|| F32Path::new(kern, precision));

@@ -15,6 +15,8 @@
 //! - `benches/cpu_ops.rs` times every path op by op; `train bench --profile` a whole step.
 
 pub(crate) mod bn;
+#[cfg(target_arch = "x86_64")]
+mod bn_avx2;
 pub mod conv;
 pub(crate) mod elementwise;
 #[cfg(target_arch = "x86_64")]
@@ -122,10 +124,37 @@ fn detect() -> Kernels {
 /// per process. (This crate's unit tests always get the best: they hold every path the CPU
 /// has to the reference explicitly, whatever the environment says.)
 pub fn kernels() -> Kernels {
-    if cfg!(test) {
-        return supported();
-    }
+    #[cfg(test)]
+    return FORCED.with(|f| f.get()).unwrap_or_else(supported);
+    #[cfg(not(test))]
     chosen().0
+}
+
+#[cfg(test)]
+thread_local! {
+    static FORCED: std::cell::Cell<Option<Kernels>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with [`kernels`] saying `k` on this thread (tests: each body the CPU has, one at a
+/// time; the ops decide their body on the calling thread, before any parallel loop).
+#[cfg(test)]
+pub(crate) fn with_kernels<R>(k: Kernels, f: impl FnOnce() -> R) -> R {
+    assert!(k <= supported(), "{k} cannot run here");
+    FORCED.with(|c| c.set(Some(k)));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    FORCED.with(|c| c.set(None));
+    r.unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// The SIMD bodies of the elementwise and batch-norm ops this CPU runs (tests).
+#[cfg(test)]
+pub(crate) fn simd_bodies() -> Vec<Kernels> {
+    let all = [Kernels::Avx2, Kernels::Avx512];
+    let ran: Vec<Kernels> = all.into_iter().filter(|&k| k <= supported()).collect();
+    if ran.len() < all.len() {
+        eprintln!("skipped the bodies this CPU lacks (a CPU-capability skip); ran {ran:?}");
+    }
+    ran
 }
 
 /// The kernels and whether `RESNET_CPU_KERNELS` named them.

@@ -399,7 +399,8 @@ mod tests {
             return;
         }
         let mut r = rng(21);
-        for (m, k, pixels, masked) in [(13, 7, 40usize, false), (6, 20, 16, true), (4, 3, 33, true)] {
+        for (m, k, pixels, masked) in [(13, 7, 40usize, false), (6, 20, 16, true), (4, 3, 33, true)]
+        {
             let a = values(&mut r, m * k);
             let packed = PackedA::new(m, k, |i, j| a[i * k + j]);
             // B row j starts at offs[j]; pixel vectors of 16, the last one ragged.
@@ -407,7 +408,9 @@ mod tests {
             let src = values(&mut r, k * ld + 16);
             let offs: Vec<usize> = (0..k).map(|j| j * ld + j % 3).collect();
             let masks: Vec<u16> = if masked {
-                (0..k).map(|j| 0xffffu16.rotate_left(j as u32) ^ 0x0101).collect()
+                (0..k)
+                    .map(|j| 0xffffu16.rotate_left(j as u32) ^ 0x0101)
+                    .collect()
             } else {
                 vec![]
             };
@@ -420,7 +423,16 @@ mod tests {
                 .collect();
             let mut c = vec![f32::NAN; m * pixels];
             // SAFETY: AVX2+FMA checked; every read and write is inside the buffers above.
-            unsafe { nn(&packed, (&offs, &masks), &src, &vecs, c.as_mut_ptr(), pixels) };
+            unsafe {
+                nn(
+                    &packed,
+                    (&offs, &masks),
+                    &src,
+                    &vecs,
+                    c.as_mut_ptr(),
+                    pixels,
+                )
+            };
             for i in 0..m {
                 for p in 0..pixels {
                     let want: f64 = (0..k)
@@ -488,8 +500,9 @@ mod tests {
         let dy: Vec<Vec<f32>> = (0..count).map(|_| values(&mut r, m * ho * wo)).collect();
         let x: Vec<Vec<f32>> = (0..count).map(|_| values(&mut r, x_len)).collect();
         let koffs: Vec<usize> = vec![0, 8, 16, cin + 8];
-        let images: Vec<(*const f32, *const f32)> =
-            (0..count).map(|i| (dy[i].as_ptr(), x[i].as_ptr())).collect();
+        let images: Vec<(*const f32, *const f32)> = (0..count)
+            .map(|i| (dy[i].as_ptr(), x[i].as_ptr()))
+            .collect();
         let mut c = vec![f32::NAN; m * 8 * koffs.len()];
         // SAFETY: AVX2+FMA checked; every offset stays inside x_len.
         unsafe { wgrad(&images, grid, (m, ho * wo), &koffs, &mut c) };

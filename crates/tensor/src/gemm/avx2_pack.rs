@@ -21,7 +21,10 @@ pub(crate) unsafe fn round8(v: __m256) -> __m256 {
     let nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f80_0000));
     let quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x0040_0000));
     let hi = _mm256_blendv_epi8(rounded, quiet, nan);
-    _mm256_castsi256_ps(_mm256_and_si256(hi, _mm256_set1_epi32(0xffff_0000u32 as i32)))
+    _mm256_castsi256_ps(_mm256_and_si256(
+        hi,
+        _mm256_set1_epi32(0xffff_0000u32 as i32),
+    ))
 }
 
 /// `v` itself, or rounded to bf16 with `R`.
@@ -209,7 +212,9 @@ pub(crate) unsafe fn channels_last_padded<const R: bool>(
         for x0 in (0..whole).step_by(8) {
             for c0 in (0..c).step_by(8) {
                 for (i, r) in r.iter_mut().enumerate() {
-                    *r = cvt::<R>(_mm256_loadu_ps(img.as_ptr().add(((c0 + i) * h + y) * w + x0)));
+                    *r = cvt::<R>(_mm256_loadu_ps(
+                        img.as_ptr().add(((c0 + i) * h + y) * w + x0),
+                    ));
                 }
                 transpose8(&mut r);
                 let dst = out.as_mut_ptr().add(((y + pad) * wp + x0 + pad) * c + c0);
@@ -436,8 +441,14 @@ mod tests {
                 crate::conv::reference::im2col(&g, &src, &mut want);
                 let p = g.out_pixels();
                 for k in 0..g.col_rows() {
-                    assert_eq!(&col[k * plan.ld..][..p], &want[k * p..][..p], "{xs:?} k {k}");
-                    assert!(col[k * plan.ld + p..][..plan.ld - p].iter().all(|&v| v == 0.0));
+                    assert_eq!(
+                        &col[k * plan.ld..][..p],
+                        &want[k * p..][..p],
+                        "{xs:?} k {k}"
+                    );
+                    assert!(col[k * plan.ld + p..][..plan.ld - p]
+                        .iter()
+                        .all(|&v| v == 0.0));
                 }
             }
         }
@@ -476,7 +487,8 @@ mod tests {
             return;
         }
         let mut r = rng(34);
-        let pair = |lo: f32, hi: f32| (round(lo).to_bits() >> 16) | (round(hi).to_bits() & 0xffff_0000);
+        let pair =
+            |lo: f32, hi: f32| (round(lo).to_bits() >> 16) | (round(hi).to_bits() & 0xffff_0000);
         let (a, b) = (values(&mut r, 37), values(&mut r, 37));
         let mut out = vec![0u32; 37];
         // SAFETY: AVX2 checked; equal lengths.
@@ -492,7 +504,11 @@ mod tests {
         unsafe { row_pairs(&rows, 5, 16, &mut out) };
         for j in 0..3 {
             for p in 0..16 {
-                let hi = if j < 2 { rows[(2 * j + 1) * 16 + p] } else { 0.0 };
+                let hi = if j < 2 {
+                    rows[(2 * j + 1) * 16 + p]
+                } else {
+                    0.0
+                };
                 assert_eq!(out[j * 16 + p], pair(rows[2 * j * 16 + p], hi));
             }
         }
@@ -513,7 +529,11 @@ mod tests {
                     } else {
                         0
                     };
-                    assert_eq!(out[(j * plan.hp + y) * plan.wp + x], want, "({j}, {y}, {x})");
+                    assert_eq!(
+                        out[(j * plan.hp + y) * plan.wp + x],
+                        want,
+                        "({j}, {y}, {x})"
+                    );
                 }
             }
         }

@@ -41,9 +41,15 @@ fn bf16(bits: u16) -> f32 {
 
 impl Model {
     fn check(&self, t: u8) -> usize {
-        assert!(self.configured, "AMX model: tile instruction before LDTILECFG");
+        assert!(
+            self.configured,
+            "AMX model: tile instruction before LDTILECFG"
+        );
         let t = t as usize;
-        assert!(t < 8 && self.rows[t] > 0, "AMX model: tile {t} is not configured");
+        assert!(
+            t < 8 && self.rows[t] > 0,
+            "AMX model: tile {t} is not configured"
+        );
         t
     }
 
@@ -207,7 +213,7 @@ mod tests {
     #[test]
     fn denormals_in_are_zero_and_out_are_flushed() {
         let tiny = f32::MIN_POSITIVE; // 2^-126, normal; a bf16 exactly
-        // A denormal bf16 input counts as zero: 2^-127 (denormal) · 1 adds nothing.
+                                      // A denormal bf16 input counts as zero: 2^-127 (denormal) · 1 adds nothing.
         let den = f32::from_bits(0x0040_0000); // 2^-127
         assert_eq!(dot(0.0, &[pair(den, 0.0)], &[pair(1.0, 0.0)]), 0.0);
         // A product below the normal range (2^-126 · 2^-1) is flushed: the sum stays 0, where

@@ -176,7 +176,10 @@ pub(crate) unsafe fn nn<O: TileOps>(
         + (kb.len - 1) * kb.stride
         + vecs.iter().map(|v| v.0).max().unwrap_or(0)
         + 16;
-    assert!(a.blocks == 0 || reach <= src.len(), "amx nn: B reads past its buffer");
+    assert!(
+        a.blocks == 0 || reach <= src.len(),
+        "amx nn: B reads past its buffer"
+    );
     let mut out: CTiles = [[[0.0; 16]; ROWS]; 4];
     let row_blocks = a.m.div_ceil(ROWS);
     ops.configure(&config(a.len));
@@ -213,7 +216,10 @@ pub(crate) unsafe fn nn<O: TileOps>(
 /// Pixels per k step of [`wgrad`]: the largest divisor of the row length up to 16 (K runs
 /// along one row of output pixels).
 pub(crate) fn wgrad_run(wo: usize) -> usize {
-    (1..=16.min(wo)).rev().find(|d| wo.is_multiple_of(*d)).unwrap_or(1)
+    (1..=16.min(wo))
+        .rev()
+        .find(|d| wo.is_multiple_of(*d))
+        .unwrap_or(1)
 }
 
 /// One weight-gradient block: row blocks `mb` (and `mb + 1`) of output channels, channel
@@ -358,7 +364,13 @@ mod tests {
         let (lo, hi) = (bf16_values(r, n), bf16_values(r, n));
         let src = pair_lanes(&lo, &hi);
         let vecs = (0..pixels.div_ceil(16))
-            .map(|v| (16 * v, 16 * v, crate::cpu::simd::lane_mask(16 * v, pixels) & 0x7fff))
+            .map(|v| {
+                (
+                    16 * v,
+                    16 * v,
+                    crate::cpu::simd::lane_mask(16 * v, pixels) & 0x7fff,
+                )
+            })
             .collect();
         NnCase {
             a,
@@ -413,7 +425,10 @@ mod tests {
                             av[0] as f64 * case.lo[at] as f64 + av[1] as f64 * case.hi[at] as f64
                         })
                         .sum();
-                    assert!((got as f64 - want).abs() <= 1e-5 * (2 * kp) as f64, "{got} vs {want}");
+                    assert!(
+                        (got as f64 - want).abs() <= 1e-5 * (2 * kp) as f64,
+                        "{got} vs {want}"
+                    );
                 }
             }
         }
@@ -494,7 +509,8 @@ mod tests {
                         let mut want = 0.0f64;
                         for (d, x) in case.dyv.iter().zip(&case.xv) {
                             for p in 0..g.ho * g.wo {
-                                let at = (p / g.wo) * g.row_step + (p % g.wo) * g.col_step + ko + lane;
+                                let at =
+                                    (p / g.wo) * g.row_step + (p % g.wo) * g.col_step + ko + lane;
                                 let dy_at = co * g.ho * g.wo + p;
                                 want += d.0[dy_at] as f64 * x.0[at] as f64
                                     + d.1[dy_at] as f64 * x.1[at] as f64;
@@ -530,14 +546,23 @@ mod tests {
             }
             let model = run_nn(&mut Model::default(), &case, m);
             let real = run_nn(&mut super::super::real::Real, &case, m);
-            let same = model.iter().zip(&real).all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "nn: model and AMX differ ({m}, {blocks}, {len}, {pixels})");
+            let same = model
+                .iter()
+                .zip(&real)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "nn: model and AMX differ ({m}, {blocks}, {len}, {pixels})"
+            );
         }
         for (m, cin, hw) in [(20, 32, (2, 6)), (33, 16, (2, 8))] {
             let case = wg_case(&mut r, m, cin, hw);
             let model = run_wgrad(&mut Model::default(), &case, m);
             let real = run_wgrad(&mut super::super::real::Real, &case, m);
-            let same = model.iter().zip(&real).all(|(a, b)| a.to_bits() == b.to_bits());
+            let same = model
+                .iter()
+                .zip(&real)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "wgrad: model and AMX differ ({m}, {cin}, {hw:?})");
         }
     }
