@@ -481,8 +481,12 @@ pub(super) unsafe fn backward_data(
     let pointwise = ConvGeom::new(dy.shape(), &[kk, g.cout, 1, 1], 1);
     let plan = plan_for(kern, pointwise);
     let a = PackedW::new(kern, precision, &plan, kk, |r, co| w[co * kk + r]);
-    // The vectorised col2im needs AVX-512 (every family but AVX2 and the model has it).
+    // The AVX-512 col2im where the family has AVX-512 (all but AVX2 and the model), else AVX2's.
     let avx512 = !matches!(kern, ConvKernels::Avx2 | ConvKernels::AmxModel);
+    let col2im_fast = |dcol: &[f32], dxi: &mut [f32]| match avx512 {
+        true => pack::col2im_stride2(&g, dcol, dxi),
+        false => avx2_pack::col2im_stride2(&g, dcol, dxi),
+    };
     let fill = |dx: &mut [MaybeUninit<f32>]| {
         dx.par_chunks_mut(g.cin * g.h * g.w)
             .zip(dy.data().par_chunks(g.cout * p))
@@ -493,7 +497,7 @@ pub(super) unsafe fn backward_data(
                     let mut buf = std::mem::take(&mut s.rows);
                     let dcol = sized(&mut buf, kk * p);
                     a.times(&plan, dyi, 1, s, as_uninit(dcol));
-                    if !(avx512 && pack::col2im_stride2(&g, dcol, dxi)) {
+                    if !col2im_fast(dcol, dxi) {
                         col2im(&g, dcol, dxi);
                     }
                     s.rows = buf;

@@ -8,6 +8,7 @@
 //! Borders, padding columns and rows past the pixels are never written: like `cpu::pack`,
 //! these rely on buffers that start zeroed and are reused for the same plan.
 
+use crate::conv::ConvGeom;
 use crate::cpu::plan::Plan;
 use std::arch::x86_64::*;
 
@@ -357,13 +358,86 @@ pub(crate) unsafe fn channels_last_image_pairs(
     }
 }
 
+/// The first `n` lanes (`n <= 8`) as a mask vector.
+#[inline(always)]
+unsafe fn first(n: usize) -> __m256i {
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// The adjoint of im2col for stride 2 with 3x3 taps (pad 1) or 1x1 (pad 0), vectorised (as
+/// `cpu::pack::col2im_stride2`, on 8-lane vectors): `img` (zeroed by the caller) `+=` every
+/// column entry at the pixel it came from. Other geometries: `false`, nothing done. Each input
+/// row takes, per 8 output columns, its even pixels from tap kx = 1 and its odd ones from
+/// kx = 2 (this column) plus kx = 0 (the next), interleaved in registers.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn col2im_stride2(g: &ConvGeom, col: &[f32], img: &mut [f32]) -> bool {
+    if g.stride != 2 || !((g.k == 3 && g.pad == 1) || (g.k == 1 && g.pad == 0)) {
+        return false;
+    }
+    let p = g.out_pixels();
+    assert!(col.len() >= g.col_rows() * p && img.len() >= g.cin * g.h * g.w);
+    let load = |n: usize, at: *const f32| match n {
+        8 => _mm256_loadu_ps(at),
+        0 => _mm256_setzero_ps(),
+        n => _mm256_maskload_ps(at, first(n)),
+    };
+    let row_of = |tap_row: usize, oy: usize| col.as_ptr().add(tap_row * p + oy * g.wo);
+    for ci in 0..g.cin {
+        for ky in 0..g.k {
+            for oy in 0..g.ho {
+                let Some(iy) = g.input_row(oy, ky) else {
+                    continue;
+                };
+                let dst = img.as_mut_ptr().add((ci * g.h + iy) * g.w);
+                let taps = (ci * g.k + ky) * g.k;
+                for ox in (0..g.wo).step_by(8) {
+                    let n = (g.wo - ox).min(8);
+                    let (even, odd) = if g.k == 3 {
+                        // Pixel 2x gets kx = 1 of column x; 2x + 1 gets kx = 2 of x and kx = 0
+                        // of x + 1.
+                        let n0 = (g.wo - ox - 1).min(8);
+                        let s0 = load(n0, row_of(taps, oy).add(ox + 1));
+                        let s1 = load(n, row_of(taps + 1, oy).add(ox));
+                        let s2 = load(n, row_of(taps + 2, oy).add(ox));
+                        (s1, _mm256_add_ps(s2, s0))
+                    } else {
+                        (load(n, row_of(taps, oy).add(ox)), _mm256_setzero_ps())
+                    };
+                    // [e0 o0 e1 o1 | e4 o4 e5 o5] and [e2 o2 e3 o3 | e6 o6 e7 o7], in order.
+                    let (l, h) = (_mm256_unpacklo_ps(even, odd), _mm256_unpackhi_ps(even, odd));
+                    let lo = _mm256_permute2f128_ps::<0x20>(l, h);
+                    let hi = _mm256_permute2f128_ps::<0x31>(l, h);
+                    let x = 2 * ox;
+                    for (at, v) in [(x, lo), (x + 8, hi)] {
+                        let m = g.w.saturating_sub(at).min(8);
+                        if m == 8 {
+                            let d = dst.add(at);
+                            _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), v));
+                        } else if m > 0 {
+                            let d = dst.add(at);
+                            let sum = _mm256_add_ps(_mm256_maskload_ps(d, first(m)), v);
+                            _mm256_maskstore_ps(d, first(m), sum);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     //! Each packer against the layout's definition (and `bf16::round` for the rounding ones),
     //! on shapes with ragged vectors.
     use super::*;
     use crate::bf16::round;
-    use crate::conv::ConvGeom;
     use crate::testutil::rng;
     use rand::Rng;
 
@@ -552,5 +626,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn col2im_stride2_is_the_reference_col2im() {
+        if !avx2() {
+            return;
+        }
+        let mut r = rng(35);
+        // Odd and even widths, rows off the vector multiple, both tap sizes.
+        for (xs, ws) in [
+            ([1, 2, 7, 7], [1, 2, 3, 3]),
+            ([1, 3, 16, 34], [1, 3, 3, 3]),
+            ([1, 2, 9, 19], [1, 2, 1, 1]),
+            ([1, 1, 32, 32], [1, 1, 3, 3]),
+        ] {
+            let g = ConvGeom::new(&xs, &ws, 2);
+            let col = values(&mut r, g.col_rows() * g.out_pixels());
+            let mut want = vec![0.0f32; g.cin * g.h * g.w];
+            crate::conv::reference::col2im(&g, &col, &mut want);
+            let mut got = vec![0.0f32; want.len()];
+            // SAFETY: AVX2 checked; buffers of the geometry's sizes.
+            assert!(unsafe { col2im_stride2(&g, &col, &mut got) });
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                    "{xs:?}: {a} vs {b}"
+                );
+            }
+        }
+        let g = ConvGeom::new(&[1, 1, 8, 8], &[1, 1, 3, 3], 1);
+        // SAFETY: stride 1 is refused before any access.
+        assert!(!unsafe { col2im_stride2(&g, &[], &mut []) });
     }
 }
