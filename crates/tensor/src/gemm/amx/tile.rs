@@ -198,10 +198,10 @@ pub(crate) unsafe fn nn<O: TileOps>(
                     continue;
                 }
                 let (_, dst, mask) = pair[j];
-                let tile = &out[2 * i + j];
-                for r in 0..ROWS.min(a.m.saturating_sub((mb + i) * ROWS)) {
+                let rows = ROWS.min(a.m.saturating_sub((mb + i) * ROWS));
+                for (r, values) in out[2 * i + j].iter().enumerate().take(rows) {
                     let row = c.add(((mb + i) * ROWS + r) * ldc + dst);
-                    for (lane, &value) in tile[r].iter().enumerate() {
+                    for (lane, &value) in values.iter().enumerate() {
                         if mask & (1 << lane) != 0 {
                             *row.add(lane) = value;
                         }
@@ -301,10 +301,10 @@ pub(crate) unsafe fn wgrad<O: TileOps>(
                 if (i == 1 && !two_m) || (j == 1 && !two_n) {
                     continue;
                 }
-                let tile = &out[2 * i + j];
-                for r in 0..ROWS.min(mrows.saturating_sub((mb + i) * ROWS)) {
+                let rows = ROWS.min(mrows.saturating_sub((mb + i) * ROWS));
+                for (r, values) in out[2 * i + j].iter().enumerate().take(rows) {
                     let at = ((mb + i) * ROWS + r) * ldc + 16 * (kv + j);
-                    c[at..at + 16].copy_from_slice(&tile[r]);
+                    c[at..at + 16].copy_from_slice(values);
                 }
             }
         }
