@@ -110,7 +110,11 @@ fn the_thread_count_changes_no_bit_on_every_kernel_family() {
     let exe = std::env::current_exe().unwrap();
     for k in families.into_iter().filter(|&k| k < cpu::supported()) {
         let out = std::process::Command::new(&exe)
-            .args(["--exact", "the_thread_count_changes_no_bit", "--test-threads=1"])
+            .args([
+                "--exact",
+                "the_thread_count_changes_no_bit",
+                "--test-threads=1",
+            ])
             .env("RESNET_CPU_KERNELS", k.env_name())
             .output()
             .unwrap();
