@@ -1,17 +1,21 @@
 //! The CPU engine's fast paths: the same ops as the reference bodies beside each op, computed
-//! with AVX-512 (and AVX512-BF16's `vdpbf16ps` for `--precision bf16`) where the CPU has them,
-//! detected at run time. A CPU without them, or `RESNET_CPU_KERNELS=reference`, runs the
-//! reference bodies, which stay the oracle the tests hold these to.
+//! with the widest instructions the CPU has, detected at run time ([`Kernels`]): AVX2 + FMA,
+//! AVX-512, AVX512-BF16's `vdpbf16ps` and AMX tiles for `--precision bf16`. A CPU without
+//! AVX2, or `RESNET_CPU_KERNELS=reference`, runs the reference bodies, which stay the oracle the
+//! tests hold these to.
 //!
 //! Results are deterministic and independent of the thread count, like the reference: work is
 //! split by image (or by fixed groups of images, summed in order), never by thread. They are
 //! not bit-equal to the reference: sums run in another order (the tests bound the difference).
 //!
 //! - [`conv`]: the three convolution passes (`conv_x86.rs` their bodies), over operand layouts
-//!   worked out per call (`plan.rs`) and packed by `pack.rs`, on the micro-kernels of
-//!   `gemm_f32.rs`, `gemm_bf16.rs` (`vdpbf16ps`) and `wgrad.rs` (channels-last weight
-//!   gradient); `simd.rs` holds the shared vector helpers.
-//! - `bn`, `elementwise`: batch norm and ReLU/add with their passes fused.
+//!   worked out per call (`plan.rs`) and packed by `pack.rs` (AVX-512) or
+//!   `gemm::avx2_pack`, on the micro-kernels of `gemm_f32.rs`, `gemm_bf16.rs` (`vdpbf16ps`)
+//!   and `wgrad.rs` (channels-last weight gradient), `gemm::avx2_f32` and `gemm::amx`; which
+//!   per pass and shape is [`conv::choose`]'s decision. `simd.rs` holds the shared vector
+//!   helpers.
+//! - `bn` (`bn_avx2` its AVX2 body), `elementwise`: batch norm and ReLU/add with their passes
+//!   fused.
 //! - `benches/cpu_ops.rs` times every path op by op; `train bench --profile` a whole step.
 
 pub(crate) mod bn;
