@@ -1,6 +1,7 @@
 // augment.cu — build a normalised, augmented f32 batch from the uint8 dataset resident on the GPU.
 //
-// Semantics (the CPU twin in crates/data's batch builder):
+// Semantics (the CPU twin: crates/data's write_sample; the launcher:
+// crates/tensor/src/augment.rs):
 //   for sample b with dataset index idx, crop offsets (ox, oy) in -4..=4 and flip flag f:
 //     x' = f ? (W-1-x) : x
 //     v  = pix(idx, c, y + oy, x' + ox), or 0 if that pixel lies outside the image

@@ -1,6 +1,6 @@
 // batchnorm.cu — BatchNorm2d over NCHW f32 (per-channel statistics over N, H, W).
 //
-// Semantics (PyTorch / the CPU twin in crates/tensor):
+// Semantics (PyTorch / the CPU twin and the launcher in crates/tensor/src/batchnorm/):
 //   training: mean, biased var over the cnt = N*H*W values of a channel;
 //             y = gamma * (x - mean) * invstd + beta, invstd = 1 / sqrt(var + eps)
 //             running_mean = (1 - m) * running_mean + m * mean

@@ -1,6 +1,6 @@
 // conv.cu — 2-D convolution (bias-free, NCHW, square kernel, zero padding) as implicit GEMM.
 //
-// Semantics (PyTorch / the CPU twin in crates/tensor):
+// Semantics (PyTorch / the CPU twin and the launcher in crates/tensor/src/conv/):
 //   y[n,co,oy,ox] = sum_{ci,ky,kx} w[co,ci,ky,kx] * x[n,ci,oy*s+ky-p, ox*s+kx-p]   (zero outside)
 //   OH = (H + 2p - k) / s + 1, p = (k - 1) / 2, k in {1, 3}, s in {1, 2}.
 //

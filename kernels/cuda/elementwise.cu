@@ -1,6 +1,6 @@
 // elementwise.cu — ReLU, residual add, fused add+ReLU, and their backward passes.
 //
-// Semantics (PyTorch / the CPU twin in crates/tensor):
+// Semantics (PyTorch / the CPU twin and the launcher in crates/tensor/src/elementwise/):
 //   relu:          y = (x < 0) ? 0 : x      (torch.relu: NaN and -0.0 pass; fmaxf would drop NaN)
 //   relu backward: dx = (y <= 0) ? 0 : dy   (torch's threshold_backward, from the forward *output*:
 //                                            dy passes where y > 0 or y is NaN)

@@ -1,6 +1,7 @@
 // loss.cu — softmax cross-entropy over logits [N, K] with int32 labels.
 //
-// Semantics (PyTorch F.cross_entropy, reduction='mean' / the CPU twin in crates/tensor):
+// Semantics (PyTorch F.cross_entropy, reduction='mean' / the CPU twin and the launcher in
+// crates/tensor/src/loss/):
 //   loss_n   = logsumexp(z_n) - z_n[label_n]     (stable: max-shifted)
 //   loss     = (1/N) sum_n loss_n
 //   dlogits  = (softmax(z_n) - onehot(label_n)) / N

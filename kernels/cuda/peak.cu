@@ -1,4 +1,4 @@
-// peak.cu — ceiling probes for the roofline column of `cargo bench -p kernels`: how fast this
+// peak.cu — ceiling probes for the roofline column of the kernel benchmark: how fast this
 // card multiplies when nothing else gets in the way. Not part of training.
 //
 // Both keep every operand in registers (no memory traffic until one store per thread at the

@@ -1,6 +1,6 @@
 // pool_fc.cu — global average pooling and the final fully connected layer.
 //
-// Semantics (PyTorch / the CPU twin in crates/tensor):
+// Semantics (PyTorch / the CPU twins and the launchers in crates/tensor/src/pool/ and linear/):
 //   avgpool:          y[n,c] = (1/HW) * sum_{h,w} x[n,c,h,w]            [N,C,H,W] -> [N,C]
 //   avgpool backward: dx[n,c,h,w] = dy[n,c] / HW
 //   linear:           y[n,o] = b[o] + sum_i x[n,i] * W[o,i]              W is [Out, In]

@@ -1,6 +1,7 @@
 // sgd.cu — one fused SGD-with-momentum step over every parameter of the model.
 //
-// Semantics (torch.optim.SGD, dampening = 0 / the CPU twin in crates/train's optimiser):
+// Semantics (torch.optim.SGD, dampening = 0 / the CPU twin and the launcher in
+// crates/tensor/src/sgd/):
 //   g'  = g + wd * p                 (wd is per tensor: 0 for BN gamma/beta and biases)
 //   buf = mu * buf + g'              (buf starts at zero, which equals torch's buf = g' on step 1)
 //   p  -= lr * (nesterov ? g' + mu * buf : buf)

@@ -1,7 +1,8 @@
 // shortcut.cu — ResNet "option A" shortcut: strided subsampling plus zero channel padding.
 //
-// Semantics (the CPU twin in crates/tensor; note: channels are padded at the END, c >= Cin,
-// not split on both sides as some PyTorch CIFAR ports do with F.pad):
+// Semantics (the CPU twin and the launcher in crates/tensor/src/shortcut/; note: channels are
+// padded at the END, c >= Cin, not split on both sides as some PyTorch CIFAR ports do with
+// F.pad):
 //   forward:  out[n,c,y,x] = x[n,c,y*s,x*s]  for c < Cin
 //                          = 0               for Cin <= c < Cout
 //             OH = (H - 1) / s + 1, OW = (W - 1) / s + 1

@@ -10,8 +10,8 @@
 //!   `kernel_table.inc`: `EMU_KERNEL(name)` for every `extern "C" __global__` in them, both
 //!   included by launch_emu.cpp (which takes each kernel's parameter layout from its C++ type);
 //! * `wrappers.rs`: a typed Rust function `emu_<name>(grid, block, params...)` per kernel, from
-//!   the same parse (`kernels/src/signature/parse.rs`), which packs a parameter buffer and runs
-//!   the kernel through that table.
+//!   the same parse (`kernel_abi::signature`, shared with the runtime), which packs a parameter
+//!   buffer and runs the kernel through that table.
 //!
 //! launch_emu.cpp (the kernels) is compiled with `-fsanitize=thread` instrumentation and no
 //! sanitizer runtime: every load and store calls `__tsan_{read,write}N` (memory.cpp), which
@@ -25,9 +25,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::{env, fs};
 
-#[allow(dead_code)]
-#[path = "../src/signature/parse.rs"]
-mod signature;
+use kernel_abi::signature;
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -42,7 +40,6 @@ fn main() {
         "launch_emu.cpp",
         "runtime.h",
         "selftest.cu",
-        "../src/signature/parse.rs",
     ]
     .iter()
     .chain(RUNTIME_SOURCES)

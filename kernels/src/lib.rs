@@ -1,4 +1,7 @@
-//! Hand-written CUDA kernels for ResNet training on CIFAR, compiled at run time by nvrtc.
+//! The GPU runtime of the hand-written CUDA kernels (`kernels/cuda/*.cu`): their sources,
+//! compiled at run time by nvrtc (or taken from a prebuilt file), the device they run on, and
+//! the machinery every launch goes through. The launchers themselves live with their ops (the
+//! `tensor` crate, one folder per op, each naming its `.cu`).
 //!
 //! * [`SOURCES`]: every `kernels/cuda/*.cu` file, embedded at build time (see `build.rs`).
 //! * [`KERNELS`]: the `extern "C" __global__` entry points each source must define.
@@ -10,13 +13,14 @@
 //!   (cudarc panics when a library is missing; this crate returns [`KernelError`] instead).
 //! * [`doctor`]: the runtime facts `train doctor` reports (devices, the file, the cache).
 //! * [`Gpu`]: context + stream + every module compiled for the device, kernels by name.
-//! * [`launch`]: typed launchers, one per kernel, with argument validation.
+//! * [`launch`]: kernels named by data (an entry, or a table of variants), the checked launch
+//!   and parameter packing, the length and index-range checks every launcher makes.
+//! * [`signature`]: the kernels' C signatures parsed from the sources, and the check that holds
+//!   every launcher's entries to them (no GPU needed).
 //! * [`graph`]: capture a sequence of launches (a training step) and replay it with one call.
+//! * [`peak`]: the device's tensor-core and fp32 ceilings (for the kernel benchmark).
 //!
-//! Status: the sources compile with nvrtc for sm_80 and sm_90 (tested here), and the launchers'
-//! argument lists are checked against the `.cu` signatures by a host-only test. **No kernel has
-//! yet been run on a GPU**: [`Gpu`] and [`launch`] are compiled, not yet proven on a GPU.
-//! `kernels/README.md` lists each kernel's CPU twin and what remains to be proven.
+//! `kernels/README.md` lists each kernel, its CPU twin and how each is checked.
 
 pub mod device;
 pub mod doctor;
@@ -25,6 +29,7 @@ pub mod fault;
 pub mod graph;
 pub mod launch;
 pub mod nvrtc;
+pub mod peak;
 pub mod prebuilt;
 pub mod probe;
 pub mod signature;
@@ -33,33 +38,12 @@ pub mod supply;
 /// The driver's error and result code, for matching on (e.g. `CUDA_ERROR_OUT_OF_MEMORY`) and
 /// for fabricating driver errors in tests.
 pub use cudarc::driver::{sys::CUresult, DriverError};
-/// The cudarc buffer types the launchers take, re-exported so that callers (the `tensor` crate)
-/// need no direct cudarc dependency.
+/// The cudarc buffer types the launchers take, re-exported so that the launchers (the `tensor`
+/// crate) need no direct cudarc dependency.
 pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 pub use device::Gpu;
 pub use error::{human_bytes, KernelError, Result};
 pub use graph::Graph;
-
-/// The arithmetic of the convolutions, which hold nearly all of a ResNet's FLOPs. Everything
-/// else (batch norm, loss, SGD, the stored activations and weights) is fp32 either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Precision {
-    /// fp32 FMA tiles (`conv.cu`): the exact reference.
-    #[default]
-    Fp32,
-    /// Operands rounded to bf16 as they enter shared memory, multiplied on the tensor cores
-    /// with fp32 accumulation (`conv_bf16.cu`, `mma.sync`, sm_80 and newer).
-    Bf16,
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Precision::Fp32 => "fp32",
-            Precision::Bf16 => "bf16",
-        })
-    }
-}
 
 /// One embedded CUDA source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,13 +1,17 @@
-//! Host-side view of the kernels' C signatures, parsed from the embedded sources.
+//! The kernels' C signatures, parsed from the embedded sources, and the check that holds the
+//! launchers to them.
 //!
-//! Used by tests to prove, without a GPU, that every `extern "C" __global__` kernel exists and
-//! that each launcher in [`crate::launch`] pushes arguments of the right kinds in the right
-//! order (a mismatch would otherwise only show up as garbage or a crash on a device).
+//! Every launcher names what it launches by data: a [`Kernel`] entry, or a table of variants
+//! that share one entry (`launch::KernelTable`). [`check`] proves, without a GPU, that each entry
+//! is a kernel of the sources with exactly the entry's parameters, and that every kernel of the
+//! sources has an entry; at launch time the arguments are held to the entry (`launch::Launch`).
+//! A mismatch would otherwise only show up as garbage or a crash on a device.
 
-mod parse;
-pub use parse::{parse_kernels, strip_comments, Elem, KernelSignature, Param};
+pub use kernel_abi::signature::{parse_kernels, strip_comments, Elem, KernelSignature, Param};
 
-/// Every kernel of every embedded source.
+use crate::launch::Kernel;
+
+/// Every kernel of every embedded source, with its module's name.
 pub fn all_kernels() -> Result<Vec<(&'static str, KernelSignature)>, String> {
     let mut all = Vec::new();
     for src in crate::SOURCES {
@@ -18,88 +22,52 @@ pub fn all_kernels() -> Result<Vec<(&'static str, KernelSignature)>, String> {
     Ok(all)
 }
 
-/// Maps a `launch!` tag (see `launch/mod.rs`) to the parameter kind it must meet.
-pub fn tag_param(tag: &str) -> Option<Param> {
-    Some(match tag {
-        "f32_in" => Param::In(Elem::F32),
-        "f32_out" => Param::Out(Elem::F32),
-        "f64_out" => Param::Out(Elem::F64),
-        "i32_in" => Param::In(Elem::I32),
-        "i32_out" => Param::Out(Elem::I32),
-        "u8_in" => Param::In(Elem::U8),
-        "u64_in" => Param::In(Elem::U64),
-        "i32" => Param::I32,
-        "f32" => Param::F32,
-        _ => return None,
-    })
+/// The entries of `launched` that are not kernels of the sources, or whose parameters are not
+/// their kernel's C signature: one line each.
+pub fn disagreements(launched: &[Kernel]) -> Result<Vec<String>, String> {
+    let sigs = all_kernels()?;
+    Ok(launched
+        .iter()
+        .filter_map(|k| match sigs.iter().find(|(_, s)| s.name == k.name) {
+            None => Some(format!("{}: no such kernel in the sources", k.name)),
+            Some((module, s)) if s.params != k.params => Some(format!(
+                "{}: the entry says {:?}, {module}.cu says {:?} ({})",
+                k.name,
+                k.params,
+                s.params,
+                s.param_names.join(", ")
+            )),
+            Some(_) => None,
+        })
+        .collect())
 }
 
-/// Parses the `launch!(gpu, "name", cfg, [tag arg, ...])` invocations from a launcher file's text:
-/// `(kernel name, tags)`.
-pub fn parse_launches(launch_rs: &str) -> Result<Vec<(String, Vec<String>)>, String> {
-    let src = strip_comments(launch_rs);
-    let mut out = Vec::new();
-    let mut rest = src.as_str();
-    while let Some(pos) = rest.find("launch!(") {
-        rest = &rest[pos + "launch!(".len()..];
-        // Skip the macro's own definition / recursive `@push` arms.
-        let Some(q1) = rest.find('"') else { break };
-        if rest[..q1].contains('$') || rest[..q1].contains('@') || rest[..q1].contains(')') {
-            continue;
-        }
-        let q2 = q1 + 1 + rest[q1 + 1..].find('"').ok_or("unterminated kernel name")?;
-        let name = rest[q1 + 1..q2].to_string();
-        let lb = q2
-            + rest[q2..]
-                .find('[')
-                .ok_or_else(|| format!("{name}: missing `[`"))?;
-        let rb = lb
-            + rest[lb..]
-                .find(']')
-                .ok_or_else(|| format!("{name}: missing `]`"))?;
-        let tags = rest[lb + 1..rb]
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(|a| a.split_whitespace().next().unwrap_or("").to_string())
-            .collect();
-        out.push((name, tags));
-        rest = &rest[rb..];
+/// The kernels of the sources that no entry of `launched` names.
+pub fn unlaunched(launched: &[Kernel]) -> Result<Vec<String>, String> {
+    Ok(all_kernels()?
+        .into_iter()
+        .filter(|(_, s)| !launched.iter().any(|k| k.name == s.name))
+        .map(|(module, s)| format!("{module}.cu: {} has no launcher", s.name))
+        .collect())
+}
+
+/// `launched` is every kernel entry of every launcher: each must agree with its C signature,
+/// and every kernel must have one. `Err` lists every problem, a line each.
+pub fn check(launched: &[Kernel]) -> Result<(), String> {
+    let mut problems = disagreements(launched)?;
+    problems.extend(unlaunched(launched)?);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
     }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::launch::arg::*;
     use std::collections::BTreeSet;
-
-    #[test]
-    fn parses_a_kernel_head() {
-        let src = r#"
-            // extern "C" __global__ void commented_out(int n)
-            extern "C" __global__ void __launch_bounds__(256)
-            k1(const float* __restrict__ x, float *y, int n, float beta,
-               const unsigned char* img, double* acc)
-            { }
-            extern "C" __global__ void k2(const int* p) {}
-        "#;
-        let ks = parse_kernels(src).unwrap();
-        assert_eq!(ks.len(), 2);
-        assert_eq!(ks[0].name, "k1");
-        assert_eq!(
-            ks[0].params,
-            vec![
-                Param::In(Elem::F32),
-                Param::Out(Elem::F32),
-                Param::I32,
-                Param::F32,
-                Param::In(Elem::U8),
-                Param::Out(Elem::F64)
-            ]
-        );
-        assert_eq!(ks[1].params, vec![Param::In(Elem::I32)]);
-    }
 
     /// Every name in KERNELS is defined (as extern "C" __global__) in its own module, and every
     /// defined kernel is listed: the list and the sources cannot drift apart.
@@ -120,71 +88,50 @@ mod tests {
         assert_eq!(modules, listed_modules);
     }
 
-    /// The launcher sources, one file per op family (plus `mod.rs`, which holds the macro).
-    const LAUNCH_FILES: &[(&str, &str)] = &[
-        ("mod.rs", include_str!("launch/mod.rs")),
-        ("conv.rs", include_str!("launch/conv.rs")),
-        ("conv_plan.rs", include_str!("launch/conv_plan.rs")),
-        ("batchnorm.rs", include_str!("launch/batchnorm.rs")),
-        ("elementwise.rs", include_str!("launch/elementwise.rs")),
-        ("shortcut.rs", include_str!("launch/shortcut.rs")),
-        ("pool_fc.rs", include_str!("launch/pool_fc.rs")),
-        ("loss.rs", include_str!("launch/loss.rs")),
-        ("sgd.rs", include_str!("launch/sgd.rs")),
-        ("peak.rs", include_str!("launch/peak.rs")),
-        ("augment.rs", include_str!("launch/augment.rs")),
-        ("params.rs", include_str!("launch/params.rs")),
-        ("param_buffer.rs", include_str!("launch/param_buffer.rs")),
-    ];
-
-    /// Every file in `src/launch/` is in [`LAUNCH_FILES`], so no launcher escapes the check below.
+    /// The check finds an entry with a parameter of the wrong kind, one too few, an unknown
+    /// name and a kernel without an entry; a right entry passes.
     #[test]
-    fn launch_file_list_is_complete() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/launch");
-        let on_disk: BTreeSet<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|f| f.ends_with(".rs"))
-            .collect();
-        let listed: BTreeSet<String> = LAUNCH_FILES.iter().map(|(f, _)| f.to_string()).collect();
-        assert_eq!(on_disk, listed);
+    fn the_check_finds_every_kind_of_disagreement() {
+        let relu = Kernel {
+            name: "relu_forward",
+            params: &[F32_IN, F32_OUT, I32],
+        };
+        assert_eq!(disagreements(&[relu]).unwrap(), Vec::<String>::new());
+        let wrong = [
+            Kernel {
+                name: "relu_forward",
+                params: &[F32_IN, F32_IN, I32],
+            },
+            Kernel {
+                name: "relu_backward",
+                params: &[F32_IN, F32_IN, F32_OUT],
+            },
+            Kernel {
+                name: "relu_sideways",
+                params: &[],
+            },
+        ];
+        let found = disagreements(&wrong).unwrap();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].contains("elementwise.cu") && found[0].contains("x, y, n"));
+        assert!(found[2].contains("no such kernel"));
+        let missing = unlaunched(&[relu]).unwrap();
+        assert_eq!(missing.len(), all_kernels().unwrap().len() - 1);
+        assert!(missing
+            .iter()
+            .any(|m| m == "sgd.cu: sgd_step has no launcher"));
+        let err = check(&wrong).unwrap_err();
+        assert!(err.contains("relu_sideways") && err.contains("conv2d_forward has no launcher"));
     }
 
-    /// Each launcher's `launch!` tag list equals the kernel's C parameter list, and every kernel
-    /// has at least one launcher.
+    /// This crate's own launches (the ceiling probes) agree with their sources; the rest are
+    /// checked with the ops that launch them (`tensor`'s kernel list).
     #[test]
-    fn launchers_match_kernel_signatures() {
-        let sigs = all_kernels().unwrap();
-        let mut launches = Vec::new();
-        for (file, text) in LAUNCH_FILES {
-            launches.extend(parse_launches(text).unwrap_or_else(|e| panic!("{file}: {e}")));
-        }
-        assert!(
-            launches.len() >= sigs.len(),
-            "found only {} launch! calls",
-            launches.len()
+    fn the_peak_probes_match_their_signatures() {
+        assert_eq!(
+            disagreements(&crate::peak::KERNELS).unwrap(),
+            Vec::<String>::new()
         );
-        for (name, tags) in &launches {
-            let (_, sig) = sigs
-                .iter()
-                .find(|(_, s)| &s.name == name)
-                .unwrap_or_else(|| panic!("launch! of unknown kernel {name}"));
-            let got: Vec<Param> = tags
-                .iter()
-                .map(|t| tag_param(t).unwrap_or_else(|| panic!("{name}: unknown tag {t}")))
-                .collect();
-            assert_eq!(
-                got, sig.params,
-                "launcher for {name} disagrees with its C signature"
-            );
-        }
-        for (_, sig) in &sigs {
-            assert!(
-                launches.iter().any(|(n, _)| n == &sig.name),
-                "kernel {} has no launcher",
-                sig.name
-            );
-        }
     }
 
     #[test]

@@ -329,7 +329,7 @@ fn sgd_update_with_and_without_nesterov_and_decay() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn augment_kernel_matches_write_sample() {
-    use kernels::launch::{augment_batch, Normalize};
+    use tensor::augment::{augment_batch, Normalize};
     let dev = gpu();
     let g = dev.gpu().expect("a CUDA device");
     let mut r = rng(9);

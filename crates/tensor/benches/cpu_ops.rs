@@ -105,8 +105,8 @@ fn main() {
     for (cin, cout, side, k, stride) in shapes {
         let x = rand_tensor(&mut r, &[n, cin, side, side]);
         let w = rand_tensor(&mut r, &[cout, cin, k, k]);
-        let g = conv::ConvGeom::new(x.shape(), w.shape(), stride);
-        let dy = rand_tensor(&mut r, &[n, cout, g.ho, g.wo]);
+        let g = conv::ConvShape::new(x.shape(), w.shape(), stride);
+        let dy = rand_tensor(&mut r, &[n, cout, g.oh, g.ow]);
         let gflop = 2.0 * g.macs() as f64 * 1e-9;
         let name = format!("{cin}->{cout} {side}x{side} {k}x{k}/{stride}");
         let cell = |ms: Option<f64>| match ms {

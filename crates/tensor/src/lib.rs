@@ -18,6 +18,7 @@
 //! Every CPU op is deterministic: parallel reductions split work into a fixed number of chunks
 //! that does not depend on the thread count, and sum the partial results in order.
 
+pub mod augment;
 pub mod batchnorm;
 pub mod bf16;
 pub mod conv;
@@ -27,7 +28,6 @@ pub mod elementwise;
 mod gemm;
 pub mod linear;
 pub mod loss;
-pub mod meter;
 pub mod oom;
 pub mod pool;
 pub mod profile;
@@ -40,13 +40,13 @@ mod testutil;
 use std::fmt;
 use std::sync::Arc;
 
+/// The convolutions' arithmetic: exact fp32, or bf16 operands with fp32 accumulation.
+pub use conv::Precision;
 pub use device::{Device, Error, Result};
 /// A captured CUDA graph ([`Device::capture`]).
 pub use kernels::Graph;
-/// The convolutions' arithmetic: exact fp32, or bf16 operands with fp32 accumulation.
-pub use kernels::Precision;
 use kernels::{CudaSlice, Gpu};
-pub use meter::{Labels, LossMeter, MeterReading};
+pub use loss::{Labels, LossMeter, MeterReading};
 pub use oom::{Caught, GpuFailure, OutOfMemory};
 
 /// Where a tensor's values are.
@@ -601,6 +601,25 @@ mod tests {
     fn tensors_and_devices_are_send_and_sync() {
         assert_send_sync::<Tensor>();
         assert_send_sync::<Device>();
+    }
+
+    /// Every launcher's kernel entries (the ops' here, and the runtime's own probes) agree with
+    /// the `.cu` signatures, and every kernel of the sources has one: what each launch pushes
+    /// is what its kernel reads, in every variant, without a GPU.
+    #[test]
+    fn every_kernel_is_launched_as_its_c_signature_says() {
+        let launched: Vec<_> = conv::cuda::kernels()
+            .chain(batchnorm::cuda::KERNELS)
+            .chain(elementwise::cuda::KERNELS)
+            .chain(shortcut::cuda::KERNELS)
+            .chain(pool::cuda::KERNELS)
+            .chain(linear::cuda::KERNELS)
+            .chain(loss::cuda::KERNELS)
+            .chain(sgd::cuda::KERNELS)
+            .chain(augment::KERNELS)
+            .chain(kernels::peak::KERNELS)
+            .collect();
+        kernels::signature::check(&launched).unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! ReLU element by element, as PyTorch defines it: the one definition that the reference loops
 //! ([`crate::elementwise`], [`crate::batchnorm`]) and their AVX-512 compilations
-//! ([`crate::cpu`]) share, so every CPU path computes the same bits, and the CUDA kernels
+//! (`fast.rs` of each op) share, so every CPU path computes the same bits, and the CUDA kernels
 //! (`elementwise.cu`, `batchnorm.cu`) write the same expressions.
 //!
 //! NaN passes through, as in `torch.relu`: a NaN activation must reach the loss, where the

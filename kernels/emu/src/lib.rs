@@ -22,9 +22,9 @@
 //! compared word for word, and shadow state that reports shared- and device-memory races as
 //! compute-sanitizer's racecheck would ([`Hazard`]).
 //!
-//! The grid and block should be the `LaunchConfig` the real launcher in `kernels/src/launch`
-//! builds; `tests/emulated/` takes them from there and checks every kernel against its Rust CPU
-//! twin. See `kernels/README.md`, "Emulated on the CPU".
+//! The grid and block should be the `LaunchConfig` the op's real launcher builds (its `cuda.rs`
+//! in the `tensor` crate); `tests/emulated/` takes them from there and checks every kernel
+//! against its Rust CPU twin. See `kernels/README.md`, "Emulated on the CPU".
 
 use std::ffi::{c_char, c_int, c_uint, CStr};
 
@@ -351,9 +351,7 @@ pub fn fast_div(n: i32, d: i32) -> i32 {
     unsafe { emu_fast_div(n, d) }
 }
 
-#[path = "../../src/launch/param_buffer.rs"]
-mod param_buffer;
-pub use param_buffer::ParamBuffer;
+pub use kernel_abi::ParamBuffer;
 
 /// The generated wrappers' launch (the parity tests): every pointer parameter must point into a
 /// device-arena allocation ([`DevVec`]), so that what the kernel touches is checked; panics with

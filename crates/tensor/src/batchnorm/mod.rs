@@ -9,16 +9,21 @@
 //! Two APIs: the slice functions (`batchnorm_train_forward`, `batchnorm_eval_forward`,
 //! `batchnorm_backward`: host-only, the CPU reference) and the tensor functions
 //! ([`train_forward`], [`eval_forward`], [`backward`]) whose parameters and statistics are
-//! tensors on the input's device. On the CPU the latter run `crate::cpu::bn` (ReLU fused,
+//! tensors on the input's device. On the CPU the latter run [`fast`] (ReLU fused,
 //! one-pass statistics) where the CPU has AVX-512, else the former (same bits); on a GPU
 //! they launch `batchnorm.cu` (training: two launches each way over a grid of 4096-value chunks
 //! x channels, per-chunk f32 partials in a per-call workspace, combined in a fixed order).
 
 use crate::elementwise::{add_relu, relu_backward, relu_forward};
-use crate::{check, cpu, cuda_of, Tensor};
-use kernels::launch as kl;
+use crate::{check, cuda_of, Tensor};
 
+pub mod cuda;
+pub(crate) mod fast;
+#[cfg(target_arch = "x86_64")]
+mod fast_avx2;
 mod reference;
+
+pub use cuda::BnShape;
 
 use reference::backward_cpu;
 pub use reference::{batchnorm_backward, batchnorm_eval_forward, batchnorm_train_forward};
@@ -42,13 +47,8 @@ pub struct BnStats {
     /// `1 / sqrt(var + eps)`, with the biased batch variance.
     pub invstd: Tensor,
     /// The CPU fast path's affine map (`scale`, `shift` per channel), from which its backward
-    /// recomputes a fused ReLU's mask instead of reading the output (`cpu::bn::ReluMask`).
+    /// recomputes a fused ReLU's mask instead of reading the output (`fast::ReluMask`).
     pub(crate) affine: Option<(Vec<f32>, Vec<f32>)>,
-}
-
-fn bn_shape(x: &Tensor) -> kl::BnShape {
-    let (n, c, h, w) = x.dims4();
-    kl::BnShape { n, c, hw: h * w }
 }
 
 /// Training-mode forward on the input's device; updates `running_mean` / `running_var` in
@@ -85,7 +85,7 @@ pub fn train_forward_relu(
         let (rm, rv) = (running_mean.data_mut(), running_var.data_mut());
         let (g, b) = (gamma.data(), beta.data());
         if let Some((y, mean, invstd, affine)) =
-            cpu::bn::train_forward(x, g, b, rm, rv, momentum, eps, relu, None)
+            fast::train_forward(x, g, b, rm, rv, momentum, eps, relu, None)
         {
             let c = mean.len();
             let stats = BnStats {
@@ -122,16 +122,16 @@ pub fn train_forward_relu(
     let mut y = Tensor::cuda_output(OP, &gpu, x.shape());
     let mut mean = Tensor::cuda_output(OP, &gpu, &[c]);
     let mut invstd = Tensor::cuda_output(OP, &gpu, &[c]);
-    let shape = bn_shape(x);
+    let shape = BnShape::of(x);
     // The per-chunk partial statistics; the first launch writes all of it before the second
     // reads it, so it needs no zeroing. Allocated per call for now.
     let mut workspace = check(OP, gpu.uninit_f32(shape.stats_workspace_len()));
-    let r = kl::batchnorm_forward_train(
+    let r = cuda::batchnorm_forward_train(
         &gpu,
         &shape,
         &x.cu().as_view(),
         &mut y.cu_mut().as_view_mut(),
-        &kl::BnParams {
+        &cuda::BnParams {
             gamma: &gamma.cu().as_view(),
             beta: &beta.cu().as_view(),
         },
@@ -178,7 +178,7 @@ pub fn train_forward_add_relu(
         let (rm, rv) = (running_mean.data_mut(), running_var.data_mut());
         let (g, b, r) = (gamma.data(), beta.data(), Some(residual));
         if let Some((y, mean, invstd, _)) =
-            cpu::bn::train_forward(x, g, b, rm, rv, momentum, eps, true, r)
+            fast::train_forward(x, g, b, rm, rv, momentum, eps, true, r)
         {
             let c = mean.len();
             let stats = BnStats {
@@ -214,7 +214,7 @@ pub fn eval_forward_add_relu(
             running_mean.data(),
             running_var.data(),
         );
-        if let Some(y) = cpu::bn::eval_forward(x, g, b, rm, rv, eps, true, Some(residual)) {
+        if let Some(y) = fast::eval_forward(x, g, b, rm, rv, eps, true, Some(residual)) {
             return y;
         }
     }
@@ -253,7 +253,7 @@ pub fn eval_forward_relu(
             running_mean.data(),
             running_var.data(),
         );
-        if let Some(y) = cpu::bn::eval_forward(x, g, b, rm, rv, eps, relu, None) {
+        if let Some(y) = fast::eval_forward(x, g, b, rm, rv, eps, relu, None) {
             return y;
         }
         let y = batchnorm_eval_forward(
@@ -267,12 +267,12 @@ pub fn eval_forward_relu(
         return if relu { relu_forward(&y) } else { y };
     };
     let mut y = Tensor::cuda_output(OP, &gpu, x.shape());
-    let r = kl::batchnorm_forward_eval(
+    let r = cuda::batchnorm_forward_eval(
         &gpu,
-        &bn_shape(x),
+        &BnShape::of(x),
         &x.cu().as_view(),
         &mut y.cu_mut().as_view_mut(),
-        &kl::BnParams {
+        &cuda::BnParams {
             gamma: &gamma.cu().as_view(),
             beta: &beta.cu().as_view(),
         },
@@ -318,11 +318,11 @@ pub fn backward_relu(
         let stats = (saved.mean.data(), saved.invstd.data());
         let (dg, db) = (dgamma.data_mut(), dbeta.data_mut());
         let mask = match (relu_out, &saved.affine) {
-            (None, _) => cpu::bn::ReluMask::None,
-            (Some(_), Some((scale, shift))) => cpu::bn::ReluMask::Affine(scale, shift),
-            (Some(out), None) => cpu::bn::ReluMask::Output(out),
+            (None, _) => fast::ReluMask::None,
+            (Some(_), Some((scale, shift))) => fast::ReluMask::Affine(scale, shift),
+            (Some(out), None) => fast::ReluMask::Output(out),
         };
-        if let Some(dx) = cpu::bn::backward(x, dy, gamma.data(), stats, mask, dg, db) {
+        if let Some(dx) = fast::backward(x, dy, gamma.data(), stats, mask, dg, db) {
             return dx;
         }
         let masked = relu_out.map(|out| relu_backward(dy, out));
@@ -339,11 +339,11 @@ pub fn backward_relu(
     assert_eq!(x.shape(), dy.shape(), "batchnorm dy shape");
     let mut dx = Tensor::cuda_output(OP, &gpu, x.shape());
     let relu_view = relu_out.map(|t| t.cu().as_view());
-    let shape = bn_shape(x);
+    let shape = BnShape::of(x);
     // Per-chunk partial sums, written in full by the first launch (no zeroing needed).
     let mut workspace = check(OP, gpu.uninit_f32(shape.stats_workspace_len()));
     // The kernels accumulate into dgamma / dbeta directly.
-    let r = kl::batchnorm_backward(
+    let r = cuda::batchnorm_backward(
         &gpu,
         &shape,
         &dy.cu().as_view(),

@@ -117,7 +117,7 @@ fn fast_path_matches_the_reference_on() {
                 batchnorm_train_forward(&x, gamma.data(), beta.data(), &mut rm, &mut rv, 0.1, 1e-5);
             let want = if relu { relu_forward(&want) } else { want };
             let (mut frm, mut frv) = (vec![0.5; c], vec![2.0; c]);
-            let (got, mean, invstd, (scale, shift)) = cpu::bn::train_forward(
+            let (got, mean, invstd, (scale, shift)) = fast::train_forward(
                 &x,
                 gamma.data(),
                 beta.data(),
@@ -157,16 +157,16 @@ fn fast_path_matches_the_reference_on() {
             // same decisions, so the same bits.
             let masks = if relu {
                 vec![
-                    cpu::bn::ReluMask::Output(&got),
-                    cpu::bn::ReluMask::Affine(&scale, &shift),
+                    fast::ReluMask::Output(&got),
+                    fast::ReluMask::Affine(&scale, &shift),
                 ]
             } else {
-                vec![cpu::bn::ReluMask::None]
+                vec![fast::ReluMask::None]
             };
             let mut first: Option<Tensor> = None;
             for mask in masks {
                 let (mut fdg, mut fdb) = (vec![0.25; c], vec![-0.5; c]);
-                let got_dx = cpu::bn::backward(
+                let got_dx = fast::backward(
                     &x,
                     &dy,
                     gamma.data(),
@@ -195,7 +195,7 @@ fn fast_path_matches_the_reference_on() {
             let want = batchnorm_eval_forward(&x, gamma.data(), beta.data(), &rm, &rv, 1e-5);
             let want = if relu { relu_forward(&want) } else { want };
             let (g, b) = (gamma.data(), beta.data());
-            let got = cpu::bn::eval_forward(&x, g, b, &rm, &rv, 1e-5, relu, None).unwrap();
+            let got = fast::eval_forward(&x, g, b, &rm, &rv, 1e-5, relu, None).unwrap();
             assert_close(&got, &want, tol);
         }
         // relu(BN(x) + residual) in one pass equals BN, then add_relu, bit for bit (the
@@ -204,15 +204,15 @@ fn fast_path_matches_the_reference_on() {
         let (g, b) = (gamma.data(), beta.data());
         let (mut rm, mut rv) = (vec![0.5; c], vec![2.0; c]);
         let (bn, ..) =
-            cpu::bn::train_forward(&x, g, b, &mut rm, &mut rv, 0.1, 1e-5, false, None).unwrap();
+            fast::train_forward(&x, g, b, &mut rm, &mut rv, 0.1, 1e-5, false, None).unwrap();
         let (mut rm2, mut rv2) = (vec![0.5; c], vec![2.0; c]);
         let r2 = Some(&residual);
         let (fused, ..) =
-            cpu::bn::train_forward(&x, g, b, &mut rm2, &mut rv2, 0.1, 1e-5, true, r2).unwrap();
+            fast::train_forward(&x, g, b, &mut rm2, &mut rv2, 0.1, 1e-5, true, r2).unwrap();
         assert_eq!(fused, crate::elementwise::add_relu(&bn, &residual));
         assert_eq!((&rm, &rv), (&rm2, &rv2));
-        let bn = cpu::bn::eval_forward(&x, g, b, &rm, &rv, 1e-5, false, None).unwrap();
-        let fused = cpu::bn::eval_forward(&x, g, b, &rm, &rv, 1e-5, true, r2).unwrap();
+        let bn = fast::eval_forward(&x, g, b, &rm, &rv, 1e-5, false, None).unwrap();
+        let fused = fast::eval_forward(&x, g, b, &rm, &rv, 1e-5, true, r2).unwrap();
         assert_eq!(fused, crate::elementwise::add_relu(&bn, &residual));
     }
 }
@@ -307,7 +307,7 @@ fn fast_path_propagates_nan_like_the_reference_on() {
     let (mut rm, mut rv) = (vec![0.5; c], vec![2.0; c]);
     let (g, b) = (gamma.data(), beta.data());
     let (y, mean, invstd, (scale, shift)) =
-        cpu::bn::train_forward(&x, g, b, &mut rm, &mut rv, 0.1, 1e-5, true, None).unwrap();
+        fast::train_forward(&x, g, b, &mut rm, &mut rv, 0.1, 1e-5, true, None).unwrap();
     let (mut wrm, mut wrv) = (vec![0.5; c], vec![2.0; c]);
     let (want, saved) = batchnorm_train_forward(&x, g, b, &mut wrm, &mut wrv, 0.1, 1e-5);
     let want = relu_forward(&want);
@@ -325,11 +325,11 @@ fn fast_path_propagates_nan_like_the_reference_on() {
         assert_eq!(nan(a), [false, true, false]);
     }
     for mask in [
-        cpu::bn::ReluMask::Output(&y),
-        cpu::bn::ReluMask::Affine(&scale, &shift),
+        fast::ReluMask::Output(&y),
+        fast::ReluMask::Affine(&scale, &shift),
     ] {
         let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
-        let dx = cpu::bn::backward(&x, &dy, g, (&mean, &invstd), mask, &mut dg, &mut db).unwrap();
+        let dx = fast::backward(&x, &dy, g, (&mean, &invstd), mask, &mut dg, &mut db).unwrap();
         for (i, v) in dx.data().iter().enumerate() {
             assert_eq!(v.is_nan(), (i / (h * w)) % c == 1, "dx[{i}] = {v}");
         }
@@ -339,7 +339,7 @@ fn fast_path_propagates_nan_like_the_reference_on() {
     let zero_x = rand_tensor(&mut r, &[n, c, h, w]);
     let (g0, b0) = (vec![0.0; c], vec![-0.0; c]);
     let (rm0, rv0) = (vec![0.0; c], vec![1.0; c]);
-    let got = cpu::bn::eval_forward(&zero_x, &g0, &b0, &rm0, &rv0, 1e-5, true, None).unwrap();
+    let got = fast::eval_forward(&zero_x, &g0, &b0, &rm0, &rv0, 1e-5, true, None).unwrap();
     let want = relu_forward(&batchnorm_eval_forward(&zero_x, &g0, &b0, &rm0, &rv0, 1e-5));
     let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&got), bits(&want));

@@ -1,25 +1,25 @@
 //! The reference CPU convolution: im2col + GEMM (the `gemm` crate), one image at a time, in
-//! fp32. Plain and portable; the oracle every fast path ([`crate::cpu`]) is tested against,
+//! fp32. Plain and portable; the oracle every fast path ([`super::fast`]) is tested against,
 //! and what runs on a CPU without AVX-512. With `W` as a `cout x (cin*k*k)` matrix:
 //!   forward          y_i  = W @ col_i
 //!   backward data    dx_i = col2im(W^T @ dy_i)
 //!   backward weight  dW  += sum_i dy_i @ col_i^T
 //! Images run in parallel; the weight gradient sums fixed chunks of images in order.
 
-use super::ConvGeom;
+use super::ConvShape;
 use crate::gemm::{gemm, Mat};
 use crate::{chunk_ranges, Tensor};
 use rayon::prelude::*;
 
 /// Lay one image `[cin, h, w]` out as columns `[cin*k*k, ho*wo]`.
-pub(crate) fn im2col(g: &ConvGeom, img: &[f32], col: &mut [f32]) {
+pub(crate) fn im2col(g: &ConvShape, img: &[f32], col: &mut [f32]) {
     let p = g.out_pixels();
-    for ci in 0..g.cin {
+    for ci in 0..g.c_in {
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let row = &mut col[((ci * g.k + ky) * g.k + kx) * p..][..p];
                 let (lo, hi) = g.valid_cols(kx);
-                for (oy, out) in row.chunks_exact_mut(g.wo).enumerate() {
+                for (oy, out) in row.chunks_exact_mut(g.ow).enumerate() {
                     let Some(iy) = g.input_row(oy, ky) else {
                         out.fill(0.0);
                         continue;
@@ -45,15 +45,15 @@ pub(crate) fn im2col(g: &ConvGeom, img: &[f32], col: &mut [f32]) {
 }
 
 /// The adjoint of `im2col`: add every column entry back onto the pixel it came from.
-pub(crate) fn col2im(g: &ConvGeom, col: &[f32], img: &mut [f32]) {
+pub(crate) fn col2im(g: &ConvShape, col: &[f32], img: &mut [f32]) {
     img.fill(0.0);
     let p = g.out_pixels();
-    for ci in 0..g.cin {
+    for ci in 0..g.c_in {
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let row = &col[((ci * g.k + ky) * g.k + kx) * p..][..p];
                 let (lo, hi) = g.valid_cols(kx);
-                for (oy, src) in row.chunks_exact(g.wo).enumerate() {
+                for (oy, src) in row.chunks_exact(g.ow).enumerate() {
                     let Some(iy) = g.input_row(oy, ky) else {
                         continue;
                     };
@@ -76,10 +76,10 @@ pub(crate) fn col2im(g: &ConvGeom, col: &[f32], img: &mut [f32]) {
 
 /// `y = conv(x, weight)`.
 pub fn forward(x: &Tensor, weight: &Tensor, stride: usize) -> Tensor {
-    let g = ConvGeom::new(x.shape(), weight.shape(), stride);
-    let (img_len, out_len) = (g.cin * g.h * g.w, g.cout * g.out_pixels());
-    let wmat = Mat::rm(weight.data(), g.cout, g.col_rows());
-    let mut y = Tensor::zeros(&[g.n, g.cout, g.ho, g.wo]);
+    let g = ConvShape::new(x.shape(), weight.shape(), stride);
+    let (img_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.out_pixels());
+    let wmat = Mat::rm(weight.data(), g.c_out, g.col_rows());
+    let mut y = Tensor::zeros(&[g.n, g.c_out, g.oh, g.ow]);
     y.data_mut()
         .par_chunks_mut(out_len)
         .zip(x.data().par_chunks(img_len))
@@ -106,9 +106,9 @@ pub fn forward(x: &Tensor, weight: &Tensor, stride: usize) -> Tensor {
 
 /// The input gradient `dx` of `y = conv(x, weight)`, given `dy`.
 pub fn backward_data(dy: &Tensor, weight: &Tensor, x_shape: &[usize], stride: usize) -> Tensor {
-    let g = ConvGeom::new(x_shape, weight.shape(), stride);
-    let (img_len, out_len) = (g.cin * g.h * g.w, g.cout * g.out_pixels());
-    let wt = Mat::rm(weight.data(), g.cout, g.col_rows()).t();
+    let g = ConvShape::new(x_shape, weight.shape(), stride);
+    let (img_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.out_pixels());
+    let wt = Mat::rm(weight.data(), g.c_out, g.col_rows()).t();
     let mut dx = Tensor::zeros(x_shape);
     dx.data_mut()
         .par_chunks_mut(img_len)
@@ -116,7 +116,7 @@ pub fn backward_data(dy: &Tensor, weight: &Tensor, x_shape: &[usize], stride: us
         .for_each_init(
             || crate::oom::host_zeros("conv2d im2col workspace", g.scratch_len()),
             |dcol, (dxi, dyi)| {
-                let dyi = Mat::rm(dyi, g.cout, g.out_pixels());
+                let dyi = Mat::rm(dyi, g.c_out, g.out_pixels());
                 if g.is_pointwise() {
                     gemm(1.0, wt, dyi, 0.0, dxi);
                 } else {
@@ -130,8 +130,8 @@ pub fn backward_data(dy: &Tensor, weight: &Tensor, x_shape: &[usize], stride: us
 
 /// Accumulate the weight gradient of `y = conv(x, weight)` into `dweight`: `dW += dy ⋆ x`.
 pub fn backward_weight(x: &Tensor, dy: &Tensor, stride: usize, dweight: &mut Tensor) {
-    let g = ConvGeom::new(x.shape(), dweight.shape(), stride);
-    let (img_len, out_len, wlen) = (g.cin * g.h * g.w, g.cout * g.out_pixels(), dweight.len());
+    let g = ConvShape::new(x.shape(), dweight.shape(), stride);
+    let (img_len, out_len, wlen) = (g.c_in * g.h * g.w, g.c_out * g.out_pixels(), dweight.len());
     let partials: Vec<Vec<f32>> = chunk_ranges(g.n)
         .into_par_iter()
         .map(|images| {
@@ -145,7 +145,11 @@ pub fn backward_weight(x: &Tensor, dy: &Tensor, stride: usize, dweight: &mut Ten
                     im2col(&g, xi, &mut col);
                     &col[..]
                 };
-                let dyi = Mat::rm(&dy.data()[i * out_len..][..out_len], g.cout, g.out_pixels());
+                let dyi = Mat::rm(
+                    &dy.data()[i * out_len..][..out_len],
+                    g.c_out,
+                    g.out_pixels(),
+                );
                 gemm(
                     1.0,
                     dyi,

@@ -6,29 +6,30 @@ use crate::testutil::{assert_close, check_grad, rand_tensor, rng};
 
 /// The definition, six loops deep: the reference the im2col path must equal.
 fn conv_naive(x: &Tensor, w: &Tensor, stride: usize) -> Tensor {
-    let g = ConvGeom::new(x.shape(), w.shape(), stride);
-    let mut y = Tensor::zeros(&[g.n, g.cout, g.ho, g.wo]);
+    let g = ConvShape::new(x.shape(), w.shape(), stride);
+    let mut y = Tensor::zeros(&[g.n, g.c_out, g.oh, g.ow]);
     for n in 0..g.n {
-        for co in 0..g.cout {
-            for oy in 0..g.ho {
-                for ox in 0..g.wo {
+        for co in 0..g.c_out {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
                     let mut acc = 0.0f64;
-                    for ci in 0..g.cin {
+                    for ci in 0..g.c_in {
                         for ky in 0..g.k {
                             for kx in 0..g.k {
                                 let iy = (oy * stride + ky) as isize - g.pad as isize;
                                 let ix = (ox * stride + kx) as isize - g.pad as isize;
                                 if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w
                                 {
-                                    let xv = x.data()[((n * g.cin + ci) * g.h + iy as usize) * g.w
+                                    let xv = x.data()[((n * g.c_in + ci) * g.h + iy as usize)
+                                        * g.w
                                         + ix as usize];
-                                    let wv = w.data()[((co * g.cin + ci) * g.k + ky) * g.k + kx];
+                                    let wv = w.data()[((co * g.c_in + ci) * g.k + ky) * g.k + kx];
                                     acc += xv as f64 * wv as f64;
                                 }
                             }
                         }
                     }
-                    y.data_mut()[((n * g.cout + co) * g.ho + oy) * g.wo + ox] = acc as f32;
+                    y.data_mut()[((n * g.c_out + co) * g.oh + oy) * g.ow + ox] = acc as f32;
                 }
             }
         }
@@ -120,10 +121,10 @@ fn fast_cases() -> Vec<([usize; 4], [usize; 4], usize)> {
 /// `None`: this family does not take that pass).
 type Family = (
     &'static str,
-    Box<dyn Fn(Pass, &ConvGeom) -> Option<ConvKernels> + Sync>,
+    Box<dyn Fn(Pass, &ConvShape) -> Option<ConvKernels> + Sync>,
 );
 
-use crate::cpu::conv::{self as fast, ConvKernels, Pass};
+use super::fast::{self, ConvKernels, Pass};
 
 /// Every kernel family this CPU runs for `precision`: each fp32 family alone; for bf16 also
 /// `vdpbf16ps`, and AMX (real where the CPU has it, and the model everywhere) on the passes
@@ -173,10 +174,10 @@ fn fast_vs_reference(precision: Precision, tol: f64) {
         let mut r = rng(11);
         let mut ran = [0usize; 3];
         for (xs, ws, s) in fast_cases() {
-            let g = ConvGeom::new(&xs, &ws, s);
+            let g = ConvShape::new(&xs, &ws, s);
             let x = rand_tensor(&mut r, &xs);
             let w = rand_tensor(&mut r, &ws);
-            let dy = rand_tensor(&mut r, &[g.n, g.cout, g.ho, g.wo]);
+            let dy = rand_tensor(&mut r, &[g.n, g.c_out, g.oh, g.ow]);
             let start = rand_tensor(&mut r, &ws);
             let case = format!("{precision} {name} {xs:?} {ws:?} /{s}");
             if let Some(k) = choose(Pass::Forward, &g) {
@@ -257,10 +258,10 @@ fn every_path_is_deterministic_across_thread_counts() {
                     ([7, 32, 8, 8], [20, 32, 3, 3], 1),
                     ([5, 16, 16, 16], [32, 16, 3, 3], 2),
                 ] {
-                    let g = ConvGeom::new(&xs, &ws, s);
+                    let g = ConvShape::new(&xs, &ws, s);
                     let x = rand_tensor(&mut r, &xs);
                     let w = rand_tensor(&mut r, &ws);
-                    let dy = rand_tensor(&mut r, &[g.n, g.cout, g.ho, g.wo]);
+                    let dy = rand_tensor(&mut r, &[g.n, g.c_out, g.oh, g.ow]);
                     if let Some(k) = choose(Pass::Forward, &g) {
                         out.push(fast::forward_on(k, &x, &w, s, precision).into_vec());
                     }
@@ -290,10 +291,10 @@ fn every_path_is_deterministic_across_thread_counts() {
 #[test]
 fn kernels_are_chosen_per_machine_and_shape() {
     use crate::cpu::Kernels;
-    let big = ConvGeom::new(&[8, 32, 16, 16], &[32, 32, 3, 3], 1);
-    let stem = ConvGeom::new(&[8, 3, 32, 32], &[16, 3, 3, 3], 1);
-    let tiny = ConvGeom::new(&[8, 16, 4, 4], &[16, 16, 3, 3], 1);
-    let choose = |level, dot, p, pass, g: &ConvGeom| fast::choose(level, dot, p, pass, g);
+    let big = ConvShape::new(&[8, 32, 16, 16], &[32, 32, 3, 3], 1);
+    let stem = ConvShape::new(&[8, 3, 32, 32], &[16, 3, 3, 3], 1);
+    let tiny = ConvShape::new(&[8, 16, 4, 4], &[16, 16, 3, 3], 1);
+    let choose = |level, dot, p, pass, g: &ConvShape| fast::choose(level, dot, p, pass, g);
     let (f, b) = (Precision::Fp32, Precision::Bf16);
     for pass in [Pass::Forward, Pass::BackwardData, Pass::BackwardWeight] {
         assert_eq!(choose(Kernels::Reference, true, b, pass, &big), None);
@@ -337,6 +338,189 @@ fn kernels_are_chosen_per_machine_and_shape() {
         assert_eq!(no_dot, Some(ConvKernels::Avx512));
     }
     // Stride 3 is not a ResNet convolution: the reference.
-    let odd = ConvGeom::new(&[1, 16, 9, 9], &[16, 16, 3, 3], 3);
+    let odd = ConvShape::new(&[1, 16, 9, 9], &[16, 16, 3, 3], 3);
     assert_eq!(choose(Kernels::Amx, true, b, Pass::Forward, &odd), None);
+}
+
+/// The shape: sizes, validation, the kernels' index range.
+mod shape {
+    use super::super::ConvShape;
+
+    fn conv(n: usize, c_in: usize, hw: usize, c_out: usize, k: usize, stride: usize) -> ConvShape {
+        ConvShape::new(&[n, c_in, hw, hw], &[c_out, c_in, k, k], stride)
+    }
+
+    #[test]
+    fn conv_output_sizes_match_pytorch() {
+        assert_eq!(
+            (conv(2, 3, 32, 16, 3, 1).oh, conv(2, 3, 32, 16, 3, 1).ow),
+            (32, 32)
+        );
+        assert_eq!(conv(2, 16, 32, 32, 3, 2).oh, 16);
+        assert_eq!(conv(2, 16, 7, 32, 3, 2).oh, 4); // (7 + 2 - 3)/2 + 1
+        assert_eq!(conv(2, 16, 32, 32, 1, 2).oh, 16); // (32 - 1)/2 + 1
+        assert_eq!(conv(2, 16, 7, 32, 1, 2).oh, 4);
+        let s = conv(4, 16, 8, 32, 3, 2);
+        assert_eq!(s.x_len(), 4 * 16 * 8 * 8);
+        assert_eq!(s.w_len(), 32 * 16 * 9);
+        assert_eq!(s.y_len(), 4 * 32 * 4 * 4);
+        assert_eq!(
+            s.kernel_ints("t").unwrap(),
+            [4, 16, 8, 8, 32, 4, 4, 3, 2, 1]
+        );
+    }
+
+    #[test]
+    fn conv_shape_validation() {
+        assert!(conv(1, 1, 4, 1, 5, 1).validate("t").is_err());
+        assert!(conv(1, 1, 4, 1, 3, 3).validate("t").is_err());
+        assert!(conv(0, 1, 4, 1, 3, 1).validate("t").is_err());
+        assert!(conv(1 << 16, 64, 64, 64, 3, 1).validate("t").is_err()); // > i32
+        conv(128, 64, 8, 64, 3, 1).validate("t").unwrap();
+    }
+
+    #[test]
+    fn conv_counts_are_refused_past_the_kernels_index_range() {
+        use kernels::launch::MAX_LEN;
+        // w = [1, C, 3, 3]: K = C*9 is the GEMM's reduction, which the tile steps 16 past.
+        let c = MAX_LEN / 9;
+        conv(1, c, 1, 1, 3, 1).validate("t").unwrap();
+        let err = conv(1, c + 1, 1, 1, 3, 1).validate("t").unwrap_err();
+        assert!(err.to_string().contains("w length"), "{err}");
+        assert!(
+            c * 9 + 9 < i32::MAX as usize,
+            "refused although it fits i32: the margin"
+        );
+        // x and y = [N, 1, 8, 8].
+        conv(MAX_LEN / 64, 1, 8, 1, 1, 1).validate("t").unwrap();
+        let err = conv(MAX_LEN / 64 + 1, 1, 8, 1, 1, 1)
+            .validate("t")
+            .unwrap_err();
+        assert!(err.to_string().contains("x length"), "{err}");
+    }
+}
+
+/// The GPU launches' tiles, grids and split-K plans.
+mod cuda_plan {
+    use super::super::cuda::*;
+    use super::super::{ConvShape, Precision};
+
+    fn conv(n: usize, c_in: usize, hw: usize, c_out: usize, k: usize, stride: usize) -> ConvShape {
+        ConvShape::new(&[n, c_in, hw, hw], &[c_out, c_in, k, k], stride)
+    }
+
+    #[test]
+    fn conv_grids_cover_the_gemms() {
+        let s = conv(128, 16, 32, 32, 3, 2); // CIFAR stage transition
+                                             // fp32 at 32 output channels: the 32 x 128 tile.
+        let f = conv2d_forward_config(&s, Precision::Fp32);
+        assert_eq!(
+            f.grid_dim,
+            ((128 * 16 * 16usize).div_ceil(128) as u32, 1, 1)
+        );
+        assert_eq!(f.block_dim, (CONV_THREADS, 1, 1));
+        // bf16 at 32 output channels: the 32 x 128 tile.
+        let b = conv2d_forward_config(&s, Precision::Bf16);
+        assert_eq!(
+            b.grid_dim,
+            ((128 * 16 * 16usize).div_ceil(128) as u32, 1, 1)
+        );
+        assert_eq!(b.block_dim, (CONV_BF16_THREADS, 1, 1));
+        for (m, tile, rows) in [
+            (1, ConvTile::M16, 16),
+            (16, ConvTile::M16, 16),
+            (17, ConvTile::M32, 32),
+            (32, ConvTile::M32, 32),
+            (33, ConvTile::M64, 64),
+            (512, ConvTile::M64, 64),
+        ] {
+            assert_eq!(ConvTile::for_rows(m), tile, "m = {m}");
+            assert_eq!(tile.dims(Precision::Bf16).0, rows);
+            assert_eq!(tile.dims(Precision::Fp32).0, rows);
+            let (r, c) = tile.dims(Precision::Fp32);
+            assert_eq!(
+                r * c,
+                16 * CONV_THREADS as usize,
+                "4 x 4 outputs per fp32 thread"
+            );
+        }
+        // Backward data has M = 16 input channels: the 16 x 256 tile.
+        let d = conv2d_backward_data_config(&s, Precision::Fp32);
+        assert_eq!(
+            d.grid_dim,
+            ((128 * 32 * 32usize).div_ceil(256) as u32, 1, 1)
+        );
+        // The weight gradient has M = 32 output channels, Ncols = 16 * 9: the 32 x 128 tile.
+        let w = conv2d_backward_weight_config(&s, Precision::Fp32);
+        assert_eq!(
+            (w.grid_dim.0, w.grid_dim.1),
+            ((16 * 9usize).div_ceil(128) as u32, 1)
+        );
+        assert_eq!(w.grid_dim.2 as usize, s.weight_grad_plan().0);
+    }
+
+    #[test]
+    fn forward_and_data_grids_split_only_when_too_small_and_cover_k_once() {
+        for p in [Precision::Fp32, Precision::Bf16] {
+            // ResNet-20 at batch 128: stage 1 fills the GPU alone; stage 3 (8x8 maps, 64
+            // channels: 128 blocks of 64 x 64) splits its K = 576.
+            let stage1 = conv(128, 16, 32, 16, 3, 1);
+            assert_eq!(stage1.forward_plan(p), (1, 16 * 9), "{p}");
+            assert_eq!(stage1.forward_workspace_len(p), 0);
+            assert_eq!(stage1.backward_data_workspace_len(p), 0);
+            let stage3 = conv(128, 64, 8, 64, 3, 1);
+            let (splits, _) = stage3.forward_plan(p);
+            assert!(splits > 1, "{p}: {:?}", stage3.forward_plan(p));
+            assert_eq!(stage3.forward_workspace_len(p), splits * stage3.y_len());
+            assert_eq!(
+                conv2d_forward_config(&stage3, p).grid_dim.2 as usize,
+                splits
+            );
+            for s in [
+                stage1,
+                stage3,
+                conv(128, 512, 4, 512, 3, 1), // depth 34, width 64, last stage
+                conv(128, 128, 4, 128, 3, 1), // depth 34, width 16, last stage
+                conv(1, 67, 4, 3, 3, 2),
+                conv(1, 1, 1, 1, 1, 1),
+                conv(128, 32, 16, 64, 1, 2),
+            ] {
+                let k_fwd = s.c_in * s.k * s.k;
+                let k_bwd = s.c_out * s.k * s.k;
+                for ((splits, chunk), k) in
+                    [(s.forward_plan(p), k_fwd), (s.backward_data_plan(p), k_bwd)]
+                {
+                    assert!(splits * chunk >= k, "{s:?}: splits do not cover K");
+                    if splits > 1 {
+                        assert!((splits - 1) * chunk < k, "{s:?}: a split would be empty");
+                        assert_eq!(chunk % (2 * CONV_TILE_K), 0, "{s:?}");
+                        assert!(chunk >= MIN_SPLIT_K, "{s:?}");
+                    } else {
+                        assert_eq!(chunk, k, "{s:?}: one split takes all of K");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weight_grad_split_covers_k_exactly_once() {
+        for s in [
+            conv(128, 3, 32, 16, 3, 1),
+            conv(128, 16, 32, 16, 3, 1),
+            conv(128, 64, 8, 64, 3, 1),
+            conv(1, 1, 1, 1, 1, 1),
+            conv(3, 5, 7, 9, 3, 2),
+            conv(128, 32, 16, 64, 1, 2),
+        ] {
+            let (splits, chunk) = s.weight_grad_plan();
+            let k = s.n * s.oh * s.ow;
+            assert!(splits >= 1 && chunk % (2 * CONV_TILE_K) == 0, "{s:?}");
+            assert!(splits * chunk >= k, "{s:?}: splits do not cover K");
+            assert!((splits - 1) * chunk < k, "{s:?}: a split would be empty");
+            assert_eq!(s.weight_grad_workspace_len(), splits * s.w_len());
+            // The kernel computes split offsets in int.
+            assert!(splits * chunk < i32::MAX as usize);
+        }
+    }
 }

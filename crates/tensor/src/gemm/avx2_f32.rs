@@ -1,7 +1,7 @@
 //! fp32 GEMM micro-kernels for AVX2 + FMA CPUs (16 ymm registers of 8 floats): the three
 //! products of the convolutions on the operands and walks of `cpu::plan` (whose pixel vectors
 //! are 16 wide: here each is two halves of 8). Same contracts as the AVX-512 kernels of
-//! `cpu::gemm_f32` and `cpu::wgrad`, so a pass swaps one for the other:
+//! `gemm::fp32` and `conv::fast::wgrad`, so a pass swaps one for the other:
 //! - [`nn`]: `C[m][p] = Σ_k A[m][k]·B[k][p]` in tiles of 6 rows x 16 pixels (12 accumulators);
 //!   A packed ([`PackedA`]), B read through the tap-offset table (a lane mask per k for the
 //!   narrow layout, applied as an AND: the masked lanes are inside the buffer by the plan's
@@ -13,13 +13,13 @@
 //!
 //! Every element is one chain of FMAs in an order fixed by the shapes (never by the thread
 //! count). The bf16 passes on these CPUs run these same kernels on operands rounded to bf16
-//! as they are packed (`gemm::avx2_pack`): products of bf16 values are exact in f32, so that
+//! as they are packed (`conv::fast::pack_avx2`): products of bf16 values are exact in f32, so that
 //! is the twin's arithmetic exactly, up to the order of the sums.
 
 // The kernels index their accumulator tiles by (row, vector): clearer than iterator chains.
 #![allow(clippy::needless_range_loop)]
 
-use crate::cpu::gemm_f32::{PackedA, PixelVec, Tile, Walk, NN_MR};
+use crate::gemm::fp32::{PackedA, PixelVec, Tile, Walk, NN_MR};
 use std::arch::x86_64::*;
 
 /// Lane masks of 8 floats, one per byte of a 16-lane mask: entry `b` has all bits set in lane
@@ -116,7 +116,7 @@ unsafe fn nn_tile<const MR: usize, const MASKED: bool>(
 
 /// `C[m][p] = Σ_k A[m][k]·src[offs[k] + p's offset]` for every pixel vector of `tiles` (each
 /// computed alone, 16 pixels at a time); with `masks` (one per k) only those lanes of B count,
-/// the others taken as zero. `C` rows are `ldc` apart. [`crate::cpu::gemm_f32::nn`]'s contract.
+/// the others taken as zero. `C` rows are `ldc` apart. [`crate::gemm::fp32::nn`]'s contract.
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA; `src` must be readable 16 floats past every `offs[k] +
@@ -233,7 +233,7 @@ unsafe fn nt_tile<const MR: usize, const KR: usize>(
 }
 
 /// `C[m][k] += Σ_images Σ_pv A[m][pv]·src[offs[k] + pv]` over the pixel vectors of `walk`:
-/// [`crate::cpu::gemm_f32::nt`]'s contract. Lanes outside a vector's mask are read as zero
+/// [`crate::gemm::fp32::nt`]'s contract. Lanes outside a vector's mask are read as zero
 /// in both operands.
 ///
 /// # Safety
@@ -276,7 +276,7 @@ pub(crate) unsafe fn nt(
     }
 }
 
-pub(crate) use crate::cpu::wgrad::PixelGrid;
+pub(crate) use super::fp32::PixelGrid;
 
 /// Output channels and 8-channel vectors per weight-gradient tile.
 const WG_MR: usize = 6;
@@ -321,7 +321,7 @@ unsafe fn wgrad_tile<const R: usize, const V: usize>(
 
 /// `C[co][8·kv + lane] = Σ_images Σ_pixels dy[co][p] · x[p's offset + koffs[kv] + lane]` for
 /// `co < mrows`, `kv < koffs.len()` (offsets of 8-channel vectors): `images` are `(dy, x)`
-/// pairs (`dy` rows `ldy` apart, `x` channels-last, see `cpu::wgrad`), `C` is
+/// pairs (`dy` rows `ldy` apart, `x` channels-last, see `conv::fast::wgrad`), `C` is
 /// `mrows x 8·koffs.len()`, overwritten.
 ///
 /// # Safety
@@ -368,7 +368,7 @@ mod tests {
     //! Each kernel against a plain f64 sum of the same products, on shapes that reach every
     //! tile edge (rows past a whole tile, masked lanes, one and several images).
     use super::*;
-    use crate::cpu::simd::lane_mask;
+    use crate::gemm::simd::lane_mask;
     use crate::testutil::rng;
     use rand::Rng;
 

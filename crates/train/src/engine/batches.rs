@@ -8,9 +8,9 @@
 
 use anyhow::{Context, Result};
 use data::{Loader, Normalization, Split};
-use kernels::launch::{augment_batch, Normalize};
 use kernels::{CudaSlice, Gpu};
 use std::sync::Arc;
+use tensor::augment::{augment_batch, Normalize};
 use tensor::{Device, Labels, Tensor};
 
 /// The training set, where the batches are made.

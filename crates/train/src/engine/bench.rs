@@ -194,7 +194,7 @@ pub fn bench(spec: &BenchSpec, config: &ResNetConfig, device: &Device) -> Result
         Device::Cpu => format!(
             "cpu ({} kernels; conv {})",
             tensor::cpu::kernels(),
-            tensor::cpu::conv::kernels_used(model.precision())
+            tensor::conv::fast::kernels_used(model.precision())
         ),
         _ => device.to_string(),
     };

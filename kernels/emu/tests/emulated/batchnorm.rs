@@ -1,9 +1,9 @@
 //! batchnorm.cu: training and eval forward and backward against the f64 twin, with the
 //! launcher's chunked configuration and with more chunks than threads.
 
-use kernels::launch as kl;
 use kernels_emu::*;
 use rand_chacha::ChaCha8Rng;
+use tensor::batchnorm::cuda as kl;
 use tensor::Tensor;
 
 use crate::common::*;

@@ -1,11 +1,12 @@
 //! conv.cu and conv_bf16.cu: every conv kernel of both precisions with the launcher's tile and
 //! split-K plan, the bf16-vs-fp32 bound, and conv_ops.cuh's FastDiv.
 
-use kernels::launch as kl;
-use kernels::Precision;
 use kernels_emu::*;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use tensor::conv::cuda as kl;
+use tensor::conv::ConvShape;
+use tensor::Precision;
 use tensor::Tensor;
 
 use crate::common::*;
@@ -108,23 +109,14 @@ macro_rules! cfg_of {
 }
 
 struct ConvCase {
-    s: kl::ConvShape,
+    s: ConvShape,
 }
 
 impl ConvCase {
     fn ints(&self) -> [i32; 10] {
         let s = &self.s;
         [
-            s.n,
-            s.c_in,
-            s.h,
-            s.w,
-            s.c_out,
-            s.oh(),
-            s.ow(),
-            s.k,
-            s.stride,
-            s.pad(),
+            s.n, s.c_in, s.h, s.w, s.c_out, s.oh, s.ow, s.k, s.stride, s.pad,
         ]
         .map(|v| v as i32)
     }
@@ -192,7 +184,7 @@ impl ConvCase {
         }
     }
 
-    /// Backward weight as `kl::conv2d_backward_weight` issues it: the partial launch with grid
+    /// Backward weight as the launcher (`kl::conv2d`) issues it: the partial launch with grid
     /// `conv2d_backward_weight_config` (z = splits), then the reduce with `grid_1d(w_len)`.
     /// `plan` = (splits, k_chunk); the launcher's own is `weight_grad_plan()`.
     fn backward_weight(
@@ -267,15 +259,7 @@ fn check_conv_kernels(precision: Precision, seed: u64) {
         (3, 5, 8, 7, 3, 1),
     ] {
         let case = ConvCase {
-            s: kl::ConvShape {
-                n,
-                c_in,
-                h: hw,
-                w: hw,
-                c_out,
-                k: ks,
-                stride,
-            },
+            s: ConvShape::new(&[n, c_in, hw, hw], &[c_out, c_in, ks, ks], stride),
         };
         let s = case.s;
         let p = precision;
@@ -287,7 +271,7 @@ fn check_conv_kernels(precision: Precision, seed: u64) {
         let dy = rand_vec(&mut r, s.y_len());
         let tx = Tensor::from_vec(&[n, c_in, hw, hw], x.to_vec());
         let tw = Tensor::from_vec(&[c_out, c_in, ks, ks], wt.to_vec());
-        let tdy = Tensor::from_vec(&[n, c_out, s.oh(), s.ow()], dy.to_vec());
+        let tdy = Tensor::from_vec(&[n, c_out, s.oh, s.ow], dy.to_vec());
 
         let ty = tensor::conv::conv2d_forward_with(&tx, &tw, stride, p);
         let tdx = tensor::conv::conv2d_backward_data_with(&tdy, &tw, &[n, c_in, hw, hw], stride, p);
@@ -343,7 +327,7 @@ fn check_conv_kernels(precision: Precision, seed: u64) {
             }
 
             // The weight gradient's plan (a single split at these sizes) and a forced one.
-            for plan in [s.weight_grad_plan(), forced(s.n * s.oh() * s.ow())] {
+            for plan in [s.weight_grad_plan(), forced(s.n * s.oh * s.ow)] {
                 let old = fresh(&mut r, s.w_len());
                 let mut dw = old.clone();
                 case.backward_weight(&k_out, &dy, &x, &mut dw, plan, beta);
@@ -416,15 +400,7 @@ fn conv_bf16_kernels_match_cpu_twin() {
 #[test]
 fn conv_bf16_is_a_bf16_approximation_of_fp32() {
     let mut r = rng(6);
-    let s = kl::ConvShape {
-        n: 2,
-        c_in: 19,
-        h: 6,
-        w: 6,
-        c_out: 21,
-        k: 3,
-        stride: 1,
-    };
+    let s = ConvShape::new(&[2, 19, 6, 6], &[21, 19, 3, 3], 1);
     let case = ConvCase { s };
     let x = rand_vec(&mut r, s.x_len());
     let wt = rand_vec(&mut r, s.w_len());

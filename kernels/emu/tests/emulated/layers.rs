@@ -1,9 +1,11 @@
 //! The layer kernels other than conv and BatchNorm: elementwise.cu, shortcut.cu, pool_fc.cu
 //! (average pool and linear) and loss.cu (softmax cross-entropy).
 
-use kernels::launch as kl;
 use kernels_emu::*;
 use rand::Rng;
+use tensor::linear::LinearShape;
+use tensor::loss::cuda::XENT_THREADS;
+use tensor::shortcut::ShortcutShape;
 use tensor::Tensor;
 
 use crate::common::*;
@@ -77,7 +79,7 @@ fn shortcut_kernels_match_cpu_exactly() {
         (3, 3, 5, 3, 3, 1),
         (1, 7, 1, 1, 9, 2),
     ] {
-        let shape = kl::ShortcutShape {
+        let shape = ShortcutShape {
             n,
             c_in: cin,
             h,
@@ -181,7 +183,7 @@ fn pool_and_linear_kernels_match_cpu() {
 
     // (n, in, out): 1 row, odd sizes, the real head (64 -> 10 / 100) at batch 3.
     for (n, fin, fout) in [(1, 3, 5), (3, 7, 10), (3, 64, 10), (1, 64, 100)] {
-        let shape = kl::LinearShape {
+        let shape = LinearShape {
             n,
             in_features: fin,
             out_features: fout,
@@ -270,7 +272,7 @@ fn softmax_xent_kernels_match_cpu() {
     let (grid, block) = (
         Dim3 { x: 1, y: 1, z: 1 }, // launch/loss.rs xent_config(): one block of XENT_THREADS
         Dim3 {
-            x: kl::XENT_THREADS,
+            x: XENT_THREADS,
             y: 1,
             z: 1,
         },

@@ -7,6 +7,7 @@
 use crate::common::dev;
 use kernels::launch as kl;
 use kernels_emu::*;
+use tensor::batchnorm::BnShape;
 use tensor::Tensor;
 
 /// Every value ReLU treats specially, then ordinary ones, over several blocks of the real
@@ -144,7 +145,7 @@ fn same_nans_and_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
 fn batchnorm_kernels_make_a_nan_channel_nan() {
     let (momentum, eps) = (tensor::batchnorm::BN_MOMENTUM, 1e-5f32);
     for ((n, c, h, w), bad_at) in [((3, 3, 5, 5), (1, 1, 12)), ((130, 2, 8, 8), (97, 1, 40))] {
-        let shape = kl::BnShape { n, c, hw: h * w };
+        let shape = BnShape { n, c, hw: h * w };
         let len = shape.len();
         let cfg = shape.chunked_config();
         let (grid, block): (Dim3, Dim3) = (cfg.grid_dim.into(), cfg.block_dim.into());

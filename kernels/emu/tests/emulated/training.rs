@@ -1,9 +1,10 @@
 //! The training step and input pipeline: sgd.cu (the SGD step, single- and multi-tensor, and
 //! `zero_tensors`), augment.cu, and the peak.cu ceiling probes behind the roofline column.
 
-use kernels::launch as kl;
+use kernels::peak::{PEAK_CHAINS, PEAK_THREADS};
 use kernels_emu::*;
 use rand::Rng;
+use tensor::sgd::cuda::SgdSegments;
 
 use crate::common::*;
 
@@ -18,7 +19,7 @@ const SGD_SEGMENTS: [(usize, f32); 5] = [(7, 5e-4), (1, 0.0), (300, 1e-3), (3, 0
 fn sgd_step_matches_cpu_exactly() {
     let mut r = rng(7);
     let segs = SGD_SEGMENTS;
-    let table = kl::SgdSegments::new(&segs).unwrap();
+    let table = SgdSegments::new(&segs).unwrap();
     let total = table.total();
     let (g, b) = cfg_1d(total);
     for nesterov in [false, true] {
@@ -78,7 +79,7 @@ fn sgd_step_matches_cpu_exactly() {
 fn sgd_step_tensors_matches_cpu_exactly() {
     let mut r = rng(8);
     let segs = SGD_SEGMENTS;
-    let table = kl::SgdSegments::new(&segs).unwrap();
+    let table = SgdSegments::new(&segs).unwrap();
     let total = table.total();
     let (g, b) = cfg_1d(total);
     for nesterov in [false, true] {
@@ -144,7 +145,7 @@ fn zero_tensors_zeroes_exactly_the_listed_tensors() {
         .iter_mut()
         .map(|b| b[2..].as_mut_ptr() as u64)
         .collect();
-    let table = kl::SgdSegments::new(&lens.map(|n| (n, 0.0))).unwrap();
+    let table = SgdSegments::new(&lens.map(|n| (n, 0.0))).unwrap();
     let offsets = dev(&table.offsets);
     let (g, b) = cfg_1d(table.total());
     unsafe {
@@ -175,7 +176,7 @@ fn zero_tensors_zeroes_exactly_the_listed_tensors() {
 /// the matrices spelled out from the PTX fragment tables — predicts each output bit for bit.
 #[test]
 fn peak_probes_compute_what_they_count() {
-    let threads = kl::PEAK_THREADS as usize;
+    let threads = PEAK_THREADS as usize;
     let (g, b) = (
         Dim3 { x: 1, y: 1, z: 1 },
         Dim3 {
@@ -220,10 +221,10 @@ fn peak_probes_compute_what_they_count() {
         .map(|&(r, c)| d(r, c))
         .sum();
         // Chain j starts at j in each of its 4 accumulators: 4 * (0 + 1 + ... + 7) on top.
-        let seeds = 4.0 * (0..kl::PEAK_CHAINS).sum::<u64>() as f32;
+        let seeds = 4.0 * (0..PEAK_CHAINS).sum::<u64>() as f32;
         assert_eq!(
             got,
-            kl::PEAK_CHAINS as f32 * mine + seeds,
+            PEAK_CHAINS as f32 * mine + seeds,
             "peak_mma_bf16 thread {t}"
         );
     }

@@ -14,7 +14,7 @@
 //! instruction defines it (see [`super`]), instructions in k-block order.
 
 use super::{TileConfig, TileOps, ROWS};
-use crate::cpu::wgrad::PixelGrid;
+use crate::gemm::fp32::PixelGrid;
 
 /// A (`m x k`) as bf16 pairs along k, tiled: for each block of 16 rows and each k block of
 /// `len` pairs, a `[16][len]` tile of 32-bit lanes (low half the even element); rows past `m`
@@ -259,7 +259,7 @@ unsafe fn wgrad_block<O: TileOps, const TWO_M: bool, const TWO_N: bool>(
 }
 
 /// `C[co][16·kv + lane] = Σ_members Σ_pixels dy[co][p] · x[p's offset + koffs[kv] + lane]` on
-/// bf16 pairs (each lane two images): `cpu::wgrad::wgrad_bf16`'s contract. `C` is
+/// bf16 pairs (each lane two images): `conv::fast::wgrad::wgrad_bf16`'s contract. `C` is
 /// `mrows x 16·koffs.len()`, overwritten.
 ///
 /// # Safety
@@ -368,7 +368,7 @@ mod tests {
                 (
                     16 * v,
                     16 * v,
-                    crate::cpu::simd::lane_mask(16 * v, pixels) & 0x7fff,
+                    crate::gemm::simd::lane_mask(16 * v, pixels) & 0x7fff,
                 )
             })
             .collect();
