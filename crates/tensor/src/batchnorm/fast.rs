@@ -13,6 +13,7 @@
 // Off x86-64 the fast bodies compile out, leaving their helpers unused.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
+pub(crate) use super::relu_mask::ReluMask;
 use crate::cpu::{kernels, Kernels};
 use crate::Tensor;
 
@@ -40,18 +41,6 @@ macro_rules! on {
             Body::Avx2 => super::fast_avx2::$f($($arg),*),
         }
     };
-}
-
-/// How the backward pass knows which outputs a fused ReLU zeroed.
-#[derive(Clone, Copy)]
-pub(crate) enum ReluMask<'a> {
-    /// No ReLU followed.
-    None,
-    /// Its output: zeroed where `out <= 0` (kept where NaN).
-    Output(&'a Tensor),
-    /// The forward's per-channel affine map: zeroed where `scale·x + shift <= 0` — the same
-    /// FMA the forward computed, so the same decision, without reading the output.
-    Affine(&'a [f32], &'a [f32]),
 }
 
 /// The fused forward's results: output, batch mean, `1/sqrt(var + eps)`, and the affine map it
@@ -194,7 +183,7 @@ pub(crate) fn backward(
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
-    use super::ReluMask;
+    use super::super::relu_mask::{plane_mask, PlaneMask, ReluMask, BY_AFFINE, BY_OUTPUT, NO_RELU};
     use crate::gemm::simd::{for_vectors, load, load_or, store};
     use crate::Tensor;
     use rayon::prelude::*;
@@ -329,20 +318,6 @@ mod imp {
         Tensor::host_filled(x.shape(), fill)
     }
 
-    /// Which lanes a fused ReLU kept, per plane: none masked, `!(out <= 0)`, or
-    /// `!(scale·x + shift <= 0)`.
-    const NO_RELU: u8 = 0;
-    const BY_OUTPUT: u8 = 1;
-    const BY_AFFINE: u8 = 2;
-
-    /// One plane's view of the ReLU mask.
-    #[derive(Clone, Copy)]
-    struct PlaneMask {
-        out: *const f32,
-        scale: f32,
-        shift: f32,
-    }
-
     /// `dy` (lanes `m`), masked by the ReLU as `MODE` says; `xv` holds `x` at the same lanes.
     #[inline(always)]
     unsafe fn grad<const MODE: u8>(
@@ -390,39 +365,6 @@ mod imp {
             _mm512_reduce_add_pd(_mm512_add_pd(s[0], s[1])),
             _mm512_reduce_add_pd(_mm512_add_pd(t[0], t[1])),
         )
-    }
-
-    /// The mode and the per-plane mask of plane `ch` of image `img`.
-    fn plane_mask(
-        relu: ReluMask<'_>,
-        img: usize,
-        ch: usize,
-        c: usize,
-        hw: usize,
-    ) -> (u8, PlaneMask) {
-        let none = PlaneMask {
-            out: std::ptr::null(),
-            scale: 0.0,
-            shift: 0.0,
-        };
-        match relu {
-            ReluMask::None => (NO_RELU, none),
-            ReluMask::Output(o) => (
-                BY_OUTPUT,
-                PlaneMask {
-                    out: o.data()[(img * c + ch) * hw..].as_ptr(),
-                    ..none
-                },
-            ),
-            ReluMask::Affine(scale, shift) => (
-                BY_AFFINE,
-                PlaneMask {
-                    scale: scale[ch],
-                    shift: shift[ch],
-                    ..none
-                },
-            ),
-        }
     }
 
     /// Per channel `(Σ g, Σ g·(x − mean))` with `g` = `dy` under the ReLU mask.

@@ -6,7 +6,7 @@
 //! bits; each is deterministic and independent of the thread count (image by image, added in
 //! image order).
 
-use super::fast::ReluMask;
+use super::relu_mask::{plane_mask, PlaneMask, ReluMask, BY_AFFINE, BY_OUTPUT, NO_RELU};
 use crate::Tensor;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -213,19 +213,6 @@ pub(super) unsafe fn affine(
     Tensor::host_filled(x.shape(), fill)
 }
 
-/// Which lanes a fused ReLU kept (as bn.rs): none masked, `!(out <= 0)`, or
-/// `!(scale·x + shift <= 0)`.
-const NO_RELU: u8 = 0;
-const BY_OUTPUT: u8 = 1;
-const BY_AFFINE: u8 = 2;
-
-#[derive(Clone, Copy)]
-struct PlaneMask {
-    out: *const f32,
-    scale: f32,
-    shift: f32,
-}
-
 /// `dy` (first `m` lanes), masked by the ReLU as `MODE` says; `xv` holds `x` at those lanes.
 #[inline(always)]
 unsafe fn grad<const MODE: u8>(
@@ -269,33 +256,6 @@ unsafe fn plane_grad_sums<const MODE: u8>(
         hsum(_mm256_add_pd(s[0], s[1])),
         hsum(_mm256_add_pd(t[0], t[1])),
     )
-}
-
-/// The mode and the per-plane mask of plane `ch` of image `img`.
-fn plane_mask(relu: ReluMask<'_>, img: usize, ch: usize, c: usize, hw: usize) -> (u8, PlaneMask) {
-    let none = PlaneMask {
-        out: std::ptr::null(),
-        scale: 0.0,
-        shift: 0.0,
-    };
-    match relu {
-        ReluMask::None => (NO_RELU, none),
-        ReluMask::Output(o) => (
-            BY_OUTPUT,
-            PlaneMask {
-                out: o.data()[(img * c + ch) * hw..].as_ptr(),
-                ..none
-            },
-        ),
-        ReluMask::Affine(scale, shift) => (
-            BY_AFFINE,
-            PlaneMask {
-                scale: scale[ch],
-                shift: shift[ch],
-                ..none
-            },
-        ),
-    }
 }
 
 /// Per channel `(Σ g, Σ g·(x − mean))` with `g` = `dy` under the ReLU mask.

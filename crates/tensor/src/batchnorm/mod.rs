@@ -22,6 +22,7 @@ pub(crate) mod fast;
 #[cfg(target_arch = "x86_64")]
 mod fast_avx2;
 mod reference;
+mod relu_mask;
 
 pub use cuda::BnShape;
 
