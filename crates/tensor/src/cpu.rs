@@ -1,7 +1,7 @@
 //! Which CPU kernels run: the best this CPU has (AVX2 + FMA, AVX-512, and for `--precision
 //! bf16` AVX512-BF16's `vdpbf16ps` or AMX tiles), detected at run time, capped by
 //! `RESNET_CPU_KERNELS`. Each op's fast path sits in the op's folder beside its reference
-//! (`conv/fast/`, `batchnorm/fast.rs` + `fast_avx2.rs`, `elementwise/fast.rs`) and asks
+//! (`conv/fast/`, `batchnorm/fast.rs`, `elementwise/fast.rs`) and asks
 //! [`kernels`] whether it may run; a CPU without AVX2, or `RESNET_CPU_KERNELS=reference`, runs
 //! the reference bodies, which stay the oracle the tests hold the fast paths to. The
 //! micro-kernels the fast paths share (AVX2, AVX-512, `vdpbf16ps`, AMX) are in `crate::gemm`;

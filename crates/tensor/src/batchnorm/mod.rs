@@ -21,8 +21,10 @@ pub mod cuda;
 pub(crate) mod fast;
 #[cfg(target_arch = "x86_64")]
 mod fast_avx2;
+#[cfg(target_arch = "x86_64")]
+mod fast_avx512;
+mod planes;
 mod reference;
-mod relu_mask;
 
 pub use cuda::BnShape;
 
