@@ -88,7 +88,7 @@ flags() { # peer name -> our flags
 }
 
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
-flags_cpu=$( (grep -o -w -E 'avx2|avx512f|avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null || true) | sort -u | tr '\n' ' ')
+flags_cpu=$( (grep -o -w -E 'avx2|fma|avx512f|avx512_bf16|amx_tile|amx_bf16' /proc/cpuinfo 2>/dev/null || true) | sort -u | tr '\n' ' ')
 echo "CPU: ${cpu:-unknown} ($(nproc) threads; ${flags_cpu:-no AVX2 or AVX-512}), $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "ours: $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?'), kernels: ${RESNET_CPU_KERNELS:-auto}; peer: $("$python" -c 'import torch; print("torch", torch.__version__, "threads", torch.get_num_threads())')"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -148,6 +148,11 @@ for m in models:
         cpu_ref = peer_cpu_fp32 if mode.startswith("fp32") else peer_cpu_bf16
         cpu_ratio = f"{cpu_ref / cpu:.2f}x" if engine == "ours" and cpu and cpu_ref else ""
         print(f"| {m} | {engine} | {mode} | {each} | {fmt(ms, '{:.1f}')} | {fmt(b, '{:.1f}')} | {fmt(ips, '{:.0f}')} | {fmt(mem, '{:.0f}')} | {ratio} | {cpu_each} | {cpu_ratio} |")
+print()
+for mode in ("fp32", "bf16"):
+    ran = sorted({r.get("device", "?") for r in rows if r["peer"] == "ours" and r["mode"] == mode and not r.get("failed")})
+    for d in ran:
+        print(f"ours {mode} ran on: {d}")
 print()
 print("speed vs peer: the peer's ms/step over ours (>1: ours is faster), of the medians and of the")
 print("best rounds (on a busy machine other work only adds time); fp32 against the faster of the")

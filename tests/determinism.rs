@@ -2,7 +2,9 @@
 //! every floating-point sum. Two runs of a few steps through the real data pipeline and the
 //! real model agree bit for bit; another seed gives another result; and the number of threads
 //! changes nothing (every parallel sum is split by image or fixed image groups, never by
-//! thread), in fp32 and bf16 alike, whichever CPU kernels this machine runs.
+//! thread), in fp32 and bf16 alike, on every family of CPU kernels this machine has (each
+//! `RESNET_CPU_KERNELS` value it supports, in a child process: the choice is made once per
+//! process).
 
 use resnet_cifar::data::{Loader, Normalization, Split};
 use resnet_cifar::model::step::train_step;
@@ -86,5 +88,42 @@ fn the_thread_count_changes_no_bit() {
         let one = on(1);
         assert!(one == on(3), "{precision}: 1 and 3 threads differ");
         assert!(one == on(2), "{precision}: 1 and 2 threads differ");
+    }
+}
+
+/// `the_thread_count_changes_no_bit` again under each kernel family this CPU runs below its
+/// best (the best ran above), each in a child process of this test binary with
+/// `RESNET_CPU_KERNELS` set.
+#[test]
+fn the_thread_count_changes_no_bit_on_every_kernel_family() {
+    use resnet_cifar::tensor::cpu::{self, Kernels};
+    if std::env::var_os("RESNET_CPU_KERNELS").is_some() {
+        return; // a child: the test above is the one it runs
+    }
+    let families = [
+        Kernels::Reference,
+        Kernels::Avx2,
+        Kernels::Avx512,
+        Kernels::Avx512Bf16,
+        Kernels::Amx,
+    ];
+    let exe = std::env::current_exe().unwrap();
+    for k in families.into_iter().filter(|&k| k < cpu::supported()) {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "the_thread_count_changes_no_bit",
+                "--test-threads=1",
+            ])
+            .env("RESNET_CPU_KERNELS", k.env_name())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "RESNET_CPU_KERNELS={}: {text}{}",
+            k.env_name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -7,28 +7,47 @@
 //! in one pass (shifted by the channel's first value, so a mean far from zero costs no
 //! precision) and image by image, added in image order.
 //!
-//! Each function returns `None` without AVX-512, and the caller runs the reference.
+//! The passes over whole tensors are `planes.rs`, on the per-plane kernels of the body this CPU
+//! runs: `fast_avx512.rs` or `fast_avx2.rs`. Each function returns `None` without either, and
+//! the caller runs the reference.
 
 // Off x86-64 the fast bodies compile out, leaving their helpers unused.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
+#[cfg(target_arch = "x86_64")]
+use super::fast_avx2::Avx2;
+#[cfg(target_arch = "x86_64")]
+use super::fast_avx512::Avx512;
+#[cfg(target_arch = "x86_64")]
+use super::planes;
+pub(crate) use super::planes::ReluMask;
 use crate::cpu::{kernels, Kernels};
 use crate::Tensor;
 
-fn fast() -> bool {
-    kernels() >= Kernels::Avx512
+/// The body that runs: AVX-512 or AVX2 + FMA; `None`: the reference.
+#[derive(Clone, Copy)]
+enum Body {
+    Avx512,
+    Avx2,
 }
 
-/// How the backward pass knows which outputs a fused ReLU zeroed.
-#[derive(Clone, Copy)]
-pub(crate) enum ReluMask<'a> {
-    /// No ReLU followed.
-    None,
-    /// Its output: zeroed where `out <= 0` (kept where NaN).
-    Output(&'a Tensor),
-    /// The forward's per-channel affine map: zeroed where `scale·x + shift <= 0` — the same
-    /// FMA the forward computed, so the same decision, without reading the output.
-    Affine(&'a [f32], &'a [f32]),
+fn body() -> Option<Body> {
+    match kernels() {
+        Kernels::Reference => None,
+        Kernels::Avx2 => Some(Body::Avx2),
+        _ => Some(Body::Avx512),
+    }
+}
+
+/// `planes::$f(args)` on the body's per-plane kernels.
+#[cfg(target_arch = "x86_64")]
+macro_rules! on {
+    ($body:expr, $f:ident($($arg:expr),*)) => {
+        match $body {
+            Body::Avx512 => planes::$f::<Avx512>($($arg),*),
+            Body::Avx2 => planes::$f::<Avx2>($($arg),*),
+        }
+    };
 }
 
 /// The fused forward's results: output, batch mean, `1/sqrt(var + eps)`, and the affine map it
@@ -51,7 +70,7 @@ pub(crate) fn train_forward(
     residual: Option<&Tensor>,
 ) -> Option<TrainForward> {
     #[cfg(target_arch = "x86_64")]
-    if fast() {
+    if let Some(body) = body() {
         let (n, c, h, w) = x.dims4();
         let count = (n * h * w) as f64;
         assert!(
@@ -59,8 +78,8 @@ pub(crate) fn train_forward(
             "batchnorm needs more than one value per channel, got shape {:?}",
             x.shape()
         );
-        // SAFETY: AVX-512F was detected.
-        let (means, vars) = unsafe { imp::moments(x) };
+        // SAFETY: the body's instructions were detected.
+        let (means, vars) = unsafe { on!(body, moments(x)) };
         let (mut mean, mut invstd) = (vec![0.0f32; c], vec![0.0f32; c]);
         for ch in 0..c {
             let var = vars[ch];
@@ -73,7 +92,7 @@ pub(crate) fn train_forward(
         let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
         let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - scale[ch] * mean[ch]).collect();
         // SAFETY: as above.
-        let y = unsafe { imp::affine(x, &scale, &shift, relu, residual) };
+        let y = unsafe { on!(body, affine(x, &scale, &shift, relu, residual)) };
         return Some((y, mean, invstd, (scale, shift)));
     }
     let _ = (
@@ -103,7 +122,7 @@ pub(crate) fn eval_forward(
     residual: Option<&Tensor>,
 ) -> Option<Tensor> {
     #[cfg(target_arch = "x86_64")]
-    if fast() {
+    if let Some(body) = body() {
         let c = gamma.len();
         let scale: Vec<f32> = (0..c)
             .map(|ch| gamma[ch] / (running_var[ch] + eps).sqrt())
@@ -111,8 +130,8 @@ pub(crate) fn eval_forward(
         let shift: Vec<f32> = (0..c)
             .map(|ch| beta[ch] - scale[ch] * running_mean[ch])
             .collect();
-        // SAFETY: AVX-512F was detected.
-        return Some(unsafe { imp::affine(x, &scale, &shift, relu, residual) });
+        // SAFETY: the body's instructions were detected.
+        return Some(unsafe { on!(body, affine(x, &scale, &shift, relu, residual)) });
     }
     let _ = (
         x,
@@ -139,15 +158,15 @@ pub(crate) fn backward(
     dbeta: &mut [f32],
 ) -> Option<Tensor> {
     #[cfg(target_arch = "x86_64")]
-    if fast() {
+    if let Some(body) = body() {
         let (n, c, h, w) = x.dims4();
         assert_eq!(x.shape(), dy.shape(), "batchnorm dy shape");
         if let ReluMask::Output(out) = relu {
             assert_eq!(out.shape(), x.shape(), "batchnorm relu output shape");
         }
         let count = (n * h * w) as f64;
-        // SAFETY: AVX-512F was detected.
-        let sums = unsafe { imp::grad_sums(x, dy, relu, mean) };
+        // SAFETY: the body's instructions were detected.
+        let sums = unsafe { on!(body, grad_sums(x, dy, relu, mean)) };
         // As the reference: dx = k·g + a·x + b per channel.
         let (mut k, mut a, mut b) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
         for ch in 0..c {
@@ -163,352 +182,8 @@ pub(crate) fn backward(
             b[ch] = (-kk * mean_dy - aa * mean[ch] as f64) as f32;
         }
         // SAFETY: as above.
-        return Some(unsafe { imp::backward_apply(x, dy, relu, &k, &a, &b) });
+        return Some(unsafe { on!(body, backward_apply(x, dy, relu, &k, &a, &b)) });
     }
     let _ = (x, dy, gamma, mean, invstd, relu, dgamma, dbeta);
     None
-}
-
-#[cfg(target_arch = "x86_64")]
-mod imp {
-    use super::ReluMask;
-    use crate::gemm::simd::{for_vectors, load, load_or, store};
-    use crate::Tensor;
-    use rayon::prelude::*;
-    use std::arch::x86_64::*;
-
-    /// 16 floats as two vectors of 8 doubles.
-    #[inline(always)]
-    unsafe fn widen(v: __m512) -> (__m512d, __m512d) {
-        let top = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
-        (
-            _mm512_cvtps_pd(_mm512_castps512_ps256(v)),
-            _mm512_cvtps_pd(top),
-        )
-    }
-
-    /// `(Σ (v − k), Σ (v − k)²)` over a plane, in f64.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn plane_moments(p: &[f32], k: f64) -> (f64, f64) {
-        let kv = _mm512_set1_pd(k);
-        let (mut s, mut q) = ([_mm512_setzero_pd(); 2], [_mm512_setzero_pd(); 2]);
-        let fill = _mm512_set1_ps(k as f32);
-        for_vectors!(p.len(), |i, m| {
-            // Lanes past the end: v = k, so they add exactly zero.
-            let v = load_or(fill, m, p.as_ptr().add(i));
-            let (lo, hi) = widen(v);
-            let (dl, dh) = (_mm512_sub_pd(lo, kv), _mm512_sub_pd(hi, kv));
-            s[0] = _mm512_add_pd(s[0], dl);
-            s[1] = _mm512_add_pd(s[1], dh);
-            q[0] = _mm512_fmadd_pd(dl, dl, q[0]);
-            q[1] = _mm512_fmadd_pd(dh, dh, q[1]);
-        });
-        (
-            _mm512_reduce_add_pd(_mm512_add_pd(s[0], s[1])),
-            _mm512_reduce_add_pd(_mm512_add_pd(q[0], q[1])),
-        )
-    }
-
-    /// Per channel, the batch mean and biased variance of `x` (f64).
-    ///
-    /// # Safety
-    /// AVX-512F.
-    pub(super) unsafe fn moments(x: &Tensor) -> (Vec<f64>, Vec<f64>) {
-        let (n, c, h, w) = x.dims4();
-        let hw = h * w;
-        let data = x.data();
-        // Each channel's sums are taken relative to its first value (exact in f64), so a mean
-        // far from zero does not cancel the variance's digits away.
-        let shift: Vec<f64> = (0..c).map(|ch| data[ch * hw] as f64).collect();
-        let per_image: Vec<Vec<(f64, f64)>> = data
-            .par_chunks(c * hw)
-            .map(|img| {
-                (0..c)
-                    .map(|ch| plane_moments(&img[ch * hw..][..hw], shift[ch]))
-                    .collect()
-            })
-            .collect();
-        let count = (n * hw) as f64;
-        let (mut means, mut vars) = (vec![0.0; c], vec![0.0; c]);
-        for ch in 0..c {
-            let (s, q) = per_image.iter().fold((0.0, 0.0), |acc, img| {
-                (acc.0 + img[ch].0, acc.1 + img[ch].1)
-            });
-            let d = s / count;
-            means[ch] = shift[ch] + d;
-            // Rounding can take the one-pass variance a hair below 0; clamp it, but let a
-            // NaN through (`f64::max` would turn it into 0), as the reference's two passes do.
-            let var = q / count - d * d;
-            vars[ch] = if var < 0.0 { 0.0 } else { var };
-        }
-        (means, vars)
-    }
-
-    /// `out = scale[ch]·x + shift[ch]` (then ReLU with `RELU`) over one plane.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn affine_plane<const RELU: bool, const RES: bool>(
-        x: *const f32,
-        res: *const f32,
-        out: *mut f32,
-        n: usize,
-        a: f32,
-        b: f32,
-    ) {
-        let (av, bv, zero) = (_mm512_set1_ps(a), _mm512_set1_ps(b), _mm512_setzero_ps());
-        for_vectors!(n, |i, m| {
-            let mut v = _mm512_fmadd_ps(av, load(m, x.add(i)), bv);
-            if RES {
-                v = _mm512_add_ps(v, load(m, res.add(i)));
-            }
-            if RELU {
-                // maxps returns its second operand when either is NaN or both are zero:
-                // `max(0, v)` is `crate::scalar::relu` (NaN and -0.0 pass), `max(v, 0)` is not.
-                v = _mm512_max_ps(zero, v);
-            }
-            store(m, out.add(i), v);
-        });
-    }
-
-    /// The per-channel affine map (+ `residual`) (+ ReLU) into a fresh tensor.
-    ///
-    /// # Safety
-    /// AVX-512F.
-    pub(super) unsafe fn affine(
-        x: &Tensor,
-        scale: &[f32],
-        shift: &[f32],
-        relu: bool,
-        residual: Option<&Tensor>,
-    ) -> Tensor {
-        let (_, c, h, w) = x.dims4();
-        let (hw, len) = (h * w, c * h * w);
-        let res = residual.map(|r| r.data());
-        let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
-            out.par_chunks_mut(len)
-                .zip(x.data().par_chunks(len))
-                .enumerate()
-                .for_each(|(i, (o, xi))| {
-                    for ch in 0..c {
-                        let at = ch * hw;
-                        let (src, dst) = (xi.as_ptr().add(at), o.as_mut_ptr().add(at).cast());
-                        let r = res.map_or(std::ptr::null(), |r| r[i * len + at..].as_ptr());
-                        let (a, b) = (scale[ch], shift[ch]);
-                        match (relu, res.is_some()) {
-                            (false, false) => affine_plane::<false, false>(src, r, dst, hw, a, b),
-                            (true, false) => affine_plane::<true, false>(src, r, dst, hw, a, b),
-                            (false, true) => affine_plane::<false, true>(src, r, dst, hw, a, b),
-                            (true, true) => affine_plane::<true, true>(src, r, dst, hw, a, b),
-                        }
-                    }
-                })
-        };
-        // SAFETY: every plane of every image is written.
-        Tensor::host_filled(x.shape(), fill)
-    }
-
-    /// Which lanes a fused ReLU kept, per plane: none masked, `!(out <= 0)`, or
-    /// `!(scale·x + shift <= 0)`.
-    const NO_RELU: u8 = 0;
-    const BY_OUTPUT: u8 = 1;
-    const BY_AFFINE: u8 = 2;
-
-    /// One plane's view of the ReLU mask.
-    #[derive(Clone, Copy)]
-    struct PlaneMask {
-        out: *const f32,
-        scale: f32,
-        shift: f32,
-    }
-
-    /// `dy` (lanes `m`), masked by the ReLU as `MODE` says; `xv` holds `x` at the same lanes.
-    #[inline(always)]
-    unsafe fn grad<const MODE: u8>(
-        m: u16,
-        dy: *const f32,
-        xv: __m512,
-        at: usize,
-        pm: PlaneMask,
-    ) -> __m512 {
-        let g = load(m, dy);
-        let live = match MODE {
-            BY_OUTPUT => load(m, pm.out.add(at)),
-            BY_AFFINE => _mm512_fmadd_ps(_mm512_set1_ps(pm.scale), xv, _mm512_set1_ps(pm.shift)),
-            _ => return g,
-        };
-        // Kept unless `live <= 0` (not-less-or-equal, unordered: NaN keeps `dy`), as
-        // `crate::scalar::relu_grad`.
-        _mm512_maskz_mov_ps(
-            _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(live, _mm512_setzero_ps()),
-            g,
-        )
-    }
-
-    /// `(Σ g, Σ g·(x − mean))` over one plane, in f64.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn plane_grad_sums<const MODE: u8>(
-        x: *const f32,
-        dy: *const f32,
-        pm: PlaneMask,
-        n: usize,
-        mean: f64,
-    ) -> (f64, f64) {
-        let mv = _mm512_set1_pd(mean);
-        let (mut s, mut t) = ([_mm512_setzero_pd(); 2], [_mm512_setzero_pd(); 2]);
-        for_vectors!(n, |i, m| {
-            let xv = load(m, x.add(i));
-            let (gl, gh) = widen(grad::<MODE>(m, dy.add(i), xv, i, pm));
-            let (xl, xh) = widen(xv);
-            s[0] = _mm512_add_pd(s[0], gl);
-            s[1] = _mm512_add_pd(s[1], gh);
-            t[0] = _mm512_fmadd_pd(gl, _mm512_sub_pd(xl, mv), t[0]);
-            t[1] = _mm512_fmadd_pd(gh, _mm512_sub_pd(xh, mv), t[1]);
-        });
-        (
-            _mm512_reduce_add_pd(_mm512_add_pd(s[0], s[1])),
-            _mm512_reduce_add_pd(_mm512_add_pd(t[0], t[1])),
-        )
-    }
-
-    /// The mode and the per-plane mask of plane `ch` of image `img`.
-    fn plane_mask(
-        relu: ReluMask<'_>,
-        img: usize,
-        ch: usize,
-        c: usize,
-        hw: usize,
-    ) -> (u8, PlaneMask) {
-        let none = PlaneMask {
-            out: std::ptr::null(),
-            scale: 0.0,
-            shift: 0.0,
-        };
-        match relu {
-            ReluMask::None => (NO_RELU, none),
-            ReluMask::Output(o) => (
-                BY_OUTPUT,
-                PlaneMask {
-                    out: o.data()[(img * c + ch) * hw..].as_ptr(),
-                    ..none
-                },
-            ),
-            ReluMask::Affine(scale, shift) => (
-                BY_AFFINE,
-                PlaneMask {
-                    scale: scale[ch],
-                    shift: shift[ch],
-                    ..none
-                },
-            ),
-        }
-    }
-
-    /// Per channel `(Σ g, Σ g·(x − mean))` with `g` = `dy` under the ReLU mask.
-    ///
-    /// # Safety
-    /// AVX-512F.
-    pub(super) unsafe fn grad_sums(
-        x: &Tensor,
-        dy: &Tensor,
-        relu: ReluMask<'_>,
-        mean: &[f32],
-    ) -> Vec<(f64, f64)> {
-        let (_, c, h, w) = x.dims4();
-        let hw = h * w;
-        let per_image: Vec<Vec<(f64, f64)>> = x
-            .data()
-            .par_chunks(c * hw)
-            .zip(dy.data().par_chunks(c * hw))
-            .enumerate()
-            .map(|(i, (xi, gi))| {
-                (0..c)
-                    .map(|ch| {
-                        let at = ch * hw;
-                        let (xp, gp, m) =
-                            (xi.as_ptr().add(at), gi.as_ptr().add(at), mean[ch] as f64);
-                        match plane_mask(relu, i, ch, c, hw) {
-                            (BY_OUTPUT, pm) => plane_grad_sums::<BY_OUTPUT>(xp, gp, pm, hw, m),
-                            (BY_AFFINE, pm) => plane_grad_sums::<BY_AFFINE>(xp, gp, pm, hw, m),
-                            (_, pm) => plane_grad_sums::<NO_RELU>(xp, gp, pm, hw, m),
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        (0..c)
-            .map(|ch| {
-                per_image.iter().fold((0.0, 0.0), |acc, img| {
-                    (acc.0 + img[ch].0, acc.1 + img[ch].1)
-                })
-            })
-            .collect()
-    }
-
-    /// `dx = k·g + a·x + b` over one plane.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn backward_plane<const MODE: u8>(
-        x: *const f32,
-        dy: *const f32,
-        pm: PlaneMask,
-        dx: *mut f32,
-        n: usize,
-        k: f32,
-        a: f32,
-        b: f32,
-    ) {
-        let (kv, av, bv) = (_mm512_set1_ps(k), _mm512_set1_ps(a), _mm512_set1_ps(b));
-        for_vectors!(n, |i, m| {
-            let xv = load(m, x.add(i));
-            let g = grad::<MODE>(m, dy.add(i), xv, i, pm);
-            store(
-                m,
-                dx.add(i),
-                _mm512_fmadd_ps(kv, g, _mm512_fmadd_ps(av, xv, bv)),
-            );
-        });
-    }
-
-    /// The input gradient into a fresh tensor.
-    ///
-    /// # Safety
-    /// AVX-512F.
-    pub(super) unsafe fn backward_apply(
-        x: &Tensor,
-        dy: &Tensor,
-        relu: ReluMask<'_>,
-        k: &[f32],
-        a: &[f32],
-        b: &[f32],
-    ) -> Tensor {
-        let (_, c, h, w) = x.dims4();
-        let (hw, len) = (h * w, c * h * w);
-        let fill = |dx: &mut [std::mem::MaybeUninit<f32>]| {
-            dx.par_chunks_mut(len)
-                .zip(x.data().par_chunks(len))
-                .zip(dy.data().par_chunks(len))
-                .enumerate()
-                .for_each(|(i, ((dxi, xi), gi))| {
-                    for ch in 0..c {
-                        let at = ch * hw;
-                        let (xp, gp, dp) = (
-                            xi.as_ptr().add(at),
-                            gi.as_ptr().add(at),
-                            dxi.as_mut_ptr().add(at).cast(),
-                        );
-                        let (kk, aa, bb) = (k[ch], a[ch], b[ch]);
-                        match plane_mask(relu, i, ch, c, hw) {
-                            (BY_OUTPUT, pm) => {
-                                backward_plane::<BY_OUTPUT>(xp, gp, pm, dp, hw, kk, aa, bb)
-                            }
-                            (BY_AFFINE, pm) => {
-                                backward_plane::<BY_AFFINE>(xp, gp, pm, dp, hw, kk, aa, bb)
-                            }
-                            (_, pm) => backward_plane::<NO_RELU>(xp, gp, pm, dp, hw, kk, aa, bb),
-                        }
-                    }
-                })
-        };
-        // SAFETY: every plane of every image is written.
-        Tensor::host_filled(x.shape(), fill)
-    }
 }

@@ -19,6 +19,11 @@ use crate::{check, cuda_of, Tensor};
 
 pub mod cuda;
 pub(crate) mod fast;
+#[cfg(target_arch = "x86_64")]
+mod fast_avx2;
+#[cfg(target_arch = "x86_64")]
+mod fast_avx512;
+mod planes;
 mod reference;
 
 pub use cuda::BnShape;

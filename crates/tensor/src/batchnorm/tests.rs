@@ -85,16 +85,18 @@ fn backward_matches_finite_differences() {
     }
 }
 
-/// The fast path (one-pass statistics, ReLU fused, AVX-512) against the reference slice
+/// The fast path (one-pass statistics, ReLU fused, AVX-512 or AVX2) against the reference slice
 /// functions, with and without ReLU, on the awkward shapes above plus planes off the vector
 /// multiple and a mean far from zero (the shifted sums must not lose the variance).
 #[test]
 fn fast_path_matches_the_reference() {
-    use crate::cpu::{self, Kernels};
-    if cpu::supported() < Kernels::Avx512 {
-        eprintln!("skipped: no AVX-512 on this CPU");
-        return;
+    // Each body this CPU has (AVX-512, AVX2), in turn; none: a CPU-capability skip.
+    for k in crate::cpu::simd_bodies() {
+        crate::cpu::with_kernels(k, fast_path_matches_the_reference_on);
     }
+}
+
+fn fast_path_matches_the_reference_on() {
     let mut r = rng(12);
     for (shape, offset) in [
         ([1, 3, 3, 5], 0.0),
@@ -289,11 +291,13 @@ fn a_nan_input_makes_its_channel_nan_everywhere() {
 /// ReLU's output: a NaN in one channel, `-0.0` kept by the fused ReLU (`maxps(0, v)`).
 #[test]
 fn fast_path_propagates_nan_like_the_reference() {
-    use crate::cpu::{self, Kernels};
-    if cpu::supported() < Kernels::Avx512 {
-        eprintln!("skipped: no AVX-512 on this CPU");
-        return;
+    // Each body this CPU has (AVX-512, AVX2), in turn; none: a CPU-capability skip.
+    for k in crate::cpu::simd_bodies() {
+        crate::cpu::with_kernels(k, fast_path_propagates_nan_like_the_reference_on);
     }
+}
+
+fn fast_path_propagates_nan_like_the_reference_on() {
     let mut r = rng(22);
     let (n, c, h, w) = (2, 3, 4, 5);
     let mut x = rand_tensor(&mut r, &[n, c, h, w]);

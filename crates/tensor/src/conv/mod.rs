@@ -4,15 +4,18 @@
 //! For one image with `cin` channels, im2col lays every receptive field out as a column:
 //! `col[(ci*k + ky)*k + kx, oy*wo + ox] = x[ci, oy*s + ky - p, ox*s + kx - p]` (0 outside), and
 //! each pass is a GEMM with `W` as a `cout x (cin*k*k)` matrix. Where it runs:
-//! - on the CPU, the fast path of [`fast`] when the CPU has AVX-512 (AVX512-BF16 for
-//!   bf16), else [`reference`](mod@reference) (plain im2col + the `gemm` crate; the oracle of the tests);
+//! - on the CPU, the fast path of [`fast`] when the CPU has AVX2 or AVX-512 (for bf16 also
+//!   `vdpbf16ps` or AMX), else [`reference`](mod@reference) (plain im2col + the `gemm` crate;
+//!   the oracle of the tests);
 //! - on a GPU, the implicit-GEMM kernels of `conv.cu` (k in {1, 3}, stride in {1, 2}: every
 //!   ResNet convolution).
 //!
 //! The `_with` variants take a [`Precision`]. `Bf16` runs `conv_bf16.cu` on the tensor cores; on
 //! the CPU it rounds both operands to bf16 ([`crate::bf16`]) and sums their products in f32 —
-//! the reference runs its f32 code on the rounded tensors, the fast path `vdpbf16ps` — which is
-//! exactly what the kernel computes up to the order of its additions (its CPU twin).
+//! the reference runs its f32 code on the rounded tensors, the fast paths `vdpbf16ps`, AMX
+//! tiles, or their fp32 kernels on operands rounded as they are packed — which is exactly what
+//! the kernel computes up to the order of its additions (its CPU twin; `vdpbf16ps` and AMX also
+//! flush denormals, see `gemm::amx`).
 
 pub mod cuda;
 pub mod fast;

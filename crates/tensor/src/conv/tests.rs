@@ -93,7 +93,10 @@ fn weight_gradient_accumulates() {
 /// bf16 pairs, more images than one weight-gradient group (17 of 8x8), and rows of 16 or more
 /// pixels (read in place, a masked vector at each row's end for 19 and 17), input channels in
 /// whole vectors (the channels-last weight gradient) with ragged rows and output channels, and
-/// rows of 8 and 4 (the narrow layout: 4 images per tile, the last group short).
+/// rows of 8 and 4 (the narrow layout: 4 images per tile, the last group short). For AMX:
+/// 32 input channels at rows of 8 with 20 output channels (tiles of rows past 16, im2col in
+/// place of the narrow layout, a weight gradient in runs of 8), a stride-2 weight gradient on
+/// rows of 8, and 48 input channels read in place (24 pairs: no equal blocks, so im2col).
 fn fast_cases() -> Vec<([usize; 4], [usize; 4], usize)> {
     let mut cases = CASES.to_vec();
     cases.extend([
@@ -107,59 +110,236 @@ fn fast_cases() -> Vec<([usize; 4], [usize; 4], usize)> {
         ([3, 16, 6, 9], [5, 16, 1, 1], 2),
         ([6, 16, 4, 4], [20, 16, 3, 3], 1),
         ([5, 8, 2, 8], [3, 8, 1, 1], 1),
+        ([3, 32, 8, 8], [20, 32, 3, 3], 1),
+        ([3, 16, 16, 16], [32, 16, 3, 3], 2),
+        ([1, 48, 4, 17], [16, 48, 3, 3], 1),
     ]);
     cases
 }
 
-/// One pass of every case through the fast path and the reference (on bf16-rounded operands
-/// for bf16: the twin), compared at `tol`; `None` when this CPU has no fast path for it.
-fn fast_vs_reference(precision: Precision, tol: f64) -> Option<()> {
-    use super::fast;
-    if !fast::available(precision) {
-        eprintln!("skipped: this CPU has no fast {precision} convolution");
-        return None;
+/// One way of choosing each pass's kernels: a name and, per pass and shape, the kernels (or
+/// `None`: this family does not take that pass).
+type Family = (
+    &'static str,
+    Box<dyn Fn(Pass, &ConvShape) -> Option<ConvKernels> + Sync>,
+);
+
+use super::fast::{self, ConvKernels, Pass};
+
+/// Every kernel family this CPU runs for `precision`: each fp32 family alone; for bf16 also
+/// `vdpbf16ps`, and AMX (real where the CPU has it, and the model everywhere) on the passes
+/// AMX takes.
+fn families(precision: Precision) -> Vec<Family> {
+    let mut all: Vec<Family> = vec![];
+    for (name, k) in [("avx2", ConvKernels::Avx2), ("avx512", ConvKernels::Avx512)] {
+        if fast::runs(k, precision) {
+            all.push((name, Box::new(move |_, _| Some(k))));
+        } else {
+            eprintln!(
+                "{precision}: skipped {name}: this CPU cannot run it (a CPU-capability skip)"
+            );
+        }
     }
+    if precision == Precision::Bf16 {
+        for (name, k) in [
+            ("vdpbf16ps", ConvKernels::Avx512Bf16),
+            ("amx", ConvKernels::Amx),
+            ("amx model", ConvKernels::AmxModel),
+        ] {
+            if !fast::runs(k, precision) {
+                eprintln!("bf16: skipped {name}: this CPU cannot run it (a CPU-capability skip)");
+                continue;
+            }
+            if k.is_amx() {
+                all.push((
+                    name,
+                    Box::new(move |p, g| fast::amx_fits(p, g).then_some(k)),
+                ));
+            } else {
+                all.push((name, Box::new(move |_, _| Some(k))));
+            }
+        }
+    }
+    all
+}
+
+/// Every case through every family and the reference (on bf16-rounded operands for bf16: the
+/// twin), compared at `tol`. Each family must have run every pass at least once.
+fn fast_vs_reference(precision: Precision, tol: f64) {
     let twin = |t: &Tensor| match precision {
         Precision::Fp32 => t.clone(),
         Precision::Bf16 => round_tensor(t),
     };
-    let mut r = rng(11);
-    for (xs, ws, s) in fast_cases() {
-        let x = rand_tensor(&mut r, &xs);
-        let w = rand_tensor(&mut r, &ws);
-        let want = reference::forward(&twin(&x), &twin(&w), s);
-        let got = fast::forward(&x, &w, s, precision)?;
-        assert_close(&got, &want, tol);
-        let dy = rand_tensor(&mut r, want.shape());
-        let want = reference::backward_data(&twin(&dy), &twin(&w), &xs, s);
-        assert_close(
-            &fast::backward_data(&dy, &w, &xs, s, precision)?,
-            &want,
-            tol,
+    for (name, choose) in families(precision) {
+        let mut r = rng(11);
+        let mut ran = [0usize; 3];
+        for (xs, ws, s) in fast_cases() {
+            let g = ConvShape::new(&xs, &ws, s);
+            let x = rand_tensor(&mut r, &xs);
+            let w = rand_tensor(&mut r, &ws);
+            let dy = rand_tensor(&mut r, &[g.n, g.c_out, g.oh, g.ow]);
+            let start = rand_tensor(&mut r, &ws);
+            let case = format!("{precision} {name} {xs:?} {ws:?} /{s}");
+            if let Some(k) = choose(Pass::Forward, &g) {
+                let want = reference::forward(&twin(&x), &twin(&w), s);
+                let got = fast::forward_on(k, &x, &w, s, precision);
+                assert_close_named(&case, &got, &want, tol);
+                ran[0] += 1;
+            }
+            if let Some(k) = choose(Pass::BackwardData, &g) {
+                let want = reference::backward_data(&twin(&dy), &twin(&w), &xs, s);
+                let got = fast::backward_data_on(k, &dy, &w, &xs, s, precision);
+                assert_close_named(&case, &got, &want, tol);
+                ran[1] += 1;
+            }
+            if let Some(k) = choose(Pass::BackwardWeight, &g) {
+                // Accumulates onto what is there.
+                let (mut got, mut want) = (start.clone(), start);
+                reference::backward_weight(&twin(&x), &twin(&dy), s, &mut want);
+                fast::backward_weight_on(k, &x, &dy, s, &mut got, precision);
+                assert_close_named(&case, &got, &want, tol);
+                ran[2] += 1;
+            }
+        }
+        assert!(
+            ran.iter().all(|&n| n > 0),
+            "{precision} {name}: passes run {ran:?}"
         );
-        // Accumulates onto what is there.
-        let start = rand_tensor(&mut r, &ws);
-        let (mut got, mut want) = (start.clone(), start);
-        reference::backward_weight(&twin(&x), &twin(&dy), s, &mut want);
-        assert!(fast::backward_weight(&x, &dy, s, &mut got, precision));
-        assert_close(&got, &want, tol);
     }
-    Some(())
+}
+
+#[track_caller]
+fn assert_close_named(case: &str, got: &Tensor, want: &Tensor, tol: f64) {
+    let r = std::panic::catch_unwind(|| assert_close(got, want, tol));
+    if let Err(e) = r {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "?".into());
+        panic!("{case}: {msg}");
+    }
 }
 
 // The fast path sums the same products in another order: f32 sums of at most a few thousand
 // products of O(1) values differ by well under 1e-5 relative.
 #[test]
-fn fast_fp32_path_matches_the_reference() {
+fn fast_fp32_paths_match_the_reference() {
     fast_vs_reference(Precision::Fp32, 1e-5);
 }
 
-// Same operands (rounded to bf16 identically), exact products, f32 sums in another order: the
-// twin's tolerance. The twin itself is ~1e-3 away from fp32, so a path that forgot to round
-// (or rounded differently) fails here.
+// Same operands (rounded to bf16 identically), exact products, f32 sums in another order (AMX:
+// in the instruction's order, denormals flushed, which these values never reach): the twin's
+// tolerance. The twin itself is ~1e-3 away from fp32, so a path that forgot to round (or
+// rounded differently) fails here.
 #[test]
-fn fast_bf16_path_matches_the_twin() {
+fn fast_bf16_paths_match_the_twin() {
     fast_vs_reference(Precision::Bf16, 1e-5);
+}
+
+/// Every family gives the same bits on 1 and 3 threads (work is split by image and fixed image
+/// groups, never by thread), on shapes that reach each layout and weight-gradient path.
+#[test]
+fn every_path_is_deterministic_across_thread_counts() {
+    let on = |threads: usize, f: &(dyn Fn() -> Vec<Vec<f32>> + Sync)| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(f)
+    };
+    for precision in [Precision::Fp32, Precision::Bf16] {
+        for (name, choose) in families(precision) {
+            let run = || {
+                let mut r = rng(12);
+                let mut out = vec![];
+                for (xs, ws, s) in [
+                    ([17, 4, 8, 8], [7, 4, 3, 3], 1),
+                    ([9, 16, 16, 16], [16, 16, 3, 3], 1),
+                    ([7, 32, 8, 8], [20, 32, 3, 3], 1),
+                    ([5, 16, 16, 16], [32, 16, 3, 3], 2),
+                ] {
+                    let g = ConvShape::new(&xs, &ws, s);
+                    let x = rand_tensor(&mut r, &xs);
+                    let w = rand_tensor(&mut r, &ws);
+                    let dy = rand_tensor(&mut r, &[g.n, g.c_out, g.oh, g.ow]);
+                    if let Some(k) = choose(Pass::Forward, &g) {
+                        out.push(fast::forward_on(k, &x, &w, s, precision).into_vec());
+                    }
+                    if let Some(k) = choose(Pass::BackwardData, &g) {
+                        out.push(fast::backward_data_on(k, &dy, &w, &xs, s, precision).into_vec());
+                    }
+                    if let Some(k) = choose(Pass::BackwardWeight, &g) {
+                        let mut dw = Tensor::zeros(&ws);
+                        fast::backward_weight_on(k, &x, &dy, s, &mut dw, precision);
+                        out.push(dw.into_vec());
+                    }
+                }
+                out
+            };
+            let one = on(1, &run);
+            assert!(!one.is_empty());
+            assert!(
+                one == on(3, &run),
+                "{precision} {name}: 1 and 3 threads differ"
+            );
+        }
+    }
+}
+
+/// The choice per machine: bf16 never takes a slower family than fp32 on the same CPU, AMX
+/// only where its tiles fill, `vdpbf16ps` only where preferred.
+#[test]
+fn kernels_are_chosen_per_machine_and_shape() {
+    use crate::cpu::Kernels;
+    let big = ConvShape::new(&[8, 32, 16, 16], &[32, 32, 3, 3], 1);
+    let stem = ConvShape::new(&[8, 3, 32, 32], &[16, 3, 3, 3], 1);
+    let tiny = ConvShape::new(&[8, 16, 4, 4], &[16, 16, 3, 3], 1);
+    let choose = |level, dot, p, pass, g: &ConvShape| fast::choose(level, dot, p, pass, g);
+    let (f, b) = (Precision::Fp32, Precision::Bf16);
+    for pass in [Pass::Forward, Pass::BackwardData, Pass::BackwardWeight] {
+        assert_eq!(choose(Kernels::Reference, true, b, pass, &big), None);
+        assert_eq!(
+            choose(Kernels::Avx2, true, b, pass, &big),
+            Some(ConvKernels::Avx2)
+        );
+        assert_eq!(
+            choose(Kernels::Avx2, true, f, pass, &big),
+            Some(ConvKernels::Avx2)
+        );
+        assert_eq!(
+            choose(Kernels::Avx512, true, b, pass, &big),
+            Some(ConvKernels::Avx512)
+        );
+        assert_eq!(
+            choose(Kernels::Amx, true, f, pass, &big),
+            Some(ConvKernels::Avx512)
+        );
+        assert_eq!(
+            choose(Kernels::Amx, false, b, pass, &big),
+            Some(ConvKernels::Amx)
+        );
+        assert_eq!(
+            choose(Kernels::Amx, false, b, pass, &stem).filter(|_| pass == Pass::Forward),
+            (pass == Pass::Forward).then_some(ConvKernels::Avx512)
+        );
+        let want = if pass == Pass::BackwardWeight {
+            ConvKernels::Avx512Bf16
+        } else {
+            ConvKernels::Amx
+        };
+        assert_eq!(
+            choose(Kernels::Amx, true, b, pass, &tiny),
+            Some(want),
+            "{pass:?}"
+        );
+        let dot = choose(Kernels::Avx512Bf16, true, b, pass, &big);
+        assert_eq!(dot, Some(ConvKernels::Avx512Bf16));
+        let no_dot = choose(Kernels::Avx512Bf16, false, b, pass, &big);
+        assert_eq!(no_dot, Some(ConvKernels::Avx512));
+    }
+    // Stride 3 is not a ResNet convolution: the reference.
+    let odd = ConvShape::new(&[1, 16, 9, 9], &[16, 16, 3, 3], 3);
+    assert_eq!(choose(Kernels::Amx, true, b, Pass::Forward, &odd), None);
 }
 
 /// The shape: sizes, validation, the kernels' index range.

@@ -146,11 +146,17 @@ mod tests {
         assert_eq!(dx.data(), &[1.0, 0.0, 0.0, 4.0, 5.0]);
     }
 
-    /// Whatever path runs (the AVX-512 one here, if the CPU has it), every op equals its scalar
+    /// Every path this CPU has (AVX-512, AVX2, each run in turn), every op equals its scalar
     /// definition bit for bit, over several parallel chunks and a ragged end, with zeros,
     /// negative zeros and a NaN among the values.
     #[test]
     fn ops_equal_their_definitions_bit_for_bit() {
+        for k in crate::cpu::simd_bodies() {
+            crate::cpu::with_kernels(k, ops_equal_their_definitions);
+        }
+    }
+
+    fn ops_equal_their_definitions() {
         let mut r = rng(13);
         let n = 3 * CHUNK + 37;
         let mut a = rand_tensor(&mut r, &[n]);

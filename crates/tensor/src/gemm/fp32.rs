@@ -43,6 +43,11 @@ impl PackedA {
         }
         PackedA { data, m, k }
     }
+
+    /// The packed values (tiles of [`NN_MR`] rows, each `[k][rows]`).
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
 }
 
 pub(crate) use super::simd::lane_mask;
@@ -292,4 +297,15 @@ pub(crate) unsafe fn nt(
             }
         }
     }
+}
+
+/// How the output pixels map onto one image's channels-last input.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PixelGrid {
+    pub ho: usize,
+    pub wo: usize,
+    /// Floats between consecutive output pixels of a row, and consecutive output rows, in the
+    /// input (`stride·cin`, `stride·wp·cin`).
+    pub col_step: usize,
+    pub row_step: usize,
 }

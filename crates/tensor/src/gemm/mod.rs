@@ -9,7 +9,16 @@
 //!   (`crate::conv::fast`) packs operands and plans walks for them.
 //! - `simd.rs` (x86-64): the AVX-512 vector helpers (masked loads and stores, the ragged end of
 //!   a loop) that the micro-kernels and the fused batch norm and elementwise passes share.
+//! - `avx2_f32.rs` (x86-64): fp32 micro-kernels on AVX2 + FMA, for CPUs without AVX-512 (the
+//!   conv fast path packs their operands in `conv/fast/pack_avx2.rs`, optionally rounding to
+//!   bf16).
+//! - `amx/` (x86-64): bf16 on AMX tiles (`TDPBF16PS`), the tile logic behind a few tile
+//!   operations with a plain-Rust model of each, so that every machine tests it.
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2_f32;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod bf16;
 #[cfg(target_arch = "x86_64")]

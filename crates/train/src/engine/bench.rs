@@ -188,9 +188,14 @@ pub fn bench(spec: &BenchSpec, config: &ResNetConfig, device: &Device) -> Result
         (Device::Cpu, Some(c)) => format!(" (CPU time {c:.2} ms/step)"),
         _ => String::new(),
     };
-    // On the CPU, which kernels ran (RESNET_CPU_KERNELS=reference forces the portable ones).
+    // On the CPU, which kernels ran, and for the convolutions which per pass
+    // (RESNET_CPU_KERNELS=reference|avx2|avx512|avx512bf16|amx caps them).
     let where_ = match device {
-        Device::Cpu => format!("cpu ({} kernels)", tensor::cpu::kernels()),
+        Device::Cpu => format!(
+            "cpu ({} kernels; conv {})",
+            tensor::cpu::kernels(),
+            tensor::conv::fast::kernels_used(model.precision())
+        ),
         _ => device.to_string(),
     };
     println!(

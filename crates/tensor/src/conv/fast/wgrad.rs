@@ -19,16 +19,7 @@ use crate::gemm::simd::dot_bf16;
 const MR: usize = 8;
 const NV: usize = 3;
 
-/// How the output pixels map onto one image's channels-last input.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PixelGrid {
-    pub ho: usize,
-    pub wo: usize,
-    /// Floats between consecutive output pixels of a row, and consecutive output rows, in the
-    /// input (`stride·cin`, `stride·wp·cin`).
-    pub col_step: usize,
-    pub row_step: usize,
-}
+pub(crate) use crate::gemm::fp32::PixelGrid;
 
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
