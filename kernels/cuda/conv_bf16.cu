@@ -1,5 +1,6 @@
 // conv_bf16.cu — the three convolution GEMMs of conv.cu on the tensor cores: operands rounded
-// to bf16 as they enter shared memory, products summed in fp32 by mma.sync (sm_80+).
+// to bf16 as they enter shared memory, products summed in fp32 by mma.sync (sm_80+). The CPU
+// twin and the launcher: crates/tensor/src/conv/ (`Precision::Bf16`).
 //
 // Same semantics, same index maps (conv_ops.cuh: FwdOp, BwdDataOp, BwdWeightOp), same
 // outputs in fp32 memory, same deterministic split-K (its reduction is conv.cu's
