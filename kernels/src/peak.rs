@@ -1,5 +1,5 @@
 //! The device's ceilings (`peak.cu`): the tensor-core and fp32 peaks this card reaches, which
-//! the kernel benchmark (`cargo bench -p tensor --bench kernels`) puts beside each kernel for
+//! the kernel benchmark (`cargo bench -p kernels`) puts beside each kernel for
 //! its roofline column. Not an op: a probe of the device, like the rest of this crate.
 
 use cudarc::driver::{CudaViewMut, LaunchConfig};

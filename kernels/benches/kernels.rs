@@ -1,6 +1,6 @@
 //! Every CUDA kernel at the real shapes of ResNet-20 (widths 16/32/64, maps 32/16/8) and
 //! ResNet-34 width 64 (widths 64/128/256/512, maps 32/16/8/4), batch 128.
-//! `cargo bench -p tensor --bench kernels` (see kernels/README.md, "Benchmarks"): each op's
+//! `cargo bench -p kernels` (see kernels/README.md, "Benchmarks"): each op's
 //! launcher, as the training step calls it.
 //!
 //! IDs are `<kernel>/<model>_<what>_<C>x<H>x<W>` with the kernel's *input* shape, e.g.
