@@ -19,7 +19,7 @@
 // The kernels index their accumulator tiles by (row, vector): clearer than iterator chains.
 #![allow(clippy::needless_range_loop)]
 
-use crate::gemm::fp32::{PackedA, PixelVec, Tile, Walk, NN_MR};
+use crate::gemm::fp32::{PackedA, PixelGrid, PixelVec, Tile, Walk, NN_MR};
 use std::arch::x86_64::*;
 
 /// Lane masks of 8 floats, one per byte of a 16-lane mask: entry `b` has all bits set in lane
@@ -275,8 +275,6 @@ pub(crate) unsafe fn nt(
         }
     }
 }
-
-pub(crate) use super::fp32::PixelGrid;
 
 /// Output channels and 8-channel vectors per weight-gradient tile.
 const WG_MR: usize = 6;

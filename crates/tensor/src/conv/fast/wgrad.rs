@@ -13,13 +13,12 @@
 
 use std::arch::x86_64::*;
 
+use crate::gemm::fp32::PixelGrid;
 use crate::gemm::simd::dot_bf16;
 
 /// Output channels and channel vectors per tile.
 const MR: usize = 8;
 const NV: usize = 3;
-
-pub(crate) use crate::gemm::fp32::PixelGrid;
 
 #[inline(never)]
 #[target_feature(enable = "avx512f")]

@@ -12,7 +12,7 @@ use crate::conv::ConvShape;
 use crate::gemm::amx::{model::Model, real::Real, tile as amx_tile};
 use crate::gemm::avx2_f32;
 use crate::gemm::bf16::{self as gemm_bf16, PackedPairs};
-use crate::gemm::fp32::{self as gemm_f32, PackedA};
+use crate::gemm::fp32::{self as gemm_f32, PackedA, PixelGrid};
 use crate::{Precision, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -569,7 +569,7 @@ unsafe fn backward_weight_channels_last(
                 .map(move |c0| ((tap / k) * wp + tap % k) * cin + c0)
         })
         .collect();
-    let grid = wgrad::PixelGrid {
+    let grid = PixelGrid {
         ho: g.oh,
         wo: g.ow,
         col_step: g.stride * cin,

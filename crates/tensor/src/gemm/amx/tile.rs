@@ -527,10 +527,17 @@ mod tests {
     /// The model and the real instructions give the same bits on both kernels, including
     /// products that underflow into the denormal range (flushed) and sums that cancel. This
     /// needs a CPU with AMX (and Linux's permission): elsewhere it prints why and checks
-    /// nothing — a skip for want of the instructions, not a pass.
+    /// nothing — a skip for want of the instructions, not a pass. `RESNET_REQUIRE_AMX=1`
+    /// (set by `.ci/run` where /proc/cpuinfo lists `amx_tile`) turns that skip into a failure,
+    /// so an AMX machine whose tiles cannot be used does not pass quietly.
     #[test]
     fn model_and_real_agree_bit_for_bit() {
         if !super::super::available() {
+            assert!(
+                std::env::var_os("RESNET_REQUIRE_AMX").is_none(),
+                "RESNET_REQUIRE_AMX is set, but this process cannot use AMX (the CPU lacks \
+                 AMX-TILE/AMX-BF16, or Linux refused the tile state)"
+            );
             eprintln!(
                 "skipped: this CPU has no usable AMX (AMX-TILE/AMX-BF16 and the tile state), \
                  so the real instructions cannot run here; the model ran in the other tests"
